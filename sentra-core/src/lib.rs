@@ -1,0 +1,2 @@
+//! Sentra wire and domain types.
+#![forbid(unsafe_code)]
