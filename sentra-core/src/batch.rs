@@ -32,7 +32,7 @@ pub struct Batch {
     pub agent_id: AgentId,
     /// Its per-agent sequence number.
     pub seq: Seq,
-    /// Agent wall-clock time at batching.
+    /// Agent wall-clock time of the collection (the envelope carries the signing time).
     pub created: UnixMillis,
     /// Metric samples.
     pub samples: Vec<Sample>,

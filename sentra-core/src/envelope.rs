@@ -208,14 +208,19 @@ impl Signer {
         }
     }
 
-    /// Encodes `batch` once and signs it for [`Method::Push`] with the batch's own
-    /// `seq` and creation time.
+    /// Encodes `batch` once and signs it for [`Method::Push`] with the batch's own `seq`,
+    /// at signing time `signed_at` (normally now; see [`Verified::created`]).
     ///
     /// The batch's agent id should be this signer's; the server rejects a mismatch.
     #[must_use]
-    pub fn sign_batch(&self, batch: &Batch, nonce: Nonce) -> proto::SignedBatch {
+    pub fn sign_batch(
+        &self,
+        batch: &Batch,
+        signed_at: UnixMillis,
+        nonce: Nonce,
+    ) -> proto::SignedBatch {
         let payload = Bytes::from(batch.encode_to_vec());
-        self.sign(Method::Push, batch.seq, batch.created, nonce, payload)
+        self.sign(Method::Push, batch.seq, signed_at, nonce, payload)
     }
 }
 
@@ -377,7 +382,7 @@ impl Verified {
         self.seq
     }
 
-    /// The authenticated creation time.
+    /// The authenticated signing time (not the batch's collection time).
     #[must_use]
     pub fn created(&self) -> UnixMillis {
         self.created
@@ -397,7 +402,11 @@ impl Verified {
     }
 
     /// Decodes the payload as a `MetricBatch`, validates it into a [`Batch`] and checks that
-    /// it agrees with the authenticated header (agent id, seq, creation time).
+    /// it agrees with the authenticated header (agent id and seq).
+    ///
+    /// The creation times may differ on purpose: the envelope's `created_ms` is the signing
+    /// time (it bounds replay through the skew window), the batch's is the collection time,
+    /// which can be hours older when an agent drains its log after an outage.
     ///
     /// # Errors
     ///
@@ -410,11 +419,6 @@ impl Verified {
         }
         if batch.seq != self.seq {
             return Err(Error::HeaderMismatch { field: "seq" });
-        }
-        if batch.created != self.created {
-            return Err(Error::HeaderMismatch {
-                field: "created_ms",
-            });
         }
         Ok(batch)
     }

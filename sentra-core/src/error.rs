@@ -64,7 +64,7 @@ pub enum Error {
     /// The decoded payload disagrees with the authenticated envelope header.
     #[error("payload {field} does not match the envelope")]
     HeaderMismatch {
-        /// The field that differs (`"agent_id"`, `"seq"` or `"created_ms"`).
+        /// The field that differs (`"agent_id"` or `"seq"`).
         field: &'static str,
     },
 }

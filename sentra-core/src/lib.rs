@@ -17,7 +17,7 @@
 //!
 //! ```
 //! use sentra_core::{
-//!     AgentId, Batch, KeyId, Keyring as _, MemoryKeyring, Method, Nonce, SecretKey, Seq, Signer,
+//!     AgentId, Batch, KeyId, MemoryKeyring, Method, Nonce, SecretKey, Seq, Signer,
 //!     UnixMillis, Validity, Verifier,
 //! };
 //!
@@ -29,7 +29,7 @@
 //! // Agent side: build, encode once, sign the exact bytes.
 //! let batch = Batch::new(agent.clone(), Seq::new(1)?, now);
 //! let signer = Signer::new(agent.clone(), KeyId::new(1), &secret);
-//! let envelope = signer.sign_batch(&batch, Nonce::from_bytes([0; 16]));
+//! let envelope = signer.sign_batch(&batch, now, Nonce::from_bytes([0; 16]));
 //!
 //! // Server side: verify against the keyring, then decode.
 //! let mut keyring = MemoryKeyring::new();

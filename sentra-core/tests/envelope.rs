@@ -82,7 +82,7 @@ fn valid_envelope_verifies_and_decodes() {
     let secret = SecretKey::from_bytes([1; 32]);
     let signer = Signer::new(a.clone(), KeyId::new(7), &secret);
     let batch = sample_batch(a.clone(), 42);
-    let env = signer.sign_batch(&batch, Nonce::random());
+    let env = signer.sign_batch(&batch, batch.created, Nonce::random());
     let keyring = keyring_with(&a, 7, &secret, Validity::always());
     let v = Verifier::new()
         .verify(&env, Method::Push, UnixMillis::from_millis(NOW), &keyring)
@@ -100,7 +100,11 @@ fn every_single_bit_flip_fails() {
     let a = agent("edge-01");
     let secret = SecretKey::from_bytes([1; 32]);
     let signer = Signer::new(a.clone(), KeyId::new(1), &secret);
-    let env = signer.sign_batch(&sample_batch(a.clone(), 5), Nonce::from_bytes([4; 16]));
+    let env = signer.sign_batch(
+        &sample_batch(a.clone(), 5),
+        UnixMillis::from_millis(NOW),
+        Nonce::from_bytes([4; 16]),
+    );
     let bytes = env.encode_to_vec();
     let keyring = keyring_with(&a, 1, &secret, Validity::always());
     let verifier = Verifier::new();
@@ -138,7 +142,7 @@ fn reencoded_payload_is_rejected() {
     let secret = SecretKey::from_bytes([1; 32]);
     let signer = Signer::new(a.clone(), KeyId::new(1), &secret);
     let batch = sample_batch(a.clone(), 5);
-    let mut env = signer.sign_batch(&batch, Nonce::from_bytes([4; 16]));
+    let mut env = signer.sign_batch(&batch, batch.created, Nonce::from_bytes([4; 16]));
     let mut reencoded = Vec::new();
     let wire = batch.to_proto();
     // seq (field 2) first, then the rest: a valid but different encoding.
@@ -168,12 +172,19 @@ fn agent_a_key_cannot_sign_for_agent_b() {
     keyring.insert(b.clone(), KeyId::new(1), &key_b, Validity::always());
     // A signs a batch claiming to be B, with A's key.
     let forger = Signer::new(b.clone(), KeyId::new(1), &key_a);
-    let env = forger.sign_batch(&sample_batch(b, 1), Nonce::random());
+    let env = forger.sign_batch(
+        &sample_batch(b, 1),
+        UnixMillis::from_millis(NOW),
+        Nonce::random(),
+    );
     let r = Verifier::new().verify(&env, Method::Push, UnixMillis::from_millis(NOW), &keyring);
     assert!(matches!(r, Err(Error::BadTag)), "{r:?}");
     // And A's genuine envelope re-labelled as B fails too.
-    let genuine = Signer::new(a.clone(), KeyId::new(1), &key_a)
-        .sign_batch(&sample_batch(a, 1), Nonce::random());
+    let genuine = Signer::new(a.clone(), KeyId::new(1), &key_a).sign_batch(
+        &sample_batch(a, 1),
+        UnixMillis::from_millis(NOW),
+        Nonce::random(),
+    );
     let mut relabelled = genuine;
     relabelled.agent_id = "agent-b".into();
     let r = Verifier::new().verify(
@@ -237,7 +248,11 @@ fn key_validity_windows_for_rotation() {
     let sign = |key_id: u32, secret: &SecretKey, at: i64| {
         let mut b = sample_batch(a.clone(), 1);
         b.created = UnixMillis::from_millis(at);
-        Signer::new(a.clone(), KeyId::new(key_id), secret).sign_batch(&b, Nonce::random())
+        Signer::new(a.clone(), KeyId::new(key_id), secret).sign_batch(
+            &b,
+            b.created,
+            Nonce::random(),
+        )
     };
     let at = |ms| UnixMillis::from_millis(ms);
     // Inside the overlap both verify.
@@ -282,7 +297,11 @@ fn clock_skew_window() {
     let secret = SecretKey::from_bytes([1; 32]);
     let keyring = keyring_with(&a, 1, &secret, Validity::always());
     let signer = Signer::new(a.clone(), KeyId::new(1), &secret);
-    let env = signer.sign_batch(&sample_batch(a, 1), Nonce::random());
+    let env = signer.sign_batch(
+        &sample_batch(a, 1),
+        UnixMillis::from_millis(NOW),
+        Nonce::random(),
+    );
     let v = Verifier::new();
     for (now, ok) in [
         (NOW, true),
@@ -332,8 +351,11 @@ fn method_is_bound() {
     let a = agent("edge-01");
     let secret = SecretKey::from_bytes([1; 32]);
     let keyring = keyring_with(&a, 1, &secret, Validity::always());
-    let env = Signer::new(a.clone(), KeyId::new(1), &secret)
-        .sign_batch(&sample_batch(a, 1), Nonce::random());
+    let env = Signer::new(a.clone(), KeyId::new(1), &secret).sign_batch(
+        &sample_batch(a, 1),
+        UnixMillis::from_millis(NOW),
+        Nonce::random(),
+    );
     let r = Verifier::new().verify(
         &env,
         Method::FetchDesiredState,
@@ -348,8 +370,11 @@ fn malformed_and_oversized_envelopes() {
     let a = agent("edge-01");
     let secret = SecretKey::from_bytes([1; 32]);
     let keyring = keyring_with(&a, 1, &secret, Validity::always());
-    let good = Signer::new(a.clone(), KeyId::new(1), &secret)
-        .sign_batch(&sample_batch(a, 1), Nonce::random());
+    let good = Signer::new(a.clone(), KeyId::new(1), &secret).sign_batch(
+        &sample_batch(a, 1),
+        UnixMillis::from_millis(NOW),
+        Nonce::random(),
+    );
     let now = UnixMillis::from_millis(NOW);
     let v = Verifier::new();
     let check = |env: proto::SignedBatch, want: fn(&Error) -> bool| {
@@ -574,7 +599,7 @@ proptest! {
     fn sign_verify_round_trip(batch in arb_batch(), key in any::<[u8; 32]>(), key_id in any::<u32>(), nonce in any::<[u8; 16]>()) {
         let secret = SecretKey::from_bytes(key);
         let keyring = keyring_with(&batch.agent_id, key_id, &secret, Validity::always());
-        let env = Signer::new(batch.agent_id.clone(), KeyId::new(key_id), &secret).sign_batch(&batch, Nonce::from_bytes(nonce));
+        let env = Signer::new(batch.agent_id.clone(), KeyId::new(key_id), &secret).sign_batch(&batch, batch.created, Nonce::from_bytes(nonce));
         // Round trip through the wire encoding of the envelope too.
         let env = proto::SignedBatch::decode(env.encode_to_vec().as_slice()).unwrap();
         let v = Verifier::new().verify(&env, Method::Push, batch.created, &keyring).unwrap();
@@ -585,7 +610,7 @@ proptest! {
     fn any_header_change_breaks_the_tag(batch in arb_batch(), field in 0usize..6, delta in 1u64..1000) {
         let secret = SecretKey::from_bytes([5; 32]);
         let keyring = keyring_with(&batch.agent_id, 1, &secret, Validity::always());
-        let mut env = Signer::new(batch.agent_id.clone(), KeyId::new(1), &secret).sign_batch(&batch, Nonce::from_bytes([0; 16]));
+        let mut env = Signer::new(batch.agent_id.clone(), KeyId::new(1), &secret).sign_batch(&batch, batch.created, Nonce::from_bytes([0; 16]));
         match field {
             0 => env.seq = env.seq.wrapping_add(delta).max(1),
             1 => env.created_ms = env.created_ms.wrapping_add(delta as i64),

@@ -54,7 +54,7 @@ fn write_seed_corpus() {
     });
     let payload = batch.encode_to_vec();
     let env = Signer::new(agent, KeyId::new(1), &SecretKey::from_bytes([1; 32]))
-        .sign_batch(&batch, Nonce::from_bytes([2; 16]))
+        .sign_batch(&batch, batch.created, Nonce::from_bytes([2; 16]))
         .encode_to_vec();
     let write = |target: &str, name: &str, data: &[u8]| {
         let dir = root.join(target);
