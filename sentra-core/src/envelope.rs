@@ -58,15 +58,19 @@ pub enum Method {
     Push,
     /// `Ingest/FetchDesiredState`: the payload is a `DesiredStateQuery`.
     FetchDesiredState,
+    /// The REST call by which an agent collects its newest signing key during a rotation
+    /// (`POST /api/v1/agent/key`); the payload names the agent.
+    FetchKey,
 }
 
 impl Method {
-    /// The gRPC path of the method.
+    /// The path bound into the string-to-sign: the gRPC path, or the REST method and path.
     #[must_use]
     pub const fn path(self) -> &'static str {
         match self {
             Self::Push => "/sentra.v1.Ingest/Push",
             Self::FetchDesiredState => "/sentra.v1.Ingest/FetchDesiredState",
+            Self::FetchKey => "POST /api/v1/agent/key",
         }
     }
 }
