@@ -1,0 +1,1041 @@
+//! The live log: open, append (group commit on a writer thread), acknowledge, rotate.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::completion::{AppendFuture, Completion};
+use crate::error::{Error, Result};
+use crate::format::{
+    self, CURSOR_SLOT_LEN, CursorSlot, MAX_PAYLOAD_LEN, SEAL_FRAME_LEN, SEGMENT_HEADER_LEN,
+    SegmentHeader,
+};
+use crate::options::{FullPolicy, Options, SyncPolicy};
+use crate::reader::Reader;
+use crate::recovery::{self, CURSOR_FILE, LOCK_FILE, RecoveryReport};
+use crate::vfs::{LockGuard, OpenMode, RealFs, Vfs, VfsFile};
+
+/// Log sequence number: every record gets the next one, starting at 1.
+pub type Lsn = u64;
+
+/// An inclusive range of LSNs assigned to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LsnRange {
+    /// First LSN of the batch.
+    pub first: Lsn,
+    /// Last LSN of the batch.
+    pub last: Lsn,
+}
+
+impl LsnRange {
+    /// Number of LSNs in the range.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        (self.last + 1).saturating_sub(self.first)
+    }
+    /// `true` if the range holds no LSN.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A range of records that will never be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Loss {
+    /// First lost LSN.
+    pub first: Lsn,
+    /// Last lost LSN (inclusive).
+    pub last: Lsn,
+    /// Why the records are gone.
+    pub cause: LossCause,
+}
+
+impl Loss {
+    /// Number of lost records.
+    #[must_use]
+    pub fn records(&self) -> u64 {
+        (self.last + 1).saturating_sub(self.first)
+    }
+}
+
+/// Why records were lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LossCause {
+    /// A segment was damaged (checksum failure, bad header) after it had been sealed.
+    Corrupt,
+    /// The records are not in the log and not acknowledged (for example segments dropped in
+    /// an earlier run).
+    Missing,
+    /// Dropped to stay under the disk cap ([`FullPolicy::DropOldest`]).
+    DroppedOldest,
+}
+
+impl std::fmt::Display for LossCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Corrupt => "corrupt",
+            Self::Missing => "missing",
+            Self::DroppedOldest => "dropped-oldest",
+        })
+    }
+}
+
+/// Counters and positions of a live log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// LSN the next append gets.
+    pub next_lsn: Lsn,
+    /// Last LSN readers can see (written; durable under [`SyncPolicy::Always`]).
+    pub committed_lsn: Lsn,
+    /// Last LSN known to be durable.
+    pub durable_lsn: Lsn,
+    /// Last acknowledged LSN.
+    pub acked_lsn: Lsn,
+    /// Bytes used by segment files.
+    pub disk_used: u64,
+    /// Number of segment files.
+    pub segments: usize,
+    /// Records dropped by [`FullPolicy::DropOldest`] since open.
+    pub dropped_records: u64,
+    /// Group commits (write + sync rounds) since open.
+    pub groups: u64,
+    /// Whether the log is poisoned by an I/O error.
+    pub poisoned: bool,
+}
+
+#[derive(Debug)]
+struct Req {
+    data: Vec<u8>,
+    lens: Vec<u32>,
+    frame_bytes: u64,
+    done: Arc<Completion>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    reqs: VecDeque<Req>,
+    rotate: Vec<Arc<Completion>>,
+    closed: bool,
+    poisoned: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SegMeta {
+    pub(crate) name: String,
+    /// Bytes readers may read (committed end; the whole file once sealed).
+    pub(crate) len: u64,
+    pub(crate) next_lsn: Lsn,
+    pub(crate) sealed: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) segs: BTreeMap<Lsn, SegMeta>,
+    pub(crate) committed: Lsn,
+    durable: Lsn,
+    pub(crate) acked: Lsn,
+    used: u64,
+    dropped: u64,
+    groups: u64,
+    pub(crate) losses: Vec<Loss>,
+}
+
+#[derive(Debug)]
+struct CursorState {
+    file: Box<dyn VfsFile>,
+    slot: usize,
+    seq: u64,
+    acked: Lsn,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) vfs: Arc<dyn Vfs>,
+    pub(crate) dir: PathBuf,
+    opts: Options,
+    queue: Mutex<Queue>,
+    queue_cv: Condvar,
+    pub(crate) state: Mutex<State>,
+    state_cv: Condvar,
+    cursor: Mutex<CursorState>,
+    _lock: LockGuard,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn poison(&self, why: &str) -> Arc<str> {
+        let mut q = lock(&self.queue);
+        let msg = q.poisoned.get_or_insert_with(|| Arc::from(why)).clone();
+        let reqs: Vec<Req> = q.reqs.drain(..).collect();
+        let rot: Vec<Arc<Completion>> = q.rotate.drain(..).collect();
+        drop(q);
+        for r in reqs {
+            r.done.complete(Err(Error::Poisoned(msg.clone())));
+        }
+        for c in rot {
+            c.complete(Err(Error::Poisoned(msg.clone())));
+        }
+        self.state_cv.notify_all();
+        msg
+    }
+}
+
+/// A write-ahead log in one directory.
+///
+/// `Wal` is `Send + Sync`: share it (for example in an `Arc`) between appenders and the
+/// shipper. One dedicated writer thread owns the active segment; appends from all threads are
+/// grouped into one write and one `fdatasync`.
+///
+/// See the [crate documentation](crate) for an example.
+#[derive(Debug)]
+pub struct Wal {
+    inner: Arc<Inner>,
+    writer: Option<JoinHandle<Result<()>>>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+struct Active {
+    file: Box<dyn VfsFile>,
+    path: PathBuf,
+    first_lsn: Lsn,
+    salt: u64,
+    segment_id: u64,
+    len: u64,
+    records: u64,
+}
+
+fn create_segment(vfs: &dyn Vfs, dir: &Path, first_lsn: Lsn, segment_id: u64) -> Result<Active> {
+    let name = format::segment_name(first_lsn);
+    let path = dir.join(&name);
+    let salt = random_u64();
+    let header = SegmentHeader {
+        segment_id,
+        first_lsn,
+        salt,
+        created_ms: now_ms(),
+    };
+    let file = vfs
+        .open(&path, OpenMode::Create)
+        .map_err(Error::io("create", &path))?;
+    file.write_all_at(&header.encode(), 0)
+        .map_err(Error::io("write", &path))?;
+    file.sync_data().map_err(Error::io("sync", &path))?;
+    vfs.sync_dir(dir).map_err(Error::io("sync dir", dir))?;
+    Ok(Active {
+        file,
+        path,
+        first_lsn,
+        salt,
+        segment_id,
+        len: SEGMENT_HEADER_LEN as u64,
+        records: 0,
+    })
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir` on the real file system, running recovery.
+    ///
+    /// Recovery always opens the log unless an I/O error prevents it: damage is repaired
+    /// (torn tail truncated) or skipped and reported in the [`RecoveryReport`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if another writer holds the directory, [`Error::InvalidConfig`],
+    /// or [`Error::Io`].
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<(Self, RecoveryReport)> {
+        Self::open_with(Arc::new(RealFs), dir, options)
+    }
+
+    /// Like [`Wal::open`], on a given storage layer (for example [`SimFs`](crate::sim::SimFs)).
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::open`].
+    pub fn open_with(
+        vfs: Arc<dyn Vfs>,
+        dir: impl AsRef<Path>,
+        opts: Options,
+    ) -> Result<(Self, RecoveryReport)> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        vfs.create_dir_all(&dir)
+            .map_err(Error::io("create dir", &dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let guard = vfs
+            .try_lock(&lock_path)
+            .map_err(Error::io("lock", &lock_path))?
+            .ok_or_else(|| Error::Locked(dir.clone()))?;
+        let rec = recovery::recover(&*vfs, &dir, MAX_PAYLOAD_LEN)?;
+        let mut report = rec.report;
+
+        // Cursor file.
+        let cpath = dir.join(CURSOR_FILE);
+        let cursor = match rec.cursor_slot {
+            Some((slot, s)) => {
+                let file = vfs
+                    .open(&cpath, OpenMode::ReadWrite)
+                    .map_err(Error::io("open", &cpath))?;
+                CursorState {
+                    file,
+                    slot,
+                    seq: s.slot_seq,
+                    acked: s.acked_lsn,
+                }
+            }
+            None => {
+                let file = match vfs.open(&cpath, OpenMode::ReadWrite) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let f = vfs
+                            .open(&cpath, OpenMode::Create)
+                            .map_err(Error::io("create", &cpath))?;
+                        f.set_len(2 * CURSOR_SLOT_LEN as u64)
+                            .map_err(Error::io("truncate", &cpath))?;
+                        f.sync_data().map_err(Error::io("sync", &cpath))?;
+                        vfs.sync_dir(&dir).map_err(Error::io("sync dir", &dir))?;
+                        f
+                    }
+                    Err(e) => return Err(Error::io("open", &cpath)(e)),
+                };
+                CursorState {
+                    file,
+                    slot: 1,
+                    seq: 0,
+                    acked: 0,
+                }
+            }
+        };
+
+        // Active segment: continue the tail if it is open, otherwise start a new one.
+        let next_lsn = report.next_lsn;
+        let mut segs = BTreeMap::new();
+        let mut used = 0;
+        for s in &rec.segments {
+            used += s.len;
+            segs.insert(
+                s.first_lsn,
+                SegMeta {
+                    name: s.name.clone(),
+                    len: s.len,
+                    next_lsn: s.next_lsn,
+                    sealed: s.sealed,
+                },
+            );
+        }
+        let max_id = rec.segments.iter().map(|s| s.segment_id).max().unwrap_or(0);
+        let active = match rec.segments.last() {
+            Some(t) if !t.sealed && t.next_lsn == next_lsn => {
+                let path = dir.join(&t.name);
+                let file = vfs
+                    .open(&path, OpenMode::ReadWrite)
+                    .map_err(Error::io("open", &path))?;
+                Active {
+                    file,
+                    path,
+                    first_lsn: t.first_lsn,
+                    salt: t.salt,
+                    segment_id: t.segment_id,
+                    len: t.len,
+                    records: t.next_lsn - t.first_lsn,
+                }
+            }
+            _ => {
+                let a = create_segment(&*vfs, &dir, next_lsn, max_id + 1)?;
+                used += a.len;
+                segs.insert(
+                    next_lsn,
+                    SegMeta {
+                        name: format::segment_name(next_lsn),
+                        len: a.len,
+                        next_lsn,
+                        sealed: false,
+                    },
+                );
+                report.segments += 1;
+                a
+            }
+        };
+        let committed = next_lsn - 1;
+        let state = State {
+            segs,
+            committed,
+            durable: committed,
+            acked: rec.acked,
+            used,
+            dropped: 0,
+            groups: 0,
+            losses: report.losses.clone(),
+        };
+        let inner = Arc::new(Inner {
+            vfs,
+            dir,
+            opts,
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
+            state: Mutex::new(state),
+            state_cv: Condvar::new(),
+            cursor: Mutex::new(cursor),
+            _lock: guard,
+        });
+        let mut w = Writer {
+            inner: inner.clone(),
+            active,
+            next_lsn,
+            buf: Vec::with_capacity(inner.opts.max_group_bytes + 4096),
+            buf_records: 0,
+            pending: Vec::new(),
+            dirty: false,
+            last_sync: Instant::now(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("sentra-wal-writer".into())
+            .spawn(move || w.run())
+            .map_err(Error::io("spawn writer thread", &inner.dir))?;
+        Ok((
+            Self {
+                inner,
+                writer: Some(writer),
+            },
+            report,
+        ))
+    }
+
+    fn check_payload(&self, len: usize) -> Result<()> {
+        if len == 0 {
+            return Err(Error::EmptyRecord);
+        }
+        let limit = self.inner.opts.max_record_len;
+        if len > limit {
+            return Err(Error::RecordTooLarge { len, limit });
+        }
+        Ok(())
+    }
+
+    fn submit(&self, data: Vec<u8>, lens: Vec<u32>) -> Arc<Completion> {
+        let done = Completion::new();
+        let frame_bytes = lens
+            .iter()
+            .map(|&l| format::frame_len(l as usize) as u64)
+            .sum();
+        let mut q = lock(&self.inner.queue);
+        if let Some(p) = &q.poisoned {
+            done.complete(Err(Error::Poisoned(p.clone())));
+        } else if q.closed {
+            done.complete(Err(Error::Closed));
+        } else {
+            q.reqs.push_back(Req {
+                data,
+                lens,
+                frame_bytes,
+                done: done.clone(),
+            });
+            drop(q);
+            self.inner.queue_cv.notify_one();
+        }
+        done
+    }
+
+    fn submit_batch<I, T>(&self, payloads: I) -> Result<Arc<Completion>>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        let mut data = Vec::new();
+        let mut lens = Vec::new();
+        for p in payloads {
+            let p = p.as_ref();
+            self.check_payload(p.len())?;
+            data.extend_from_slice(p);
+            lens.push(p.len() as u32);
+        }
+        if lens.is_empty() {
+            return Err(Error::EmptyRecord);
+        }
+        Ok(self.submit(data, lens))
+    }
+
+    /// Appends one record and returns its LSN once it is durable (under the default
+    /// [`SyncPolicy::Always`]; under the opt-out policies once it is written to the OS).
+    ///
+    /// Blocks the calling thread; concurrent appends share one `fdatasync`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`] (nothing written), [`Error::RecordTooLarge`], [`Error::EmptyRecord`],
+    /// [`Error::Io`] / [`Error::Poisoned`] after an I/O failure, [`Error::Closed`].
+    pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
+        self.check_payload(payload.len())?;
+        let c = self.submit(payload.to_vec(), vec![payload.len() as u32]);
+        c.wait().map(|r| r.first)
+    }
+
+    /// Appends many records with one write and one sync; they get consecutive LSNs. All or
+    /// none of them are appended.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::append`]; an empty batch is [`Error::EmptyRecord`].
+    pub fn append_batch<I, T>(&self, payloads: I) -> Result<LsnRange>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        self.submit_batch(payloads)?.wait()
+    }
+
+    /// Asynchronous [`Wal::append`]: the future resolves to the record's LSN range (one LSN)
+    /// once durable. Runtime-agnostic: no I/O happens on the executor.
+    pub fn append_async(&self, payload: &[u8]) -> AppendFuture {
+        match self.check_payload(payload.len()) {
+            Ok(()) => AppendFuture {
+                inner: self.submit(payload.to_vec(), vec![payload.len() as u32]),
+            },
+            Err(e) => {
+                let c = Completion::new();
+                c.complete(Err(e));
+                AppendFuture { inner: c }
+            }
+        }
+    }
+
+    /// Asynchronous [`Wal::append_batch`].
+    pub fn append_batch_async<I, T>(&self, payloads: I) -> AppendFuture
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        match self.submit_batch(payloads) {
+            Ok(inner) => AppendFuture { inner },
+            Err(e) => {
+                let c = Completion::new();
+                c.complete(Err(e));
+                AppendFuture { inner: c }
+            }
+        }
+    }
+
+    /// Seals the active segment (if it holds records) and starts a new one. Rotation also
+    /// happens automatically when a segment reaches the configured size.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] / [`Error::Poisoned`], [`Error::Closed`].
+    pub fn rotate(&self) -> Result<()> {
+        let done = Completion::new();
+        {
+            let mut q = lock(&self.inner.queue);
+            if let Some(p) = &q.poisoned {
+                return Err(Error::Poisoned(p.clone()));
+            }
+            if q.closed {
+                return Err(Error::Closed);
+            }
+            q.rotate.push(done.clone());
+        }
+        self.inner.queue_cv.notify_one();
+        done.wait().map(|_| ())
+    }
+
+    /// Records that every LSN up to and including `lsn` was shipped and acknowledged: the
+    /// cursor is persisted (torn-write safe, `fdatasync`ed) and segments holding only
+    /// acknowledged records are deleted. Acknowledging an LSN at or below the current cursor is
+    /// a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AckBeyondEnd`] for an LSN never committed; [`Error::Io`] (which poisons the
+    /// log) or [`Error::Poisoned`].
+    pub fn ack(&self, lsn: Lsn) -> Result<()> {
+        if let Some(p) = &lock(&self.inner.queue).poisoned {
+            return Err(Error::Poisoned(p.clone()));
+        }
+        let committed = self.inner.state().committed;
+        if lsn > committed {
+            return Err(Error::AckBeyondEnd { lsn, committed });
+        }
+        let mut c = lock(&self.inner.cursor);
+        if lsn <= c.acked {
+            return Ok(());
+        }
+        let slot = 1 - c.slot;
+        let seq = c.seq + 1;
+        let bytes = CursorSlot {
+            slot_seq: seq,
+            acked_lsn: lsn,
+        }
+        .encode();
+        let cpath = self.inner.dir.join(CURSOR_FILE);
+        let r = c
+            .file
+            .write_all_at(&bytes, (slot * CURSOR_SLOT_LEN) as u64)
+            .and_then(|()| c.file.sync_data())
+            .map_err(Error::io("write cursor", &cpath));
+        if let Err(e) = r {
+            self.inner.poison(&e.to_string());
+            return Err(e);
+        }
+        c.slot = slot;
+        c.seq = seq;
+        c.acked = lsn;
+        let victims: Vec<String> = {
+            let mut st = self.inner.state();
+            st.acked = lsn;
+            let last = st.segs.keys().next_back().copied();
+            let keys: Vec<Lsn> = st
+                .segs
+                .iter()
+                .filter(|(k, m)| Some(**k) != last && m.next_lsn <= lsn + 1)
+                .map(|(k, _)| *k)
+                .collect();
+            let mut names = Vec::with_capacity(keys.len());
+            for k in keys {
+                if let Some(m) = st.segs.remove(&k) {
+                    st.used -= m.len.min(st.used);
+                    names.push(m.name);
+                }
+            }
+            names
+        };
+        if !victims.is_empty() {
+            for name in &victims {
+                let p = self.inner.dir.join(name);
+                if let Err(e) = self.inner.vfs.remove_file(&p) {
+                    let e = Error::io("remove", p)(e);
+                    self.inner.poison(&e.to_string());
+                    return Err(e);
+                }
+            }
+            if let Err(e) = self.inner.vfs.sync_dir(&self.inner.dir) {
+                let e = Error::io("sync dir", &self.inner.dir)(e);
+                self.inner.poison(&e.to_string());
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// A reader positioned at `lsn` (typically `acked_lsn() + 1`). It yields committed records
+    /// and loss ranges in LSN order; see [`Reader`].
+    #[must_use]
+    pub fn read_from(&self, lsn: Lsn) -> Reader {
+        Reader::new(self.inner.clone(), lsn)
+    }
+
+    /// Blocks until `lsn` is committed (readable), the timeout passes or the log is poisoned
+    /// or closed; returns whether `lsn` is committed.
+    pub fn wait_committed(&self, lsn: Lsn, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.inner.state();
+        loop {
+            if st.committed >= lsn {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || lock(&self.inner.queue).poisoned.is_some() {
+                return false;
+            }
+            st = self
+                .inner
+                .state_cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The last acknowledged LSN (0 if none).
+    #[must_use]
+    pub fn acked_lsn(&self) -> Lsn {
+        self.inner.state().acked
+    }
+
+    /// The last committed (readable) LSN.
+    #[must_use]
+    pub fn committed_lsn(&self) -> Lsn {
+        self.inner.state().committed
+    }
+
+    /// Loss ranges known to this instance: those found by recovery plus drops since open.
+    #[must_use]
+    pub fn losses(&self) -> Vec<Loss> {
+        self.inner.state().losses.clone()
+    }
+
+    /// Current counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let poisoned = lock(&self.inner.queue).poisoned.is_some();
+        let st = self.inner.state();
+        Stats {
+            next_lsn: st.committed + 1,
+            committed_lsn: st.committed,
+            durable_lsn: st.durable,
+            acked_lsn: st.acked,
+            disk_used: st.used,
+            segments: st.segs.len(),
+            dropped_records: st.dropped,
+            groups: st.groups,
+            poisoned,
+        }
+    }
+
+    /// The directory of the log.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        lock(&self.inner.queue).closed = true;
+        self.inner.queue_cv.notify_all();
+        match self.writer.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::Poisoned(Arc::from("writer thread panicked")))),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes and syncs pending appends, stops the writer thread and releases the lock.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of the final sync, or [`Error::Poisoned`] if the log was poisoned.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+struct Writer {
+    inner: Arc<Inner>,
+    active: Active,
+    next_lsn: Lsn,
+    buf: Vec<u8>,
+    buf_records: u64,
+    pending: Vec<(Arc<Completion>, LsnRange)>,
+    dirty: bool,
+    last_sync: Instant,
+}
+
+impl Writer {
+    fn run(&mut self) -> Result<()> {
+        loop {
+            let (reqs, rotate) = {
+                let mut q = lock(&self.inner.queue);
+                loop {
+                    if let Some(p) = &q.poisoned {
+                        return Err(Error::Poisoned(p.clone()));
+                    }
+                    if !q.reqs.is_empty() || !q.rotate.is_empty() {
+                        break;
+                    }
+                    if q.closed {
+                        drop(q);
+                        return self.finish();
+                    }
+                    match self.inner.opts.sync {
+                        SyncPolicy::Interval(d) if self.dirty => {
+                            let wait = d.saturating_sub(self.last_sync.elapsed());
+                            if wait.is_zero() {
+                                drop(q);
+                                if let Err(e) = self.sync() {
+                                    return Err(self.fail(e));
+                                }
+                                q = lock(&self.inner.queue);
+                                continue;
+                            }
+                            q = self
+                                .inner
+                                .queue_cv
+                                .wait_timeout(q, wait)
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0;
+                        }
+                        _ => {
+                            q = self
+                                .inner
+                                .queue_cv
+                                .wait(q)
+                                .unwrap_or_else(PoisonError::into_inner)
+                        }
+                    }
+                }
+                let mut reqs = Vec::new();
+                let mut bytes = 0u64;
+                while let Some(r) = q.reqs.front() {
+                    if !reqs.is_empty()
+                        && bytes + r.frame_bytes > self.inner.opts.max_group_bytes as u64
+                    {
+                        break;
+                    }
+                    bytes += r.frame_bytes;
+                    reqs.push(q.reqs.pop_front().expect("front exists"));
+                }
+                (reqs, std::mem::take(&mut q.rotate))
+            };
+            if let Err(e) = self.process(reqs, &rotate) {
+                let err = self.fail(e);
+                for c in rotate {
+                    c.complete(Err(Error::Poisoned(Arc::from(err.to_string()))));
+                }
+                return Err(err);
+            }
+            for c in rotate {
+                c.complete(Ok(LsnRange {
+                    first: self.next_lsn,
+                    last: self.next_lsn - 1,
+                }));
+            }
+        }
+    }
+
+    /// Poisons the log: the first pending request gets `e`, every other one `Poisoned`.
+    fn fail(&mut self, e: Error) -> Error {
+        // ENOSPC or a failed write: cut the file back to the last good offset (best effort).
+        let _ = self.active.file.set_len(self.active.len);
+        let msg = self.inner.poison(&e.to_string());
+        let mut pending = std::mem::take(&mut self.pending).into_iter();
+        let mut first_err = Some(e);
+        if let Some((c, _)) = pending.next() {
+            c.complete(Err(first_err.take().expect("set above")));
+        }
+        for (c, _) in pending {
+            c.complete(Err(Error::Poisoned(msg.clone())));
+        }
+        first_err.unwrap_or(Error::Poisoned(msg))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if self.dirty {
+            if let Err(e) = self.sync() {
+                return Err(self.fail(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, reqs: Vec<Req>, rotate: &[Arc<Completion>]) -> Result<()> {
+        let seg_size = self.inner.opts.segment_size;
+        for req in reqs {
+            let has_records = self.active.records + self.buf_records > 0;
+            if has_records
+                && self.active.len + self.buf.len() as u64 + req.frame_bytes + SEAL_FRAME_LEN as u64
+                    > seg_size
+            {
+                self.rotate()?;
+            }
+            if let Err(full) = self.reserve(req.frame_bytes)? {
+                req.done.complete(Err(full));
+                continue;
+            }
+            let first = self.next_lsn;
+            let mut off = 0usize;
+            for &l in &req.lens {
+                let l = l as usize;
+                format::encode_data(
+                    &mut self.buf,
+                    self.active.salt,
+                    self.next_lsn,
+                    &req.data[off..off + l],
+                );
+                off += l;
+                self.next_lsn += 1;
+            }
+            self.buf_records += req.lens.len() as u64;
+            self.pending.push((
+                req.done,
+                LsnRange {
+                    first,
+                    last: self.next_lsn - 1,
+                },
+            ));
+        }
+        if !rotate.is_empty() && self.active.records + self.buf_records > 0 {
+            self.rotate()?;
+        }
+        self.flush(false)
+    }
+
+    /// Makes room for `need` bytes under the cap. `Ok(Err(Full))` refuses the request.
+    fn reserve(&mut self, need: u64) -> Result<Result<(), Error>> {
+        let cap = self.inner.opts.disk_cap;
+        let headroom = (SEAL_FRAME_LEN + SEGMENT_HEADER_LEN) as u64;
+        loop {
+            let mut st = self.inner.state();
+            let used = st.used + self.buf.len() as u64;
+            if used + need + headroom <= cap {
+                return Ok(Ok(()));
+            }
+            let victim = match self.inner.opts.full_policy {
+                FullPolicy::Refuse => None,
+                FullPolicy::DropOldest => st
+                    .segs
+                    .keys()
+                    .next()
+                    .copied()
+                    .filter(|k| *k != self.active.first_lsn),
+            };
+            let Some(victim) = victim else {
+                return Ok(Err(Error::Full {
+                    used,
+                    needed: need,
+                    cap,
+                }));
+            };
+            let meta = st.segs.remove(&victim).expect("key from map");
+            st.used -= meta.len.min(st.used);
+            let end = st.segs.keys().next().copied().unwrap_or(self.next_lsn);
+            let first = victim.max(st.acked + 1);
+            if first < end {
+                let loss = Loss {
+                    first,
+                    last: end - 1,
+                    cause: LossCause::DroppedOldest,
+                };
+                st.dropped += loss.records();
+                st.losses.push(loss);
+            }
+            drop(st);
+            let p = self.inner.dir.join(&meta.name);
+            self.inner
+                .vfs
+                .remove_file(&p)
+                .map_err(Error::io("remove", p))?;
+            self.inner
+                .vfs
+                .sync_dir(&self.inner.dir)
+                .map_err(Error::io("sync dir", &self.inner.dir))?;
+        }
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.active
+            .file
+            .sync_data()
+            .map_err(Error::io("sync", &self.active.path))?;
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        let mut st = self.inner.state();
+        st.durable = st.committed;
+        Ok(())
+    }
+
+    /// Writes the buffer; syncs if the policy (or `force`) says so; completes pending appends.
+    fn flush(&mut self, force_sync: bool) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.active
+                .file
+                .write_all_at(&self.buf, self.active.len)
+                .map_err(Error::io("write", &self.active.path))?;
+            self.dirty = true;
+        }
+        let must_sync = force_sync
+            || match self.inner.opts.sync {
+                SyncPolicy::Always => true,
+                SyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
+                SyncPolicy::Never => false,
+            };
+        if must_sync && self.dirty {
+            self.active
+                .file
+                .sync_data()
+                .map_err(Error::io("sync", &self.active.path))?;
+            self.dirty = false;
+            self.last_sync = Instant::now();
+        }
+        let written = self.buf.len() as u64;
+        self.active.len += written;
+        self.active.records += self.buf_records;
+        self.buf.clear();
+        self.buf_records = 0;
+        {
+            let mut st = self.inner.state();
+            st.used += written;
+            st.committed = self.next_lsn - 1;
+            if !self.dirty {
+                st.durable = st.committed;
+            }
+            if written > 0 {
+                st.groups += 1;
+            }
+            if let Some(m) = st.segs.get_mut(&self.active.first_lsn) {
+                m.len = self.active.len;
+                m.next_lsn = self.next_lsn;
+            }
+        }
+        self.inner.state_cv.notify_all();
+        for (c, r) in self.pending.drain(..) {
+            c.complete(Ok(r));
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        let records = self.active.records + self.buf_records;
+        format::encode_seal(&mut self.buf, self.active.salt, self.next_lsn, records);
+        self.flush(true)?;
+        {
+            let mut st = self.inner.state();
+            if let Some(m) = st.segs.get_mut(&self.active.first_lsn) {
+                m.sealed = true;
+            }
+        }
+        let next = create_segment(
+            &*self.inner.vfs,
+            &self.inner.dir,
+            self.next_lsn,
+            self.active.segment_id + 1,
+        )?;
+        {
+            let mut st = self.inner.state();
+            st.used += next.len;
+            st.segs.insert(
+                next.first_lsn,
+                SegMeta {
+                    name: format::segment_name(next.first_lsn),
+                    len: next.len,
+                    next_lsn: next.first_lsn,
+                    sealed: false,
+                },
+            );
+        }
+        self.active = next;
+        Ok(())
+    }
+}
