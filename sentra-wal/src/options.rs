@@ -69,7 +69,7 @@ impl Options {
         self.segment_size = bytes;
         self
     }
-    /// Largest accepted payload.
+    /// Largest accepted payload (default 4 MiB; lowered automatically to half the disk cap).
     #[must_use]
     pub fn max_record_len(mut self, bytes: usize) -> Self {
         self.max_record_len = bytes;
@@ -110,10 +110,8 @@ impl Options {
         if self.segment_size < min_seg {
             return bad("segment_size is too small");
         }
-        if self.disk_cap < 2 * self.segment_size.max(self.max_len_segment()) {
-            return bad(
-                "disk_cap must be at least twice the segment size (and the largest record)",
-            );
+        if self.disk_cap < 2 * self.segment_size {
+            return bad("disk_cap must be at least twice the segment size");
         }
         if self.max_group_bytes == 0 {
             return bad("max_group_bytes must be positive");
@@ -121,8 +119,12 @@ impl Options {
         Ok(())
     }
 
-    /// Size of a segment that holds a single maximum-size record.
-    pub(crate) fn max_len_segment(&self) -> u64 {
-        (SEGMENT_HEADER_LEN + SEAL_FRAME_LEN + format::frame_len(self.max_record_len)) as u64
+    /// The effective record limit: the configured one, reduced so that a segment holding one
+    /// maximal record fits in half the disk cap.
+    pub(crate) fn record_limit(&self) -> usize {
+        let overhead = (SEGMENT_HEADER_LEN + SEAL_FRAME_LEN + format::FRAME_HEADER_LEN + 8) as u64;
+        let by_cap =
+            usize::try_from((self.disk_cap / 2).saturating_sub(overhead)).unwrap_or(usize::MAX);
+        self.max_record_len.min(by_cap)
     }
 }

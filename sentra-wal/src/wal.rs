@@ -434,7 +434,7 @@ impl Wal {
         if len == 0 {
             return Err(Error::EmptyRecord);
         }
-        let limit = self.inner.opts.max_record_len;
+        let limit = self.inner.opts.record_limit();
         if len > limit {
             return Err(Error::RecordTooLarge { len, limit });
         }
