@@ -6,6 +6,8 @@ use std::io::Write as _;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod wg;
+
 /// Sentra admin CLI: inspect write-ahead logs, show WireGuard state, manage agents.
 #[derive(Debug, Parser)]
 #[command(name = "sentra", version, about, long_about = None)]
@@ -21,6 +23,8 @@ enum Command {
         /// The shell to generate completions for.
         shell: clap_complete::Shell,
     },
+    /// WireGuard state straight from the kernel (`sentra wg show`).
+    Wg(wg::WgArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +35,7 @@ fn main() -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "sentra", &mut out);
             out.flush()?;
         }
+        Command::Wg(args) => wg::run(args)?,
     }
     Ok(())
 }
