@@ -33,6 +33,10 @@ impl Client {
     pub fn get_device(&self, device: impl Into<DeviceRef>) -> Result<Device> {
         self.rt.block_on(self.inner.get_device(device))
     }
+    /// See [`crate::Client::get_device_raw`].
+    pub fn get_device_raw(&self, device: impl Into<DeviceRef>) -> Result<Vec<u8>> {
+        self.rt.block_on(self.inner.get_device_raw(device))
+    }
     /// See [`crate::Client::list_interfaces`].
     pub fn list_interfaces(&self) -> Result<Vec<Interface>> {
         self.rt.block_on(self.inner.list_interfaces())

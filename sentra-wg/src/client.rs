@@ -185,6 +185,23 @@ impl Genl {
         parser.finish().map(Some)
     }
 
+    /// One dump, returning the raw reply datagrams concatenated.
+    async fn dump_raw(&mut self, device: &DeviceRef) -> Result<Vec<u8>> {
+        let family = self.family().await?;
+        let seq = self.next_seq();
+        self.send(&proto::get_device_request(family, seq, device)?).await?;
+        let mut parser = DumpParser::with_seq(seq);
+        let mut out = Vec::new();
+        loop {
+            self.recv().await?;
+            out.extend_from_slice(&self.buf);
+            if parser.feed_for(&self.buf, &device.to_string())? == DumpStatus::Done {
+                self.buf.zeroize();
+                return Ok(out);
+            }
+        }
+    }
+
     async fn get(&mut self, device: &DeviceRef) -> Result<Device> {
         device.validate()?;
         let mut reresolved = false;
@@ -330,6 +347,13 @@ impl Client {
     /// interrupted it, up to [`MAX_DUMP_ATTEMPTS`] times).
     pub async fn get_device(&self, device: impl Into<DeviceRef>) -> Result<Device> {
         self.genl.lock().await.get(&device.into()).await
+    }
+
+    /// The raw reply datagrams of one `WG_CMD_GET_DEVICE` dump, concatenated, exactly as the
+    /// kernel sent them (for captures and debugging; parse with [`crate::proto::parse_dump`]).
+    /// The bytes contain the device's private key.
+    pub async fn get_device_raw(&self, device: impl Into<DeviceRef>) -> Result<Vec<u8>> {
+        self.genl.lock().await.dump_raw(&device.into()).await
     }
 
     /// Lists WireGuard interfaces (rtnetlink link dump filtered by kind).
