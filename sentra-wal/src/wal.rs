@@ -419,7 +419,20 @@ impl Wal {
         };
         let writer = std::thread::Builder::new()
             .name("sentra-wal-writer".into())
-            .spawn(move || w.run())
+            .spawn(move || {
+                let inner = w.inner.clone();
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run())) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // Never leave an appender waiting: fail everything (fail-stop).
+                        inner.poison("writer thread panicked");
+                        for (c, _) in w.pending.drain(..) {
+                            c.complete(Err(Error::Poisoned(Arc::from("writer thread panicked"))));
+                        }
+                        Err(Error::Poisoned(Arc::from("writer thread panicked")))
+                    }
+                }
+            })
             .map_err(Error::io("spawn writer thread", &inner.dir))?;
         Ok((
             Self {
@@ -852,15 +865,29 @@ impl Writer {
 
     fn process(&mut self, reqs: Vec<Req>, rotate: &[Arc<Completion>]) -> Result<()> {
         let seg_size = self.inner.opts.segment_size;
-        for req in reqs {
+        let mut reqs = reqs.into_iter();
+        while let Some(req) = reqs.next() {
             let has_records = self.active.records + self.buf_records > 0;
-            if has_records
+            let rotated = if has_records
                 && self.active.len + self.buf.len() as u64 + req.frame_bytes + SEAL_FRAME_LEN as u64
                     > seg_size
             {
-                self.rotate()?;
-            }
-            if let Err(full) = self.reserve(req.frame_bytes)? {
+                self.rotate()
+            } else {
+                Ok(())
+            };
+            let reserved = rotated.and_then(|()| self.reserve(req.frame_bytes));
+            let reserved = match reserved {
+                Ok(r) => r,
+                Err(e) => {
+                    // Hand this and every remaining request to `fail` via `pending`.
+                    let none = LsnRange { first: 0, last: 0 };
+                    self.pending.push((req.done, none));
+                    self.pending.extend(reqs.map(|r| (r.done, none)));
+                    return Err(e);
+                }
+            };
+            if let Err(full) = reserved {
                 req.done.complete(Err(full));
                 continue;
             }
