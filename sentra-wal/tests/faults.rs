@@ -1,0 +1,207 @@
+//! I/O fault injection (EIO, ENOSPC) and disk-cap behaviour with a stalled reader.
+
+use std::io::ErrorKind;
+use std::path::Path;
+use std::sync::Arc;
+
+use sentra_wal::sim::{FaultOp, SimFs};
+use sentra_wal::{Entry, Error, FullPolicy, LossCause, Options, Wal};
+
+const DIR: &str = "/wal";
+
+fn open(fs: &SimFs, opts: Options) -> Wal {
+    Wal::open_with(Arc::new(fs.clone()), DIR, opts).unwrap().0
+}
+
+fn read_all(wal: &Wal, from: u64) -> Vec<Entry> {
+    wal.read_from(from).map(Result::unwrap).collect()
+}
+
+fn lsns(entries: &[Entry]) -> Vec<u64> {
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Record(r) => Some(r.lsn()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn sync_failure_poisons_and_is_never_retried() {
+    let fs = SimFs::new();
+    let wal = open(&fs, Options::default());
+    wal.append(b"ok").unwrap();
+    let syncs = fs.sync_count();
+    fs.inject(FaultOp::Sync, 0, ErrorKind::Other, false);
+    let err = wal.append(b"lost").unwrap_err();
+    assert!(matches!(err, Error::Io { op: "sync", .. }), "{err}");
+    // Fail-stop: nothing else is accepted and no further sync is attempted.
+    assert!(matches!(wal.append(b"x"), Err(Error::Poisoned(_))));
+    assert!(matches!(wal.append_batch([b"y"]), Err(Error::Poisoned(_))));
+    assert!(matches!(wal.rotate(), Err(Error::Poisoned(_))));
+    assert!(matches!(wal.ack(1), Err(Error::Poisoned(_))));
+    assert!(wal.stats().poisoned);
+    assert_eq!(
+        fs.sync_count(),
+        syncs + 1,
+        "a failed fsync must not be retried"
+    );
+    // Committed data stays readable.
+    assert_eq!(lsns(&read_all(&wal, 1)), vec![1]);
+    drop(wal);
+    // Recovery after the failure: the acknowledged record is there, the failed one may not be.
+    fs.crash(7);
+    let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, Options::default()).unwrap();
+    assert!(rep.losses.is_empty());
+    assert_eq!(lsns(&read_all(&wal, 1))[0], 1);
+    wal.append(b"again").unwrap();
+}
+
+#[test]
+fn write_enospc_truncates_back_and_poisons() {
+    let fs = SimFs::new();
+    let wal = open(&fs, Options::default());
+    for i in 0..10u8 {
+        wal.append(&[i; 100]).unwrap();
+    }
+    // The disk is full: the next write fails with ENOSPC.
+    fs.set_capacity(Some(fs.used_bytes() + 50));
+    let err = wal.append(&[0xee; 200]).unwrap_err();
+    match &err {
+        Error::Io { source, .. } => assert_eq!(source.kind(), ErrorKind::StorageFull),
+        other => panic!("{other}"),
+    }
+    assert!(matches!(wal.append(b"x"), Err(Error::Poisoned(_))));
+    drop(wal);
+    fs.set_capacity(None);
+    let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, Options::default()).unwrap();
+    assert_eq!(rep.records, 10);
+    assert_eq!(rep.truncated_bytes, 0, "nothing half-written remains");
+    assert_eq!(lsns(&read_all(&wal, 1)), (1..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn eio_on_every_write_path_operation() {
+    for op in [
+        FaultOp::Write,
+        FaultOp::Sync,
+        FaultOp::Create,
+        FaultOp::SyncDir,
+        FaultOp::Remove,
+    ] {
+        for skip in 0..3 {
+            let fs = SimFs::new();
+            let opts = Options::default().segment_size(256).disk_cap(1 << 20);
+            let wal = open(&fs, opts.clone());
+            let mut acked = Vec::new();
+            fs.inject(op, skip, ErrorKind::Other, true);
+            let mut failed = false;
+            for i in 0..40u8 {
+                match wal.append(&[i; 40]) {
+                    Ok(l) => {
+                        assert!(!failed, "{op:?}: success after a failure");
+                        acked.push(l);
+                    }
+                    Err(e) => {
+                        assert!(matches!(e, Error::Io { .. } | Error::Poisoned(_)), "{e}");
+                        failed = true;
+                    }
+                }
+                if i % 10 == 9 {
+                    if let Some(&l) = acked.last() {
+                        if wal.ack(l).is_err() {
+                            failed = true;
+                        }
+                    }
+                }
+            }
+            drop(wal);
+            fs.clear_faults();
+            fs.crash(u64::from(skip));
+            let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, opts).unwrap();
+            let got = lsns(&read_all(&wal, rep.acked_lsn + 1));
+            let want: Vec<u64> = acked
+                .iter()
+                .copied()
+                .filter(|l| *l > rep.acked_lsn)
+                .collect();
+            assert_eq!(&got[..want.len()], &want[..], "{op:?} skip {skip}");
+        }
+    }
+}
+
+#[test]
+fn cap_refuses_with_full_until_the_stalled_reader_acks() {
+    let fs = SimFs::new();
+    let cap = 8 * 1024;
+    let opts = Options::default().segment_size(2048).disk_cap(cap);
+    let wal = open(&fs, opts);
+    let mut last = 0;
+    let full = loop {
+        match wal.append(&[1u8; 200]) {
+            Ok(l) => last = l,
+            Err(e) => break e,
+        }
+        assert!(
+            fs.used_bytes() <= cap + 8192,
+            "never above the cap (+ cursor file)"
+        );
+    };
+    assert!(full.is_full(), "{full}");
+    assert!(!wal.stats().poisoned, "Full is backpressure, not a failure");
+    assert!(wal.stats().disk_used <= cap);
+    // Nothing was dropped: every record is still there.
+    assert_eq!(lsns(&read_all(&wal, 1)), (1..=last).collect::<Vec<_>>());
+    assert!(wal.append(&[3u8; 200]).unwrap_err().is_full(), "still full");
+    // The shipper catches up: space is reclaimed and appends succeed again.
+    wal.ack(last).unwrap();
+    let next = wal.append(&[2u8; 200]).unwrap();
+    assert_eq!(next, last + 1);
+    assert!(wal.losses().is_empty());
+}
+
+#[test]
+fn drop_oldest_records_the_loss() {
+    let fs = SimFs::new();
+    let cap = 8 * 1024;
+    let opts = Options::default()
+        .segment_size(2048)
+        .disk_cap(cap)
+        .full_policy(FullPolicy::DropOldest);
+    let wal = open(&fs, opts.clone());
+    for i in 0..200u32 {
+        wal.append(&i.to_le_bytes().repeat(50)).unwrap();
+        assert!(wal.stats().disk_used <= cap);
+    }
+    let st = wal.stats();
+    assert!(st.dropped_records > 0);
+    let losses = wal.losses();
+    assert!(losses.iter().all(|l| l.cause == LossCause::DroppedOldest));
+    assert_eq!(
+        losses.iter().map(|l| l.records()).sum::<u64>(),
+        st.dropped_records
+    );
+    // The stalled reader sees the loss first, then the surviving records, contiguous.
+    let entries = read_all(&wal, 1);
+    match &entries[0] {
+        Entry::Loss(l) => {
+            assert_eq!((l.first, l.cause), (1, LossCause::DroppedOldest));
+            assert_eq!(lsns(&entries)[0], l.last + 1);
+        }
+        other => panic!("expected a loss first, got {other:?}"),
+    }
+    assert_eq!(*lsns(&entries).last().unwrap(), 200);
+    drop(wal);
+    // After a restart the gap is still reported.
+    let (_wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, opts).unwrap();
+    assert_eq!(rep.losses.len(), 1);
+    assert_eq!(rep.losses[0].first, 1);
+    assert_eq!(
+        fs.image(Path::new(DIR))
+            .iter()
+            .filter(|(n, _)| n.ends_with(".wal"))
+            .count(),
+        rep.segments
+    );
+}
