@@ -1,6 +1,376 @@
-//! The Sentra server pipeline.
+//! The Sentra server pipeline: replay protection, durable storage, status cache, queries.
 //!
-//! This crate will hold the ingest service (verified batch, replay and de-duplication against a
-//! durable per-agent high-water mark, storage, status cache, subscribers), the SQLite storage
-//! layer and the REST API.
+//! `sentra-ingest` receives envelopes that `sentra-transport` has already authenticated
+//! ([`sentra_core::Verified`]) and turns them into durable, de-duplicated data:
+//!
+//! ```text
+//! Verified ─▶ decode + validate ─▶ writer queue ─▶ group commit (SQLite, WAL, synchronous=FULL)
+//!    │             │ bad: REJECTED        │ seq ≤ high-water: DUPLICATE
+//!    │             ▼                      ▼
+//!    └──────── Ack (after commit) ◀── status cache ─▶ subscribers (tokio broadcast)
+//! ```
+//!
+//! * [`Ingest::open`] opens (or creates) `metrics.db` in a data directory, runs the
+//!   embedded migrations, rebuilds the in-memory state and starts two tasks: the single
+//!   writer and the rollup/retention maintainer.
+//! * [`Ingest::service`] is a [`tower_service::Service<Verified>`] answering
+//!   [`Ack`](sentra_core::proto::Ack); hand it to the transport server.
+//! * [`Ingest::status`] reads the in-memory [`StatusCache`] (never the database);
+//!   [`render_prometheus`] turns a snapshot into the exposition format of
+//!   prometheus_wireguard_exporter.
+//! * [`Ingest::query`] answers metric queries ([`Query`]), bounded by [`QueryLimits`].
+//! * [`Ingest::subscribe`] streams every stored batch to in-process consumers (alerting,
+//!   live views); a slow subscriber lags, it never slows ingest.
+//!
+//! The design notes on durability and the storage layout are in [`storage`].
+//!
+//! # Example
+//!
+//! ```
+//! use sentra_core::{AgentId, Batch, KeyId, MemoryKeyring, Method, Nonce, SecretKey, Seq,
+//!     Signer, UnixMillis, Validity, Verifier, proto::AckStatus};
+//! use sentra_ingest::{Config, Ingest, Selector};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let dir = tempfile::tempdir()?;
+//! let ingest = Ingest::open(dir.path(), Config::default()).await?;
+//!
+//! // What sentra-transport does for every Push: verify, then call the service.
+//! let agent = AgentId::new("edge-01")?;
+//! let secret = SecretKey::from_bytes([7; 32]);
+//! let now = UnixMillis::now();
+//! let mut batch = Batch::new(agent.clone(), Seq::new(1)?, now);
+//! batch.samples.push(sentra_core::Sample {
+//!     name: "cpu_usage_ratio".parse()?,
+//!     labels: sentra_core::Labels::from_pairs([("core", "0")])?,
+//!     timestamp: now,
+//!     value: sentra_core::Value::Gauge(0.25),
+//! });
+//! let envelope = Signer::new(agent.clone(), KeyId::new(1), &secret)
+//!     .sign_batch(&batch, now, Nonce::random());
+//! let mut keys = MemoryKeyring::new();
+//! keys.insert(agent.clone(), KeyId::new(1), &secret, Validity::always());
+//! let verified = Verifier::new().verify(&envelope, Method::Push, now, &keys)?;
+//!
+//! let ack = ingest.service().push(verified.clone()).await?;
+//! assert_eq!(ack.status(), AckStatus::Accepted);
+//! let again = ingest.service().push(verified).await?;
+//! assert_eq!(again.status(), AckStatus::Duplicate);
+//!
+//! let latest = ingest.query().latest(&Selector::metric("cpu_usage_ratio")?).await?;
+//! assert_eq!(latest[0].value, 0.25);
+//! assert_eq!(ingest.high_water(&agent).await?, Some(Seq::new(1)?));
+//! ingest.shutdown().await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+mod config;
+mod error;
+mod maintenance;
+mod model;
+mod prom;
+mod query;
+mod service;
+pub mod status;
+pub mod storage;
+mod writer;
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use sentra_core::{AgentId, Batch, Seq, UnixMillis};
+use sqlx::{
+    ConnectOptions as _, Row as _,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+use tokio::{
+    sync::{broadcast, mpsc, oneshot, watch},
+    task::JoinHandle,
+};
+
+pub use config::{Config, PresenceConfig, QueryLimits};
+pub use error::{BoxError, Error, Result};
+pub use maintenance::MaintenanceReport;
+pub use prom::render_prometheus;
+pub use query::{
+    Aggregation, Export, ExportFormat, LabelMatcher, LatestValue, MatchOp, Order, Query, Range,
+    Resolution, Selector, SeriesHistory, SeriesInfo, SeriesPercentiles, SeriesValue,
+};
+pub use service::{IngestService, IngestStats, ResponseFuture};
+pub use status::{Presence, StatusCache, StatusSnapshot};
+
+use maintenance::Maintainer;
+use writer::{Request, Writer};
+
+/// The file name of the metrics database inside the data directory.
+pub const DB_FILE: &str = "metrics.db";
+
+/// A batch that was durably stored, as delivered to subscribers.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StoredBatch {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Its sequence number.
+    pub seq: Seq,
+    /// Server time of arrival.
+    pub received: UnixMillis,
+    /// The validated batch.
+    pub batch: Arc<Batch>,
+}
+
+/// What a [`Subscription`] yields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A batch was stored.
+    Stored(Arc<StoredBatch>),
+    /// The subscriber fell behind and this many events were dropped for it.
+    Lagged(u64),
+}
+
+/// A live feed of stored batches (see [`Ingest::subscribe`]).
+#[derive(Debug)]
+pub struct Subscription(broadcast::Receiver<Arc<StoredBatch>>);
+
+impl Subscription {
+    /// The next event; `None` once the pipeline has shut down.
+    pub async fn recv(&mut self) -> Option<Event> {
+        match self.0.recv().await {
+            Ok(b) => Some(Event::Stored(b)),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Event::Lagged(n)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+/// A running ingest pipeline over one data directory. See the [crate docs](crate).
+#[derive(Debug)]
+pub struct Ingest {
+    service: IngestService,
+    status: StatusCache,
+    query: Query,
+    events: broadcast::Sender<Arc<StoredBatch>>,
+    maintainer: Arc<Maintainer>,
+    stop: watch::Sender<bool>,
+    writer: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Maintainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maintainer").finish_non_exhaustive()
+    }
+}
+
+impl Ingest {
+    /// Opens or creates `data_dir/metrics.db`, migrates it, rebuilds the high-water marks,
+    /// series index and status cache, and starts the writer and maintenance tasks on the
+    /// current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DataDir`] or [`Error::Storage`].
+    pub async fn open(data_dir: impl AsRef<Path>, config: Config) -> Result<Self> {
+        let dir = data_dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| Error::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        let write_opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", format!("-{}", config.cache_size_kib))
+            .pragma("temp_store", "memory")
+            .statement_cache_capacity(256);
+        let mut conn = write_opts
+            .connect()
+            .await
+            .map_err(Error::storage("opening the database"))?;
+        sqlx::migrate!("./migrations")
+            .run(&mut conn)
+            .await
+            .map_err(|e| Error::Storage {
+                context: "migrating the database",
+                source: Box::new(e),
+            })?;
+        let read_opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-16384");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.read_connections.max(1))
+            .connect_with(read_opts)
+            .await
+            .map_err(Error::storage("opening read connections"))?;
+
+        let status = StatusCache::new(config.presence);
+        let (events, _) = broadcast::channel(config.subscriber_capacity.max(1));
+        let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let mut writer = Writer::new(
+            conn,
+            rx,
+            status.clone(),
+            events.clone(),
+            config.replay_window,
+            config.max_group_samples,
+        );
+        writer.load().await?;
+        let maintainer = Arc::new(Maintainer {
+            pool: pool.clone(),
+            tx: tx.clone(),
+            dirty: Arc::clone(&writer.dirty),
+            retention: (
+                config.retention,
+                config.rollup_1m_retention,
+                config.rollup_1h_retention,
+            ),
+        });
+        maintainer.mark_all_dirty().await?;
+        let writer = tokio::spawn(writer.run());
+        let (stop, stopped) = watch::channel(false);
+        let maintenance = tokio::spawn(maintenance_loop(
+            Arc::clone(&maintainer),
+            config.maintenance_interval,
+            stopped,
+        ));
+        Ok(Self {
+            service: IngestService {
+                tx,
+                counters: Arc::default(),
+            },
+            status,
+            query: Query::new(pool, config.limits, config.retention),
+            events,
+            maintainer,
+            stop,
+            writer,
+            maintenance,
+        })
+    }
+
+    /// The pipeline service (cheap to clone). Mount it in the transport server.
+    #[must_use]
+    pub fn service(&self) -> IngestService {
+        self.service.clone()
+    }
+
+    /// The status cache.
+    #[must_use]
+    pub fn status(&self) -> StatusCache {
+        self.status.clone()
+    }
+
+    /// The query interface (cheap to clone).
+    #[must_use]
+    pub fn query(&self) -> Query {
+        self.query.clone()
+    }
+
+    /// A live feed of every batch stored from now on.
+    #[must_use]
+    pub fn subscribe(&self) -> Subscription {
+        Subscription(self.events.subscribe())
+    }
+
+    /// Pipeline counters since start.
+    #[must_use]
+    pub fn stats(&self) -> IngestStats {
+        self.service.counters.snapshot()
+    }
+
+    /// The durable high-water mark of `agent`: the highest seq stored (`None`: never).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`].
+    #[allow(clippy::cast_sign_loss)]
+    pub async fn high_water(&self, agent: &AgentId) -> Result<Option<Seq>> {
+        let row = sqlx::query("SELECT high_water FROM agents WHERE agent_id = ?")
+            .bind(agent.as_str())
+            .fetch_optional(self.query.pool())
+            .await
+            .map_err(Error::storage("reading a high-water mark"))?;
+        Ok(row.and_then(|r| Seq::new(r.get::<i64, _>(0) as u64).ok()))
+    }
+
+    /// Deletes everything stored for `agent`: samples, rollups, series, WireGuard status,
+    /// its high-water mark and its status-cache entry. Returns whether anything existed.
+    ///
+    /// Forgetting the high-water mark means old envelopes of this agent would be accepted
+    /// again: revoke its keys first (the REST API's "delete agent" does).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] or [`Error::Closed`].
+    pub async fn delete_agent(&self, agent: &AgentId) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.service
+            .tx
+            .send(Request::DeleteAgent(agent.clone(), reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Runs one rollup and retention pass now, with retention measured from `now`
+    /// (the background task does this every [`Config::maintenance_interval`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] or [`Error::Closed`].
+    pub async fn run_maintenance(&self, now: UnixMillis) -> Result<MaintenanceReport> {
+        self.maintainer.pass(now.as_millis()).await
+    }
+
+    /// Stops accepting batches, finishes every batch already queued (their acks are sent),
+    /// stops the maintenance task and closes the database.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if a task failed.
+    pub async fn shutdown(self) -> Result<()> {
+        let Self {
+            service,
+            query,
+            stop,
+            writer,
+            maintenance,
+            maintainer,
+            ..
+        } = self;
+        let _ = stop.send(true);
+        let _ = maintenance.await;
+        drop(maintainer);
+        // Clones of the service may live on in the transport: close the queue from the
+        // writer's side. Batches queued before this point are still committed and acked.
+        let _ = service.tx.send(Request::Shutdown).await;
+        drop(service);
+        let _ = writer.await;
+        query.pool().close().await;
+        Ok(())
+    }
+}
+
+async fn maintenance_loop(m: Arc<Maintainer>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = m.pass(UnixMillis::now().as_millis()).await {
+                    tracing::warn!(error = %e, "rollup/retention pass failed; will retry");
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}

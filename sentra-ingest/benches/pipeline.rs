@@ -1,0 +1,2 @@
+//! Pipeline benchmark (placeholder until written).
+fn main() {}

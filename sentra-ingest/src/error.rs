@@ -1,0 +1,70 @@
+use std::fmt;
+
+/// A boxed error, the error type of the ingest [`Service`](tower_service::Service).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every error of `sentra-ingest`.
+///
+/// Storage failures keep their cause as an opaque [`source`](std::error::Error::source):
+/// the database library is not part of this crate's public API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database failed (I/O, corruption, full disk, …). Retryable from the agent's view.
+    #[error("storage error while {context}")]
+    Storage {
+        /// What the store was doing.
+        context: &'static str,
+        /// The underlying cause.
+        #[source]
+        source: BoxError,
+    },
+    /// Creating the data directory failed.
+    #[error("cannot create data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The underlying cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pipeline has been shut down; nothing was stored.
+    #[error("ingest pipeline is shut down")]
+    Closed,
+    /// A query parameter is invalid (bad label filter, empty or inverted range, step 0, …).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// A query would touch more series than allowed.
+    #[error("query matches more than {limit} series")]
+    TooManySeries {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A query would return (or read) more points than allowed.
+    #[error("query needs {requested} points, more than the limit of {limit}")]
+    TooManyPoints {
+        /// Points the query would need (a lower bound when counting stopped early).
+        requested: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The named agent is unknown to the store.
+    #[error("unknown agent {0}")]
+    UnknownAgent(String),
+}
+
+impl Error {
+    pub(crate) fn storage(context: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |e| Self::Storage {
+            context,
+            source: Box::new(e),
+        }
+    }
+
+    pub(crate) fn invalid(msg: impl fmt::Display) -> Self {
+        Self::InvalidQuery(msg.to_string())
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,346 @@
+//! Rollups and retention, run by a background task (and on demand).
+//!
+//! The writer records, per series, the earliest timestamp written since the last pass (the
+//! "dirty" map). A pass recomputes the 1-minute buckets from that minute on from raw
+//! samples, and the 1-hour buckets from that hour on from the 1-minute buckets, and writes
+//! them with `INSERT OR REPLACE` through the writer task (SQLite has one writer; routing
+//! maintenance through it avoids lock contention with ingest). Late samples therefore fix
+//! up their buckets on the next pass. Only after rollups are written is raw data older
+//! than the retention deleted. At startup every series is marked dirty from its newest
+//! 1-minute bucket, so nothing written before a crash is missed.
+
+use std::{collections::HashMap, time::Duration};
+
+use sqlx::{Row as _, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    Error, Result,
+    writer::{Dirty, Request},
+};
+
+pub(crate) const MINUTE_MS: i64 = 60_000;
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+
+/// One rollup bucket.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Bucket {
+    pub(crate) series_id: i64,
+    pub(crate) bucket: i64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) sum: f64,
+    pub(crate) count: i64,
+    pub(crate) last: f64,
+    pub(crate) last_ts: i64,
+}
+
+impl Bucket {
+    fn new(series_id: i64, bucket: i64) -> Self {
+        Self {
+            series_id,
+            bucket,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            sum: 0.0,
+            count: 0,
+            last: f64::NAN,
+            last_ts: i64::MIN,
+        }
+    }
+
+    fn add(&mut self, ts: i64, v: f64) {
+        if v.is_nan() {
+            return;
+        }
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.sum += v;
+        self.count += 1;
+        if ts >= self.last_ts {
+            self.last_ts = ts;
+            self.last = v;
+        }
+    }
+
+    fn merge(&mut self, o: &Self) {
+        if o.count == 0 {
+            return;
+        }
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.sum += o.sum;
+        self.count += o.count;
+        if o.last_ts >= self.last_ts {
+            self.last_ts = o.last_ts;
+            self.last = o.last;
+        }
+    }
+}
+
+/// Writes one maintenance step performs, executed by the writer in one transaction.
+#[derive(Debug, Default)]
+pub(crate) struct MaintenanceWrite {
+    pub(crate) rollup_1m: Vec<Bucket>,
+    pub(crate) rollup_1h: Vec<Bucket>,
+    /// Delete raw samples, 1 m and 1 h rollups older than these (Unix ms).
+    pub(crate) cutoffs: Option<(i64, i64, i64)>,
+}
+
+pub(crate) async fn apply_maintenance(
+    conn: &mut SqliteConnection,
+    job: &MaintenanceWrite,
+) -> Result<()> {
+    use sqlx::Connection as _;
+    let r: sqlx::Result<()> = async {
+        let mut tx = conn.begin().await?;
+        for (table, rows) in [("rollup_1m", &job.rollup_1m), ("rollup_1h", &job.rollup_1h)] {
+            let sql = format!(
+                "INSERT OR REPLACE INTO {table} \
+                 (series_id, bucket, min, max, sum, count, last, last_ts) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            );
+            for b in rows.iter().filter(|b| b.count > 0) {
+                sqlx::query(&sql)
+                    .bind(b.series_id)
+                    .bind(b.bucket)
+                    .bind(b.min)
+                    .bind(b.max)
+                    .bind(b.sum)
+                    .bind(b.count)
+                    .bind(b.last)
+                    .bind(b.last_ts)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if let Some((raw, m1, h1)) = job.cutoffs {
+            for (table, col, cut) in [
+                ("samples", "ts", raw),
+                ("rollup_1m", "bucket", m1),
+                ("rollup_1h", "bucket", h1),
+            ] {
+                // `series_id IN (…)` lets SQLite seek to the old end of every series instead
+                // of scanning the whole table.
+                sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE series_id IN (SELECT id FROM series) AND {col} < ?"
+                ))
+                .bind(cut)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await
+    }
+    .await;
+    r.map_err(Error::storage("writing rollups and applying retention"))
+}
+
+/// What one maintenance pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MaintenanceReport {
+    /// Series whose rollups were recomputed.
+    pub series_rolled_up: usize,
+    /// 1-minute buckets written.
+    pub minute_buckets: usize,
+    /// 1-hour buckets written.
+    pub hour_buckets: usize,
+}
+
+pub(crate) struct Maintainer {
+    pub(crate) pool: SqlitePool,
+    pub(crate) tx: mpsc::Sender<Request>,
+    pub(crate) dirty: Dirty,
+    pub(crate) retention: (Duration, Duration, Duration),
+}
+
+fn floor(ts: i64, unit: i64) -> i64 {
+    ts.div_euclid(unit) * unit
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Maintainer {
+    async fn send(&self, job: MaintenanceWrite) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Maintenance(job, reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Marks every series dirty from its newest 1-minute bucket (startup).
+    pub(crate) async fn mark_all_dirty(&self) -> Result<()> {
+        let rows = sqlx::query(
+            "SELECT s.id, (SELECT MAX(bucket) FROM rollup_1m r WHERE r.series_id = s.id) \
+             FROM series s",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::storage("reading rollup progress"))?;
+        let mut dirty = self
+            .dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in rows {
+            let from: Option<i64> = r.get(1);
+            let id: i64 = r.get(0);
+            let from = from.unwrap_or(i64::MIN);
+            dirty
+                .entry(id)
+                .and_modify(|t| *t = (*t).min(from))
+                .or_insert(from);
+        }
+        Ok(())
+    }
+
+    /// One pass: rollups for everything dirty, then retention relative to `now_ms`.
+    pub(crate) async fn pass(&self, now_ms: i64) -> Result<MaintenanceReport> {
+        let work: HashMap<i64, i64> = std::mem::take(
+            &mut *self
+                .dirty
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut report = MaintenanceReport::default();
+        let mut job = MaintenanceWrite::default();
+        let mut done: Vec<(i64, i64)> = Vec::new();
+        let mut ids: Vec<_> = work.into_iter().collect();
+        ids.sort_unstable();
+        for (i, &(id, from)) in ids.iter().enumerate() {
+            match self.rollup_series(id, from, &mut job).await {
+                Ok(()) => report.series_rolled_up += 1,
+                Err(e) => {
+                    self.redirty(&ids[i..]);
+                    self.redirty(&done);
+                    return Err(e);
+                }
+            }
+            done.push((id, from));
+            if job.rollup_1m.len() + job.rollup_1h.len() >= 20_000 {
+                report.minute_buckets += job.rollup_1m.len();
+                report.hour_buckets += job.rollup_1h.len();
+                if let Err(e) = self.send(std::mem::take(&mut job)).await {
+                    self.redirty(&ids[i..]);
+                    self.redirty(&done);
+                    return Err(e);
+                }
+                done.clear();
+            }
+        }
+        report.minute_buckets += job.rollup_1m.len();
+        report.hour_buckets += job.rollup_1h.len();
+        let (raw, m1, h1) = self.retention;
+        job.cutoffs = Some((
+            now_ms.saturating_sub(ms(raw)),
+            now_ms.saturating_sub(ms(m1)),
+            now_ms.saturating_sub(ms(h1)),
+        ));
+        if let Err(e) = self.send(job).await {
+            self.redirty(&done);
+            return Err(e);
+        }
+        Ok(report)
+    }
+
+    fn redirty(&self, items: &[(i64, i64)]) {
+        let mut dirty = self
+            .dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for &(id, from) in items {
+            dirty
+                .entry(id)
+                .and_modify(|t| *t = (*t).min(from))
+                .or_insert(from);
+        }
+    }
+
+    async fn rollup_series(&self, id: i64, from: i64, job: &mut MaintenanceWrite) -> Result<()> {
+        let m_from = floor(from, MINUTE_MS);
+        let h_from = floor(from, HOUR_MS);
+        let rows = sqlx::query(
+            "SELECT ts, CAST(v AS REAL) FROM samples WHERE series_id = ? AND ts >= ? ORDER BY ts",
+        )
+        .bind(id)
+        .bind(m_from)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::storage("reading samples for rollup"))?;
+        let mut minutes: Vec<Bucket> = Vec::new();
+        for r in rows {
+            let ts: i64 = r.get(0);
+            let v: Option<f64> = r.get(1);
+            let b = floor(ts, MINUTE_MS);
+            if minutes.last().is_none_or(|m| m.bucket != b) {
+                minutes.push(Bucket::new(id, b));
+            }
+            if let (Some(m), Some(v)) = (minutes.last_mut(), v) {
+                m.add(ts, v);
+            }
+        }
+        minutes.retain(|m| m.count > 0);
+        // 1-hour buckets from the stored 1-minute buckets before `m_from` plus the new ones.
+        let stored = sqlx::query(
+            "SELECT bucket, min, max, sum, count, last, last_ts FROM rollup_1m \
+             WHERE series_id = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
+        )
+        .bind(id)
+        .bind(h_from)
+        .bind(m_from)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::storage("reading rollups"))?;
+        let mut hours: Vec<Bucket> = Vec::new();
+        let earlier = stored.into_iter().map(|r| Bucket {
+            series_id: id,
+            bucket: r.get(0),
+            min: r.get::<Option<f64>, _>(1).unwrap_or(f64::NAN),
+            max: r.get::<Option<f64>, _>(2).unwrap_or(f64::NAN),
+            sum: r.get::<Option<f64>, _>(3).unwrap_or(0.0),
+            count: r.get(4),
+            last: r.get::<Option<f64>, _>(5).unwrap_or(f64::NAN),
+            last_ts: r.get(6),
+        });
+        for m in earlier.chain(minutes.iter().copied()) {
+            let b = floor(m.bucket, HOUR_MS);
+            if hours.last().is_none_or(|h| h.bucket != b) {
+                hours.push(Bucket::new(id, b));
+            }
+            if let Some(h) = hours.last_mut() {
+                h.merge(&m);
+            }
+        }
+        job.rollup_1m.extend(minutes);
+        job.rollup_1h.extend(hours);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_math() {
+        let mut b = Bucket::new(1, 0);
+        b.add(10, 3.0);
+        b.add(5, 1.0);
+        b.add(20, 2.0);
+        b.add(30, f64::NAN);
+        assert_eq!(
+            (b.min, b.max, b.sum, b.count, b.last),
+            (1.0, 3.0, 6.0, 3, 2.0)
+        );
+        let mut h = Bucket::new(1, 0);
+        h.merge(&b);
+        h.merge(&Bucket::new(1, 60_000));
+        assert_eq!((h.count, h.last, h.last_ts), (3, 2.0, 20));
+        assert_eq!(floor(-1, MINUTE_MS), -MINUTE_MS);
+        assert_eq!(floor(HOUR_MS + 5, HOUR_MS), HOUR_MS);
+    }
+}

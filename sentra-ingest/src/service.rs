@@ -1,0 +1,203 @@
+//! The tower [`Service`] that takes verified envelopes and answers with an [`Ack`].
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use sentra_core::{
+    UnixMillis, Verified,
+    proto::{Ack, AckStatus, RejectReason},
+};
+use tokio::sync::{mpsc, oneshot};
+use tower_service::Service;
+
+use crate::{
+    BoxError, Error,
+    model::prepare,
+    writer::{Outcome, Request},
+};
+
+/// Counters of the pipeline, for the server's own `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) conflicts: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) samples: AtomicU64,
+}
+
+/// A copy of the pipeline counters since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IngestStats {
+    /// Batches stored.
+    pub accepted: u64,
+    /// Batches answered `DUPLICATE` (retries; nothing stored).
+    pub duplicates: u64,
+    /// Of those, deliveries of a stored seq with a different envelope (re-signed or forged
+    /// by a key holder); logged as a warning.
+    pub seq_conflicts: u64,
+    /// Batches rejected as malformed or invalid (nothing stored).
+    pub rejected: u64,
+    /// Calls that failed with a storage error (retryable; nothing stored).
+    pub failed: u64,
+    /// Samples stored (including derived histogram and WireGuard series).
+    pub samples: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> IngestStats {
+        IngestStats {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            seq_conflicts: self.conflicts.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            samples: self.samples.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The ingest pipeline as a [`tower_service::Service`]: `Verified` envelope in, [`Ack`] out.
+///
+/// * A payload that does not decode or validate is answered `REJECTED` (reason `MALFORMED`
+///   or `INVALID_BATCH`); nothing is stored.
+/// * A `seq` at or below the agent's durable high-water mark that was already stored (or
+///   is older than the replay window) is answered `DUPLICATE`: safe to trim.
+/// * Otherwise the batch is stored, and the high-water mark advanced, in one SQLite
+///   transaction; the `ACCEPTED` ack is sent only after that transaction is durable.
+/// * `Err` means the store failed or the pipeline is shut down: nothing was stored, retry.
+///
+/// Cloning is cheap; every clone feeds the same writer.
+#[derive(Clone)]
+pub struct IngestService {
+    pub(crate) tx: mpsc::Sender<Request>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl fmt::Debug for IngestService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IngestService").finish_non_exhaustive()
+    }
+}
+
+/// The future returned by [`IngestService::call`].
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<Ack, BoxError>> + Send>>,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Ack, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+fn ack(v: &Verified, status: AckStatus, reason: RejectReason, detail: String) -> Ack {
+    Ack {
+        agent_id: v.agent_id().as_str().to_owned(),
+        seq: v.seq().get(),
+        status: status as i32,
+        reason: reason as i32,
+        detail,
+        server_time_ms: UnixMillis::now().as_millis(),
+    }
+}
+
+impl IngestService {
+    /// Handles one verified envelope (what [`Service::call`] runs).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when the commit failed, [`Error::Closed`] after shutdown.
+    pub async fn push(&self, verified: Verified) -> Result<Ack, Error> {
+        let received = UnixMillis::now();
+        let rejected = |reason, detail: String| {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(agent_id = %verified.agent_id(), seq = %verified.seq(), %detail, "batch rejected");
+            Ok(ack(&verified, AckStatus::Rejected, reason, detail))
+        };
+        let batch = match verified.decode_batch() {
+            Ok(b) => b,
+            Err(e) => return rejected(e.reject_reason(), e.to_string()),
+        };
+        let prepared = match prepare(batch, *verified.fingerprint(), received) {
+            Ok(p) => p,
+            Err(detail) => return rejected(RejectReason::InvalidBatch, detail),
+        };
+        let rows = prepared.row_count() as u64;
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Request::Batch(prepared, reply)).await;
+        let outcome = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(Error::Closed)),
+            Err(_) => Err(Error::Closed),
+        };
+        match outcome {
+            Ok(Outcome::Accepted { .. }) => {
+                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                self.counters.samples.fetch_add(rows, Ordering::Relaxed);
+                Ok(ack(
+                    &verified,
+                    AckStatus::Accepted,
+                    RejectReason::Unspecified,
+                    String::new(),
+                ))
+            }
+            Ok(Outcome::Duplicate { conflict }) => {
+                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                let detail = if conflict {
+                    self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(agent_id = %verified.agent_id(), seq = %verified.seq(),
+                        "seq already stored from a different envelope; the new one is ignored");
+                    "seq already stored from a different envelope".to_owned()
+                } else {
+                    "already stored".to_owned()
+                };
+                Ok(ack(
+                    &verified,
+                    AckStatus::Duplicate,
+                    RejectReason::Unspecified,
+                    detail,
+                ))
+            }
+            Err(e) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Service<Verified> for IngestService {
+    type Response = Ack;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Back-pressure happens inside the call, on the bounded writer queue.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, verified: Verified) -> Self::Future {
+        let this = self.clone();
+        ResponseFuture {
+            inner: Box::pin(async move { this.push(verified).await.map_err(BoxError::from) }),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Design notes: durability and the storage layout.
+//!
+//! # Durability
+//!
+//! `metrics.db` runs in WAL journal mode with `synchronous=FULL`: every commit fsyncs the
+//! write-ahead log before `COMMIT` returns, so an acked batch survives a process crash *and*
+//! a power loss. (`NORMAL` would survive a process crash but can lose the last commits on
+//! power loss; an `Ack` promises the agent it may delete the data, so that is not enough.)
+//!
+//! One writer task owns the only write connection. Concurrent pushes queue up while the
+//! previous commit is being fsynced; the writer then drains the queue (up to
+//! [`Config::max_group_samples`](crate::Config::max_group_samples) samples) into **one**
+//! transaction and one fsync, and answers every batch of the group after that commit: group
+//! commit. Inside a group batches are applied in `(agent, seq)` order, so two in-flight
+//! pushes of one agent are stored in sequence order whatever order they arrived in.
+//!
+//! # Replay and de-duplication
+//!
+//! Each agent has a durable high-water mark `H` (highest stored seq) in table `agents`,
+//! updated in the same transaction as the samples, so a crash can never store samples
+//! without advancing `H` or the reverse. A push with:
+//!
+//! * `seq > H` is stored and `H := seq`;
+//! * `seq ≤ H` already stored (fingerprint recorded in `accepted`, which keeps the last
+//!   [`Config::replay_window`](crate::Config::replay_window) seqs) is a `DUPLICATE`; a
+//!   different envelope for a stored seq is also `DUPLICATE` but counted and logged as a
+//!   conflict;
+//! * `H − W < seq ≤ H` never stored (a pipelined push overtaken by the next one) is stored
+//!   exactly once;
+//! * `seq ≤ H − W` is a `DUPLICATE` (too old to tell; the agent ships in order, so it was
+//!   acked before).
+//!
+//! Sample inserts are `ON CONFLICT DO NOTHING` on `(series, timestamp)`, so even a batch
+//! replayed after its window entry was pruned cannot duplicate a point.
+//!
+//! # Layout
+//!
+//! ```text
+//! series   (id INTEGER PRIMARY KEY, agent, name, labels JSON, kind)   one row per series
+//! samples  (series_id, ts, v) PRIMARY KEY (series_id, ts) WITHOUT ROWID
+//! rollup_1m, rollup_1h (series_id, bucket, min, max, sum, count, last, last_ts) WITHOUT ROWID
+//! agents (high-water, last seen), accepted (replay window), wg_status (latest per agent)
+//! ```
+//!
+//! Why this layout:
+//!
+//! * **No per-sample strings.** Name and labels live once in `series`; a sample row is
+//!   three integers/reals. The writer keeps the whole series index in memory
+//!   (agent → name → labels → id, borrowed lookups, ids assigned by the writer), so
+//!   ingest never reads the database.
+//! * **`WITHOUT ROWID`, clustered on `(series_id, ts)`.** The primary key *is* the table:
+//!   no separate rowid B-tree plus index (which would double the writes and the size). A
+//!   range read of one series is a seek plus a sequential leaf scan, which is what every
+//!   history, aggregate and rollup query does. SQLite's record format stores small
+//!   integers in 1–8 bytes, counters stay `INTEGER`, gauges `REAL`.
+//! * **Multi-row inserts** of up to 8192 rows per statement (chunk sizes are powers of
+//!   two so a dozen prepared statements, cached on the connection, cover every size) and
+//!   rows sorted by `(series_id, ts)` before insertion, so each statement walks the B-tree
+//!   in order. This amortises the per-statement cost of the async driver.
+//! * **Trade-off.** The write hot set is one leaf page per actively written series
+//!   (~4 KiB each), so [`Config::cache_size_kib`](crate::Config::cache_size_kib) should
+//!   cover the active series (64 MiB ≈ 16 k series). Per-series compressed chunks
+//!   (delta-of-delta timestamps, XOR floats, as in Gorilla/Prometheus) would be ~10×
+//!   smaller on disk but need an in-memory head block and a second durability mechanism
+//!   for it; with SQLite as the only durable store that complexity was not worth it here.
+//!   Rollups bound what long-range queries read.
+//! * **Rollups** (1 minute, 1 hour: min/max/sum/count/last) are maintained by a
+//!   background pass; history queries with a step that is a multiple of the rollup width
+//!   over long ranges read them instead of raw samples (see
+//!   [`Resolution`](crate::Resolution)).
