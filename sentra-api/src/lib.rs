@@ -1,11 +1,247 @@
-//! The Sentra REST API.
+//! The Sentra REST API and control plane.
 //!
-//! This crate will hold the axum router served by `sentra-server`: JWT authentication with
-//! admin and viewer roles, users with argon2id passwords, agent enrolment through single-use
-//! bootstrap tokens, key rotation and revocation (a database-backed `sentra_core::Keyring`),
-//! status and metric query endpoints over `sentra-ingest`, the audit log, health, readiness,
-//! an OpenAPI document, a live status stream and Prometheus exposition.
+//! This crate holds the axum router served by `sentra-server` and the control store behind
+//! it: users with argon2id passwords and JWT access tokens (roles `admin` and `viewer`),
+//! agent enrolment with single-use bootstrap tokens, agent keys with rotation and
+//! revocation, the peers operators declare per agent and interface, and the audit log. It
+//! also provides the two objects the gRPC side needs: a database-backed
+//! [`sentra_core::Keyring`] ([`DbKeyring`]) and the `FetchDesiredState` service
+//! ([`DesiredStateService`]).
 //!
 //! It is a separate crate from `sentra-ingest` so that a user embedding the ingest pipeline
 //! does not pull in an HTTP framework, JWT and password hashing.
+//!
+//! # Composing a server
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::net::SocketAddr;
+//! use sentra_api::{Api, ApiConfig};
+//!
+//! let api = Api::open("./sentra-data".as_ref(), ApiConfig::default()).await?;
+//! let keyring = api.keyring();                 // -> sentra-transport's auth layer
+//! let desired = api.desired_state_service();   // -> gRPC FetchDesiredState
+//! let router = api.router();                   // -> the REST listener
+//! # let _ = (keyring, desired);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // ConnectInfo enables the per-client-address login limit.
+//! axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # What the CLI calls
+//!
+//! * `sentra init` creates the first admin directly on the data directory (there are no
+//!   default credentials):
+//!
+//!   ```no_run
+//!   # async fn init() -> Result<(), sentra_api::Error> {
+//!   use sentra_api::{Actor, ControlStore, Password, Role, StoreOptions};
+//!   let store = ControlStore::open("./sentra-data".as_ref(), StoreOptions::default()).await?;
+//!   store.create_user(&Actor::local(), "admin", Password::new("a long passphrase"), Role::Admin).await?;
+//!   # Ok(()) }
+//!   ```
+//!
+//!   Only users may be created this way while a server runs; agents, keys and tokens go
+//!   through the REST API so the server's in-memory keyring stays in step.
+//! * `sentra login` → `POST /api/v1/auth/login` `{"username","password"}` → `{"access_token",
+//!   "token_type":"Bearer","expires_in","role"}`; later calls send
+//!   `Authorization: Bearer <access_token>`.
+//! * `sentra token issue` → `POST /api/v1/tokens` `{"ttl_s": 3600, "note": "…"}` (admin) →
+//!   `201 {"token_id","token","expires_ms"}`; the token is shown once.
+//! * `sentra agent list|rotate-key|revoke|delete` → `GET /api/v1/agents`,
+//!   `POST /api/v1/agents/{id}/rotate-key[?overlap_s=N]`, `POST /api/v1/agents/{id}/revoke`,
+//!   `DELETE /api/v1/agents/{id}`.
+//!
+//! Every error is `{"error": {"code": "...", "message": "..."}}` with the HTTP status:
+//! 400 malformed (nothing changed), 401 bad or missing credentials, 403 wrong role,
+//! 404, 409 conflict, 413 body over the limit, 429 rate limited, 503 overloaded.
+//!
+//! # Agent protocol: enrolment
+//!
+//! 1. An admin issues a bootstrap token (`sentra token issue`) and gives it to the agent's
+//!    operator out of band (it is single use and expires, 1 h by default).
+//! 2. The agent sends `POST /api/v1/agents/enroll` with `Content-Type: application/json`
+//!    and `{"token": "sntb_…", "name": "edge-01"}` over TLS.
+//! 3. On `201` the body is `{"agent_id": "edge-01-3f9a2c1b", "key_id": 1,
+//!    "secret": "<standard base64 of 32 bytes>", "envelope_version": 1}`. This is the only
+//!    time the secret is sent unasked. The agent writes `agent_id`, `key_id` and the secret
+//!    to its key file (mode 0600), **fsyncs the file and its directory**, and only then
+//!    starts signing with `sentra_core::Signer::new(agent_id, KeyId::new(key_id), &secret)`.
+//!    If it crashes before the fsync, it needs a new token: the used token is gone.
+//! 4. `401 invalid_bootstrap_token` means unknown, expired or already used; retrying with
+//!    the same token cannot succeed.
+//!
+//! # Agent protocol: key rotation
+//!
+//! An admin calls `POST /api/v1/agents/{id}/rotate-key`. The server creates key N+1
+//! (valid at once) and caps every older key at `not_after = now + overlap` (24 h by default,
+//! [`ApiConfig::key_overlap`]). The server cannot push; the agent polls:
+//!
+//! 1. At start and then periodically (every 10 minutes is plenty for a 24 h overlap), the
+//!    agent builds a `SignedBatch` with its **current** key:
+//!    `signer.sign(Method::FetchKey, Seq::FIRST, UnixMillis::now(), Nonce::random(), payload)`
+//!    where `payload` is the protobuf encoding of
+//!    `DesiredStateQuery { agent_id: <its id>, known_revision: 0 }` (the seq is not checked
+//!    for this call; `1` is fine). It sends the encoded envelope as the body of
+//!    `POST /api/v1/agent/key` with `Content-Type: application/x-protobuf`.
+//! 2. `200` body: `{"agent_id", "key_id": <newest>, "secret": "<base64>",
+//!    "signed_with_key_id", "signed_with_not_after_ms": <ms or null>}`. If `key_id` equals
+//!    the key it signed with, nothing changed.
+//! 3. Otherwise the agent writes the new key (id + secret) to a temporary file, fsyncs it,
+//!    renames it over its key file and fsyncs the directory. **Until that fsync has
+//!    returned it keeps signing with the old key.** Only then does it switch its signer to
+//!    the new key. Batches already signed with the old key that are retried stay valid
+//!    until `signed_with_not_after_ms`; after that the agent re-signs them with the new key
+//!    (the WAL holds the payloads; signing is cheap).
+//! 4. Each envelope is accepted once (its tag is remembered for the skew window); a replay
+//!    gets `401`. `401 clock_skew` carries the server time in the message: fix the clock
+//!    offset and retry with a fresh envelope. `401 unauthenticated` after
+//!    `signed_with_not_after_ms` means the agent missed the overlap window: it must be
+//!    re-enrolled with a new bootstrap token.
+//!
+//! Revocation (`POST /api/v1/agents/{id}/revoke`) deletes every key of the agent and drops
+//! it from the keyring before the call returns; its next envelope is rejected.
+//!
+//! # Security notes
+//!
+//! * `control.db` holds every agent's HMAC secret (the server must hold them to verify)
+//!   and the password hashes: it is created 0600 in a 0700 directory, like
+//!   `jwt-hs256.key` (the access-token signing secret, see [`auth`](crate::Role) notes in
+//!   the `auth` module docs). Back them up as secrets.
+//! * Bootstrap tokens are stored as SHA-256 only; agent secrets and tokens are returned
+//!   with `Cache-Control: no-store`.
+//! * `Authorization` is marked sensitive before the trace layer; passwords, tokens and
+//!   secrets live in types with redacted `Debug` that zero their memory on drop
+//!   ([`Password`], [`SecretString`], [`sentra_core::SecretKey`]).
 #![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+mod auth;
+mod desired;
+mod error;
+mod http;
+mod keyring;
+mod metrics;
+mod ratelimit;
+mod secret;
+mod store;
+mod util;
+
+use std::{path::Path, time::Duration};
+
+pub use auth::{JWT_LEEWAY, MAX_ACCESS_TOKEN_TTL, PasswordCost, Role};
+pub use desired::{
+    DesiredStateService, MAX_ALLOWED_IPS_PER_PEER, MAX_PEERS_PER_INTERFACE, PeerSpec,
+};
+pub use error::{BoxError, Error, Result};
+pub use keyring::DbKeyring;
+pub use secret::{Password, SecretString};
+pub use store::{
+    Actor, AgentInfo, AuditEntry, AuditQuery, BOOTSTRAP_TOKEN_PREFIX, BootstrapTokenInfo,
+    CONTROL_DB_FILE, ControlStore, DesiredInfo, DesiredInterfaceInfo, Enrolment,
+    IssuedBootstrapToken, KeyInfo, MAX_BOOTSTRAP_TOKEN_TTL, NewestKey, Rotation, StoreOptions,
+    User,
+};
+
+/// Configuration of [`Api::open`]. Start from [`ApiConfig::default`] and set fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ApiConfig {
+    /// JWT `iss`, checked on every request.
+    pub issuer: String,
+    /// JWT `aud`, checked on every request.
+    pub audience: String,
+    /// Access-token lifetime (capped at [`MAX_ACCESS_TOKEN_TTL`], 15 minutes).
+    pub access_token_ttl: Duration,
+    /// How long older keys stay valid after a rotation (default 24 h).
+    pub key_overlap: Duration,
+    /// Bootstrap-token lifetime when the request names none (default 1 h).
+    pub default_bootstrap_token_ttl: Duration,
+    /// Largest request body accepted, in bytes (default 1 MiB).
+    pub body_limit_bytes: usize,
+    /// Time limit for producing a response (default 30 s; streams are not cut).
+    pub request_timeout: Duration,
+    /// Failed logins per account per window before 429 (default 10).
+    pub login_failures_per_user: u32,
+    /// Failed logins per client address per window before 429 (default 50).
+    pub login_failures_per_ip: u32,
+    /// The window of both login limits (default 5 min).
+    pub login_window: Duration,
+    /// Control-store options (password cost).
+    pub store: StoreOptions,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "sentra".to_owned(),
+            audience: "sentra-api".to_owned(),
+            access_token_ttl: MAX_ACCESS_TOKEN_TTL,
+            key_overlap: Duration::from_secs(24 * 3600),
+            default_bootstrap_token_ttl: Duration::from_secs(3600),
+            body_limit_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            login_failures_per_user: 10,
+            login_failures_per_ip: 50,
+            login_window: Duration::from_secs(300),
+            store: StoreOptions::default(),
+        }
+    }
+}
+
+/// The assembled API: router, keyring, desired-state service and control store.
+///
+/// See the [crate docs](crate) for how a server composes it.
+#[derive(Debug, Clone)]
+pub struct Api {
+    router: axum::Router,
+    store: ControlStore,
+}
+
+impl Api {
+    /// Opens the control store (`control.db`) and the JWT key (`jwt-hs256.key`) in
+    /// `data_dir`, creating them on first start, and builds the router.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] or [`Error::Database`] if the data directory cannot be used.
+    pub async fn open(data_dir: &Path, config: ApiConfig) -> Result<Self> {
+        let store = ControlStore::open(data_dir, config.store.clone()).await?;
+        let tokens = auth::Tokens::open(
+            data_dir,
+            &config.issuer,
+            &config.audience,
+            config.access_token_ttl,
+        )?;
+        let state = http::AppState::new(store.clone(), tokens, config);
+        Ok(Self {
+            router: http::router(state),
+            store,
+        })
+    }
+
+    /// The REST router (serve it with `into_make_service_with_connect_info::<SocketAddr>()`
+    /// so login limits apply per client address).
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
+    /// The agent keyring for the gRPC authentication layer; always in step with the store.
+    #[must_use]
+    pub fn keyring(&self) -> DbKeyring {
+        self.store.keyring()
+    }
+
+    /// The `FetchDesiredState` service for the gRPC side.
+    #[must_use]
+    pub fn desired_state_service(&self) -> DesiredStateService {
+        DesiredStateService::new(self.store.clone())
+    }
+
+    /// The control store.
+    #[must_use]
+    pub fn store(&self) -> &ControlStore {
+        &self.store
+    }
+}

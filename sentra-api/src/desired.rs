@@ -1,0 +1,289 @@
+//! Desired peers: validation and normalisation, and the `FetchDesiredState` service.
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use sentra_core::{IpPrefix, Verified, proto};
+use serde::{Deserialize, Serialize};
+
+use crate::{BoxError, ControlStore, Error, Result, util};
+
+/// Most peers accepted on one interface.
+pub const MAX_PEERS_PER_INTERFACE: usize = 10_000;
+/// Most allowed IPs accepted on one peer.
+pub const MAX_ALLOWED_IPS_PER_PEER: usize = 1_024;
+
+/// One peer as an operator declares it (the body of the admin endpoint).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PeerSpec {
+    /// Curve25519 public key, standard base64 (44 characters, as `wg` prints it).
+    pub public_key: String,
+    /// `ip:port` or `[ipv6]:port`; empty or absent for a peer without endpoint.
+    #[serde(default)]
+    pub endpoint: String,
+    /// Allowed IPs as prefixes (`10.0.0.0/24`); a bare address means a host route, and
+    /// host bits are cleared (`10.0.0.1/24` becomes `10.0.0.0/24`).
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    /// Persistent keepalive in seconds; 0 or absent means off.
+    #[serde(default)]
+    pub persistent_keepalive_s: u16,
+}
+
+impl PeerSpec {
+    /// A peer with a public key and nothing else.
+    #[must_use]
+    pub fn new(public_key: impl Into<String>) -> Self {
+        Self {
+            public_key: public_key.into(),
+            endpoint: String::new(),
+            allowed_ips: Vec::new(),
+            persistent_keepalive_s: 0,
+        }
+    }
+
+    /// Sets the allowed IPs.
+    #[must_use]
+    pub fn with_allowed_ips<I: Into<String>>(mut self, ips: impl IntoIterator<Item = I>) -> Self {
+        self.allowed_ips = ips.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the endpoint.
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = endpoint.into();
+        self
+    }
+}
+
+/// Validates an interface name like the kernel does (1–15 bytes, no `/`, whitespace or `:`).
+pub(crate) fn check_interface(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "interface",
+            "1 to 15 printable ASCII characters without '/', ':' or whitespace",
+        ))
+    }
+}
+
+/// Validates and normalises a declaration: keys are 32 bytes, endpoints are socket
+/// addresses, prefixes are normalised, sorted and de-duplicated. Two peers with the same
+/// key, or an allowed IP claimed by two peers, is a [`Error::Conflict`] (WireGuard would
+/// silently move the route to whichever peer comes last).
+pub(crate) fn normalise(peers: Vec<PeerSpec>) -> Result<Vec<PeerSpec>> {
+    if peers.len() > MAX_PEERS_PER_INTERFACE {
+        return Err(Error::invalid(
+            "peers",
+            format!("at most {MAX_PEERS_PER_INTERFACE} peers per interface"),
+        ));
+    }
+    let mut keys = HashSet::new();
+    let mut claimed: HashMap<IpPrefix, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(peers.len());
+    for (i, peer) in peers.into_iter().enumerate() {
+        let field = |f: &str| format!("peers[{i}].{f}");
+        let key = util::b64_decode(peer.public_key.trim())
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| Error::invalid(field("public_key"), "must be 32 bytes, base64"))?;
+        if !keys.insert(key.clone()) {
+            return Err(Error::Conflict(format!(
+                "peers[{i}]: public key declared twice on this interface"
+            )));
+        }
+        let endpoint = peer.endpoint.trim();
+        let endpoint = if endpoint.is_empty() {
+            String::new()
+        } else {
+            endpoint
+                .parse::<SocketAddr>()
+                .map_err(|_| Error::invalid(field("endpoint"), "must be ip:port or [ipv6]:port"))?
+                .to_string()
+        };
+        if peer.allowed_ips.len() > MAX_ALLOWED_IPS_PER_PEER {
+            return Err(Error::invalid(
+                field("allowed_ips"),
+                format!("at most {MAX_ALLOWED_IPS_PER_PEER} entries"),
+            ));
+        }
+        let mut prefixes = Vec::with_capacity(peer.allowed_ips.len());
+        for (j, raw) in peer.allowed_ips.iter().enumerate() {
+            let p = parse_prefix(raw.trim()).ok_or_else(|| {
+                Error::invalid(field(&format!("allowed_ips[{j}]")), "not an IP prefix")
+            })?;
+            prefixes.push(p);
+        }
+        prefixes.sort();
+        prefixes.dedup();
+        for p in &prefixes {
+            if let Some(other) = claimed.insert(*p, i) {
+                return Err(Error::Conflict(format!(
+                    "allowed IP {p} is claimed by peers[{other}] and peers[{i}]"
+                )));
+            }
+        }
+        out.push(PeerSpec {
+            public_key: util::b64(&key),
+            endpoint,
+            allowed_ips: prefixes.iter().map(ToString::to_string).collect(),
+            persistent_keepalive_s: peer.persistent_keepalive_s,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses `addr/len` or a bare address, clearing host bits.
+fn parse_prefix(s: &str) -> Option<IpPrefix> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a.parse::<IpAddr>().ok()?, Some(l.parse::<u8>().ok()?)),
+        None => (s.parse::<IpAddr>().ok()?, None),
+    };
+    let width = if addr.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(width);
+    if len > width {
+        return None;
+    }
+    let masked = match addr {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    };
+    IpPrefix::new(masked, len).ok()
+}
+
+pub(crate) fn to_proto(peer: &PeerSpec) -> proto::DesiredPeer {
+    proto::DesiredPeer {
+        public_key: util::b64_decode(&peer.public_key).unwrap_or_default(),
+        endpoint: peer.endpoint.clone(),
+        allowed_ips: peer.allowed_ips.clone(),
+        persistent_keepalive_s: u32::from(peer.persistent_keepalive_s),
+    }
+}
+
+/// Serves `FetchDesiredState` from the control store.
+///
+/// A `tower_service::Service<Verified>`: `sentra-transport` verifies the envelope (method
+/// `FetchDesiredState`) and calls this service with the [`Verified`] envelope. The payload is
+/// decoded as a `DesiredStateQuery` (whose agent id must match the authenticated one); the
+/// answer is `unchanged = true` with no interfaces when the agent's `known_revision` is the
+/// current revision, and otherwise every declared interface with its peers. An interface
+/// that is not listed is not managed: the agent leaves its peers alone.
+///
+/// Errors are [`crate::Error`]s, boxed: [`Error::Invalid`] for an undecodable payload,
+/// [`Error::NotFound`] for an agent that was deleted or revoked after verification.
+#[derive(Clone, Debug)]
+pub struct DesiredStateService {
+    store: ControlStore,
+}
+
+impl DesiredStateService {
+    /// A service over `store`.
+    #[must_use]
+    pub fn new(store: ControlStore) -> Self {
+        Self { store }
+    }
+}
+
+impl tower_service::Service<Verified> for DesiredStateService {
+    type Response = proto::DesiredState;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<proto::DesiredState, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, verified: Verified) -> Self::Future {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let query = verified
+                .decode_desired_state_query()
+                .map_err(|e| Error::invalid("payload", e.to_string()))?;
+            let state = store
+                .desired_state(verified.agent_id(), query.known_revision)
+                .await?;
+            Ok(state)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K1: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    const K2: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+    #[test]
+    fn normalises_prefixes() {
+        let out = normalise(vec![
+            PeerSpec::new(K1)
+                .with_allowed_ips(["10.0.0.7/24", "10.0.0.0/24", "fd00::1", "192.168.1.1"])
+                .with_endpoint(" 192.0.2.1:51820 "),
+        ])
+        .unwrap();
+        assert_eq!(
+            out[0].allowed_ips,
+            ["10.0.0.0/24", "192.168.1.1/32", "fd00::1/128"]
+        );
+        assert_eq!(out[0].endpoint, "192.0.2.1:51820");
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        for bad in [
+            PeerSpec::new("short"),
+            PeerSpec::new(K1).with_allowed_ips(["10.0.0.0/33"]),
+            PeerSpec::new(K1).with_allowed_ips(["nope"]),
+            PeerSpec::new(K1).with_endpoint("example.com:1"),
+        ] {
+            assert!(matches!(normalise(vec![bad]), Err(Error::Invalid { .. })));
+        }
+    }
+
+    #[test]
+    fn conflicts() {
+        let dup_ip = vec![
+            PeerSpec::new(K1).with_allowed_ips(["10.0.0.1/24"]),
+            PeerSpec::new(K2).with_allowed_ips(["10.0.0.0/24"]),
+        ];
+        assert!(matches!(normalise(dup_ip), Err(Error::Conflict(_))));
+        let dup_key = vec![PeerSpec::new(K1), PeerSpec::new(K1)];
+        assert!(matches!(normalise(dup_key), Err(Error::Conflict(_))));
+        // More specific routes on another peer are legitimate WireGuard configuration.
+        let nested = vec![
+            PeerSpec::new(K1).with_allowed_ips(["10.0.0.0/24"]),
+            PeerSpec::new(K2).with_allowed_ips(["10.0.0.5/32"]),
+        ];
+        assert!(normalise(nested).is_ok());
+    }
+
+    #[test]
+    fn interface_names() {
+        assert!(check_interface("wg0").is_ok());
+        for bad in ["", "a/b", "wg 0", "0123456789abcdef", ".."] {
+            assert!(check_interface(bad).is_err(), "{bad}");
+        }
+    }
+}
