@@ -1,0 +1,39 @@
+//! The Sentra edge agent as a library.
+//!
+//! The agent collects WireGuard status (via `sentra-wg`) and host metrics on schedules,
+//! appends every collection to a crash-safe write-ahead log (`sentra-wal`), and ships the
+//! log, signed (`sentra-core`), to a `sentra-server` over gRPC, trimming the log only after
+//! the server acknowledged each batch as durable. It also keeps its signing key current
+//! (rotation over the REST API) and applies the WireGuard peers an operator declared.
+//!
+//! The `sentra-agent` binary is a thin shell over this crate; `sentra-server --local-agent`
+//! embeds it with [`Agent`] and credentials given in-process.
+//!
+//! # Guarantees
+//!
+//! * **One collection = one WAL record = one batch.** A record is an encoded
+//!   `proto::MetricBatch` whose `seq` is `seq_base + LSN` (see [`store`]), so a sequence
+//!   number always denotes the same bytes and sequence numbers grow in WAL order.
+//! * **At least once, deduplicated.** The WAL is trimmed only after an `ACCEPTED` or
+//!   `DUPLICATE` ack. A restart re-sends what was not acknowledged; the server answers
+//!   `DUPLICATE` for what it already had.
+//! * **One batch in flight.** The server deduplicates with a per-agent high-water mark, so
+//!   a batch overtaken by a later one would be misread as a duplicate: the shipper therefore
+//!   sends strictly in order, one at a time.
+//! * **Nothing is dropped silently.** Every drop is logged and counted (see [`health`]).
+#![forbid(unsafe_code)]
+
+mod collect;
+pub mod config;
+pub mod credentials;
+mod error;
+pub mod health;
+pub mod host;
+pub mod output;
+pub mod samples;
+pub mod wireguard;
+
+pub use collect::collect_once;
+pub use config::{Config, LogFormat, Overrides, WalFullPolicy};
+pub use credentials::Credentials;
+pub use error::{Error, Result};
