@@ -1,9 +1,12 @@
 -- sentra-ingest storage schema, version 1. See the `storage` module docs for the rationale.
 
--- One row per agent: the durable replay high-water mark and the last time it was heard from.
+-- One row per agent: the durable replay high-water mark, the floor at or below which every
+-- seq counts as already delivered (high_water - window when it last moved), and the last time
+-- the agent was heard from.
 CREATE TABLE agents (
     agent_id     TEXT    PRIMARY KEY NOT NULL,
     high_water   INTEGER NOT NULL,
+    floor        INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 

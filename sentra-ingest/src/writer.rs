@@ -43,7 +43,10 @@ pub(crate) enum Request {
 #[derive(Clone, Debug, Default)]
 struct AgentMark {
     high_water: u64,
-    /// Accepted seqs within the window below `high_water`, with fingerprints.
+    /// Every seq at or below this counts as delivered (it only moves up, so a smaller
+    /// window after a restart cannot re-open seqs whose records were pruned).
+    floor: u64,
+    /// Accepted seqs above `floor`, with fingerprints.
     seen: BTreeMap<u64, [u8; 32]>,
     last_seen: i64,
 }
@@ -184,7 +187,7 @@ fn bind_value(q: Q<'_>, v: Stored) -> Q<'_> {
 struct Plan {
     rows: Vec<(i64, i64, Stored)>,
     new_series: Vec<NewSeries>,
-    agents: Vec<(AgentId, u64, i64, u64)>, // agent, high water, last seen, prune at or below
+    agents: Vec<(AgentId, u64, i64, u64)>, // agent, high water, last seen, floor
     accepted: Vec<(AgentId, u64, [u8; 32])>,
     wg: Vec<(AgentId, u64, i64, Vec<u8>)>,
 }
@@ -213,12 +216,13 @@ async fn write_plan(conn: &mut SqliteConnection, sqls: &Sqls, plan: &Plan) -> sq
     }
     for (agent, hw, last_seen, prune) in &plan.agents {
         sqlx::query(
-            "INSERT INTO agents (agent_id, high_water, last_seen_ms) VALUES (?, ?, ?) \
+            "INSERT INTO agents (agent_id, high_water, floor, last_seen_ms) VALUES (?, ?, ?, ?) \
              ON CONFLICT (agent_id) DO UPDATE SET high_water = excluded.high_water, \
-             last_seen_ms = excluded.last_seen_ms",
+             floor = excluded.floor, last_seen_ms = excluded.last_seen_ms",
         )
         .bind(agent.as_str())
         .bind(*hw as i64)
+        .bind(*prune as i64)
         .bind(*last_seen)
         .execute(&mut *tx)
         .await?;
@@ -294,7 +298,7 @@ impl Writer {
     /// Loads high-water marks, windows, series ids and the status cache from the database.
     #[allow(clippy::cast_sign_loss)]
     pub(crate) async fn load(&mut self) -> Result<()> {
-        let rows = sqlx::query("SELECT agent_id, high_water, last_seen_ms FROM agents")
+        let rows = sqlx::query("SELECT agent_id, high_water, floor, last_seen_ms FROM agents")
             .fetch_all(&mut self.conn)
             .await
             .map_err(Error::storage("loading high-water marks"))?;
@@ -306,8 +310,9 @@ impl Writer {
                 agent,
                 AgentMark {
                     high_water: r.get::<i64, _>(1) as u64,
+                    floor: r.get::<i64, _>(2) as u64,
                     seen: BTreeMap::new(),
-                    last_seen: r.get(2),
+                    last_seen: r.get(3),
                 },
             );
         }
@@ -418,19 +423,18 @@ impl Writer {
         let mark = self.marks.entry(p.agent().clone()).or_default();
         mark.last_seen = mark.last_seen.max(p.received.as_millis());
         let seq = p.seq().get();
-        if seq <= mark.high_water {
-            if mark.high_water - seq >= window {
-                return Outcome::Duplicate { conflict: false };
-            }
-            if let Some(fp) = mark.seen.get(&seq) {
-                return Outcome::Duplicate {
-                    conflict: *fp != p.fingerprint,
-                };
-            }
+        if seq <= mark.floor {
+            return Outcome::Duplicate { conflict: false };
+        }
+        if let Some(fp) = mark.seen.get(&seq) {
+            return Outcome::Duplicate {
+                conflict: *fp != p.fingerprint,
+            };
         }
         mark.high_water = mark.high_water.max(seq);
         mark.seen.insert(seq, p.fingerprint);
-        let floor = mark.high_water.saturating_sub(window);
+        mark.floor = mark.floor.max(mark.high_water.saturating_sub(window));
+        let floor = mark.floor;
         while mark
             .seen
             .first_key_value()
@@ -501,9 +505,8 @@ impl Writer {
         }
         for agent in undo.keys() {
             let m = &self.marks[agent];
-            let prune = m.high_water.saturating_sub(self.window);
             plan.agents
-                .push((agent.clone(), m.high_water, m.last_seen, prune));
+                .push((agent.clone(), m.high_water, m.last_seen, m.floor));
         }
         plan.rows.sort_unstable_by_key(|r| (r.0, r.1));
 

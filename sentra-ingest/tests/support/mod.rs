@@ -1,0 +1,103 @@
+//! Helpers shared by the integration tests: signing real envelopes and building batches.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use sentra_core::{
+    AgentId, Batch, IpPrefix, KeyId, Labels, MemoryKeyring, Method, Nonce, Sample, SecretKey, Seq,
+    Signer, UnixMillis, Validity, Value, Verified, Verifier, WgDevice, WgPeer, WgPublicKey,
+};
+
+pub fn agent(name: &str) -> AgentId {
+    AgentId::new(name).unwrap()
+}
+
+fn secret() -> SecretKey {
+    SecretKey::from_bytes([42; 32])
+}
+
+/// Signs `payload` as agent/seq and runs it through the real verifier.
+pub fn verify_raw(agent: &AgentId, seq: u64, payload: Vec<u8>, nonce: u8) -> Verified {
+    let now = UnixMillis::now();
+    let signer = Signer::new(agent.clone(), KeyId::new(1), &secret());
+    let env = signer.sign(
+        Method::Push,
+        Seq::new(seq).unwrap(),
+        now,
+        Nonce::from_bytes([nonce; 16]),
+        Bytes::from(payload),
+    );
+    let mut keys = MemoryKeyring::new();
+    keys.insert(agent.clone(), KeyId::new(1), &secret(), Validity::always());
+    Verifier::new()
+        .verify(&env, Method::Push, now, &keys)
+        .unwrap()
+}
+
+pub fn verify(batch: &Batch) -> Verified {
+    verify_raw(&batch.agent_id, batch.seq.get(), batch.encode_to_vec(), 0)
+}
+
+pub fn verify_with_nonce(batch: &Batch, nonce: u8) -> Verified {
+    verify_raw(
+        &batch.agent_id,
+        batch.seq.get(),
+        batch.encode_to_vec(),
+        nonce,
+    )
+}
+
+pub fn gauge(name: &str, labels: &[(&str, &str)], ts: i64, v: f64) -> Sample {
+    Sample {
+        name: name.parse().unwrap(),
+        labels: Labels::from_pairs(labels.iter().copied()).unwrap(),
+        timestamp: UnixMillis::from_millis(ts),
+        value: Value::Gauge(v),
+    }
+}
+
+pub fn counter(name: &str, labels: &[(&str, &str)], ts: i64, v: u64) -> Sample {
+    Sample {
+        name: name.parse().unwrap(),
+        labels: Labels::from_pairs(labels.iter().copied()).unwrap(),
+        timestamp: UnixMillis::from_millis(ts),
+        value: Value::Counter(v),
+    }
+}
+
+/// A batch of `agent` with `seq`, created at `created` ms, holding `samples`.
+pub fn batch(agent: &AgentId, seq: u64, created: i64, samples: Vec<Sample>) -> Batch {
+    let mut b = Batch::new(
+        agent.clone(),
+        Seq::new(seq).unwrap(),
+        UnixMillis::from_millis(created),
+    );
+    b.samples = samples;
+    b
+}
+
+pub fn peer_key(n: u8) -> WgPublicKey {
+    WgPublicKey::from_bytes([n; 32])
+}
+
+/// One interface `wg0` with one peer.
+pub fn wg(rx: u64, tx: u64, handshake_ms: Option<i64>) -> WgDevice {
+    WgDevice {
+        name: "wg0".into(),
+        ifindex: 3,
+        public_key: Some(peer_key(1)),
+        listen_port: 51820,
+        fwmark: 0,
+        peers: vec![WgPeer {
+            public_key: peer_key(2),
+            endpoint: Some("192.0.2.7:51820".parse::<SocketAddr>().unwrap()),
+            allowed_ips: vec!["10.7.0.2/32".parse::<IpPrefix>().unwrap()],
+            last_handshake: handshake_ms.map(UnixMillis::from_millis),
+            rx_bytes: rx,
+            tx_bytes: tx,
+            persistent_keepalive_s: Some(25),
+            has_preshared_key: false,
+        }],
+    }
+}
