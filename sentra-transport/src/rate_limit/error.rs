@@ -1,0 +1,33 @@
+use std::{fmt, time::Duration};
+
+/// The agent exceeded its rate limit.
+#[derive(Debug)]
+pub struct RateLimited {
+    retry_after: Duration,
+}
+
+impl RateLimited {
+    /// Over the limit; the next request can pass after `retry_after`.
+    #[must_use]
+    pub const fn new(retry_after: Duration) -> Self {
+        Self { retry_after }
+    }
+
+    /// How long until the agent may send again.
+    #[must_use]
+    pub const fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limited; retry after {} ms",
+            self.retry_after.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for RateLimited {}
