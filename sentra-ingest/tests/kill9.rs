@@ -1,0 +1,160 @@
+//! Crash safety with a real process kill: a child process pushes batches through the
+//! pipeline and prints every ack; the parent SIGKILLs it at arbitrary points, restarts it,
+//! and finally checks that every acked seq is stored, exactly once and whole.
+
+mod support;
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use sentra_core::proto::AckStatus;
+use sentra_ingest::{Config, Ingest};
+use sqlx::{Connection as _, Row as _, SqliteConnection};
+use support::*;
+
+const DIR_ENV: &str = "SENTRA_INGEST_KILL9_DIR";
+const START_ENV: &str = "SENTRA_INGEST_KILL9_START";
+const PER_BATCH: i64 = 100;
+const BASE_TS: i64 = 1_700_000_000_000;
+
+/// The child side; does nothing unless started by the parent test below.
+#[test]
+#[ignore = "helper process for kill9_every_acked_seq_is_stored_once_and_whole"]
+fn kill9_child_writer() {
+    let (Ok(dir), Ok(start)) = (std::env::var(DIR_ENV), std::env::var(START_ENV)) else {
+        return;
+    };
+    let start: u64 = start.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut config = Config::default();
+        config.maintenance_interval = Duration::from_secs(3600);
+        let ingest = Ingest::open(&dir, config).await.unwrap();
+        let next = Arc::new(AtomicU64::new(start));
+        let a = agent("crash-1");
+        let mut tasks = Vec::new();
+        // four pushes in flight, like a pipelining agent
+        for _ in 0..4 {
+            let svc = ingest.service();
+            let next = Arc::clone(&next);
+            let a = a.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let seq = next.fetch_add(1, Ordering::SeqCst);
+                    let ts = BASE_TS + seq as i64;
+                    let samples = (0..PER_BATCH)
+                        .map(|i| gauge("load", &[("i", &i.to_string())], ts, seq as f64))
+                        .collect();
+                    let ack = svc
+                        .push(verify(&batch(&a, seq, ts, samples)))
+                        .await
+                        .unwrap();
+                    assert_ne!(ack.status(), AckStatus::Rejected);
+                    println!("ACK {seq}");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn kill9_every_acked_seq_is_stored_once_and_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut acked = BTreeSet::new();
+    let mut next_start = 1u64;
+    for round in 0..4u64 {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "kill9_child_writer", "--ignored", "--nocapture"])
+            .env(DIR_ENV, dir.path())
+            .env(START_ENV, next_start.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let want = 20 + round * 17; // kill at varying points
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut got = 0;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(seq) = line.strip_prefix("ACK ") {
+                acked.insert(seq.trim().parse::<u64>().unwrap());
+                got += 1;
+                if got >= want {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "child too slow");
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(got >= want, "child stopped early in round {round}");
+        // the restarted agent resends from just after the highest ack it saw
+        next_start = acked.last().copied().unwrap_or(0) + 1;
+    }
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!(
+            "sqlite://{}?mode=ro",
+            dir.path().join("metrics.db").display()
+        );
+        let mut c = SqliteConnection::connect(&url).await.unwrap();
+        let rows = sqlx::query("SELECT ts, COUNT(*) FROM samples GROUP BY ts ORDER BY ts")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+        let stored: BTreeSet<u64> = rows
+            .iter()
+            .map(|r| {
+                let n: i64 = r.get(1);
+                let ts: i64 = r.get(0);
+                assert_eq!(n, PER_BATCH, "batch at ts {ts} stored partially or twice");
+                (ts - BASE_TS) as u64
+            })
+            .collect();
+        let lost: Vec<_> = acked.difference(&stored).collect();
+        assert!(lost.is_empty(), "acked but not stored: {lost:?}");
+        let hw: i64 = sqlx::query("SELECT high_water FROM agents WHERE agent_id = 'crash-1'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            hw as u64,
+            *stored.last().unwrap(),
+            "high-water mark disagrees with data"
+        );
+        c.close().await.unwrap();
+
+        // reopening resumes with that mark
+        let ingest = Ingest::open(dir.path(), Config::default()).await.unwrap();
+        assert_eq!(
+            ingest
+                .high_water(&agent("crash-1"))
+                .await
+                .unwrap()
+                .unwrap()
+                .get(),
+            hw as u64
+        );
+        ingest.shutdown().await.unwrap();
+    });
+    assert!(acked.len() >= 20 + 37 + 54 + 71 - 3 * 4);
+}
