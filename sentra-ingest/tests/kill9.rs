@@ -44,13 +44,13 @@ fn kill9_child_writer() {
         let ingest = Ingest::open(&dir, config).await.unwrap();
         let next = Arc::new(AtomicU64::new(start));
         let a = agent("crash-1");
-        let mut tasks = Vec::new();
+        let mut tasks = tokio::task::JoinSet::new();
         // four pushes in flight, like a pipelining agent
         for _ in 0..4 {
             let svc = ingest.service();
             let next = Arc::clone(&next);
             let a = a.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.spawn(async move {
                 loop {
                     let seq = next.fetch_add(1, Ordering::SeqCst);
                     let ts = BASE_TS + seq as i64;
@@ -64,10 +64,11 @@ fn kill9_child_writer() {
                     assert_ne!(ack.status(), AckStatus::Rejected);
                     println!("ACK {seq}");
                 }
-            }));
+            });
         }
-        for t in tasks {
-            t.await.unwrap();
+        // runs until killed; a failing pusher ends the process (and the parent notices)
+        if let Some(r) = tasks.join_next().await {
+            r.unwrap();
         }
     });
 }
