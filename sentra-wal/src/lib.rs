@@ -89,15 +89,39 @@ pub fn inspect_dir(dir: impl AsRef<std::path::Path>) -> Result<Inspection> {
     inspect(&vfs::RealFs, dir.as_ref())
 }
 
+/// Encodes a directory image (cursor first, then segments) for [`fuzz_recovery`].
+#[doc(hidden)]
+#[must_use]
+pub fn fuzz_image(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let cursor = files
+        .iter()
+        .find(|(n, _)| n == "cursor")
+        .map_or(&[][..], |(_, b)| &b[..]);
+    let segs = files
+        .iter()
+        .filter(|(n, _)| n.ends_with(".wal"))
+        .map(|(_, b)| &b[..]);
+    for b in std::iter::once(cursor).chain(segs) {
+        let b = &b[..b.len().min(usize::from(u16::MAX))];
+        out.extend_from_slice(&(b.len() as u16).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    out
+}
+
 /// Opens a log from an arbitrary byte image and reads it completely; used by the fuzz target
-/// and its corpus replay. The bytes are split into files: the first file is the cursor, the
-/// others are segments. Each file is a 2-byte little-endian length followed by its bytes.
-/// Returns the number of records read; must never panic.
+/// and its corpus replay. The bytes are split into files, each a 2-byte little-endian length
+/// followed by its bytes ([`fuzz_image`] produces this encoding): the first file is the cursor,
+/// the others are segments, named after the first LSN in their header (or their position).
+/// Returns the number of records read. Panics only if recovery misbehaves: that is the bug the
+/// fuzzer looks for.
 #[doc(hidden)]
 pub fn fuzz_recovery(data: &[u8]) -> u64 {
     use std::path::Path;
     let fs = sim::SimFs::new();
     let dir = Path::new("/wal");
+    let _ = vfs::Vfs::create_dir_all(&fs, dir);
     let mut rest = data;
     let mut i = 0u64;
     while rest.len() >= 2 {
@@ -107,30 +131,37 @@ pub fn fuzz_recovery(data: &[u8]) -> u64 {
         let name = if i == 0 {
             "cursor".to_owned()
         } else {
-            format::segment_name(1 + (i - 1) * 4)
+            let lsn = bytes
+                .get(24..32)
+                .map_or(i, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+            format::segment_name(lsn % 1_000_000_000)
         };
         fs.put_file(&dir.join(name), bytes);
         i += 1;
     }
-    let _ = vfs::Vfs::create_dir_all(&fs, dir);
-    let _ = inspect(&fs, dir);
+    let inspection = inspect(&fs, dir).expect("inspection of an in-memory image has no I/O errors");
     let opts = Options::default()
         .segment_size(4096)
         .disk_cap(1 << 20)
         .max_record_len(1024);
-    let Ok((wal, _report)) = Wal::open_with(std::sync::Arc::new(fs), dir, opts) else {
-        panic!("recovery must always open a log from any bytes");
+    let (wal, report) = match Wal::open_with(std::sync::Arc::new(fs), dir, opts) {
+        Ok(w) => w,
+        Err(e) => panic!("recovery must always open a log from any bytes: {e}"),
     };
     let mut n = 0;
-    for e in wal.read_from(1).take(100_000) {
+    for e in wal.read_from(report.acked_lsn + 1).take(100_000) {
         match e {
             Ok(Entry::Record(_)) => n += 1,
             Ok(_) => {}
             Err(e) => panic!("reading a recovered log failed: {e}"),
         }
     }
-    let _ = wal
-        .append(b"after recovery")
-        .expect("append after recovery");
+    assert!(
+        n <= inspection.records().max(report.records),
+        "read more records than exist"
+    );
+    if let Err(e) = wal.append(b"after recovery") {
+        panic!("append after recovery failed: {e}");
+    }
     n
 }

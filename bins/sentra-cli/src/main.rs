@@ -6,6 +6,7 @@ use std::io::Write as _;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod wal;
 mod wg;
 
 /// Sentra admin CLI: inspect write-ahead logs, show WireGuard state, manage agents.
@@ -25,6 +26,8 @@ enum Command {
     },
     /// WireGuard state straight from the kernel (`sentra wg show`).
     Wg(wg::WgArgs),
+    /// Write-ahead log tools (`sentra wal inspect <dir>`).
+    Wal(wal::WalArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +39,7 @@ fn main() -> anyhow::Result<()> {
             out.flush()?;
         }
         Command::Wg(args) => wg::run(args)?,
+        Command::Wal(args) => wal::run(args)?,
     }
     Ok(())
 }
