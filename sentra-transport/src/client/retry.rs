@@ -116,12 +116,9 @@ impl<Res> Policy<tonic::Request<SignedBatch>, Res, BoxError> for RetryPolicy {
         _req: &mut tonic::Request<SignedBatch>,
         result: &mut Result<Res, BoxError>,
     ) -> Option<Self::Future> {
-        let err = match result {
-            Ok(_) => {
-                self.budget.deposit();
-                return None;
-            }
-            Err(e) => e,
+        let Err(err) = result else {
+            self.budget.deposit();
+            return None;
         };
         let view = status::try_view(&**err)?;
         if !status::is_retryable(view.code()) || self.attempt >= self.cfg.max_attempts {

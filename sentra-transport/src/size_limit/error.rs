@@ -16,7 +16,7 @@ impl PayloadTooLarge {
 
     /// The payload size.
     #[must_use]
-    pub const fn len(&self) -> usize {
+    pub const fn payload_len(&self) -> usize {
         self.len
     }
 

@@ -84,7 +84,7 @@ mod tests {
         assert_eq!(svc.clone().oneshot(req(16)).await.unwrap(), 16);
         let err = svc.oneshot(req(17)).await.unwrap_err();
         let e = err.downcast_ref::<PayloadTooLarge>().unwrap();
-        assert_eq!((e.len(), e.limit()), (17, 16));
+        assert_eq!((e.payload_len(), e.limit()), (17, 16));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }
