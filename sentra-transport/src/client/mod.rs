@@ -42,7 +42,8 @@ pub struct ClientConfig {
     pub deadline: Duration,
     /// One attempt (sent as `grpc-timeout`). Default 10 s.
     pub attempt_timeout: Duration,
-    /// Calls in flight at once (both methods together); further calls wait. Default 64.
+    /// Calls in flight at once (both methods together); further calls wait. Default 32,
+    /// the server's default per-connection limit, so a client never sheds itself.
     pub concurrency_limit: usize,
     /// Retry policy.
     pub retry: RetryConfig,
@@ -70,7 +71,7 @@ impl Default for ClientConfig {
         Self {
             deadline: Duration::from_secs(30),
             attempt_timeout: Duration::from_secs(10),
-            concurrency_limit: 64,
+            concurrency_limit: 32,
             retry: RetryConfig::default(),
             connect_timeout: Duration::from_secs(5),
             http2_keepalive_interval: Duration::from_secs(30),
