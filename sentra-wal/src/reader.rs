@@ -199,16 +199,17 @@ impl Reader {
                     let st = self.inner.state();
                     st.segs.range(first_lsn + 1..).next().map(|(k, _)| *k)
                 };
-                if let Some(f) = following {
-                    if self.next >= meta.next_lsn && meta.sealed {
-                        // `next` is past the end of this segment but before the next one.
-                        let l = self.lose(f - 1, None);
-                        self.next = self.next.max(f);
-                        if let Some(l) = l {
-                            return Ok(Some(l));
-                        }
-                        continue;
+                if let Some(f) = following
+                    && self.next >= meta.next_lsn
+                    && meta.sealed
+                {
+                    // `next` is past the end of this segment but before the next one.
+                    let l = self.lose(f - 1, None);
+                    self.next = self.next.max(f);
+                    if let Some(l) = l {
+                        return Ok(Some(l));
                     }
+                    continue;
                 }
                 let path = self.inner.dir.join(&meta.name);
                 let file = match self.inner.vfs.open(&path, OpenMode::Read) {
@@ -258,10 +259,10 @@ impl Reader {
                 // End of the readable part of this segment.
                 match following {
                     Some(f) => {
-                        if self.next < f {
-                            if let Some(l) = self.lose(f - 1, None) {
-                                return Ok(Some(l));
-                            }
+                        if self.next < f
+                            && let Some(l) = self.lose(f - 1, None)
+                        {
+                            return Ok(Some(l));
                         }
                         self.seg = None;
                         self.next = self.next.max(f);
@@ -281,7 +282,7 @@ impl Reader {
             let decoded = format::decode_frame(window, salt, MAX_PAYLOAD_LEN)
                 .map(|f| (f.lsn, f.kind, f.payload.to_vec(), f.encoded_len));
             match decoded {
-                Ok((lsn, KIND_DATA, payload, enc)) if lsn <= self.next || lsn == self.next => {
+                Ok((lsn, KIND_DATA, payload, enc)) if lsn <= self.next => {
                     seg.offset += enc as u64;
                     if lsn == self.next {
                         self.next += 1;
@@ -292,10 +293,10 @@ impl Reader {
                 Ok((_, KIND_SEAL, _, _)) => {
                     self.seg = None;
                     if let Some(f) = following {
-                        if self.next < f {
-                            if let Some(l) = self.lose(f - 1, None) {
-                                return Ok(Some(l));
-                            }
+                        if self.next < f
+                            && let Some(l) = self.lose(f - 1, None)
+                        {
+                            return Ok(Some(l));
                         }
                         self.next = self.next.max(f);
                     }

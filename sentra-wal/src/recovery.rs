@@ -114,20 +114,18 @@ pub(crate) fn scan_segment(
         let n = f
             .read_full_at(&mut sb, file_len - SEAL_FRAME_LEN as u64)
             .map_err(Error::io("read", &path))?;
-        if let Ok(fr) = format::decode_frame(&sb[..n], h.salt, 16) {
-            if let Some(seal) = Seal::from_frame(&fr) {
-                if seal.next_lsn.checked_sub(seal.records) == Some(h.first_lsn)
-                    && seal.next_lsn <= lsn_limit
-                {
-                    out.records = seal.records;
-                    out.next_lsn = seal.next_lsn;
-                    out.valid_end = file_len;
-                    out.stop = Some(StopReason::Sealed(seal));
-                    out.sealed = true;
-                    out.quick = true;
-                    return Ok(out);
-                }
-            }
+        if let Ok(fr) = format::decode_frame(&sb[..n], h.salt, 16)
+            && let Some(seal) = Seal::from_frame(&fr)
+            && seal.next_lsn.checked_sub(seal.records) == Some(h.first_lsn)
+            && seal.next_lsn <= lsn_limit
+        {
+            out.records = seal.records;
+            out.next_lsn = seal.next_lsn;
+            out.valid_end = file_len;
+            out.stop = Some(StopReason::Sealed(seal));
+            out.sealed = true;
+            out.quick = true;
+            return Ok(out);
         }
     }
     let bytes = read_all(&*f, &path)?;
@@ -289,10 +287,8 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
             removed_any = true;
             continue;
         };
-        if !is_tail {
-            if let Some(d) = damage_text(&s) {
-                report.damage.push(d);
-            }
+        if !is_tail && let Some(d) = damage_text(&s) {
+            report.damage.push(d);
         }
         // Gap before this segment.
         let expected = prev_next.unwrap_or(acked + 1).max(acked + 1);

@@ -330,7 +330,7 @@ impl SimFile {
     }
 }
 
-fn inode<'a>(st: &'a mut State, ino: u64) -> io::Result<&'a mut Inode> {
+fn inode(st: &mut State, ino: u64) -> io::Result<&mut Inode> {
     st.inodes
         .get_mut(&ino)
         .ok_or_else(|| io::Error::other("inode vanished"))

@@ -42,6 +42,14 @@ pub trait VfsFile: Send + Sync + Debug {
     ///
     /// I/O errors of the underlying storage.
     fn len(&self) -> io::Result<u64>;
+    /// `true` if the file has no bytes.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors of the underlying storage.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Truncates or extends the file.
     ///
     /// # Errors

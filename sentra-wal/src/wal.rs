@@ -855,10 +855,10 @@ impl Writer {
     }
 
     fn finish(&mut self) -> Result<()> {
-        if self.dirty {
-            if let Err(e) = self.sync() {
-                return Err(self.fail(e));
-            }
+        if self.dirty
+            && let Err(e) = self.sync()
+        {
+            return Err(self.fail(e));
         }
         Ok(())
     }

@@ -108,17 +108,16 @@ fn eio_on_every_write_path_operation() {
                         failed = true;
                     }
                 }
-                if i % 10 == 9 {
-                    if let Some(&l) = acked.last() {
-                        if wal.ack(l).is_err() {
-                            failed = true;
-                        }
-                    }
+                if i % 10 == 9
+                    && let Some(&l) = acked.last()
+                    && wal.ack(l).is_err()
+                {
+                    failed = true;
                 }
             }
             drop(wal);
             fs.clear_faults();
-            fs.crash(u64::from(skip));
+            fs.crash(skip);
             let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, opts).unwrap();
             let got = lsns(&read_all(&wal, rep.acked_lsn + 1));
             let want: Vec<u64> = acked

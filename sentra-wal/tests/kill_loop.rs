@@ -210,7 +210,7 @@ fn main() {
         cycles += 1;
     }
     println!(
-        "test kill_loop ... ok ({cycles} kill -9 cycles, {total_acked} appends acknowledged, {total_verified} unshipped ones verified after a kill, {:.1} s)",
+        "test kill_loop ... ok ({cycles} kill -9 cycles, {total_acked} appends acknowledged, {total_verified} record checks after kills, {:.1} s)",
         started.elapsed().as_secs_f64()
     );
     println!("\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");

@@ -20,7 +20,9 @@ fn opts() -> Options {
 }
 
 /// Builds the reference image: several sealed segments, an open tail, a cursor at 5.
-fn build_image() -> (Vec<(String, Vec<u8>)>, BTreeMap<u64, Vec<u8>>) {
+type Image = Vec<(String, Vec<u8>)>;
+
+fn build_image() -> (Image, BTreeMap<u64, Vec<u8>>) {
     let fs = SimFs::new();
     let (wal, _) = Wal::open_with(Arc::new(fs.clone()), DIR, opts()).unwrap();
     let mut model = BTreeMap::new();
