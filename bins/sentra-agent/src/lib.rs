@@ -23,6 +23,8 @@
 //! * **Nothing is dropped silently.** Every drop is logged and counted (see [`health`]).
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod apply;
 mod collect;
 pub mod config;
 pub mod credentials;
@@ -30,10 +32,15 @@ mod error;
 pub mod health;
 pub mod host;
 pub mod output;
+mod runtime;
 pub mod samples;
+pub mod ship;
+pub mod store;
 pub mod wireguard;
 
 pub use collect::collect_once;
 pub use config::{Config, LogFormat, Overrides, WalFullPolicy};
 pub use credentials::Credentials;
 pub use error::{Error, Result};
+pub use runtime::{Agent, AgentHandle};
+pub use ship::{Ingest, IngestError};

@@ -70,8 +70,13 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        if let Some(Command::Enroll { .. }) = cli.command {
-            anyhow::bail!("enrolment is not available in this build yet");
+        if let Some(Command::Enroll {
+            server_api,
+            token,
+            name,
+        }) = cli.command
+        {
+            return enroll(&config, &server_api, &token, name).await;
         }
         if cli.once {
             let host = sentra_agent::host::HostCollector::new(&config.proc_root)
@@ -87,8 +92,60 @@ fn main() -> anyhow::Result<()> {
             };
             return write_stdout(&text);
         }
-        anyhow::bail!("the shipping runtime is not wired yet")
+        let agent = sentra_agent::Agent::new(config)?;
+        agent.run(shutdown_signal()).await?;
+        Ok(())
     })
+}
+
+async fn enroll(
+    config: &Config,
+    server_api: &str,
+    token: &str,
+    name: Option<String>,
+) -> anyhow::Result<()> {
+    let path = &config.credentials_file;
+    if path.exists() {
+        anyhow::bail!(
+            "{} already exists: this agent is enrolled (delete the file to enrol again)",
+            path.display()
+        );
+    }
+    let name = match name {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "agent".to_owned()),
+    };
+    let api = sentra_agent::api::ApiClient::new(server_api, config.ca_file.as_deref())?;
+    let creds = api.enroll(token, &name).await?;
+    let (c, p) = (creds.clone(), path.clone());
+    tokio::task::spawn_blocking(move || c.save(&p)).await??;
+    tracing::info!(agent_id = %creds.agent_id(), key_id = %creds.key_id(), path = %path.display(), "enrolled; credentials written (mode 0600)");
+    println!(
+        "enrolled as {} (credentials in {})",
+        creds.agent_id(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the agent");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping (signal received)");
 }
 
 fn init_tracing(config: &Config) {

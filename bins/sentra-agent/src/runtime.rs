@@ -1,0 +1,439 @@
+//! The running agent: collector schedules, the shipper, key rotation and the peer applier.
+
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+
+use sentra_core::UnixMillis;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+
+use crate::api::{ApiClient, KeyCheck, check_key};
+use crate::apply::Applier;
+use crate::collect::host_samples;
+use crate::credentials::Credentials;
+use crate::health::Health;
+use crate::host::HostCollector;
+use crate::output::Snapshot;
+use crate::ship::{Backoff, Ingest, KeyState, Shipper};
+use crate::store::{Appended, Store};
+use crate::wireguard::{WgCollection, WgCollector};
+use crate::{Config, Error, Result};
+
+/// The agent runtime.
+///
+/// ```no_run
+/// # async fn demo() -> sentra_agent::Result<()> {
+/// use sentra_agent::{Agent, Config};
+/// let mut config = Config::new("/var/lib/sentra-agent");
+/// config.server = Some("http://127.0.0.1:7000".into());
+/// let agent = Agent::new(config)?;
+/// agent.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+/// # }
+/// ```
+pub struct Agent {
+    config: Config,
+    ingest: Option<Arc<dyn Ingest>>,
+    health: Arc<Health>,
+    wireguard: bool,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("config", &self.config)
+            .field("custom_ingest", &self.ingest.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running agent started with [`Agent::spawn`].
+#[derive(Debug)]
+pub struct AgentHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<()>>,
+    health: Arc<Health>,
+}
+
+impl AgentHandle {
+    /// The agent's counters.
+    #[must_use]
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Whether the agent stopped on its own (an error).
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops the agent gracefully (the shipper persists its cursor, the WAL is closed) and
+    /// waits for it.
+    ///
+    /// # Errors
+    ///
+    /// The error that stopped the agent, if any.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.map_err(|e| Error::Task(e.to_string()))?
+    }
+}
+
+impl Agent {
+    /// An agent with this configuration; nothing is opened yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for invalid settings.
+    pub fn new(config: Config) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            ingest: None,
+            health: Arc::new(Health::default()),
+            wireguard: true,
+        })
+    }
+
+    /// Ships through `ingest` instead of a gRPC client built from `config.server` (an
+    /// embedding process can hand in an in-process client).
+    #[must_use]
+    pub fn with_ingest(mut self, ingest: Arc<dyn Ingest>) -> Self {
+        self.ingest = Some(ingest);
+        self
+    }
+
+    /// Turns the WireGuard collector and peer applier off (hosts that must not touch
+    /// netlink; tests).
+    #[must_use]
+    pub fn without_wireguard(mut self) -> Self {
+        self.wireguard = false;
+        self
+    }
+
+    /// The agent's counters (also reported as `sentra_agent_*` samples).
+    #[must_use]
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Starts the agent on the current tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> AgentHandle {
+        let (stop, rx) = watch::channel(false);
+        let health = self.health.clone();
+        let task = tokio::spawn(self.run_until(rx));
+        AgentHandle { stop, task, health }
+    }
+
+    /// Runs until `shutdown` completes (then stops gracefully) or a fatal error occurs
+    /// (the WAL failed: the process should restart, recovery repairs the log).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotEnrolled`], [`Error::Wal`], [`Error::Transport`], [`Error::Config`].
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let (stop, rx) = watch::channel(false);
+        let run = self.run_until(rx);
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => r,
+            () = shutdown => {
+                let _ = stop.send(true);
+                run.await
+            }
+        }
+    }
+
+    async fn run_until(self, stop: watch::Receiver<bool>) -> Result<()> {
+        let cfg = self.config;
+        let (creds, from_file) = match &cfg.credentials {
+            Some(c) => (c.clone(), false),
+            None => {
+                let p = cfg.credentials_file.clone();
+                let c = tokio::task::spawn_blocking(move || Credentials::load(&p))
+                    .await
+                    .map_err(|e| Error::Task(e.to_string()))??;
+                (c, true)
+            }
+        };
+        let agent_id = creds.agent_id().clone();
+        let ingest: Arc<dyn Ingest> = match self.ingest {
+            Some(i) => i,
+            None => {
+                let server = cfg.server.clone().ok_or_else(|| {
+                    Error::Config("no server: set --server / SENTRA_AGENT_SERVER / server".into())
+                })?;
+                let mut b = sentra_transport::Client::builder(server.clone())
+                    .deadline(cfg.push_timeout)
+                    .attempt_timeout(cfg.push_timeout);
+                if let Some(ca) = &cfg.ca_file {
+                    b = b.ca_file(ca).map_err(|e| Error::Transport(e.to_string()))?;
+                }
+                let client = b
+                    .build()
+                    .map_err(|e| Error::Transport(format!("{server}: {e}")))?;
+                Arc::new(client)
+            }
+        };
+        let (dir, max, policy) = (
+            cfg.state_dir.clone(),
+            cfg.wal_max_bytes,
+            cfg.wal_full_policy,
+        );
+        let (store, report) = tokio::task::spawn_blocking(move || Store::open(&dir, max, policy))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+        if !report.losses.is_empty() {
+            let lost: u64 = report.losses.iter().map(sentra_wal::Loss::records).sum();
+            tracing::error!(lost, damage = ?report.damage, "WAL recovery found lost records");
+        }
+        tracing::info!(
+            agent_id = %agent_id,
+            key_id = %creds.key_id(),
+            state_dir = %cfg.state_dir.display(),
+            unshipped = report.unacked_records,
+            next_lsn = report.next_lsn,
+            seq_base = store.seq_base(),
+            "agent started"
+        );
+        let creds: KeyState = Arc::new(RwLock::new(creds));
+        let wake = Arc::new(Notify::new());
+        let key_check = Arc::new(Notify::new());
+        let health = self.health;
+        let mut tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
+
+        // Shipper.
+        let shipper = Shipper {
+            store: store.clone(),
+            ingest: ingest.clone(),
+            creds: creds.clone(),
+            health: health.clone(),
+            push_timeout: cfg.push_timeout,
+            backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
+            wake: wake.clone(),
+            key_check: key_check.clone(),
+        };
+        // The shipper watches the stop signal itself, to persist its cursor before it ends.
+        let shipper_stop = stop.clone();
+        tasks.spawn(async move { ("shipper", shipper.run(shipper_stop).await) });
+
+        // Host collector.
+        {
+            let host = HostCollector::new(&cfg.proc_root).filesystems(cfg.collect_filesystems);
+            let (store, health, wake, agent_id) = (
+                store.clone(),
+                health.clone(),
+                wake.clone(),
+                agent_id.clone(),
+            );
+            let every = cfg.host_interval;
+            tasks.spawn(with_stop(
+                async move {
+                    let mut tick = tokio::time::interval(every);
+                    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        let now = UnixMillis::now();
+                        let stats = store.wal().stats();
+                        let (samples, problems) =
+                            host_samples(&host, Some(&health), Some(&stats), now).await;
+                        for p in &problems {
+                            tracing::debug!(problem = %p, "host source unreadable");
+                        }
+                        let snap = Snapshot {
+                            created: now,
+                            samples,
+                            wg_devices: Vec::new(),
+                            wg_unavailable: None,
+                            problems,
+                        };
+                        if let Err(e) = append(&store, &health, &agent_id, &snap, &wake).await {
+                            return ("host collector", Err(e));
+                        }
+                    }
+                },
+                stop.clone(),
+            ));
+        }
+
+        // WireGuard collector and peer applier share one netlink client.
+        if self.wireguard {
+            let (store, health, wake, agent_id) = (
+                store.clone(),
+                health.clone(),
+                wake.clone(),
+                agent_id.clone(),
+            );
+            let every = cfg.wireguard_interval;
+            let apply_every = cfg.desired_state_interval;
+            let (ingest, creds) = (ingest.clone(), creds.clone());
+            tasks.spawn(with_stop(
+                async move {
+                    let mut wg = WgCollector::new();
+                    let mut applier = Applier::default();
+                    let mut tick = tokio::time::interval(every);
+                    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                    let mut apply_tick = tokio::time::interval(if apply_every.is_zero() {
+                        std::time::Duration::from_secs(3600)
+                    } else {
+                        apply_every
+                    });
+                    apply_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => {
+                                let now = UnixMillis::now();
+                                if let WgCollection::Devices { devices, skipped } = wg.collect().await {
+                                    health.collect_error("wireguard", skipped.len());
+                                    let snap = Snapshot {
+                                        created: now,
+                                        samples: Vec::new(),
+                                        wg_devices: devices,
+                                        wg_unavailable: None,
+                                        problems: skipped,
+                                    };
+                                    if let Err(e) = append(&store, &health, &agent_id, &snap, &wake).await {
+                                        return ("wireguard collector", Err(e));
+                                    }
+                                }
+                            }
+                            _ = apply_tick.tick(), if !apply_every.is_zero() => {
+                                applier.round(&*ingest, &creds, &mut wg).await;
+                            }
+                        }
+                    }
+                },
+                stop.clone(),
+            ));
+        }
+
+        // Key rotation.
+        if from_file && !cfg.key_check_interval.is_zero() {
+            match &cfg.api {
+                Some(base) => {
+                    let api = ApiClient::new(base, cfg.ca_file.as_deref())?;
+                    let (creds, health, path) =
+                        (creds.clone(), health.clone(), cfg.credentials_file.clone());
+                    let every = cfg.key_check_interval;
+                    let key_check = key_check.clone();
+                    tasks.spawn(with_stop(
+                        async move {
+                            let mut tick = tokio::time::interval(every);
+                            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                            let mut failing = false;
+                            loop {
+                                tokio::select! {
+                                    _ = tick.tick() => {}
+                                    () = key_check.notified() => {}
+                                }
+                                match check_key(&api, &creds, &path).await {
+                                    Ok(KeyCheck::Rotated { from, to }) => {
+                                        health.key_rotations.fetch_add(1, Relaxed);
+                                        tracing::info!(%from, %to, "new signing key persisted and in use");
+                                        failing = false;
+                                    }
+                                    Ok(_) => failing = false,
+                                    Err(e) if !failing => {
+                                        tracing::warn!(error = %e, "key rotation check failed; the current key stays in use");
+                                        failing = true;
+                                    }
+                                    Err(e) => tracing::debug!(error = %e, "key rotation check failed again"),
+                                }
+                                // Rate-limit checks triggered by authentication failures.
+                                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                            }
+                        },
+                        stop.clone(),
+                    ));
+                }
+                None => tracing::info!("no api URL configured: key rotation checks are off"),
+            }
+        }
+
+        // Wait for the stop signal (all tasks end with it) or the first task failure.
+        let mut result = Ok(());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(()))) => {}
+                Ok((name, Err(e))) => {
+                    tracing::error!(task = name, error = %e, "agent task failed; stopping");
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                    tasks.abort_all();
+                }
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(Error::Task(e.to_string()));
+                    }
+                    tasks.abort_all();
+                }
+            }
+        }
+        drop(tasks);
+        // Every clone of the store is gone with the tasks: close the WAL (final sync).
+        match Arc::try_unwrap(store.into_wal()) {
+            Ok(wal) => {
+                let r = tokio::task::spawn_blocking(move || wal.close()).await;
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(error = %e, "closing the WAL failed");
+                }
+            }
+            Err(_) => tracing::debug!("WAL still shared at shutdown; it closes when dropped"),
+        }
+        tracing::info!("agent stopped");
+        result
+    }
+}
+
+/// Appends one collection; a full WAL drops (and counts) the collection, anything else is
+/// fatal.
+async fn append(
+    store: &Store,
+    health: &Health,
+    agent_id: &sentra_core::AgentId,
+    snap: &Snapshot,
+    wake: &Notify,
+) -> Result<()> {
+    match store.append(agent_id, snap).await? {
+        Appended::Stored(lsn) => {
+            tracing::trace!(lsn, "collection stored");
+            wake.notify_one();
+        }
+        _ => {
+            let n = health.dropped_collections.fetch_add(1, Relaxed) + 1;
+            if n == 1 || n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "WAL is full (server unreachable for long?): collection dropped and counted in sentra_agent_collections_dropped_total"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes a task end (successfully) when the stop signal is raised.
+async fn with_stop<F>(task: F, mut stop: watch::Receiver<bool>) -> (&'static str, Result<()>)
+where
+    F: Future<Output = (&'static str, Result<()>)> + Send,
+{
+    tokio::pin!(task);
+    loop {
+        if *stop.borrow() {
+            return ("", Ok(()));
+        }
+        tokio::select! {
+            r = &mut task => return r,
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return ("", Ok(()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The shipper: WAL cursor → sign → push → acknowledge.
+//!
+//! * Records are read from the WAL cursor in order and pushed **one at a time**: the server
+//!   deduplicates with a per-agent high-water mark, so a batch overtaken by a later one
+//!   would be taken for a duplicate and dropped. The in-flight bound is therefore one batch
+//!   (plus at most [`READ_AHEAD`] records read ahead from disk).
+//! * Every attempt is signed afresh: the envelope's `created_ms` is the signing time (the
+//!   server allows ±300 s of skew), the batch inside keeps its collection time, its `seq`
+//!   and its bytes. A batch stored during a week-long outage ships fine afterwards.
+//! * `ACCEPTED` and `DUPLICATE` acknowledge the record; the WAL cursor is persisted every
+//!   [`ACK_EVERY`] records and whenever the shipper catches up or stops (a crash in between
+//!   only re-sends batches the server answers with `DUPLICATE`).
+//! * A rejection or failure is handled by reason (see [`Disposition`]): a batch that can
+//!   never be accepted is skipped, counted in `sentra_agent_batches_rejected_total{reason}`
+//!   and logged once per reason, so one poison batch cannot block the agent; anything that
+//!   may succeed later (network, overload, authentication during a key rotation, clock
+//!   skew) is retried with exponential backoff and full jitter, forever.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sentra_core::proto::{self, AckStatus, RejectReason};
+use sentra_core::{Method, Nonce, UnixMillis};
+use sentra_wal::{Entry, Lsn};
+use tokio::sync::{Notify, watch};
+
+use crate::credentials::Credentials;
+use crate::health::Health;
+use crate::store::{Prepared, Store};
+
+/// Records read from disk ahead of the one in flight.
+pub const READ_AHEAD: usize = 64;
+/// Persist the WAL cursor at least every this many acknowledged records.
+pub const ACK_EVERY: u64 = 32;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the agent needs from the server's gRPC side. Implemented for
+/// [`sentra_transport::Client`]; an embedding process may implement it in-process.
+pub trait Ingest: Send + Sync + 'static {
+    /// Ships one envelope signed for `Method::Push`.
+    fn push(&self, envelope: proto::SignedBatch) -> BoxFuture<'_, Result<proto::Ack, IngestError>>;
+    /// Fetches desired peers with an envelope signed for `Method::FetchDesiredState`.
+    fn fetch_desired_state(
+        &self,
+        envelope: proto::SignedBatch,
+    ) -> BoxFuture<'_, Result<proto::DesiredState, IngestError>>;
+}
+
+/// A failed call, with what the server said about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+#[non_exhaustive]
+pub struct IngestError {
+    /// Human-readable description.
+    pub message: String,
+    /// The server's reason, if it gave one.
+    pub reason: Option<RejectReason>,
+    /// How long the server asked us to wait.
+    pub retry_after: Option<Duration>,
+    /// The server's clock (clock-skew rejections).
+    pub server_time: Option<UnixMillis>,
+    /// The server does not implement the call (no desired-state service).
+    pub unimplemented: bool,
+}
+
+impl IngestError {
+    /// An error with only a message.
+    #[must_use]
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            reason: None,
+            retry_after: None,
+            server_time: None,
+            unimplemented: false,
+        }
+    }
+}
+
+impl From<sentra_transport::Error> for IngestError {
+    fn from(e: sentra_transport::Error) -> Self {
+        Self {
+            message: e.to_string(),
+            reason: e.reject_reason(),
+            retry_after: e.retry_after(),
+            server_time: e.server_time(),
+            unimplemented: e.code() == Some(tonic::Code::Unimplemented),
+        }
+    }
+}
+
+impl Ingest for sentra_transport::Client {
+    fn push(&self, envelope: proto::SignedBatch) -> BoxFuture<'_, Result<proto::Ack, IngestError>> {
+        Box::pin(async move { Self::push(self, envelope).await.map_err(IngestError::from) })
+    }
+
+    fn fetch_desired_state(
+        &self,
+        envelope: proto::SignedBatch,
+    ) -> BoxFuture<'_, Result<proto::DesiredState, IngestError>> {
+        Box::pin(async move {
+            Self::fetch_desired_state(self, envelope)
+                .await
+                .map_err(IngestError::from)
+        })
+    }
+}
+
+/// What the shipper does about a rejection reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Disposition {
+    /// The batch can never be accepted as it is (malformed, invalid, too large, a seq the
+    /// server holds with other content, an envelope version it does not speak): count it,
+    /// log once per reason, acknowledge past it.
+    Skip,
+    /// Authentication failed: keys may be rotating. Ask for the newest key now, keep the
+    /// batch, retry with backoff.
+    RefreshKeyAndRetry,
+    /// Transient (rate limited, clock skew, a replayed nonce, an unspecified reason, any
+    /// transport failure): keep the batch, retry with backoff.
+    Retry,
+}
+
+/// The documented per-reason policy.
+#[must_use]
+pub fn disposition(reason: RejectReason) -> Disposition {
+    match reason {
+        RejectReason::Malformed
+        | RejectReason::TooLarge
+        | RejectReason::InvalidBatch
+        | RejectReason::SeqConflict
+        | RejectReason::UnsupportedVersion => Disposition::Skip,
+        RejectReason::Unauthenticated => Disposition::RefreshKeyAndRetry,
+        _ => Disposition::Retry,
+    }
+}
+
+fn reason_label(r: RejectReason) -> String {
+    r.as_str_name()
+        .trim_start_matches("REJECT_REASON_")
+        .to_ascii_lowercase()
+}
+
+/// Exponential backoff with full jitter between `initial` and `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A fresh backoff.
+    #[must_use]
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max: max.max(initial),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay: uniformly random in `[d/2, d]` where `d = min(max, initial·2ⁿ)`.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.initial.saturating_mul(1u32 << self.attempt.min(20));
+        let d = exp.min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = d / 2;
+        let jitter = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+        half + Duration::from_millis(fastrand::u64(0..=jitter))
+    }
+
+    /// Failures since the last reset.
+    #[must_use]
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Back to the initial delay.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Shared key state: the shipper, the peer applier and the rotation task read it; rotation
+/// replaces it after persisting the new key.
+pub type KeyState = Arc<RwLock<Credentials>>;
+
+pub(crate) fn current(creds: &KeyState) -> Credentials {
+    creds
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+pub(crate) struct Shipper {
+    pub(crate) store: Store,
+    pub(crate) ingest: Arc<dyn Ingest>,
+    pub(crate) creds: KeyState,
+    pub(crate) health: Arc<Health>,
+    pub(crate) push_timeout: Duration,
+    pub(crate) backoff: Backoff,
+    /// Notified by collectors after each append.
+    pub(crate) wake: Arc<Notify>,
+    /// Notified to ask the rotation task for an immediate key check.
+    pub(crate) key_check: Arc<Notify>,
+}
+
+enum Shipped {
+    Acked,
+    Skipped,
+    Stopped,
+}
+
+impl Shipper {
+    async fn read(&self, from: Lsn) -> crate::Result<Vec<Entry>> {
+        let wal = self.store.wal().clone();
+        tokio::task::spawn_blocking(move || wal.read_from(from).next_batch(READ_AHEAD))
+            .await
+            .map_err(|e| crate::Error::Task(e.to_string()))?
+            .map_err(Into::into)
+    }
+
+    async fn ack(&self, lsn: Lsn) -> crate::Result<()> {
+        let wal = self.store.wal().clone();
+        tokio::task::spawn_blocking(move || wal.ack(lsn))
+            .await
+            .map_err(|e| crate::Error::Task(e.to_string()))?
+            .map_err(Into::into)
+    }
+
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) -> crate::Result<()> {
+        let mut acked = self.store.wal().acked_lsn();
+        let mut done = acked; // highest LSN the server has (or that was skipped)
+        let mut skipped_logged: HashSet<String> = HashSet::new();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let entries = self.read(done + 1).await?;
+            if entries.is_empty() {
+                if done > acked {
+                    self.ack(done).await?;
+                    acked = done;
+                }
+                self.health.oldest_unshipped_ms.store(0, Relaxed);
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            for entry in entries {
+                match entry {
+                    Entry::Record(r) => {
+                        let lsn = r.lsn();
+                        match self.store.prepare(lsn, r.into_payload()) {
+                            Ok(p) => {
+                                self.health.oldest_unshipped_ms.store(p.created_ms, Relaxed);
+                                match self.ship(&p, &mut stop, &mut skipped_logged).await {
+                                    Shipped::Acked | Shipped::Skipped => done = lsn,
+                                    Shipped::Stopped => break,
+                                }
+                            }
+                            Err(e) => {
+                                self.health.wal_lost.fetch_add(1, Relaxed);
+                                tracing::error!(lsn, error = %e, "WAL record is not a batch; skipped and counted as lost");
+                                done = lsn;
+                            }
+                        }
+                    }
+                    Entry::Loss(loss) => {
+                        self.health.wal_lost.fetch_add(loss.records(), Relaxed);
+                        tracing::error!(
+                            first = loss.first,
+                            last = loss.last,
+                            cause = %loss.cause,
+                            "WAL records lost; counted in sentra_agent_wal_lost_records_total"
+                        );
+                        done = done.max(loss.last);
+                    }
+                    _ => {}
+                }
+                if done >= acked + ACK_EVERY {
+                    self.ack(done).await?;
+                    acked = done;
+                }
+                if *stop.borrow() {
+                    break;
+                }
+            }
+        }
+        if done > acked {
+            self.ack(done).await?;
+        }
+        Ok(())
+    }
+
+    async fn ship(
+        &mut self,
+        p: &Prepared,
+        stop: &mut watch::Receiver<bool>,
+        skipped_logged: &mut HashSet<String>,
+    ) -> Shipped {
+        loop {
+            if *stop.borrow() {
+                return Shipped::Stopped;
+            }
+            let envelope = {
+                let creds = current(&self.creds);
+                creds.signer().sign(
+                    Method::Push,
+                    p.seq,
+                    UnixMillis::now(),
+                    Nonce::random(),
+                    p.payload.clone(),
+                )
+            };
+            let key_id = envelope.key_id;
+            let result = tokio::select! {
+                r = tokio::time::timeout(self.push_timeout, self.ingest.push(envelope)) => r,
+                _ = stop.changed() => return Shipped::Stopped,
+            };
+            let (reason, detail, retry_after) = match result {
+                Ok(Ok(ack)) => match ack.status() {
+                    AckStatus::Accepted | AckStatus::Duplicate => {
+                        if ack.status() == AckStatus::Accepted {
+                            self.health.accepted.fetch_add(1, Relaxed);
+                        } else {
+                            self.health.duplicate.fetch_add(1, Relaxed);
+                        }
+                        if self.backoff.attempts() > 0 {
+                            tracing::info!(
+                                failures = self.backoff.attempts(),
+                                "shipping again after failures"
+                            );
+                        }
+                        self.backoff.reset();
+                        tracing::debug!(seq = %p.seq, lsn = p.lsn, status = ?ack.status(), "batch acknowledged");
+                        return Shipped::Acked;
+                    }
+                    AckStatus::Rejected => (Some(ack.reason()), ack.detail.clone(), None),
+                    AckStatus::Unspecified => (None, "ack without status".to_owned(), None),
+                },
+                Ok(Err(e)) => (e.reason, e.message.clone(), e.retry_after),
+                Err(_) => (None, format!("no ack within {:?}", self.push_timeout), None),
+            };
+            let disp = reason.map_or(Disposition::Retry, disposition);
+            if disp == Disposition::Skip {
+                let label = reason.map_or_else(|| "unspecified".to_owned(), reason_label);
+                let n = self.health.reject(&label);
+                if skipped_logged.insert(label.clone()) {
+                    tracing::error!(
+                        seq = %p.seq, lsn = p.lsn, reason = %label, %detail,
+                        "server rejected a batch permanently; skipped and counted in sentra_agent_batches_rejected_total (logged once per reason)"
+                    );
+                } else {
+                    tracing::debug!(seq = %p.seq, reason = %label, total = n, "batch rejected and skipped");
+                }
+                self.backoff.reset();
+                return Shipped::Skipped;
+            }
+            if disp == Disposition::RefreshKeyAndRetry {
+                self.key_check.notify_one();
+            }
+            self.health.push_failures.fetch_add(1, Relaxed);
+            let mut delay = self.backoff.next_delay();
+            if let Some(ra) = retry_after {
+                delay = delay.max(ra);
+            }
+            let reason_s = reason.map_or_else(|| "transport".to_owned(), reason_label);
+            if self.backoff.attempts() == 1 {
+                tracing::warn!(seq = %p.seq, key_id, reason = %reason_s, %detail, retry_in = ?delay, "push failed; retrying with backoff (further failures at debug level)");
+            } else {
+                tracing::debug!(seq = %p.seq, reason = %reason_s, %detail, retry_in = ?delay, attempt = self.backoff.attempts(), "push failed again");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return Shipped::Stopped,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let d: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));
+        assert!(d[3] >= Duration::from_millis(400) && d[3] <= Duration::from_millis(800));
+        for x in &d[4..] {
+            assert!(
+                *x >= Duration::from_millis(500) && *x <= Duration::from_secs(1),
+                "{x:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(disposition(RejectReason::Malformed), Disposition::Skip);
+        assert_eq!(disposition(RejectReason::InvalidBatch), Disposition::Skip);
+        assert_eq!(
+            disposition(RejectReason::Unauthenticated),
+            Disposition::RefreshKeyAndRetry
+        );
+        assert_eq!(disposition(RejectReason::ClockSkew), Disposition::Retry);
+        assert_eq!(disposition(RejectReason::RateLimited), Disposition::Retry);
+        assert_eq!(disposition(RejectReason::Unspecified), Disposition::Retry);
+        assert_eq!(reason_label(RejectReason::InvalidBatch), "invalid_batch");
+    }
+}
