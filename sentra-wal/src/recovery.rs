@@ -54,6 +54,8 @@ pub(crate) struct SegScan {
     pub(crate) sealed: bool,
     /// `true` if the segment was validated by its seal only (payloads not read).
     pub(crate) quick: bool,
+    /// `true` if every byte after `valid_end` is zero (preallocated, never written).
+    pub(crate) zero_tail: bool,
 }
 
 fn read_all(f: &dyn VfsFile, path: &Path) -> Result<Vec<u8>> {
@@ -106,6 +108,7 @@ pub(crate) fn scan_segment(
         stop: None,
         sealed: false,
         quick: false,
+        zero_tail: false,
     };
     let Ok(h) = header else { return Ok(out) };
     let body_len = file_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
@@ -141,6 +144,9 @@ pub(crate) fn scan_segment(
     out.valid_end = (SEGMENT_HEADER_LEN + valid_end) as u64;
     out.sealed = matches!(stop, StopReason::Sealed(_));
     out.stop = Some(stop);
+    out.zero_tail = body
+        .get(valid_end..)
+        .is_none_or(|rest| rest.iter().all(|&b| b == 0));
     Ok(out)
 }
 
@@ -181,15 +187,23 @@ pub(crate) struct RecSeg {
     pub(crate) first_lsn: Lsn,
     pub(crate) name: String,
     pub(crate) sealed: bool,
+    /// End of the valid frames.
     pub(crate) len: u64,
+    /// Size of the file (larger than `len` if preallocated).
+    pub(crate) file_len: u64,
     pub(crate) next_lsn: Lsn,
     pub(crate) segment_id: u64,
     pub(crate) salt: u64,
 }
 
-fn damage_text(s: &SegScan) -> Option<String> {
+/// Damage description; `is_tail`: zero fill after the last frame is the normal end of a
+/// (preallocated) tail segment, not damage.
+fn damage_text(s: &SegScan, is_tail: bool) -> Option<String> {
     if let Err(e) = s.header {
         return Some(format!("{}: {e}", s.name));
+    }
+    if is_tail && s.zero_tail {
+        return None;
     }
     match s.stop {
         Some(stop) if !stop.is_clean() => Some(format!(
@@ -257,10 +271,11 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
     }
     // Truncate the torn tail.
     if let Some(t) = scans.last_mut() {
-        if let Some(d) = damage_text(t) {
+        if let Some(d) = damage_text(t, true) {
             report.damage.push(d);
         }
-        if t.file_len != t.valid_end {
+        // Zero fill after the last frame (preallocation) is kept; anything else is cut off.
+        if t.file_len != t.valid_end && !t.zero_tail {
             let path = dir.join(&t.name);
             let f = vfs
                 .open(&path, OpenMode::ReadWrite)
@@ -287,7 +302,7 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
             removed_any = true;
             continue;
         };
-        if !is_tail && let Some(d) = damage_text(&s) {
+        if !is_tail && let Some(d) = damage_text(&s, false) {
             report.damage.push(d);
         }
         // Gap before this segment.
@@ -319,7 +334,8 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
             first_lsn: h.first_lsn,
             name: s.name,
             sealed: s.sealed,
-            len: s.file_len,
+            len: s.valid_end,
+            file_len: s.file_len,
             next_lsn: s.next_lsn,
             segment_id: h.segment_id,
             salt: h.salt,
@@ -437,7 +453,8 @@ pub fn inspect(vfs: &dyn Vfs, dir: &Path) -> Result<Inspection> {
             });
         }
         prev_next = Some(s.next_lsn);
-        let damage = damage_text(&s).map(|d| d.trim_start_matches(&format!("{name}: ")).to_owned());
+        let damage = damage_text(&s, i + 1 == names.len())
+            .map(|d| d.trim_start_matches(&format!("{name}: ")).to_owned());
         let damage = match (damage, i + 1 == names.len(), s.stop) {
             (Some(d), true, Some(StopReason::Bad(FrameError::Truncated | FrameError::Zero))) => {
                 Some(format!("torn or in-progress tail: {d}"))

@@ -130,6 +130,8 @@ pub(crate) struct SegMeta {
     pub(crate) name: String,
     /// Bytes readers may read (committed end; the whole file once sealed).
     pub(crate) len: u64,
+    /// Size of the file on disk (counted against the cap).
+    size: u64,
     pub(crate) next_lsn: Lsn,
     pub(crate) sealed: bool,
 }
@@ -231,10 +233,34 @@ struct Active {
     salt: u64,
     segment_id: u64,
     len: u64,
+    /// Size of the file: `len`, or more if preallocated.
+    file_size: u64,
     records: u64,
 }
 
-fn create_segment(vfs: &dyn Vfs, dir: &Path, first_lsn: Lsn, segment_id: u64) -> Result<Active> {
+/// Writes zeros over `[from, to)` (preallocation; see [`Options::preallocate`]).
+fn zero_fill(file: &dyn VfsFile, path: &Path, from: u64, to: u64) -> Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(CHUNK);
+        file.write_all_at(&zeros[..n as usize], at)
+            .map_err(Error::io("preallocate", path))?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Creates a segment: header, optional zero fill up to `prealloc` bytes, `fdatasync`, and a
+/// directory fsync so the new name is durable before any record in it is acknowledged.
+fn create_segment(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    first_lsn: Lsn,
+    segment_id: u64,
+    prealloc: u64,
+) -> Result<Active> {
     let name = format::segment_name(first_lsn);
     let path = dir.join(&name);
     let salt = random_u64();
@@ -249,6 +275,8 @@ fn create_segment(vfs: &dyn Vfs, dir: &Path, first_lsn: Lsn, segment_id: u64) ->
         .map_err(Error::io("create", &path))?;
     file.write_all_at(&header.encode(), 0)
         .map_err(Error::io("write", &path))?;
+    let file_size = prealloc.max(SEGMENT_HEADER_LEN as u64);
+    zero_fill(&*file, &path, SEGMENT_HEADER_LEN as u64, file_size)?;
     file.sync_data().map_err(Error::io("sync", &path))?;
     vfs.sync_dir(dir).map_err(Error::io("sync dir", dir))?;
     Ok(Active {
@@ -258,6 +286,7 @@ fn create_segment(vfs: &dyn Vfs, dir: &Path, first_lsn: Lsn, segment_id: u64) ->
         salt,
         segment_id,
         len: SEGMENT_HEADER_LEN as u64,
+        file_size,
         records: 0,
     })
 }
@@ -341,12 +370,13 @@ impl Wal {
         let mut segs = BTreeMap::new();
         let mut used = 0;
         for s in &rec.segments {
-            used += s.len;
+            used += s.file_len;
             segs.insert(
                 s.first_lsn,
                 SegMeta {
                     name: s.name.clone(),
                     len: s.len,
+                    size: s.file_len,
                     next_lsn: s.next_lsn,
                     sealed: s.sealed,
                 },
@@ -359,6 +389,17 @@ impl Wal {
                 let file = vfs
                     .open(&path, OpenMode::ReadWrite)
                     .map_err(Error::io("open", &path))?;
+                let mut file_size = t.file_len;
+                if opts.preallocate && file_size < opts.segment_size {
+                    // Bytes in [len, file_len) are zero (recovery keeps only a zero tail).
+                    zero_fill(&*file, &path, file_size, opts.segment_size)?;
+                    file.sync_data().map_err(Error::io("sync", &path))?;
+                    used += opts.segment_size - file_size;
+                    file_size = opts.segment_size;
+                    if let Some(m) = segs.get_mut(&t.first_lsn) {
+                        m.size = file_size;
+                    }
+                }
                 Active {
                     file,
                     path,
@@ -366,17 +407,24 @@ impl Wal {
                     salt: t.salt,
                     segment_id: t.segment_id,
                     len: t.len,
+                    file_size,
                     records: t.next_lsn - t.first_lsn,
                 }
             }
             _ => {
-                let a = create_segment(&*vfs, &dir, next_lsn, max_id + 1)?;
-                used += a.len;
+                let prealloc = if opts.preallocate {
+                    opts.segment_size
+                } else {
+                    0
+                };
+                let a = create_segment(&*vfs, &dir, next_lsn, max_id + 1, prealloc)?;
+                used += a.file_size;
                 segs.insert(
                     next_lsn,
                     SegMeta {
                         name: format::segment_name(next_lsn),
                         len: a.len,
+                        size: a.file_size,
                         next_lsn,
                         sealed: false,
                     },
@@ -633,7 +681,7 @@ impl Wal {
             let mut names = Vec::with_capacity(keys.len());
             for k in keys {
                 if let Some(m) = st.segs.remove(&k) {
-                    st.used -= m.len.min(st.used);
+                    st.used -= m.size.min(st.used);
                     names.push(m.name);
                 }
             }
@@ -868,16 +916,20 @@ impl Writer {
         let mut reqs = reqs.into_iter();
         while let Some(req) = reqs.next() {
             let has_records = self.active.records + self.buf_records > 0;
-            let rotated = if has_records
-                && self.active.len + self.buf.len() as u64 + req.frame_bytes + SEAL_FRAME_LEN as u64
-                    > seg_size
-            {
-                self.rotate()
-            } else {
-                Ok(())
-            };
-            let reserved = rotated.and_then(|()| self.reserve(req.frame_bytes));
-            let reserved = match reserved {
+            let will_rotate = has_records
+                && self.active.len
+                    + self.buf.len() as u64
+                    + req.frame_bytes
+                    + SEAL_FRAME_LEN as u64
+                    > seg_size;
+            // Check the cap first (a rotation allocates a new segment), then rotate.
+            let step = self.reserve(req.frame_bytes, will_rotate).and_then(|r| {
+                if r.is_ok() && will_rotate {
+                    self.rotate()?;
+                }
+                Ok(r)
+            });
+            let reserved = match step {
                 Ok(r) => r,
                 Err(e) => {
                     // Hand this and every remaining request to `fail` via `pending`.
@@ -919,14 +971,33 @@ impl Writer {
         self.flush(false)
     }
 
+    /// Bytes the cap must additionally accommodate to append `need` bytes of frames.
+    fn extra_bytes(&self, need: u64, will_rotate: bool) -> u64 {
+        let seal_and_header = (SEAL_FRAME_LEN + SEGMENT_HEADER_LEN) as u64;
+        let seg_size = self.inner.opts.segment_size;
+        if will_rotate {
+            // The seal goes into the old segment; a new segment is created.
+            let new_seg = if self.inner.opts.preallocate {
+                seg_size.max(seal_and_header + need)
+            } else {
+                seal_and_header + need
+            };
+            let end = self.active.len + self.buf.len() as u64 + SEAL_FRAME_LEN as u64;
+            end.saturating_sub(self.active.file_size) + new_seg
+        } else {
+            let end = self.active.len + self.buf.len() as u64 + need + SEAL_FRAME_LEN as u64;
+            end.saturating_sub(self.active.file_size)
+        }
+    }
+
     /// Makes room for `need` bytes under the cap. `Ok(Err(Full))` refuses the request.
-    fn reserve(&mut self, need: u64) -> Result<Result<(), Error>> {
+    fn reserve(&mut self, need: u64, will_rotate: bool) -> Result<Result<(), Error>> {
         let cap = self.inner.opts.disk_cap;
-        let headroom = (SEAL_FRAME_LEN + SEGMENT_HEADER_LEN) as u64;
         loop {
+            let extra = self.extra_bytes(need, will_rotate);
             let mut st = self.inner.state();
-            let used = st.used + self.buf.len() as u64;
-            if used + need + headroom <= cap {
+            let used = st.used;
+            if used + extra <= cap {
                 return Ok(Ok(()));
             }
             let victim = match self.inner.opts.full_policy {
@@ -941,12 +1012,12 @@ impl Writer {
             let Some(victim) = victim else {
                 return Ok(Err(Error::Full {
                     used,
-                    needed: need,
+                    needed: extra,
                     cap,
                 }));
             };
             let meta = st.segs.remove(&victim).expect("key from map");
-            st.used -= meta.len.min(st.used);
+            st.used -= meta.size.min(st.used);
             let end = st.segs.keys().next().copied().unwrap_or(self.next_lsn);
             let first = victim.max(st.acked + 1);
             if first < end {
@@ -1008,12 +1079,14 @@ impl Writer {
         }
         let written = self.buf.len() as u64;
         self.active.len += written;
+        let grown = self.active.len.saturating_sub(self.active.file_size);
+        self.active.file_size += grown;
         self.active.records += self.buf_records;
         self.buf.clear();
         self.buf_records = 0;
         {
             let mut st = self.inner.state();
-            st.used += written;
+            st.used += grown;
             st.committed = self.next_lsn - 1;
             if !self.dirty {
                 st.durable = st.committed;
@@ -1023,6 +1096,7 @@ impl Writer {
             }
             if let Some(m) = st.segs.get_mut(&self.active.first_lsn) {
                 m.len = self.active.len;
+                m.size = self.active.file_size;
                 m.next_lsn = self.next_lsn;
             }
         }
@@ -1037,26 +1111,51 @@ impl Writer {
         let records = self.active.records + self.buf_records;
         format::encode_seal(&mut self.buf, self.active.salt, self.next_lsn, records);
         self.flush(true)?;
+        if self.active.file_size > self.active.len {
+            // Preallocated: cut the zero fill so the seal is the last frame of the file (the
+            // quick validation on open reads it from the end).
+            let path = &self.active.path;
+            self.active
+                .file
+                .set_len(self.active.len)
+                .map_err(Error::io("truncate", path))?;
+            self.active
+                .file
+                .sync_data()
+                .map_err(Error::io("sync", path))?;
+            let freed = self.active.file_size - self.active.len;
+            self.active.file_size = self.active.len;
+            let mut st = self.inner.state();
+            st.used -= freed.min(st.used);
+        }
         {
             let mut st = self.inner.state();
             if let Some(m) = st.segs.get_mut(&self.active.first_lsn) {
                 m.sealed = true;
+                m.size = self.active.file_size;
             }
         }
+        let prealloc = if self.inner.opts.preallocate {
+            self.inner.opts.segment_size
+        } else {
+            0
+        };
         let next = create_segment(
             &*self.inner.vfs,
             &self.inner.dir,
             self.next_lsn,
             self.active.segment_id + 1,
+            prealloc,
         )?;
         {
             let mut st = self.inner.state();
-            st.used += next.len;
+            st.used += next.file_size;
             st.segs.insert(
                 next.first_lsn,
                 SegMeta {
                     name: format::segment_name(next.first_lsn),
                     len: next.len,
+                    size: next.file_size,
                     next_lsn: next.first_lsn,
                     sealed: false,
                 },

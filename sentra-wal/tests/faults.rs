@@ -132,9 +132,18 @@ fn eio_on_every_write_path_operation() {
 
 #[test]
 fn cap_refuses_with_full_until_the_stalled_reader_acks() {
+    for prealloc in [false, true] {
+        cap_refuses(prealloc);
+    }
+}
+
+fn cap_refuses(prealloc: bool) {
     let fs = SimFs::new();
     let cap = 8 * 1024;
-    let opts = Options::default().segment_size(2048).disk_cap(cap);
+    let opts = Options::default()
+        .segment_size(2048)
+        .disk_cap(cap)
+        .preallocate(prealloc);
     let wal = open(&fs, opts);
     let mut last = 0;
     let full = loop {

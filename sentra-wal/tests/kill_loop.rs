@@ -16,10 +16,13 @@ use sentra_wal::{Entry, Options, Wal};
 
 const CHILD_ENV: &str = "SENTRA_WAL_KILL_CHILD";
 
-fn opts() -> Options {
+/// Odd cycles preallocate segments, even ones append to growing files; both meet in the same
+/// directory.
+fn opts(cycle: u32) -> Options {
     Options::default()
         .segment_size(64 << 10)
         .disk_cap(256 << 20)
+        .preallocate(cycle % 2 == 1)
 }
 
 fn payload(cycle: u32, thread: u32, i: u32) -> Vec<u8> {
@@ -33,7 +36,7 @@ fn payload(cycle: u32, thread: u32, i: u32) -> Vec<u8> {
 
 fn child(dir: &Path, cycle: u32) -> ! {
     let wal = loop {
-        match Wal::open(dir, opts()) {
+        match Wal::open(dir, opts(cycle)) {
             Ok((w, _)) => break Arc::new(w),
             // The killed predecessor's lock is released by the kernel when it dies.
             Err(sentra_wal::Error::Locked(_)) => std::thread::sleep(Duration::from_millis(5)),
@@ -178,7 +181,7 @@ fn main() {
             }
         }
         // Recover and verify.
-        let (wal, rep) = Wal::open(&dir, opts()).expect("recovery always opens");
+        let (wal, rep) = Wal::open(&dir, opts(cycles)).expect("recovery always opens");
         assert!(
             rep.acked_lsn >= max_ack,
             "cursor moved back: {} < {max_ack}",

@@ -39,11 +39,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn opts() -> Options {
+fn opts(prealloc: bool) -> Options {
     Options::default()
         .segment_size(300)
         .disk_cap(1 << 20)
         .max_record_len(1024)
+        .preallocate(prealloc)
 }
 
 fn payload(b: u8, n: usize, salt: usize) -> Vec<u8> {
@@ -62,12 +63,13 @@ struct Harness {
     maybe: Vec<Vec<u8>>,
     poisoned: bool,
     counter: usize,
+    prealloc: bool,
 }
 
 impl Harness {
     fn open(&mut self) -> Result<(), TestCaseError> {
         self.fs.clear_faults();
-        let (wal, rep) = Wal::open_with(Arc::new(self.fs.clone()), DIR, opts())
+        let (wal, rep) = Wal::open_with(Arc::new(self.fs.clone()), DIR, opts(self.prealloc))
             .map_err(|e| TestCaseError::fail(format!("recovery failed to open: {e}")))?;
         // The cursor is the last successful ack or one of the failed ones after it.
         prop_assert!(
@@ -229,7 +231,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn crash_recovery_matches_model(ops in proptest::collection::vec(op(), 1..60), final_seed: u64) {
+    fn crash_recovery_matches_model(ops in proptest::collection::vec(op(), 1..60), final_seed: u64, prealloc: bool) {
         let mut h = Harness {
             fs: SimFs::new(),
             wal: None,
@@ -239,6 +241,7 @@ proptest! {
             maybe: Vec::new(),
             poisoned: false,
             counter: 0,
+            prealloc,
         };
         h.open()?;
         for op in &ops {

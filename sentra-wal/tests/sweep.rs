@@ -19,12 +19,20 @@ fn opts() -> Options {
         .max_record_len(1024)
 }
 
+thread_local! {
+    static PREALLOC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn build_opts() -> Options {
+    opts().preallocate(PREALLOC.with(std::cell::Cell::get))
+}
+
 /// Builds the reference image: several sealed segments, an open tail, a cursor at 5.
 type Image = Vec<(String, Vec<u8>)>;
 
 fn build_image() -> (Image, BTreeMap<u64, Vec<u8>>) {
     let fs = SimFs::new();
-    let (wal, _) = Wal::open_with(Arc::new(fs.clone()), DIR, opts()).unwrap();
+    let (wal, _) = Wal::open_with(Arc::new(fs.clone()), DIR, build_opts()).unwrap();
     let mut model = BTreeMap::new();
     for i in 0..24u64 {
         let p: Vec<u8> = (0..(1 + (i * 7) % 23))
@@ -116,6 +124,17 @@ fn assert_not_silent(o: &Outcome, model: &BTreeMap<u64, Vec<u8>>, acked_floor: u
 
 #[test]
 fn truncate_every_file_at_every_byte() {
+    truncate_sweep();
+}
+
+/// The same sweep over an image whose tail segment is preallocated (zero filled).
+#[test]
+fn truncate_every_byte_preallocated() {
+    PREALLOC.with(|p| p.set(true));
+    truncate_sweep();
+}
+
+fn truncate_sweep() {
     let (image, model) = build_image();
     let tail = image
         .iter()
