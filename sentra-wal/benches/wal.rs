@@ -6,8 +6,9 @@
 //! ```
 //!
 //! * (a) criterion group `append_256B`: appends/s of 256-byte records with 1, 4 and 16
-//!   concurrent appenders — sentra per-record `append`, sentra `append_batch` (256 records per
-//!   call), okaywal (one entry per record, committed), raw (each appender its own file, one
+//!   concurrent appenders — sentra per-record `append` (default options, and with
+//!   `preallocate(true)`), sentra `append_batch` (256 records per call, default options),
+//!   okaywal (one entry per record, committed), raw (each appender its own file, one
 //!   `write` + `fdatasync` per record).
 //! * (b) single-appender latency p50/p99 (printed table, 3000 appends each).
 //! * (c) time to open a 1 GiB log (`SENTRA_WAL_BENCH_OPEN_MB` to change) and, for
@@ -67,11 +68,11 @@ fn bench_throughput(c: &mut Criterion, smoke: bool) {
     g.sample_size(10);
     let threads_list: &[usize] = if smoke { &[2] } else { &[1, 4, 16] };
     for &threads in threads_list {
-        // sentra-wal, one record per append call.
-        {
+        // sentra-wal, one record per append call (default options, and with preallocation).
+        for (name, prealloc) in [("sentra", false), ("sentra_prealloc", true)] {
             let dir = tempfile::tempdir().unwrap();
-            let (wal, _) = Wal::open(dir.path(), sentra_opts()).unwrap();
-            g.bench_function(BenchmarkId::new("sentra", threads), |b| {
+            let (wal, _) = Wal::open(dir.path(), sentra_opts().preallocate(prealloc)).unwrap();
+            g.bench_function(BenchmarkId::new(name, threads), |b| {
                 b.iter_custom(|iters| {
                     let d = fan_out(threads, iters, &|_, n| {
                         for _ in 0..n {
@@ -180,9 +181,9 @@ fn latency(samples: usize) -> Vec<(&'static str, Duration, Duration)> {
         let (p50, p99) = percentiles(v);
         out.push(("raw write+fdatasync", p50, p99));
     }
-    {
+    for (name, prealloc) in [("sentra-wal append", false), ("sentra-wal prealloc", true)] {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), sentra_opts()).unwrap();
+        let (wal, _) = Wal::open(dir.path(), sentra_opts().preallocate(prealloc)).unwrap();
         let v: Vec<Duration> = (0..samples)
             .map(|_| {
                 let t = Instant::now();
@@ -191,7 +192,7 @@ fn latency(samples: usize) -> Vec<(&'static str, Duration, Duration)> {
             })
             .collect();
         let (p50, p99) = percentiles(v);
-        out.push(("sentra-wal append", p50, p99));
+        out.push((name, p50, p99));
     }
     {
         let dir = tempfile::tempdir().unwrap();

@@ -166,7 +166,6 @@ pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     state_cv: Condvar,
     cursor: Mutex<CursorState>,
-    _lock: LockGuard,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -206,6 +205,8 @@ impl Inner {
 pub struct Wal {
     inner: Arc<Inner>,
     writer: Option<JoinHandle<Result<()>>>,
+    /// Held by the handle (not by readers): dropping or closing the `Wal` releases it.
+    _lock: LockGuard,
 }
 
 fn now_ms() -> u64 {
@@ -453,7 +454,6 @@ impl Wal {
             state: Mutex::new(state),
             state_cv: Condvar::new(),
             cursor: Mutex::new(cursor),
-            _lock: guard,
         });
         let mut w = Writer {
             inner: inner.clone(),
@@ -486,6 +486,7 @@ impl Wal {
             Self {
                 inner,
                 writer: Some(writer),
+                _lock: guard,
             },
             report,
         ))

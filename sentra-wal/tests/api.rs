@@ -90,8 +90,12 @@ fn rejects_bad_records_and_second_writer() {
         ),
         Err(Error::InvalidConfig(_))
     ));
+    // A reader outliving its `Wal` does not keep the directory locked.
+    let reader = wal.read_from(1);
     drop(wal);
-    Wal::open(dir.path(), Options::default()).unwrap();
+    let (wal, _) = Wal::open(dir.path(), Options::default()).unwrap();
+    drop(reader);
+    wal.append(b"x").unwrap();
 }
 
 #[test]
