@@ -69,6 +69,15 @@ impl AgentHandle {
         self.task.is_finished()
     }
 
+    /// Drops the running agent without a graceful stop — its tasks are cancelled where they
+    /// are, the shipper does not persist its cursor — and waits until they are gone. This
+    /// is what a crash looks like to the WAL (short of losing the page cache), for tests of
+    /// restart behaviour.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     /// Stops the agent gracefully (the shipper persists its cursor, the WAL is closed) and
     /// waits for it.
     ///
@@ -178,14 +187,7 @@ impl Agent {
                 Arc::new(client)
             }
         };
-        let (dir, max, policy) = (
-            cfg.state_dir.clone(),
-            cfg.wal_max_bytes,
-            cfg.wal_full_policy,
-        );
-        let (store, report) = tokio::task::spawn_blocking(move || Store::open(&dir, max, policy))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??;
+        let (store, report) = open_store(&cfg).await?;
         if !report.losses.is_empty() {
             let lost: u64 = report.losses.iter().map(sentra_wal::Loss::records).sum();
             tracing::error!(lost, damage = ?report.damage, "WAL recovery found lost records");
@@ -387,6 +389,32 @@ impl Agent {
         }
         tracing::info!("agent stopped");
         result
+    }
+}
+
+/// Opens the WAL. A lock held by another instance is waited for up to 10 s: inside one
+/// process (an embedding server restarting its local agent, tests) the previous instance's
+/// last tasks may still be releasing it; a second agent process on the same directory still
+/// fails with a clear error.
+async fn open_store(cfg: &Config) -> Result<(Store, sentra_wal::RecoveryReport)> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (dir, max, policy) = (
+            cfg.state_dir.clone(),
+            cfg.wal_max_bytes,
+            cfg.wal_full_policy,
+        );
+        let r = tokio::task::spawn_blocking(move || Store::open(&dir, max, policy))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?;
+        match r {
+            Err(Error::Wal(sentra_wal::Error::Locked(_)))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
     }
 }
 
