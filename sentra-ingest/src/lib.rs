@@ -155,8 +155,7 @@ pub struct Ingest {
     events: broadcast::Sender<Arc<StoredBatch>>,
     maintainer: Arc<Maintainer>,
     stop: watch::Sender<bool>,
-    writer: JoinHandle<()>,
-    maintenance: JoinHandle<()>,
+    tasks: std::sync::Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
 }
 
 impl std::fmt::Debug for Maintainer {
@@ -188,7 +187,9 @@ impl Ingest {
             .busy_timeout(Duration::from_secs(10))
             .pragma("cache_size", format!("-{}", config.cache_size_kib))
             .pragma("temp_store", "memory")
-            .statement_cache_capacity(256);
+            .statement_cache_capacity(256)
+            // multi-row inserts are thousands of placeholders long: never log them
+            .disable_statement_logging();
         let mut conn = write_opts
             .connect()
             .await
@@ -204,7 +205,8 @@ impl Ingest {
             .filename(&path)
             .read_only(true)
             .busy_timeout(Duration::from_secs(10))
-            .pragma("cache_size", "-16384");
+            .pragma("cache_size", "-16384")
+            .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
             .max_connections(config.read_connections.max(1))
             .connect_with(read_opts)
@@ -251,8 +253,7 @@ impl Ingest {
             events,
             maintainer,
             stop,
-            writer,
-            maintenance,
+            tasks: std::sync::Mutex::new(Some((writer, maintenance))),
         })
     }
 
@@ -331,31 +332,32 @@ impl Ingest {
     }
 
     /// Stops accepting batches, finishes every batch already queued (their acks are sent),
-    /// stops the maintenance task and closes the database.
+    /// stops the maintenance task and closes the database. Later pushes fail with
+    /// [`Error::Closed`]; calling it again does nothing.
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] if a task failed.
-    pub async fn shutdown(self) -> Result<()> {
-        let Self {
-            service,
-            query,
-            stop,
-            writer,
-            maintenance,
-            maintainer,
-            ..
-        } = self;
-        let _ = stop.send(true);
+    /// [`Error::Storage`] if the writer task had panicked.
+    pub async fn shutdown(&self) -> Result<()> {
+        let tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some((writer, maintenance)) = tasks else {
+            return Ok(()); // already shut down
+        };
+        let _ = self.stop.send(true);
         let _ = maintenance.await;
-        drop(maintainer);
         // Clones of the service may live on in the transport: close the queue from the
         // writer's side. Batches queued before this point are still committed and acked.
-        let _ = service.tx.send(Request::Shutdown).await;
-        drop(service);
-        let _ = writer.await;
-        query.pool().close().await;
-        Ok(())
+        let _ = self.service.tx.send(Request::Shutdown).await;
+        let finished = writer.await;
+        self.query.pool().close().await;
+        finished.map_err(|e| Error::Storage {
+            context: "stopping the writer",
+            source: Box::new(e),
+        })
     }
 }
 

@@ -415,6 +415,9 @@ impl Writer {
                 Request::Shutdown => self.rx.close(),
             }
         }
+        if let Err(e) = self.conn.close().await {
+            tracing::warn!(error = %e, "closing the write connection failed");
+        }
         tracing::debug!("ingest writer stopped");
     }
 
