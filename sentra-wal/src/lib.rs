@@ -21,7 +21,7 @@
 //!   for data written after the last good sync. Reopening runs recovery.
 //! * An exclusive lock on the directory; [`inspect`] reads a live log without it.
 //!
-//! The on-disk format and the reasoning behind it are in [`format`]. The storage layer is a
+//! The on-disk format and the reasoning behind it are in [`format`](mod@format). The storage layer is a
 //! trait ([`vfs::Vfs`]) with the real file system and a crash-simulating one ([`sim::SimFs`]).
 //!
 //! This crate depends on no other sentra crate.
