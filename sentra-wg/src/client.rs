@@ -189,7 +189,8 @@ impl Genl {
     async fn dump_raw(&mut self, device: &DeviceRef) -> Result<Vec<u8>> {
         let family = self.family().await?;
         let seq = self.next_seq();
-        self.send(&proto::get_device_request(family, seq, device)?).await?;
+        self.send(&proto::get_device_request(family, seq, device)?)
+            .await?;
         let mut parser = DumpParser::with_seq(seq);
         let mut out = Vec::new();
         loop {

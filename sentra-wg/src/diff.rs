@@ -7,17 +7,53 @@
 //! ends up where it belongs. An update with nothing in it means the device is in sync.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 
 use crate::error::{Error, Result};
 use crate::key::{Key, PresharedKey};
 use crate::model::{AllowedIp, Device, DeviceConfig, DeviceUpdate, PeerConfig, PeerUpdate};
 
+/// A fast multiplicative hasher (FxHash-style) with a per-call random seed. Keys and prefixes
+/// are short, fixed-size values; SipHash made `diff` of 100 000 peers ~5× slower.
+#[derive(Clone, Copy)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct FxBuild(u64);
+
+impl BuildHasher for FxBuild {
+    type Hasher = Fx;
+    fn build_hasher(&self) -> Fx {
+        Fx(self.0)
+    }
+}
+
+fn fx() -> FxBuild {
+    FxBuild(std::collections::hash_map::RandomState::new().hash_one(0x5e_u8))
+}
+
+type Map<K, V> = HashMap<K, V, FxBuild>;
+
 /// Checks a desired configuration on its own: no duplicate peers, no allowed IP claimed by two
 /// peers (the kernel would silently move it to the later one).
 pub fn validate(desired: &DeviceConfig) -> Result<()> {
-    let mut keys: HashMap<Key, ()> = HashMap::with_capacity(desired.peers.len());
+    let mut keys: Map<Key, ()> = Map::with_capacity_and_hasher(desired.peers.len(), fx());
     let n_ips = desired.peers.iter().map(|p| p.allowed_ips.len()).sum();
-    let mut owners: HashMap<AllowedIp, Key> = HashMap::with_capacity(n_ips);
+    let mut owners: Map<AllowedIp, Key> = Map::with_capacity_and_hasher(n_ips, fx());
     for p in &desired.peers {
         if keys.insert(p.public_key, ()).is_some() {
             return Err(Error::InvalidArgument(format!(
@@ -26,14 +62,14 @@ pub fn validate(desired: &DeviceConfig) -> Result<()> {
             )));
         }
         for ip in &p.allowed_ips {
-            if let Some(first) = owners.insert(*ip, p.public_key) {
-                if first != p.public_key {
-                    return Err(Error::AllowedIpConflict {
-                        prefix: *ip,
-                        first,
-                        second: p.public_key,
-                    });
-                }
+            if let Some(first) = owners.insert(*ip, p.public_key)
+                && first != p.public_key
+            {
+                return Err(Error::AllowedIpConflict {
+                    prefix: *ip,
+                    first,
+                    second: p.public_key,
+                });
             }
         }
     }
@@ -64,19 +100,19 @@ fn dedup_ips(ips: &[AllowedIp]) -> Vec<AllowedIp> {
 /// peer with the device's own public key (the kernel would silently ignore it).
 pub fn diff(actual: &Device, desired: &DeviceConfig) -> Result<DeviceUpdate> {
     validate(desired)?;
-    if let Some(own) = actual.public_key {
-        if desired.peers.iter().any(|p| p.public_key == own) {
-            return Err(Error::InvalidArgument(format!(
-                "peer {own} is the device's own public key"
-            )));
-        }
+    if let Some(own) = actual.public_key
+        && desired.peers.iter().any(|p| p.public_key == own)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "peer {own} is the device's own public key"
+        )));
     }
     let mut update = DeviceUpdate::new();
-    if let Some(k) = &desired.private_key {
-        if actual.private_key.as_ref() != Some(k) && !(k.is_zero() && actual.private_key.is_none())
-        {
-            update.private_key = Some(k.clone());
-        }
+    if let Some(k) = &desired.private_key
+        && actual.private_key.as_ref() != Some(k)
+        && !(k.is_zero() && actual.private_key.is_none())
+    {
+        update.private_key = Some(k.clone());
     }
     if desired
         .listen_port

@@ -89,7 +89,7 @@ pub enum Error {
         failed_at: Option<Key>,
         /// Why that message failed.
         #[source]
-        source: Box<Error>,
+        source: Box<Self>,
     },
     /// Two desired peers claim the same allowed IP; the kernel would silently move it to
     /// whichever comes last, so this is rejected before anything is sent.

@@ -13,7 +13,9 @@ use sentra_wg::show::{self, Secrets};
 use sentra_wg::{Key, PresharedKey};
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -31,28 +33,63 @@ fn split_messages(mut b: &[u8]) -> Vec<&[u8]> {
 
 /// A per-attribute annotation of a capture: offset, nesting, type, length, meaning.
 fn annotate(bytes: &[u8]) -> String {
-    const DEVICE: &[&str] = &["UNSPEC(pad)", "IFINDEX", "IFNAME", "PRIVATE_KEY", "PUBLIC_KEY", "FLAGS", "LISTEN_PORT", "FWMARK", "PEERS"];
+    const DEVICE: &[&str] = &[
+        "UNSPEC(pad)",
+        "IFINDEX",
+        "IFNAME",
+        "PRIVATE_KEY",
+        "PUBLIC_KEY",
+        "FLAGS",
+        "LISTEN_PORT",
+        "FWMARK",
+        "PEERS",
+    ];
     const PEER: &[&str] = &[
-        "UNSPEC(pad)", "PUBLIC_KEY", "PRESHARED_KEY", "FLAGS", "ENDPOINT", "PERSISTENT_KEEPALIVE_INTERVAL",
-        "LAST_HANDSHAKE_TIME", "RX_BYTES", "TX_BYTES", "ALLOWEDIPS", "PROTOCOL_VERSION",
+        "UNSPEC(pad)",
+        "PUBLIC_KEY",
+        "PRESHARED_KEY",
+        "FLAGS",
+        "ENDPOINT",
+        "PERSISTENT_KEEPALIVE_INTERVAL",
+        "LAST_HANDSHAKE_TIME",
+        "RX_BYTES",
+        "TX_BYTES",
+        "ALLOWEDIPS",
+        "PROTOCOL_VERSION",
     ];
     let mut out = String::new();
     let mut off = 0;
     for m in split_messages(bytes) {
         let ty = u16::from_ne_bytes([m[4], m[5]]);
         let flags = u16::from_ne_bytes([m[6], m[7]]);
-        let _ = writeln!(out, "{off:6} nlmsghdr len={} type={ty} flags={flags:#x}{}", m.len(), match ty {
-            3 => " NLMSG_DONE",
-            2 => " NLMSG_ERROR",
-            _ => " (wireguard family)",
-        });
+        let _ = writeln!(
+            out,
+            "{off:6} nlmsghdr len={} type={ty} flags={flags:#x}{}",
+            m.len(),
+            match ty {
+                3 => " NLMSG_DONE",
+                2 => " NLMSG_ERROR",
+                _ => " (wireguard family)",
+            }
+        );
         if ty >= 16 {
-            let _ = writeln!(out, "{:6} genlmsghdr cmd={} version={}", off + 16, m[16], m[17]);
+            let _ = writeln!(
+                out,
+                "{:6} genlmsghdr cmd={} version={}",
+                off + 16,
+                m[16],
+                m[17]
+            );
             let mut tmp = String::new();
             attrs_top(&mut tmp, off + 20, &m[20..], DEVICE);
             out.push_str(&tmp);
         } else if m.len() >= 20 {
-            let _ = writeln!(out, "{:6} errno={}", off + 16, i32::from_ne_bytes(m[16..20].try_into().unwrap()));
+            let _ = writeln!(
+                out,
+                "{:6} errno={}",
+                off + 16,
+                i32::from_ne_bytes(m[16..20].try_into().unwrap())
+            );
         }
         off += (m.len() + 3) & !3;
     }
@@ -62,7 +99,13 @@ fn annotate(bytes: &[u8]) -> String {
             let len = u16::from_ne_bytes([b[off], b[off + 1]]) as usize;
             let raw = u16::from_ne_bytes([b[off + 2], b[off + 3]]);
             let kind = raw & 0x3fff;
-            let _ = writeln!(out, "{:6} attr len={len:<5} type={kind}{} {}", base + off, if raw & 0x8000 != 0 { "|NESTED" } else { "" }, names.get(kind as usize).copied().unwrap_or("?"));
+            let _ = writeln!(
+                out,
+                "{:6} attr len={len:<5} type={kind}{} {}",
+                base + off,
+                if raw & 0x8000 != 0 { "|NESTED" } else { "" },
+                names.get(kind as usize).copied().unwrap_or("?")
+            );
             if len < 4 || off + len > b.len() {
                 return;
             }
@@ -97,9 +140,17 @@ fn annotate(bytes: &[u8]) -> String {
                                 }
                                 c
                             };
-                            let _ = writeln!(out, "{:6}     attr len={l3:<5} type={k3}|NESTED {name} ({n} allowed IPs, 28 B per IPv4, 40 B per IPv6)", base + off + 8 + o2 + o3);
+                            let _ = writeln!(
+                                out,
+                                "{:6}     attr len={l3:<5} type={k3}|NESTED {name} ({n} allowed IPs, 28 B per IPv4, 40 B per IPv6)",
+                                base + off + 8 + o2 + o3
+                            );
                         } else {
-                            let _ = writeln!(out, "{:6}     attr len={l3:<5} type={k3} {name}", base + off + 8 + o2 + o3);
+                            let _ = writeln!(
+                                out,
+                                "{:6}     attr len={l3:<5} type={k3} {name}",
+                                base + off + 8 + o2 + o3
+                            );
                         }
                         if l3 < 4 {
                             break;
@@ -118,11 +169,14 @@ fn annotate(bytes: &[u8]) -> String {
 fn check_annotation(bin: &str) {
     let bytes = fixture(bin);
     let got = annotate(&bytes);
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{bin}.annotated.txt"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{bin}.annotated.txt"));
     if std::env::var("UPDATE_FIXTURES").as_deref() == Ok("1") {
         std::fs::write(&path, &got).unwrap();
     }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_FIXTURES=1 writes it)", path.display()));
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_FIXTURES=1 writes it)", path.display()));
     assert_eq!(got, want, "annotation of {bin} changed");
 }
 
@@ -153,12 +207,27 @@ fn kernel_three_peers_with_continuation() {
     assert_eq!((d.listen_port, d.fwmark), (51820, 0x42));
     assert_eq!(d.peers.len(), 3, "continuations coalesced");
     assert_eq!(d.peers[0].public_key, Key::from_bytes([0xa1; 32]));
-    assert_eq!(d.peers[0].preshared_key, Some(PresharedKey::from_bytes([0x5a; 32])));
-    assert_eq!(d.peers[0].endpoint, Some("127.0.0.1:51821".parse().unwrap()));
+    assert_eq!(
+        d.peers[0].preshared_key,
+        Some(PresharedKey::from_bytes([0x5a; 32]))
+    );
+    assert_eq!(
+        d.peers[0].endpoint,
+        Some("127.0.0.1:51821".parse().unwrap())
+    );
     assert_eq!(d.peers[0].persistent_keepalive, 25);
     assert_eq!(d.peers[0].protocol_version, 1);
-    assert_eq!(d.peers[1].endpoint, Some("[fd00::2]:51822".parse().unwrap()));
-    assert_eq!(d.peers[1].allowed_ips, vec!["10.0.0.2/32".parse().unwrap(), "10.2.0.0/16".parse().unwrap()]);
+    assert_eq!(
+        d.peers[1].endpoint,
+        Some("[fd00::2]:51822".parse().unwrap())
+    );
+    assert_eq!(
+        d.peers[1].allowed_ips,
+        vec![
+            "10.0.0.2/32".parse().unwrap(),
+            "10.2.0.0/16".parse().unwrap()
+        ]
+    );
     assert_eq!(d.peers[2].allowed_ips.len(), 1200);
     assert_eq!(d.peers[2].allowed_ips[1199].to_string(), "fd01:0:4:af::/64");
 
@@ -170,7 +239,9 @@ fn kernel_three_peers_with_continuation() {
     let mut fragments = Vec::new();
     for m in &msgs[..msgs.len() - 1] {
         let nl = NetlinkMessage::<GenlMessage<WireguardMessage>>::deserialize(m).unwrap();
-        let NetlinkPayload::InnerMessage(g) = nl.payload else { panic!("data message") };
+        let NetlinkPayload::InnerMessage(g) = nl.payload else {
+            panic!("data message")
+        };
         for a in &g.payload.attributes {
             if let WireguardAttribute::Peers(peers) = a {
                 for peer in peers {
@@ -190,7 +261,11 @@ fn kernel_three_peers_with_continuation() {
             }
         }
     }
-    assert!(fragments.len() > 3, "the kernel split a peer across messages: {}", fragments.len());
+    assert!(
+        fragments.len() > 3,
+        "the kernel split a peer across messages: {}",
+        fragments.len()
+    );
     let total: usize = fragments.iter().map(|f| f.1).sum();
     assert_eq!(total, 2 + 2 + 1200);
     assert!(fragments.iter().skip(2).all(|f| f.0 == [0xc3; 32]));

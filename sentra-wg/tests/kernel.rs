@@ -18,8 +18,16 @@ use sentra_wg::{
 const NEEDS_KERNEL: &str = "needs root and a kernel with WireGuard: run by scripts/vm-test";
 
 fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).env("WG_HIDE_KEYS", "always").output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cmd)
+        .args(args)
+        .env("WG_HIDE_KEYS", "always")
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
@@ -70,17 +78,26 @@ fn fixture_config() -> DeviceConfig {
     // kernel continues this peer in the next message.
     let mut big = PeerConfig::new(Key::from_bytes([0xc3; 32]));
     for i in 0..1200u32 {
-        big.allowed_ips.push(ip(&format!("fd01:0:{:x}:{:x}::/64", i >> 8, i & 0xff)));
+        big.allowed_ips
+            .push(ip(&format!("fd01:0:{:x}:{:x}::/64", i >> 8, i & 0xff)));
     }
     c.peers.push(big);
     c
 }
 
 fn assert_device_matches(dev: &Device, want: &DeviceConfig) {
-    assert_eq!(dev.peers.len(), want.peers.len(), "peer count of {}", dev.name);
-    let by_key: std::collections::HashMap<Key, &PeerConfig> = want.peers.iter().map(|p| (p.public_key, p)).collect();
+    assert_eq!(
+        dev.peers.len(),
+        want.peers.len(),
+        "peer count of {}",
+        dev.name
+    );
+    let by_key: std::collections::HashMap<Key, &PeerConfig> =
+        want.peers.iter().map(|p| (p.public_key, p)).collect();
     for p in &dev.peers {
-        let w = by_key.get(&p.public_key).unwrap_or_else(|| panic!("unexpected peer {}", p.public_key));
+        let w = by_key
+            .get(&p.public_key)
+            .unwrap_or_else(|| panic!("unexpected peer {}", p.public_key));
         let mut a = p.allowed_ips.clone();
         let mut b = w.allowed_ips.clone();
         a.sort();
@@ -100,7 +117,11 @@ fn assert_same_text(ours: &str, theirs: &str, what: &str) {
         return;
     }
     let (a, b): (Vec<&str>, Vec<&str>) = (ours.lines().collect(), theirs.lines().collect());
-    let i = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+    let i = a
+        .iter()
+        .zip(&b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
     panic!(
         "{what}: outputs differ ({} vs {} lines); first difference at line {}:\n  ours: {:?}\n  wg:   {:?}",
         a.len(),
@@ -115,17 +136,34 @@ fn assert_same_text(ours: &str, theirs: &str, what: &str) {
 fn compare_with_wg(dev: &str) {
     let wg_dump = run("wg", &["show", dev, "dump"]);
     let ours = run("sentra", &["wg", "show", dev, "dump", "--show-keys"]);
-    assert_same_text(&ours, &wg_dump, &format!("`sentra wg show {dev} dump --show-keys` vs `wg show {dev} dump`"));
+    assert_same_text(
+        &ours,
+        &wg_dump,
+        &format!("`sentra wg show {dev} dump --show-keys` vs `wg show {dev} dump`"),
+    );
     let hidden = run("sentra", &["wg", "show", dev, "dump"]);
     assert_eq!(hidden.lines().count(), wg_dump.lines().count());
-    assert!(hidden.starts_with("(hidden)\t") || hidden.starts_with("(none)\t"), "private key hidden by default");
+    assert!(
+        hidden.starts_with("(hidden)\t") || hidden.starts_with("(none)\t"),
+        "private key hidden by default"
+    );
     // pretty output: identical (both hide keys; the handshake age is 0 here, so no clock race)
     let wg_pretty = run("wg", &["show", dev]);
     let ours_pretty = run("sentra", &["wg", "show", dev]);
-    assert_same_text(&ours_pretty, &wg_pretty, &format!("`sentra wg show {dev}` vs `wg show {dev}`"));
+    assert_same_text(
+        &ours_pretty,
+        &wg_pretty,
+        &format!("`sentra wg show {dev}` vs `wg show {dev}`"),
+    );
     let json: String = run("sentra", &["wg", "show", dev, "--json"]);
-    assert!(json.contains(&format!("\"interface\": \"{dev}\"")), "JSON names the interface");
-    assert!(!json.contains("\"private_key\"") && !json.contains("\"preshared_key\""), "JSON never carries secret keys");
+    assert!(
+        json.contains(&format!("\"interface\": \"{dev}\"")),
+        "JSON names the interface"
+    );
+    assert!(
+        !json.contains("\"private_key\"") && !json.contains("\"preshared_key\""),
+        "JSON never carries secret keys"
+    );
 }
 
 #[test]
@@ -136,18 +174,33 @@ fn small_device_errors_fixtures_and_wg_parity() {
     c.probe().expect("wireguard family resolves");
 
     // typed errors
-    assert!(matches!(c.get_device("nosuchdev0"), Err(Error::NoDevice { .. })), "{:?}", c.get_device("nosuchdev0"));
+    assert!(
+        matches!(c.get_device("nosuchdev0"), Err(Error::NoDevice { .. })),
+        "{:?}",
+        c.get_device("nosuchdev0")
+    );
     match c.get_device("lo") {
         Err(Error::NotWireguard { device }) => assert_eq!(device, "lo"),
         other => panic!("lo: {other:?}"),
     }
-    assert!(matches!(c.get_device("much-too-long-name"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        c.get_device("much-too-long-name"),
+        Err(Error::InvalidArgument(_))
+    ));
 
     // empty device
     let idx = c.create_link("wgfix0").unwrap();
-    assert!(c.list_interfaces().unwrap().iter().any(|i| i.index == idx && i.name == "wgfix0"));
+    assert!(
+        c.list_interfaces()
+            .unwrap()
+            .iter()
+            .any(|i| i.index == idx && i.name == "wgfix0")
+    );
     let empty = c.get_device(DeviceRef::Index(idx)).unwrap();
-    assert_eq!((empty.name.as_str(), empty.ifindex, empty.peers.len()), ("wgfix0", idx, 0));
+    assert_eq!(
+        (empty.name.as_str(), empty.ifindex, empty.peers.len()),
+        ("wgfix0", idx, 0)
+    );
     assert!(empty.private_key.is_none() && empty.public_key.is_none());
     let raw_empty = c.get_device_raw("wgfix0").unwrap();
     compare_with_wg("wgfix0");
@@ -162,7 +215,11 @@ fn small_device_errors_fixtures_and_wg_parity() {
     assert_device_matches(&dev, &want);
     assert_eq!((dev.listen_port, dev.fwmark), (51820, 0x42));
     assert_eq!(dev.private_key, want.private_key);
-    assert_eq!(c.apply("wgfix0", &want).unwrap().messages, 0, "in sync: nothing sent");
+    assert_eq!(
+        c.apply("wgfix0", &want).unwrap().messages,
+        0,
+        "in sync: nothing sent"
+    );
 
     let raw = c.get_device_raw("wgfix0").unwrap();
     let parsed = sentra_wg::proto::parse_dump(&raw).unwrap();
@@ -170,7 +227,8 @@ fn small_device_errors_fixtures_and_wg_parity() {
     compare_with_wg("wgfix0");
 
     c.set_mtu("wgfix0", 1380).unwrap();
-    c.add_address("wgfix0", "10.9.0.1".parse().unwrap(), 24).unwrap();
+    c.add_address("wgfix0", "10.9.0.1".parse().unwrap(), 24)
+        .unwrap();
     c.set_link_up("wgfix0", true).unwrap();
 
     if let Ok(dir) = std::env::var("SENTRA_WG_CAPTURE_DIR") {
@@ -178,7 +236,11 @@ fn small_device_errors_fixtures_and_wg_parity() {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("kernel-empty.bin"), &raw_empty).unwrap();
         std::fs::write(dir.join("kernel-3peers-continued.bin"), &raw).unwrap();
-        std::fs::write(dir.join("kernel-3peers-continued.wg-dump.txt"), run("wg", &["show", "wgfix0", "dump"])).unwrap();
+        std::fs::write(
+            dir.join("kernel-3peers-continued.wg-dump.txt"),
+            run("wg", &["show", "wgfix0", "dump"]),
+        )
+        .unwrap();
         eprintln!("captured fixtures into {}", dir.display());
     }
 
@@ -189,10 +251,14 @@ fn small_device_errors_fixtures_and_wg_parity() {
     let r = c.apply("wgfix0", &want2).unwrap();
     assert_eq!((r.added, r.updated, r.removed, r.messages), (0, 1, 1, 1));
     assert_device_matches(&c.get_device("wgfix0").unwrap(), &want2);
-    c.remove_peers("wgfix0", &[Key::from_bytes([0xb2; 32])]).unwrap();
+    c.remove_peers("wgfix0", &[Key::from_bytes([0xb2; 32])])
+        .unwrap();
     assert_eq!(c.get_device("wgfix0").unwrap().peers.len(), 1);
     c.delete_link("wgfix0").unwrap();
-    assert!(matches!(c.get_device("wgfix0"), Err(Error::NoDevice { .. })));
+    assert!(matches!(
+        c.get_device("wgfix0"),
+        Err(Error::NoDevice { .. })
+    ));
 }
 
 fn big_config(n: u32, salt: u8) -> DeviceConfig {
@@ -201,10 +267,18 @@ fn big_config(n: u32, salt: u8) -> DeviceConfig {
     c.listen_port = Some(40000 + u16::from(salt));
     for i in 0..n {
         let mut p = PeerConfig::new(key(i, salt))
-            .with_allowed_ip(ip(&format!("10.{}.{}.{}/32", 100 + i / 65536, (i / 256) % 256, i % 256)))
+            .with_allowed_ip(ip(&format!(
+                "10.{}.{}.{}/32",
+                100 + i / 65536,
+                (i / 256) % 256,
+                i % 256
+            )))
             .with_allowed_ip(ip(&format!("fd{salt:02x}:{:x}::/64", i)));
         if i % 10 == 0 {
-            p = p.with_keepalive(25).with_endpoint(SocketAddr::new([127, 0, 0, 1].into(), 20000 + (i % 30000) as u16));
+            p = p.with_keepalive(25).with_endpoint(SocketAddr::new(
+                [127, 0, 0, 1].into(),
+                20000 + (i % 30000) as u16,
+            ));
         }
         c.peers.push(p);
     }
@@ -224,7 +298,11 @@ async fn ten_thousand_peers_create_configure_dump_diff_remove() {
     let want = big_config(N, 0x21);
     let t = Instant::now();
     let r = c.apply(dev, &want).await.unwrap();
-    println!("VM-RESULT apply {N} new peers: {} SET messages, {:?}", r.messages, t.elapsed());
+    println!(
+        "VM-RESULT apply {N} new peers: {} SET messages, {:?}",
+        r.messages,
+        t.elapsed()
+    );
     assert_eq!(r.added, N as usize);
     assert!(r.messages <= 30, "{N} peers in {} messages", r.messages);
 
@@ -234,7 +312,10 @@ async fn ten_thousand_peers_create_configure_dump_diff_remove() {
     assert_device_matches(&got, &want);
     // the collector's entry point sees the same
     let all = c.devices().await.unwrap();
-    assert!(all.iter().any(|d| d.name == dev && d.peers.len() == N as usize));
+    assert!(
+        all.iter()
+            .any(|d| d.name == dev && d.peers.len() == N as usize)
+    );
 
     // in sync: nothing is sent
     assert_eq!(c.apply(dev, &want).await.unwrap().messages, 0);
@@ -250,15 +331,28 @@ async fn ten_thousand_peers_create_configure_dump_diff_remove() {
     want2.peers.extend(more.peers);
     let t = Instant::now();
     let r = c.apply(dev, &want2).await.unwrap();
-    println!("VM-RESULT diff-apply (-100 ~100 +100 of {N}): {} messages, {:?}", r.messages, t.elapsed());
+    println!(
+        "VM-RESULT diff-apply (-100 ~100 +100 of {N}): {} messages, {:?}",
+        r.messages,
+        t.elapsed()
+    );
     assert_eq!((r.added, r.updated, r.removed), (100, 100, 100));
     assert!(r.messages <= 2, "{r:?}");
     let got = c.get_device(dev).await.unwrap();
     assert_device_matches(&got, &want2);
     // sessions/statistics of untouched peers are kept: no REPLACE_PEERS; the peer objects of
     // untouched peers keep their kernel order
-    let untouched: Vec<Key> = want2.peers[100..want2.peers.len() - 100].iter().map(|p| p.public_key).collect();
-    let got_keys: Vec<Key> = got.peers.iter().map(|p| p.public_key).filter(|k| untouched.contains(k)).take(50).collect();
+    let untouched: Vec<Key> = want2.peers[100..want2.peers.len() - 100]
+        .iter()
+        .map(|p| p.public_key)
+        .collect();
+    let got_keys: Vec<Key> = got
+        .peers
+        .iter()
+        .map(|p| p.public_key)
+        .filter(|k| untouched.contains(k))
+        .take(50)
+        .collect();
     assert_eq!(got_keys, untouched[..50].to_vec());
 
     compare_with_wg(dev);
@@ -267,16 +361,28 @@ async fn ten_thousand_peers_create_configure_dump_diff_remove() {
     let mut bad = want2.clone();
     let stolen = bad.peers[0].allowed_ips[0];
     bad.peers[1].allowed_ips.push(stolen);
-    assert!(matches!(c.apply(dev, &bad).await, Err(Error::AllowedIpConflict { .. })));
-    assert_eq!(c.get_device(dev).await.unwrap().peers.len(), got.peers.len());
+    assert!(matches!(
+        c.apply(dev, &bad).await,
+        Err(Error::AllowedIpConflict { .. })
+    ));
+    assert_eq!(
+        c.get_device(dev).await.unwrap().peers.len(),
+        got.peers.len()
+    );
 
     // removal of a batch of peers by key (tearing the whole 10 000-peer device down takes
     // minutes under software emulation: the VM is powered off instead)
     let gone: Vec<Key> = want2.peers[..200].iter().map(|p| p.public_key).collect();
     let t = Instant::now();
     let msgs = c.remove_peers(dev, &gone).await.unwrap();
-    println!("VM-RESULT remove 200 peers: {msgs} messages, {:?}", t.elapsed());
-    assert_eq!(c.get_device(dev).await.unwrap().peers.len(), want2.peers.len() - 200);
+    println!(
+        "VM-RESULT remove 200 peers: {msgs} messages, {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        c.get_device(dev).await.unwrap().peers.len(),
+        want2.peers.len() - 200
+    );
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -297,7 +403,10 @@ fn vm_bench_dump_20k_vs_wg() {
     c.create_link(dev).unwrap();
     let t = Instant::now();
     let msgs = c.upsert_peers(dev, &big_config(N, 0x33).peers).unwrap();
-    println!("VM-BENCH configure {N} peers: {msgs} SET messages in {:?}", t.elapsed());
+    println!(
+        "VM-BENCH configure {N} peers: {msgs} SET messages in {:?}",
+        t.elapsed()
+    );
     let mut ours = Vec::new();
     let mut ours_cli = Vec::new();
     let mut wg = Vec::new();
@@ -307,11 +416,17 @@ fn vm_bench_dump_20k_vs_wg() {
         ours.push(t.elapsed());
         assert_eq!(d.peers.len(), N as usize);
         let t = Instant::now();
-        let out = Command::new("sentra").args(["wg", "show", dev, "dump"]).output().unwrap();
+        let out = Command::new("sentra")
+            .args(["wg", "show", dev, "dump"])
+            .output()
+            .unwrap();
         ours_cli.push(t.elapsed());
         assert!(out.status.success());
         let t = Instant::now();
-        let out = Command::new("wg").args(["show", dev, "dump"]).output().unwrap();
+        let out = Command::new("wg")
+            .args(["show", dev, "dump"])
+            .output()
+            .unwrap();
         wg.push(t.elapsed());
         assert!(out.status.success());
     }

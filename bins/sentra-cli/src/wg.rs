@@ -75,16 +75,21 @@ fn show_cmd(a: ShowArgs) -> anyhow::Result<()> {
         Some("dump") => true,
         Some(other) => anyhow::bail!("unknown format {other:?}: only `dump` is supported"),
     };
-    let secrets = if a.show_keys || (!dump && std::env::var("WG_HIDE_KEYS").is_ok_and(|v| v == "never")) {
-        Secrets::Show
-    } else {
-        Secrets::Hide
-    };
+    let secrets =
+        if a.show_keys || (!dump && std::env::var("WG_HIDE_KEYS").is_ok_and(|v| v == "never")) {
+            Secrets::Show
+        } else {
+            Secrets::Hide
+        };
     let client = sentra_wg::blocking::Client::connect().context("opening netlink sockets")?;
     let target = a.interface.as_deref().unwrap_or("all");
     let mut out = std::io::stdout().lock();
     if target == "interfaces" {
-        let names: Vec<String> = client.list_interfaces()?.into_iter().map(|i| i.name).collect();
+        let names: Vec<String> = client
+            .list_interfaces()?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
         if a.json {
             writeln!(out, "{}", serde_json::to_string_pretty(&names)?)?;
         } else if !names.is_empty() {
@@ -96,11 +101,19 @@ fn show_cmd(a: ShowArgs) -> anyhow::Result<()> {
     let devices = if all {
         client.devices().context("Unable to list interfaces")?
     } else {
-        vec![client.get_device(DeviceRef::from(target)).context("Unable to access interface")?]
+        vec![
+            client
+                .get_device(DeviceRef::from(target))
+                .context("Unable to access interface")?,
+        ]
     };
     if a.json {
         let v: Vec<_> = devices.iter().map(to_json).collect();
-        let v = if all { serde_json::Value::Array(v) } else { v.into_iter().next().unwrap_or_default() };
+        let v = if all {
+            serde_json::Value::Array(v)
+        } else {
+            v.into_iter().next().unwrap_or_default()
+        };
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }

@@ -215,6 +215,31 @@ pub(crate) fn set_seq(msg: &mut [u8], seq: u32) {
     msg[8..12].copy_from_slice(&seq.to_ne_bytes());
 }
 
+/// The body of the `wg_dump` fuzz target (also replayed over the committed corpus by a normal
+/// `cargo test`): arbitrary bytes as dump replies must give a device or an error, never a
+/// panic, and an accepted device must format without panicking.
+#[doc(hidden)]
+pub fn fuzz_dump(data: &[u8]) {
+    if let Ok(device) = parse_dump(data) {
+        let _ = crate::show::dump(&device, true, crate::show::Secrets::Show);
+        let _ = crate::show::pretty(
+            &device,
+            std::time::SystemTime::now(),
+            crate::show::Secrets::Hide,
+        );
+    }
+    // The same bytes fed as separate datagrams, split at every message boundary.
+    let mut parser = DumpParser::new();
+    for m in messages(data) {
+        let Ok(m) = m else { break };
+        let start = m.payload.as_ptr() as usize - data.as_ptr() as usize - NLMSG_HDRLEN;
+        let end = (start + align4(NLMSG_HDRLEN + m.payload.len())).min(data.len());
+        if parser.feed(&data[start..end]).is_err() {
+            break;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,26 +279,5 @@ mod tests {
         let attrs: Vec<_> = Attrs::new(&m.payload[4..]).collect::<Result<_>>().unwrap();
         assert_eq!(attrs, vec![(1u16, &5u32.to_ne_bytes()[..])]);
         assert!(get_device_request(30, 1, &DeviceRef::from("a-very-long-ifname")).is_err());
-    }
-}
-
-/// The body of the `wg_dump` fuzz target (also replayed over the committed corpus by a normal
-/// `cargo test`): arbitrary bytes as dump replies must give a device or an error, never a
-/// panic, and an accepted device must format without panicking.
-#[doc(hidden)]
-pub fn fuzz_dump(data: &[u8]) {
-    if let Ok(device) = parse_dump(data) {
-        let _ = crate::show::dump(&device, true, crate::show::Secrets::Show);
-        let _ = crate::show::pretty(&device, std::time::SystemTime::now(), crate::show::Secrets::Hide);
-    }
-    // The same bytes fed as separate datagrams, split at every message boundary.
-    let mut parser = DumpParser::new();
-    for m in messages(data) {
-        let Ok(m) = m else { break };
-        let start = m.payload.as_ptr() as usize - data.as_ptr() as usize - NLMSG_HDRLEN;
-        let end = (start + align4(NLMSG_HDRLEN + m.payload.len())).min(data.len());
-        if parser.feed(&data[start..end]).is_err() {
-            break;
-        }
     }
 }

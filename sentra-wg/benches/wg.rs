@@ -1,0 +1,124 @@
+//! sentra-wg benchmarks (sans-IO: no kernel needed).
+//!
+//! `cargo bench -p sentra-wg --bench wg -- --warm-up-time 1 --measurement-time 3`
+//!
+//! * parse + coalesce a 100 000-peer dump from bytes (goal ≥ 2 M peers/s)
+//! * diff 100 000 desired vs actual peers (goal ≤ 50 ms)
+//! * SET messages needed to apply 100 000 peers (goal ≤ 250; printed next to the
+//!   one-message-per-peer baseline of wgctrl-go and defguard)
+#![allow(missing_docs)] // criterion_group! generates an undocumented public function
+
+use std::hint::black_box;
+use std::time::{Duration, UNIX_EPOCH};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sentra_wg::proto::{self, build_set, emit_dump, peers_nest_budget};
+use sentra_wg::{AllowedIp, Device, DeviceRef, DeviceUpdate, Key, Peer, PeerUpdate};
+
+const N: u32 = 100_000;
+
+fn key(i: u32) -> Key {
+    let mut b = [0u8; 32];
+    b[..4].copy_from_slice(&i.to_be_bytes());
+    b[4..8].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
+    b[31] = 0x5a;
+    Key::from_bytes(b)
+}
+
+fn device(n: u32) -> Device {
+    let mut d = Device::default();
+    d.name = "wg0".into();
+    d.ifindex = 3;
+    d.listen_port = 51820;
+    d.peers = (0..n)
+        .map(|i| {
+            let mut p = Peer::new(key(i));
+            p.allowed_ips = vec![
+                AllowedIp::new([10, (i >> 16) as u8, (i >> 8) as u8, i as u8].into(), 32).unwrap(),
+                format!("fd00:{:x}:{:x}::/64", i >> 16, i & 0xffff)
+                    .parse()
+                    .unwrap(),
+            ];
+            p.endpoint = Some(
+                format!("[2001:db8::{:x}]:51820", i % 65536)
+                    .parse()
+                    .unwrap(),
+            );
+            p.persistent_keepalive = 25;
+            p.last_handshake = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000 + u64::from(i)));
+            p.rx_bytes = u64::from(i) * 1000;
+            p.tx_bytes = u64::from(i) * 2000;
+            p.protocol_version = 1;
+            p
+        })
+        .collect();
+    d
+}
+
+fn benches(c: &mut Criterion) {
+    let actual = device(N);
+    // 32 KiB messages, as the kernel sends to a reader with a ≥ 32 KiB buffer
+    let dump = emit_dump(&actual, 30, 1, 32 * 1024);
+    println!("100 000-peer dump: {} bytes", dump.len());
+    let mut g = c.benchmark_group("dump");
+    g.throughput(Throughput::Elements(u64::from(N)));
+    g.bench_function("parse_coalesce_100k_peers", |b| {
+        b.iter(|| proto::parse_dump(black_box(&dump)).unwrap())
+    });
+    g.finish();
+
+    let mut desired = actual.to_config();
+    for p in desired.peers.iter_mut().step_by(100) {
+        p.persistent_keepalive = 10;
+    }
+    desired.peers.truncate(desired.peers.len() - 500);
+    let d = sentra_wg::diff(&actual, &desired).unwrap();
+    println!("diff: {} peer changes", d.peers.len());
+    c.bench_function("diff_100k_desired_vs_actual", |b| {
+        b.iter(|| sentra_wg::diff(black_box(&actual), black_box(&desired)).unwrap())
+    });
+
+    let mut update = DeviceUpdate::new();
+    update.peers = actual
+        .peers
+        .iter()
+        .map(|p| PeerUpdate::from_config(&p.to_config()))
+        .collect();
+    let dev = DeviceRef::from("wg0");
+    let msgs = build_set(&dev, &update, 30, peers_nest_budget()).unwrap();
+    println!(
+        "SET messages to apply {N} peers (2 allowed IPs, v6 endpoint, keepalive, PSK field each): {} (goal <= 250; wgctrl-go / defguard: {N}, one per peer)",
+        msgs.len()
+    );
+    // wireguard.md section 4's reference peer: key, PSK, flags, v4 endpoint, keepalive, one /32
+    let mut lean = DeviceUpdate::new();
+    lean.peers = (0..N)
+        .map(|i| {
+            let mut u = PeerUpdate::new(key(i));
+            u.update_only = true;
+            u.preshared_key = Some(sentra_wg::PresharedKey::from_bytes([7; 32]));
+            u.endpoint = Some(([127, 0, 0, 1], 51820).into());
+            u.persistent_keepalive = Some(25);
+            u.allowed_ips = vec![
+                AllowedIp::new([10, (i >> 16) as u8, (i >> 8) as u8, i as u8].into(), 32).unwrap(),
+            ];
+            u
+        })
+        .collect();
+    println!(
+        "SET messages to apply {N} peers (key, PSK, flags, v4 endpoint, keepalive, one /32 each): {} (goal <= 250; wgctrl-go / defguard: {N})",
+        build_set(&dev, &lean, 30, peers_nest_budget())
+            .unwrap()
+            .len()
+    );
+    c.bench_function("build_set_100k_peers", |b| {
+        b.iter(|| {
+            build_set(&dev, black_box(&update), 30, peers_nest_budget())
+                .unwrap()
+                .len()
+        })
+    });
+}
+
+criterion_group!(wg, benches);
+criterion_main!(wg);
