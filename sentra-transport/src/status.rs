@@ -23,6 +23,10 @@
 //! failures share one status and message, so a client cannot enumerate agents or keys.
 //! Rejections the inner service decides itself (replay, seq conflict, invalid batch) are not
 //! errors: they come back as an `Ack` with status `REJECTED` and a reason.
+//!
+//! An inner service that wants a specific status for an error returns a `tonic::Status` or a
+//! `sentra_core::Error` (directly, or anywhere in the error's `source()` chain); everything
+//! else is treated as a backend failure (`UNAVAILABLE`, retryable).
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! Per-agent rate limit keyed by the *authenticated* agent id (so it sits after
 //! [`auth`](crate::auth)): a GCRA token bucket per agent, shared by every service the layer
-//! builds. Over the limit, requests fail at once with [`RateLimited`]
+//! builds. [`PeerRateLimitLayer`] is the coarse per-IP limit that runs *before*
+//! authentication, so one address cannot make the server spend unbounded HMAC work. Over the limit, requests fail at once with [`RateLimited`]
 //! (`RESOURCE_EXHAUSTED`, reason `RATE_LIMITED`, `sentra-retry-after-ms`).
 //!
 //! Unlike `tower::limit::RateLimit`, the state is shared across clones and connections
@@ -30,16 +31,19 @@
 mod error;
 pub mod future;
 mod layer;
+mod peer;
 mod service;
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 pub use error::RateLimited;
 pub use layer::RateLimitLayer;
+pub use peer::{PeerRateLimit, PeerRateLimitLayer};
 use sentra_core::AgentId;
 pub use service::RateLimit;
 
@@ -97,16 +101,16 @@ impl Quota {
     }
 }
 
-/// Shared GCRA state: per agent, the theoretical arrival time of the next request.
+/// Shared GCRA state: per key, the theoretical arrival time of the next request.
 #[derive(Debug)]
-pub(crate) struct Limiter {
+pub(crate) struct Limiter<K = AgentId> {
     quota: Quota,
     interval: Duration,
     tolerance: Duration,
-    tat: Mutex<HashMap<AgentId, Instant>>,
+    tat: Mutex<HashMap<K, Instant>>,
 }
 
-impl Limiter {
+impl<K: Hash + Eq + Clone> Limiter<K> {
     pub(crate) fn new(quota: Quota) -> Self {
         let interval = quota.interval();
         Self {
@@ -118,7 +122,7 @@ impl Limiter {
     }
 
     /// Charges one request to `agent` at `now`; `Err(wait)` if over the limit.
-    pub(crate) fn check(&self, agent: &AgentId, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&self, agent: &K, now: Instant) -> Result<(), Duration> {
         let mut map = self
             .tat
             .lock()

@@ -14,11 +14,12 @@
 //! 5. [`concurrency`](crate::concurrency): global in-flight limit, shedding with
 //!    `RESOURCE_EXHAUSTED`;
 //! 6. [`size_limit`](crate::size_limit): payload cap;
-//! 7. [`timeout`](crate::timeout): per-request time;
-//! 8. [`auth`](crate::auth): `SignedBatch` → [`Verified`] (HMAC against the keyring, mTLS
+//! 7. [`PeerRateLimitLayer`](crate::rate_limit::PeerRateLimitLayer): coarse per-IP quota;
+//! 8. [`timeout`](crate::timeout): per-request time;
+//! 9. [`auth`](crate::auth): `SignedBatch` → [`Verified`] (HMAC against the keyring, mTLS
 //!    identity binding);
-//! 9. [`rate_limit`](crate::rate_limit): per authenticated agent;
-//! 10. the inner service: `Push` → any `Service<Verified, Response = Ack>`,
+//! 10. [`rate_limit`](crate::rate_limit): per authenticated agent;
+//! 11. the inner service: `Push` → any `Service<Verified, Response = Ack>`,
 //!     `FetchDesiredState` → an optional `Service<Verified, Response = DesiredState>`
 //!     (`UNIMPLEMENTED` without one).
 //!
@@ -46,7 +47,7 @@ use crate::{
     in_process::InProcess,
     metrics::{Metrics, MetricsLayer},
     pb::ingest_server::{Ingest, IngestServer},
-    rate_limit::{Quota, RateLimitLayer},
+    rate_limit::{PeerRateLimitLayer, Quota, RateLimitLayer},
     size_limit::RequestSizeLimitLayer,
     status,
     timeout::TimeoutLayer,
@@ -107,6 +108,10 @@ pub struct Limits {
     pub max_frame_size: u32,
     /// Per-agent request quota ([`rate_limit`](crate::rate_limit)). Default 20/s, burst 40.
     pub per_agent_quota: Quota,
+    /// Coarse per-client-IP quota checked before authentication
+    /// ([`PeerRateLimitLayer`](crate::rate_limit::PeerRateLimitLayer)); `None` disables it.
+    /// Default 1000/s, burst 2000 (agents behind one NAT share it).
+    pub per_ip_quota: Option<Quota>,
 }
 
 impl Default for Limits {
@@ -135,6 +140,7 @@ impl Default for Limits {
             http2_max_header_list_size: 16 * 1024,
             max_frame_size: 16 * 1024,
             per_agent_quota: Quota::per_second(20.0).burst(40),
+            per_ip_quota: Some(Quota::per_second(1000.0).burst(2000)),
         }
     }
 }
@@ -415,6 +421,7 @@ impl ServerBuilder {
     pub fn build(self) -> Server {
         let shed = ConcurrencyLimitLayer::new(self.limits.global_concurrency_limit);
         let rate = RateLimitLayer::new(self.limits.per_agent_quota);
+        let per_ip = self.limits.per_ip_quota.map(PeerRateLimitLayer::new);
         let verifier = self
             .verifier
             .clone()
@@ -430,6 +437,7 @@ impl ServerBuilder {
                 .layer(MetricsLayer::new(self.metrics.clone(), name))
                 .layer(shed.clone())
                 .layer(RequestSizeLimitLayer::new(self.limits.max_payload_bytes))
+                .option_layer(per_ip.clone())
                 .layer(TimeoutLayer::new(self.limits.request_timeout))
                 .layer(auth)
                 .layer(rate.clone())
