@@ -44,8 +44,15 @@ impl okaywal::LogManager for NoCheckpoint {
     }
 }
 
+static SMOKE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn sentra_opts() -> Options {
-    Options::default().segment_size(64 << 20).disk_cap(64 << 30)
+    let seg = if SMOKE.load(std::sync::atomic::Ordering::Relaxed) {
+        1 << 20
+    } else {
+        64 << 20
+    };
+    Options::default().segment_size(seg).disk_cap(64 << 30)
 }
 
 /// Runs `per_thread(thread, count)` on `threads` threads splitting `total` appends; returns
@@ -252,6 +259,7 @@ fn us(d: Duration) -> f64 {
 
 fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
+    SMOKE.store(smoke, std::sync::atomic::Ordering::Relaxed);
     let mut c = Criterion::default().configure_from_args();
     bench_throughput(&mut c, smoke);
     c.final_summary();

@@ -216,3 +216,22 @@ fn inspect_sees_live_log_without_lock() {
     // The writer is still usable: inspection took no lock.
     wal.append(b"x").unwrap();
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Wal>();
+    send_sync::<Error>();
+    send_sync::<sentra_wal::RecoveryReport>();
+    send::<sentra_wal::Reader>();
+    send::<sentra_wal::AppendFuture>();
+    // The blocking API is usable from many threads through a shared reference.
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), Options::default()).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| wal.append(b"a").unwrap());
+        s.spawn(|| wal.append(b"b").unwrap());
+    });
+    assert_eq!(wal.committed_lsn(), 2);
+}
