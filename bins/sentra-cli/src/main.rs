@@ -6,6 +6,10 @@ use std::io::Write as _;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod admin;
+mod client;
+mod doctor;
+mod table;
 mod wal;
 mod wg;
 
@@ -26,6 +30,16 @@ enum Command {
     },
     /// WireGuard state straight from the kernel (`sentra wg show`).
     Wg(wg::WgArgs),
+    /// Create the first admin user on a server's data directory.
+    Init(admin::InitArgs),
+    /// Log in to a server; the token is saved for the other commands.
+    Login(admin::LoginArgs),
+    /// Bootstrap tokens for agent enrolment.
+    Token(admin::TokenArgs),
+    /// Enrol, list, rotate keys of, revoke and delete agents.
+    Agent(admin::AgentArgs),
+    /// Check connectivity, credentials, WireGuard access and disk.
+    Doctor(doctor::DoctorArgs),
     /// Write-ahead log tools (`sentra wal inspect <dir>`).
     Wal(wal::WalArgs),
 }
@@ -39,6 +53,11 @@ fn main() -> anyhow::Result<()> {
             out.flush()?;
         }
         Command::Wg(args) => wg::run(args)?,
+        Command::Init(args) => admin::init(args)?,
+        Command::Login(args) => admin::login(args)?,
+        Command::Token(args) => admin::token(args)?,
+        Command::Agent(args) => admin::agent(args)?,
+        Command::Doctor(args) => doctor::run(args)?,
         Command::Wal(args) => wal::run(args)?,
     }
     Ok(())

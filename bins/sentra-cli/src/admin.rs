@@ -1,0 +1,403 @@
+//! Commands that administer a running server over its REST API: `init`, `login`, `token`,
+//! `agent`. Human tables by default, `--json` for scripts.
+
+use std::{io::Read as _, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    client::{Api, Conn, enc, save_token},
+    table::{Table, age_ms, ms_to_rfc3339},
+};
+
+/// Output options shared by the API commands.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub(crate) struct Output {
+    /// Print machine-readable JSON instead of a table.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+/// `sentra init`: create the first admin user on a data directory.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InitArgs {
+    /// The server's data directory (where control.db lives).
+    #[arg(long, env = "SENTRA_DATA_DIR", default_value = "./sentra-data")]
+    data_dir: PathBuf,
+    /// Name of the admin user to create.
+    #[arg(long, default_value = "admin")]
+    username: String,
+    /// Read the password from standard input (one line) instead of prompting.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+/// `sentra login`: exchange a username and password for an access token.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoginArgs {
+    /// User name.
+    #[arg(long, short, default_value = "admin")]
+    username: String,
+    /// Read the password from standard input (one line) instead of prompting.
+    #[arg(long)]
+    password_stdin: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `sentra token …`: bootstrap tokens for agent enrolment.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TokenArgs {
+    #[command(subcommand)]
+    command: TokenCommand,
+    #[command(flatten)]
+    conn: Conn,
+    #[command(flatten)]
+    out: Output,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TokenCommand {
+    /// Issue a single-use, expiring bootstrap token (shown once).
+    Issue {
+        /// Lifetime, e.g. 30m, 1h, 2d.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+        /// A note stored with the token (who or what it is for).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List bootstrap tokens (never their secrets).
+    List,
+}
+
+/// `sentra agent …`: manage enrolled agents.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AgentArgs {
+    #[command(subcommand)]
+    command: AgentCommand,
+    #[command(flatten)]
+    conn: Conn,
+    #[command(flatten)]
+    out: Output,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AgentCommand {
+    /// Issue a bootstrap token and print the command that enrols an agent with it.
+    Enrol {
+        /// Name for the new agent (its id is derived from it).
+        name: String,
+        /// Token lifetime, e.g. 30m, 1h.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// List agents.
+    List,
+    /// Show one agent with its keys.
+    Show {
+        /// Agent id.
+        id: String,
+    },
+    /// Create a new key; older keys stay valid for the overlap window.
+    RotateKey {
+        /// Agent id.
+        id: String,
+        /// How long the old key stays valid, e.g. 24h.
+        #[arg(long, value_parser = parse_duration)]
+        overlap: Option<Duration>,
+    },
+    /// Revoke an agent: its keys stop verifying at once.
+    Revoke {
+        /// Agent id.
+        id: String,
+    },
+    /// Delete an agent and its stored data.
+    Delete {
+        /// Agent id.
+        id: String,
+        /// Confirm deletion (required).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Parses `90s`, `15m`, `1h`, `2d` or plain seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (use e.g. 90s, 15m, 1h, 2d)"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
+    let pw = if from_stdin {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s.lines().next().unwrap_or("").to_owned()
+    } else {
+        rpassword::prompt_password(prompt)
+            .context("reading the password from the terminal (use --password-stdin in scripts)")?
+    };
+    if pw.is_empty() {
+        bail!("empty password");
+    }
+    Ok(pw)
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
+    let pw = read_password(
+        args.password_stdin,
+        &format!("Password for {}: ", args.username),
+    )?;
+    if !args.password_stdin {
+        let again = read_password(false, "Repeat: ")?;
+        if again != pw {
+            bail!("the passwords differ");
+        }
+    }
+    runtime()?.block_on(async {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("creating {}", args.data_dir.display()))?;
+        let store =
+            sentra_api::ControlStore::open(&args.data_dir, sentra_api::StoreOptions::default())
+                .await
+                .with_context(|| {
+                    format!("opening the control store in {}", args.data_dir.display())
+                })?;
+        store
+            .create_user(
+                &sentra_api::Actor::local(),
+                &args.username,
+                sentra_api::Password::new(pw),
+                sentra_api::Role::Admin,
+            )
+            .await
+            .with_context(|| format!("creating admin user {:?}", args.username))?;
+        anyhow::Ok(())
+    })?;
+    println!(
+        "Created admin user {:?} in {}.",
+        args.username,
+        args.data_dir.display()
+    );
+    println!("Next: sentra login --username {}", args.username);
+    Ok(())
+}
+
+pub(crate) fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let pw = read_password(
+        args.password_stdin,
+        &format!("Password for {}: ", args.username),
+    )?;
+    runtime()?.block_on(async {
+        let api = Api::new(&args.conn)?;
+        let resp: Value = api
+            .post(
+                "/api/v1/auth/login",
+                &json!({"username": args.username, "password": pw}),
+            )
+            .await?;
+        let token = resp["access_token"]
+            .as_str()
+            .context("no access_token in the response")?;
+        let expires = resp["expires_in"].as_u64().unwrap_or(900);
+        let path = save_token(api.base(), token, expires)?;
+        println!(
+            "Logged in to {} as {} ({}); token valid for {} min, saved in {}.",
+            api.base(),
+            args.username,
+            resp["role"].as_str().unwrap_or("?"),
+            expires / 60,
+            path.display()
+        );
+        anyhow::Ok(())
+    })
+}
+
+pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let api = Api::new(&args.conn)?;
+        match args.command {
+            TokenCommand::Issue { ttl, note } => {
+                let v: Value = api
+                    .post(
+                        "/api/v1/tokens",
+                        &json!({"ttl_s": ttl.as_secs(), "note": note}),
+                    )
+                    .await?;
+                if args.out.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    println!("{}", v["token"].as_str().unwrap_or_default());
+                    eprintln!(
+                        "Single-use bootstrap token {} (expires {}). It is not shown again.",
+                        v["token_id"].as_str().unwrap_or("?"),
+                        ms_to_rfc3339(v["expires_ms"].as_i64())
+                    );
+                }
+            }
+            TokenCommand::List => {
+                let v: Value = api.get("/api/v1/tokens").await?;
+                if args.out.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    let mut t =
+                        Table::new(["TOKEN ID", "CREATED BY", "EXPIRES", "USED BY", "NOTE"]);
+                    for tok in v["tokens"].as_array().into_iter().flatten() {
+                        t.row([
+                            tok["token_id"].as_str().unwrap_or("").to_owned(),
+                            tok["created_by"].as_str().unwrap_or("").to_owned(),
+                            ms_to_rfc3339(tok["expires_ms"].as_i64()),
+                            tok["used_by_agent"].as_str().unwrap_or("-").to_owned(),
+                            tok["note"].as_str().unwrap_or("").to_owned(),
+                        ]);
+                    }
+                    print!("{t}");
+                }
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+pub(crate) fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let api = Api::new(&args.conn)?;
+        let print = |v: &Value| -> anyhow::Result<()> {
+            println!("{}", serde_json::to_string_pretty(v)?);
+            Ok(())
+        };
+        match args.command {
+            AgentCommand::Enrol { name, ttl } => {
+                let v: Value = api
+                    .post(
+                        "/api/v1/tokens",
+                        &json!({"ttl_s": ttl.as_secs(), "note": format!("enrol {name}")}),
+                    )
+                    .await?;
+                if args.out.json {
+                    return print(&v);
+                }
+                println!("On the agent host, run (the token is single use and expires {}):", ms_to_rfc3339(v["expires_ms"].as_i64()));
+                println!();
+                println!(
+                    "  sentra-agent enroll --server-api {} --token {} --name {}",
+                    api.base(),
+                    v["token"].as_str().unwrap_or_default(),
+                    name
+                );
+            }
+            AgentCommand::List => {
+                let v: Value = api.get("/api/v1/agents").await?;
+                if args.out.json {
+                    return print(&v);
+                }
+                let mut t = Table::new(["AGENT ID", "NAME", "KEYS", "CREATED", "STATE"]);
+                for a in v["agents"].as_array().into_iter().flatten() {
+                    t.row([
+                        a["agent_id"].as_str().unwrap_or("").to_owned(),
+                        a["name"].as_str().unwrap_or("").to_owned(),
+                        a["keys"].as_array().map_or(0, Vec::len).to_string(),
+                        ms_to_rfc3339(a["created_ms"].as_i64()),
+                        if a["revoked_ms"].is_null() { "active".into() } else { "revoked".into() },
+                    ]);
+                }
+                print!("{t}");
+            }
+            AgentCommand::Show { id } => {
+                let v: Value = api.get(&format!("/api/v1/agents/{}", enc(&id))).await?;
+                if args.out.json {
+                    return print(&v);
+                }
+                println!("agent:   {}", v["agent_id"].as_str().unwrap_or(""));
+                println!("name:    {}", v["name"].as_str().unwrap_or(""));
+                println!("created: {}", ms_to_rfc3339(v["created_ms"].as_i64()));
+                if let Some(r) = v["revoked_ms"].as_i64() {
+                    println!("revoked: {}", ms_to_rfc3339(Some(r)));
+                }
+                let mut t = Table::new(["KEY ID", "CREATED", "VALID FROM", "VALID UNTIL"]);
+                for k in v["keys"].as_array().into_iter().flatten() {
+                    t.row([
+                        k["key_id"].to_string(),
+                        ms_to_rfc3339(k["created_ms"].as_i64()),
+                        k["not_before_ms"].as_i64().map_or("-".into(), |m| ms_to_rfc3339(Some(m))),
+                        k["not_after_ms"].as_i64().map_or("-".into(), |m| ms_to_rfc3339(Some(m))),
+                    ]);
+                }
+                print!("{t}");
+            }
+            AgentCommand::RotateKey { id, overlap } => {
+                let q = overlap.map_or(String::new(), |d| format!("?overlap_s={}", d.as_secs()));
+                let v: Value = api
+                    .post(&format!("/api/v1/agents/{}/rotate-key{q}", enc(&id)), &json!({}))
+                    .await?;
+                if args.out.json {
+                    return print(&v);
+                }
+                println!(
+                    "Agent {} now has key {}; older keys stop verifying {} ({}). The agent fetches the new key on its next poll.",
+                    id,
+                    v["new_key_id"],
+                    ms_to_rfc3339(v["previous_keys_not_after_ms"].as_i64()),
+                    age_ms(v["previous_keys_not_after_ms"].as_i64())
+                );
+            }
+            AgentCommand::Revoke { id } => {
+                let v: Value = api.post(&format!("/api/v1/agents/{}/revoke", enc(&id)), &json!({})).await?;
+                if args.out.json {
+                    return print(&v);
+                }
+                println!("Agent {id} revoked: its keys no longer verify.");
+            }
+            AgentCommand::Delete { id, yes } => {
+                if !yes {
+                    bail!("deleting agent {id} removes it and its stored data; pass --yes to confirm");
+                }
+                let v: Value = api.delete(&format!("/api/v1/agents/{}", enc(&id))).await?;
+                if args.out.json {
+                    return print(&v);
+                }
+                println!("Agent {id} deleted.");
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+}

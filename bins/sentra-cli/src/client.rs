@@ -1,0 +1,224 @@
+//! A small client for the Sentra REST API: server address, bearer token storage and JSON
+//! error decoding shared by every command that talks to a running server.
+
+use std::{
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Where the server is and how to authenticate, shared by all API commands.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Conn {
+    /// Base URL of the sentra-server REST API.
+    #[arg(
+        long,
+        env = "SENTRA_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub(crate) server: String,
+    /// Bearer token to use instead of the one saved by `sentra login`.
+    #[arg(long, env = "SENTRA_TOKEN", hide_env_values = true, global = true)]
+    pub(crate) token: Option<String>,
+    /// CA certificate (PEM) to trust for an https server with a private CA.
+    #[arg(long, env = "SENTRA_CA_CERT", global = true)]
+    pub(crate) ca_cert: Option<PathBuf>,
+}
+
+/// The token `sentra login` saved, with its expiry.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedToken {
+    server: String,
+    access_token: String,
+    expires_at_s: u64,
+}
+
+/// Directory for the CLI's own state (`$SENTRA_CLI_DIR`, else `$XDG_CONFIG_HOME/sentra`,
+/// else `~/.config/sentra`).
+pub(crate) fn cli_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SENTRA_CLI_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME") {
+        return PathBuf::from(d).join("sentra");
+    }
+    std::env::var_os("HOME")
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+        .join(".config/sentra")
+}
+
+fn token_path() -> PathBuf {
+    cli_dir().join("token.json")
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Saves a token readable by the owner only.
+pub(crate) fn save_token(
+    server: &str,
+    access_token: &str,
+    expires_in_s: u64,
+) -> anyhow::Result<PathBuf> {
+    let path = token_path();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let saved = SavedToken {
+        server: server.trim_end_matches('/').to_owned(),
+        access_token: access_token.to_owned(),
+        expires_at_s: now_s() + expires_in_s,
+    };
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(&serde_json::to_vec(&saved)?)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// An API client bound to one server.
+pub(crate) struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// A JSON error body from the server: `{"error": {"code", "message"}}`.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+impl Api {
+    /// A client for `conn`; the token comes from `--token`/`SENTRA_TOKEN` or from the file
+    /// `sentra login` wrote for the same server.
+    pub(crate) fn new(conn: &Conn) -> anyhow::Result<Self> {
+        let base = conn.server.trim_end_matches('/').to_owned();
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("sentra-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &conn.ca_cert {
+            let pem = fs::read(ca).with_context(|| format!("reading CA {}", ca.display()))?;
+            builder = builder.add_root_certificate(
+                reqwest::Certificate::from_pem(&pem).context("CA certificate is not valid PEM")?,
+            );
+        }
+        let token = conn.token.clone().or_else(|| {
+            let saved: SavedToken = serde_json::from_slice(&fs::read(token_path()).ok()?).ok()?;
+            (saved.server == base && saved.expires_at_s > now_s() + 5).then_some(saved.access_token)
+        });
+        Ok(Self {
+            http: builder.build()?,
+            base,
+            token,
+        })
+    }
+
+    /// The base URL.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the Sentra server at {} (is sentra-server running?)",
+                self.base
+            )
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if status.is_success() {
+            if bytes.is_empty() {
+                return serde_json::from_slice(b"null").context("empty response");
+            }
+            return serde_json::from_slice(&bytes)
+                .context("server sent an unexpected response body");
+        }
+        let hint = match status.as_u16() {
+            401 if self.token.is_none() => " — run `sentra login` first (or pass --token)",
+            401 => " — your token may have expired: run `sentra login`",
+            403 => " — this needs the admin role",
+            _ => "",
+        };
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(e) => bail!("{} ({}): {}{hint}", status, e.error.code, e.error.message),
+            Err(_) => bail!("{status}{hint}"),
+        }
+    }
+
+    /// GET `path` and decode JSON.
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// POST a JSON body to `path` and decode JSON.
+    pub(crate) async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
+    /// DELETE `path`.
+    pub(crate) async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+}
+
+/// Percent-encodes one URL path segment or query value.
+pub(crate) fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enc;
+
+    #[test]
+    fn percent_encoding() {
+        assert_eq!(enc("a b/c"), "a%20b%2Fc");
+        assert_eq!(enc("node_load1"), "node_load1");
+        assert_eq!(enc("{x=\"y\"}"), "%7Bx%3D%22y%22%7D");
+    }
+}
