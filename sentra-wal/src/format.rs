@@ -66,7 +66,25 @@
 //! new segment, after the directory was fsynced). Concurrent appends are grouped: the writer
 //! thread drains every pending request into one buffer, issues one `write` and one
 //! `fdatasync`, then completes them all. Any write or sync error poisons the log (fail-stop, no
-//! fsync retry on the same descriptor); reopening runs recovery.
+//! fsync retry on the same descriptor); reopening runs recovery. Recovery itself syncs the
+//! cursor file, the tail segment and the directory before the log is used, so state that an
+//! earlier, failed run left only in the page cache is made durable (or the open fails) before
+//! anything is appended after it or deleted because of it. One limit remains, as for every
+//! Linux application ("fsyncgate"): after a failed writeback the kernel may mark the pages
+//! clean, so a later sync can succeed without writing them; an agent that hits a poisoned log
+//! should prefer restarting the process over reopening in place.
+//!
+//! A single `fdatasync` is in flight per log at any time (okaywal and others overlap several):
+//! a success is only ever reported for bytes written before a sync that itself succeeded.
+//!
+//! # Damage inside the tail
+//!
+//! A torn write (zero fill, a frame running past the end of the file) is truncated silently:
+//! it is indistinguishable from a crash before the append and no acknowledged record can be in
+//! it. A frame that fails its checksum *with valid frames behind it* is corruption, not a torn
+//! write: recovery follows the valid frames, reports their LSN range as a
+//! [`Loss`](crate::Loss) with cause [`Corrupt`](crate::LossCause::Corrupt), truncates, and
+//! continues after the highest LSN found, so the lost LSNs are never handed out again.
 
 /// Size of a segment header.
 pub const SEGMENT_HEADER_LEN: usize = 64;

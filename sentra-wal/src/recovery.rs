@@ -56,6 +56,9 @@ pub(crate) struct SegScan {
     pub(crate) quick: bool,
     /// `true` if every byte after `valid_end` is zero (preallocated, never written).
     pub(crate) zero_tail: bool,
+    /// Valid data frames found *after* a damaged frame (payload corruption rather than a torn
+    /// write): the LSN range `first..=last` that is cut off with the damage.
+    pub(crate) lost_after: Option<(Lsn, Lsn)>,
 }
 
 fn read_all(f: &dyn VfsFile, path: &Path) -> Result<Vec<u8>> {
@@ -109,6 +112,7 @@ pub(crate) fn scan_segment(
         sealed: false,
         quick: false,
         zero_tail: false,
+        lost_after: None,
     };
     let Ok(h) = header else { return Ok(out) };
     let body_len = file_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
@@ -144,10 +148,47 @@ pub(crate) fn scan_segment(
     out.valid_end = (SEGMENT_HEADER_LEN + valid_end) as u64;
     out.sealed = matches!(stop, StopReason::Sealed(_));
     out.stop = Some(stop);
+    out.lost_after = probe_after_damage(body, valid_end, h.salt, next_lsn, max_len, lsn_limit);
     out.zero_tail = body
         .get(valid_end..)
         .is_none_or(|rest| rest.iter().all(|&b| b == 0));
     Ok(out)
+}
+
+/// After a scan stopped at a frame that is damaged but not torn (checksum, padding, LSN or
+/// kind), skips it by its claimed length and follows the valid frames behind it: if there are
+/// any, the records from `next_lsn` to the last one found are lost to the damage, and recovery
+/// can say which. Linear in the bytes after the damage; never trusts an unverified frame.
+fn probe_after_damage(
+    body: &[u8],
+    at: usize,
+    salt: u64,
+    next_lsn: Lsn,
+    max_len: usize,
+    lsn_limit: Lsn,
+) -> Option<(Lsn, Lsn)> {
+    let len = body.get(at..at + 4)?;
+    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    if len == 0 || len > max_len.min(format::MAX_PAYLOAD_LEN) {
+        return None;
+    }
+    let mut off = at.checked_add(format::frame_len(len))?;
+    let mut last: Option<Lsn> = None;
+    while let Some(rest) = body.get(off..) {
+        match format::decode_frame(rest, salt, max_len) {
+            Ok(f)
+                if f.kind == format::KIND_DATA
+                    && f.lsn >= next_lsn
+                    && f.lsn < lsn_limit
+                    && last.is_none_or(|l| f.lsn == l + 1) =>
+            {
+                last = Some(f.lsn);
+                off += f.encoded_len;
+            }
+            _ => break,
+        }
+    }
+    last.map(|l| (next_lsn, l))
 }
 
 /// Reads the cursor file; returns (acked LSN, slot index of the newest valid slot, its seq).
@@ -220,6 +261,15 @@ fn damage_text(s: &SegScan, is_tail: bool) -> Option<String> {
 /// acknowledged segments. The caller holds the directory lock.
 pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recovered> {
     let cursor_slot = read_cursor(vfs, dir)?;
+    if cursor_slot.is_some() {
+        // An earlier run may have written this slot and failed before its sync: make the
+        // cursor durable before deleting segments on its word.
+        let path = dir.join(CURSOR_FILE);
+        let f = vfs
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(Error::io("open", &path))?;
+        f.sync_data().map_err(Error::io("sync", &path))?;
+    }
     let acked = cursor_slot.map_or(0, |(_, s)| s.acked_lsn);
     let names = list_segments(vfs, dir)?;
     let mut report = RecoveryReport {
@@ -242,7 +292,6 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
             vfs, dir, name, *lsn, limit, max_len, !is_tail,
         )?);
     }
-    let mut removed_any = false;
     // Remove a tail segment whose header never became durable (repeatedly: the one before it
     // becomes the tail).
     while let Some(last) = scans.last() {
@@ -255,7 +304,6 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
         vfs.remove_file(&dir.join(&s.name))
             .map_err(Error::io("remove", dir.join(&s.name)))?;
         report.removed_segments.push((s.name, reason));
-        removed_any = true;
         // The new tail was analysed in quick mode; rescan it fully so a torn tail is found.
         if let Some(t) = scans.pop() {
             scans.push(scan_segment(
@@ -274,18 +322,33 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
         if let Some(d) = damage_text(t, true) {
             report.damage.push(d);
         }
+        if let Some((first, last)) = t.lost_after {
+            // Damage inside the tail with valid records behind it: those records are cut
+            // off with it. Say which, and never hand their LSNs out again.
+            report.losses.push(Loss {
+                first,
+                last,
+                cause: LossCause::Corrupt,
+            });
+            report.damage.push(format!(
+                "{}: records {first}..={last} after the damaged frame are lost",
+                t.name
+            ));
+        }
         // Zero fill after the last frame (preallocation) is kept; anything else is cut off.
+        let path = dir.join(&t.name);
+        let f = vfs
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(Error::io("open", &path))?;
         if t.file_len != t.valid_end && !t.zero_tail {
-            let path = dir.join(&t.name);
-            let f = vfs
-                .open(&path, OpenMode::ReadWrite)
-                .map_err(Error::io("open", &path))?;
             f.set_len(t.valid_end)
                 .map_err(Error::io("truncate", &path))?;
-            f.sync_data().map_err(Error::io("sync", &path))?;
             report.truncated_bytes = t.file_len - t.valid_end;
             t.file_len = t.valid_end;
         }
+        // The tail may hold bytes an earlier (failed) run wrote but never synced: make what
+        // recovery validated durable before anything is appended after it.
+        f.sync_data().map_err(Error::io("sync", &path))?;
     }
     let mut segments = Vec::new();
     let n = scans.len();
@@ -299,7 +362,6 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
             vfs.remove_file(&dir.join(&s.name))
                 .map_err(Error::io("remove", dir.join(&s.name)))?;
             report.removed_segments.push((s.name, reason));
-            removed_any = true;
             continue;
         };
         if !is_tail && let Some(d) = damage_text(&s, false) {
@@ -327,7 +389,6 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
             report
                 .removed_segments
                 .push((s.name, "fully acknowledged".to_owned()));
-            removed_any = true;
             continue;
         }
         segments.push(RecSeg {
@@ -341,13 +402,15 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
             salt: h.salt,
         });
     }
-    if removed_any {
-        vfs.sync_dir(dir).map_err(Error::io("sync dir", dir))?;
-    }
+    // Always: removals, and entries created by an earlier run that failed before its
+    // directory fsync, become durable before the log is used.
+    vfs.sync_dir(dir).map_err(Error::io("sync dir", dir))?;
+    let lost_end = report.losses.iter().map(|l| l.last + 1).max().unwrap_or(0);
     let next_lsn = segments
         .last()
         .map_or(acked + 1, |s| s.next_lsn)
-        .max(acked + 1);
+        .max(acked + 1)
+        .max(lost_end);
     let mut records = 0;
     let mut unacked = 0;
     for (i, s) in segments.iter().enumerate() {
@@ -453,6 +516,15 @@ pub fn inspect(vfs: &dyn Vfs, dir: &Path) -> Result<Inspection> {
             });
         }
         prev_next = Some(s.next_lsn);
+        if i + 1 == names.len()
+            && let Some((first, last)) = s.lost_after
+        {
+            losses.push(Loss {
+                first,
+                last,
+                cause: LossCause::Corrupt,
+            });
+        }
         let damage = damage_text(&s, i + 1 == names.len())
             .map(|d| d.trim_start_matches(&format!("{name}: ")).to_owned());
         let damage = match (damage, i + 1 == names.len(), s.stop) {

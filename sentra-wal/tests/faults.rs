@@ -213,3 +213,35 @@ fn drop_oldest_records_the_loss() {
         rep.segments
     );
 }
+
+#[test]
+fn payload_corruption_in_the_tail_reports_the_exact_loss() {
+    let fs = SimFs::new();
+    let wal = open(&fs, Options::default());
+    for i in 1..=10u8 {
+        wal.append(&[i; 100]).unwrap();
+    }
+    drop(wal);
+    // Flip a byte inside record 4's payload (frames are 24 + 104 bytes after a 64-byte header).
+    let seg = Path::new(DIR).join(sentra_wal::format::segment_name(1));
+    let mut bytes = fs.file(&seg).unwrap();
+    bytes[64 + 3 * 128 + 24 + 50] ^= 0x01;
+    fs.put_file(&seg, &bytes);
+    let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, Options::default()).unwrap();
+    assert_eq!(rep.losses.len(), 1, "{rep:?}");
+    assert_eq!((rep.losses[0].first, rep.losses[0].last), (4, 10));
+    assert_eq!(rep.losses[0].cause, LossCause::Corrupt);
+    assert_eq!(rep.next_lsn, 11, "lost LSNs are never handed out again");
+    assert!(rep.truncated_bytes > 0);
+    assert_eq!(wal.append(b"new").unwrap(), 11);
+    let entries = read_all(&wal, 1);
+    assert_eq!(lsns(&entries), vec![1, 2, 3, 11]);
+    assert!(entries.iter().any(
+        |e| matches!(e, Entry::Loss(l) if (l.first, l.last, l.cause) == (4, 10, LossCause::Corrupt))
+    ));
+    // Reopening again still opens and keeps the order.
+    drop(wal);
+    let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, Options::default()).unwrap();
+    assert_eq!(rep.next_lsn, 12);
+    assert_eq!(lsns(&read_all(&wal, 1)), vec![1, 2, 3, 11]);
+}
