@@ -62,10 +62,13 @@ const CHUNK: usize = 256 << 10;
 impl OpenSeg {
     /// Ensures `[offset, offset + n)` is buffered if the file has it below `end`.
     fn window(&mut self, n: usize, end: u64) -> Result<&[u8]> {
+        if self.offset >= end {
+            return Ok(&[]);
+        }
         let want_end = (self.offset + n as u64).min(end);
         let have_end = self.buf_start + self.buf.len() as u64;
         if self.offset < self.buf_start || want_end > have_end {
-            let len = usize::try_from(end - self.offset)
+            let len = usize::try_from(end.saturating_sub(self.offset))
                 .unwrap_or(usize::MAX)
                 .min(n.max(CHUNK));
             self.buf.resize(len, 0);

@@ -464,6 +464,8 @@ impl Wal {
             pending: Vec::new(),
             dirty: false,
             last_sync: Instant::now(),
+            last_group: 0,
+            last_sync_took: Duration::ZERO,
         };
         let writer = std::thread::Builder::new()
             .name("sentra-wal-writer".into())
@@ -813,7 +815,13 @@ struct Writer {
     pending: Vec<(Arc<Completion>, LsnRange)>,
     dirty: bool,
     last_sync: Instant,
+    /// Requests in the previous group and how long its sync took: the adaptive group wait.
+    last_group: usize,
+    last_sync_took: Duration,
 }
+
+/// Upper bound of the adaptive group wait.
+const MAX_GROUP_WAIT: Duration = Duration::from_millis(2);
 
 impl Writer {
     fn run(&mut self) -> Result<()> {
@@ -858,6 +866,29 @@ impl Writer {
                         }
                     }
                 }
+                // Adaptive group wait: when the previous group had several appenders, they are
+                // all about to resubmit; on a busy machine they may need a moment to be
+                // scheduled. Wait for them, but at most a fraction of a sync (never for a lone
+                // appender, so single-appender latency is untouched). The target follows the
+                // previous group's size, so it adapts when appenders go away.
+                if self.inner.opts.sync == SyncPolicy::Always
+                    && self.last_group > 1
+                    && q.reqs.len() < self.last_group
+                {
+                    let deadline = Instant::now() + (self.last_sync_took / 2).min(MAX_GROUP_WAIT);
+                    while q.reqs.len() < self.last_group && q.poisoned.is_none() && !q.closed {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        q = self
+                            .inner
+                            .queue_cv
+                            .wait_timeout(q, deadline - now)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    }
+                }
                 let mut reqs = Vec::new();
                 let mut bytes = 0u64;
                 while let Some(r) = q.reqs.front() {
@@ -869,6 +900,7 @@ impl Writer {
                     bytes += r.frame_bytes;
                     reqs.push(q.reqs.pop_front().expect("front exists"));
                 }
+                self.last_group = reqs.len();
                 (reqs, std::mem::take(&mut q.rotate))
             };
             if let Err(e) = self.process(reqs, &rotate) {
@@ -1071,12 +1103,14 @@ impl Writer {
                 SyncPolicy::Never => false,
             };
         if must_sync && self.dirty {
+            let started = Instant::now();
             self.active
                 .file
                 .sync_data()
                 .map_err(Error::io("sync", &self.active.path))?;
             self.dirty = false;
             self.last_sync = Instant::now();
+            self.last_sync_took = self.last_sync - started;
         }
         let written = self.buf.len() as u64;
         self.active.len += written;
