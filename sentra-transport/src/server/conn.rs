@@ -118,6 +118,9 @@ impl AsyncWrite for Conn {
 struct IdleTimeout<T> {
     inner: T,
     timeout: Duration,
+    /// Last time a byte arrived. The timer is only re-armed when it fires (not on every
+    /// read), so reads cost no timer-wheel work.
+    last_read: Instant,
     sleep: Pin<Box<Sleep>>,
 }
 
@@ -126,6 +129,7 @@ impl<T> IdleTimeout<T> {
         Self {
             inner,
             timeout,
+            last_read: Instant::now(),
             sleep: Box::pin(tokio::time::sleep(timeout)),
         }
     }
@@ -142,17 +146,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    let deadline = Instant::now() + this.timeout;
-                    this.sleep.as_mut().reset(deadline);
+                    this.last_read = Instant::now();
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection idle for too long",
-                ))),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => loop {
+                if this.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let deadline = this.last_read + this.timeout;
+                if deadline <= Instant::now() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection idle for too long",
+                    )));
+                }
+                // Bytes arrived since the timer was armed: re-arm for the real deadline.
+                this.sleep.as_mut().reset(deadline);
             },
         }
     }
