@@ -1091,9 +1091,15 @@ impl ControlStore {
         peers: Vec<PeerSpec>,
     ) -> Result<u64> {
         desired::check_interface(interface)?;
-        let peers = desired::normalise(peers)?;
-        let json = serde_json::to_string(&peers).map_err(|e| Error::Internal(e.to_string()))?;
         let target = format!("{agent}/{interface}");
+        let peers = match desired::normalise(peers) {
+            // A well-formed declaration that conflicts is a refused change: audit it.
+            Err(e @ Error::Conflict(_)) => {
+                return self.finish(actor, "desired.set", &target, Err(e)).await;
+            }
+            other => other?,
+        };
+        let json = serde_json::to_string(&peers).map_err(|e| Error::Internal(e.to_string()))?;
         let _w = self.inner.write.lock().await;
         let res = async {
             let mut tx = self.inner.pool.begin().await?;
