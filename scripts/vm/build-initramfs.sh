@@ -13,6 +13,7 @@ BUSYBOX=$(command -v busybox || true)
 [ -n "$BUSYBOX" ] || { echo "busybox not found: apt-get install busybox-static" >&2; exit 1; }
 [ -f "$MODDIR/modules.dep" ] || { echo "no $MODDIR/modules.dep: apt-get install linux-image-amd64" >&2; exit 1; }
 R=$(mktemp -d); trap 'rm -rf "$R"' EXIT
+chmod 755 "$R"  # mktemp makes it 0700: the guest root must be traversable by other users
 mkdir -p "$R"/{bin,sbin,proc,sys,dev,mnt,tmp,run,etc,lib/modules}
 
 if ldd "$BUSYBOX" >/dev/null 2>&1; then

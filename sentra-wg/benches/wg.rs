@@ -15,7 +15,15 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sentra_wg::proto::{self, build_set, emit_dump, peers_nest_budget};
 use sentra_wg::{AllowedIp, Device, DeviceRef, DeviceUpdate, Key, Peer, PeerUpdate};
 
-const N: u32 = 100_000;
+/// 100 000 peers under `cargo bench`; 1 000 when `cargo test --all-targets` runs the bench
+/// binary once as a smoke test (no `--bench` argument then).
+fn n() -> u32 {
+    if std::env::args().any(|a| a == "--bench") {
+        100_000
+    } else {
+        1_000
+    }
+}
 
 fn key(i: u32) -> Key {
     let mut b = [0u8; 32];
@@ -56,10 +64,12 @@ fn device(n: u32) -> Device {
 }
 
 fn benches(c: &mut Criterion) {
+    #[allow(non_snake_case)]
+    let N = n();
     let actual = device(N);
     // 32 KiB messages, as the kernel sends to a reader with a ≥ 32 KiB buffer
     let dump = emit_dump(&actual, 30, 1, 32 * 1024);
-    println!("100 000-peer dump: {} bytes", dump.len());
+    println!("{N}-peer dump: {} bytes", dump.len());
     let mut g = c.benchmark_group("dump");
     g.throughput(Throughput::Elements(u64::from(N)));
     g.bench_function("parse_coalesce_100k_peers", |b| {

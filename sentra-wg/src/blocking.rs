@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::client::{ApplyReport, Interface};
+use crate::client::{ApplyReport, Interface, Stats};
 use crate::error::Result;
 use crate::key::Key;
 use crate::model::{Device, DeviceConfig, DeviceRef, DeviceUpdate, PeerConfig};
@@ -28,6 +28,10 @@ impl Client {
     /// See [`crate::Client::probe`].
     pub fn probe(&self) -> Result<()> {
         self.rt.block_on(self.inner.probe())
+    }
+    /// See [`crate::Client::stats`].
+    pub fn stats(&self) -> Stats {
+        self.rt.block_on(self.inner.stats())
     }
     /// See [`crate::Client::get_device`].
     pub fn get_device(&self, device: impl Into<DeviceRef>) -> Result<Device> {

@@ -36,6 +36,16 @@ pub struct Interface {
     pub name: String,
 }
 
+/// Counters of a [`Client`], see [`Client::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Dumps repeated because of `NLM_F_DUMP_INTR`.
+    pub dump_retries: u64,
+    /// Successful resolutions of the `wireguard` family id.
+    pub family_resolutions: u64,
+}
+
 /// What [`Client::apply`] (or [`Client::set`]) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -57,6 +67,8 @@ struct Genl {
     seq: u32,
     family: Option<u16>,
     buf: Vec<u8>,
+    dump_retries: u64,
+    family_resolutions: u64,
 }
 
 impl Genl {
@@ -80,6 +92,8 @@ impl Genl {
             seq: 0,
             family: None,
             buf: Vec::with_capacity(RECV_BUF),
+            dump_retries: 0,
+            family_resolutions: 0,
         })
     }
 
@@ -149,6 +163,7 @@ impl Genl {
                             Error::Malformed("no CTRL_ATTR_FAMILY_ID in reply".into())
                         })?;
                         self.family = Some(f);
+                        self.family_resolutions += 1;
                         return Ok(f);
                     }
                     GENL_ID_CTRL => family = proto::parse_family_id(m.payload)?.or(family),
@@ -211,7 +226,10 @@ impl Genl {
             let family = self.family().await?;
             match self.dump_once(family, device).await {
                 Ok(Some(d)) => return Ok(d),
-                Ok(None) => attempts += 1,
+                Ok(None) => {
+                    attempts += 1;
+                    self.dump_retries += 1;
+                }
                 Err(e) if !reresolved && e.raw_os_error() == Some(ENOENT) => {
                     // The module was reloaded and the family id changed.
                     self.family = None;
@@ -342,6 +360,17 @@ impl Client {
     /// learn up front whether WireGuard is usable ([`Error::is_unavailable`]).
     pub async fn probe(&self) -> Result<()> {
         self.genl.lock().await.family().await.map(drop)
+    }
+
+    /// Counters since [`Client::connect`]: dumps repeated because a concurrent change
+    /// interrupted them (`NLM_F_DUMP_INTR`), and family-id resolutions (more than one means
+    /// the module was reloaded and the id re-resolved).
+    pub async fn stats(&self) -> Stats {
+        let g = self.genl.lock().await;
+        Stats {
+            dump_retries: g.dump_retries,
+            family_resolutions: g.family_resolutions,
+        }
     }
 
     /// Reads a device with all its peers (one dump, repeated if a concurrent change

@@ -82,4 +82,4 @@ pub mod blocking;
 #[cfg(target_os = "linux")]
 mod client;
 #[cfg(target_os = "linux")]
-pub use client::{ApplyReport, Client, Interface, MAX_DUMP_ATTEMPTS};
+pub use client::{ApplyReport, Client, Interface, MAX_DUMP_ATTEMPTS, Stats};

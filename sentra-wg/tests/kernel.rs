@@ -166,6 +166,35 @@ fn compare_with_wg(dev: &str) {
     );
 }
 
+/// Runs first (libtest orders tests by name): no WireGuard device may exist for `rmmod`.
+#[test]
+#[ignore = "needs root and a kernel with WireGuard: run by scripts/vm-test"]
+fn a_family_id_is_re_resolved_after_module_reload() {
+    let c = sentra_wg::blocking::Client::connect().unwrap();
+    c.create_link("wgmod0").unwrap();
+    assert_eq!(c.get_device("wgmod0").unwrap().name, "wgmod0");
+    c.delete_link("wgmod0").unwrap();
+    let st = Command::new("rmmod").arg("wireguard").status().unwrap();
+    assert!(st.success(), "rmmod wireguard");
+    let err = c.get_device("wgmod0").unwrap_err();
+    assert!(err.is_unavailable(), "family gone with the module: {err:?}");
+    let st = Command::new("insmod")
+        .arg("/lib/modules/wireguard.ko")
+        .status()
+        .unwrap();
+    assert!(st.success(), "insmod wireguard");
+    c.create_link("wgmod1").unwrap();
+    // the cached family id is stale now: the client must notice and resolve it again
+    assert_eq!(c.get_device("wgmod1").unwrap().name, "wgmod1");
+    let stats = c.stats();
+    println!(
+        "VM-RESULT module reload: family resolved {} times",
+        stats.family_resolutions
+    );
+    assert!(stats.family_resolutions >= 2, "{stats:?}");
+    c.delete_link("wgmod1").unwrap();
+}
+
 #[test]
 #[ignore = "needs root and a kernel with WireGuard: run by scripts/vm-test"]
 fn small_device_errors_fixtures_and_wg_parity() {
@@ -225,6 +254,17 @@ fn small_device_errors_fixtures_and_wg_parity() {
     let parsed = sentra_wg::proto::parse_dump(&raw).unwrap();
     assert_eq!(parsed, dev);
     compare_with_wg("wgfix0");
+
+    // without CAP_NET_ADMIN: a typed "permission denied", said clearly by the CLI
+    let out = Command::new("su")
+        .args(["-s", "/bin/sh", "nobody", "-c", "sentra wg show wgfix0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("permission denied"),
+        "unprivileged: {err}"
+    );
 
     c.set_mtu("wgfix0", 1380).unwrap();
     c.add_address("wgfix0", "10.9.0.1".parse().unwrap(), 24)
@@ -356,6 +396,74 @@ async fn ten_thousand_peers_create_configure_dump_diff_remove() {
     assert_eq!(got_keys, untouched[..50].to_vec());
 
     compare_with_wg(dev);
+
+    // NLM_F_DUMP_INTR: a writer toggles one peer near the end of the dump between two sets of
+    // 300 allowed IPs while we dump; every dump we return must show exactly one of the sets.
+    let victim = want2.peers[want2.peers.len() - 150].clone();
+    let set_a: Vec<AllowedIp> = (0..300).map(|i| ip(&format!("fdaa::{i:x}/128"))).collect();
+    let set_b: Vec<AllowedIp> = (0..300).map(|i| ip(&format!("fdbb::{i:x}/128"))).collect();
+    let mut pa = victim.clone();
+    pa.allowed_ips = set_a.clone();
+    c.upsert_peers(dev, std::slice::from_ref(&pa))
+        .await
+        .unwrap();
+    let before = c.stats().await.dump_retries;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, pa) = (stop.clone(), pa.clone());
+        let mut pb = pa.clone();
+        pb.allowed_ips = set_b.clone();
+        std::thread::spawn(move || {
+            let w = sentra_wg::blocking::Client::connect().unwrap();
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let p = if n.is_multiple_of(2) { &pb } else { &pa };
+                w.upsert_peers("wgbig0", std::slice::from_ref(p)).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            n
+        })
+    };
+    let (mut ok, mut interrupted) = (0, 0);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(6) {
+        match c.get_device(dev).await {
+            Ok(d) => {
+                assert_eq!(d.peers.len(), want2.peers.len(), "no truncated dump");
+                let v = d
+                    .peers
+                    .iter()
+                    .find(|p| p.public_key == victim.public_key)
+                    .unwrap();
+                let mut got = v.allowed_ips.clone();
+                got.sort();
+                assert!(
+                    got == set_a || got == set_b,
+                    "mixed/truncated allowed IPs: {} entries",
+                    got.len()
+                );
+                ok += 1;
+            }
+            Err(Error::Interrupted { .. }) => interrupted += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let toggles = writer.join().unwrap();
+    let retries = c.stats().await.dump_retries - before;
+    println!(
+        "VM-RESULT concurrent SETs during dumps: {toggles} toggles, {ok} consistent dumps, {interrupted} gave up after {} attempts, {retries} retries on NLM_F_DUMP_INTR",
+        sentra_wg::MAX_DUMP_ATTEMPTS
+    );
+    assert!(ok > 0, "some dumps succeed");
+    assert!(
+        retries > 0,
+        "the kernel flagged NLM_F_DUMP_INTR at least once and we retried"
+    );
+    c.upsert_peers(dev, std::slice::from_ref(&victim))
+        .await
+        .unwrap();
 
     // conflicting desired state is rejected before anything is sent
     let mut bad = want2.clone();
