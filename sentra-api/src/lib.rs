@@ -18,7 +18,10 @@
 //! use std::net::SocketAddr;
 //! use sentra_api::{Api, ApiConfig};
 //!
-//! let api = Api::open("./sentra-data".as_ref(), ApiConfig::default()).await?;
+//! let ingest = std::sync::Arc::new(
+//!     sentra_ingest::Ingest::open("./sentra-data", sentra_ingest::Config::default()).await?,
+//! );
+//! let api = Api::open("./sentra-data".as_ref(), ApiConfig::default(), Some(ingest.clone())).await?;
 //! let keyring = api.keyring();                 // -> sentra-transport's auth layer
 //! let desired = api.desired_state_service();   // -> gRPC FetchDesiredState
 //! let router = api.router();                   // -> the REST listener
@@ -128,7 +131,7 @@ mod secret;
 mod store;
 mod util;
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 pub use auth::{JWT_LEEWAY, MAX_ACCESS_TOKEN_TTL, PasswordCost, Role};
 pub use desired::{
@@ -203,10 +206,19 @@ impl Api {
     /// Opens the control store (`control.db`) and the JWT key (`jwt-hs256.key`) in
     /// `data_dir`, creating them on first start, and builds the router.
     ///
+    /// `ingest` serves the status, presence, metric-query and live-stream endpoints, the
+    /// fleet part of `/metrics`, and the data deletion of `DELETE /api/v1/agents/{id}`.
+    /// Without it those read endpoints answer `503 unavailable`. The server keeps its own
+    /// `Arc` and may call `Arc::try_unwrap(..).shutdown()` once the router is dropped.
+    ///
     /// # Errors
     ///
     /// [`Error::Io`] or [`Error::Database`] if the data directory cannot be used.
-    pub async fn open(data_dir: &Path, config: ApiConfig) -> Result<Self> {
+    pub async fn open(
+        data_dir: &Path,
+        config: ApiConfig,
+        ingest: Option<Arc<sentra_ingest::Ingest>>,
+    ) -> Result<Self> {
         let store = ControlStore::open(data_dir, config.store.clone()).await?;
         let tokens = auth::Tokens::open(
             data_dir,
@@ -214,7 +226,7 @@ impl Api {
             &config.audience,
             config.access_token_ttl,
         )?;
-        let state = http::AppState::new(store.clone(), tokens, config);
+        let state = http::AppState::new(store.clone(), tokens, config, ingest);
         Ok(Self {
             router: http::router(state),
             store,

@@ -2,6 +2,7 @@
 
 mod error;
 mod extract;
+mod fleet;
 mod handlers;
 pub(crate) mod openapi;
 
@@ -72,11 +73,20 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) replay: Arc<ReplayGuard>,
     pub(crate) verifier: Verifier,
+    pub(crate) ingest: Option<Arc<sentra_ingest::Ingest>>,
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
-    pub(crate) fn new(store: ControlStore, tokens: Tokens, config: ApiConfig) -> Self {
+    pub(crate) fn new(
+        store: ControlStore,
+        tokens: Tokens,
+        config: ApiConfig,
+        ingest: Option<Arc<sentra_ingest::Ingest>>,
+    ) -> Self {
         Self {
+            ingest,
+            streams: Arc::new(tokio::sync::Semaphore::new(fleet_max_streams())),
             login_user_limit: Arc::new(FailureLimiter::new(
                 config.login_failures_per_user,
                 config.login_window,
@@ -95,10 +105,34 @@ impl AppState {
     }
 
     /// Asks the ingest side to delete an agent's stored data, if an ingest handle was given.
-    pub(crate) async fn delete_agent_data(&self, _actor: &Actor, _agent: &AgentId) {}
+    /// The outcome is audited as `agent.delete_data`; a failure is logged and audited but
+    /// does not undo the (already committed) deletion of the agent.
+    pub(crate) async fn delete_agent_data(&self, actor: &Actor, agent: &AgentId) {
+        let Some(ingest) = &self.ingest else { return };
+        let (outcome, detail) = match ingest.delete_agent(agent).await {
+            Ok(existed) => ("success", format!("data_existed={existed}")),
+            Err(e) => {
+                tracing::error!(agent_id = %agent, error = %e, "deleting agent data failed");
+                ("error", "metrics store failed".to_owned())
+            }
+        };
+        if let Err(e) = self
+            .store
+            .record_audit(actor, "agent.delete_data", agent.as_str(), outcome, &detail)
+            .await
+        {
+            tracing::error!(error = %e, "cannot write audit entry");
+        }
+    }
 
     /// Appends the fleet's WireGuard metrics, if an ingest handle was given.
-    pub(crate) fn append_fleet_metrics(&self, _out: &mut String) {}
+    pub(crate) fn append_fleet_metrics(&self, out: &mut String) {
+        if let Some(ingest) = &self.ingest {
+            out.push_str(&sentra_ingest::render_prometheus(
+                &ingest.status().snapshot(),
+            ));
+        }
+    }
 }
 
 /// Builds the router while recording every `(method, path)` it registers, so the OpenAPI
@@ -160,6 +194,30 @@ pub(crate) fn routes() -> Routes {
             delete(h::delete_desired),
         )
         .add("GET", "/api/v1/audit", get(h::audit_log))
+        .add("GET", "/api/v1/status", get(fleet::status))
+        .add(
+            "GET",
+            "/api/v1/status/agents/{id}",
+            get(fleet::agent_status),
+        )
+        .add("GET", "/api/v1/status/stream", get(fleet::stream))
+        .add("GET", "/api/v1/presence", get(fleet::presence))
+        .add("GET", "/api/v1/metrics/names", get(fleet::names))
+        .add("GET", "/api/v1/metrics/series", get(fleet::series))
+        .add("GET", "/api/v1/metrics/latest", get(fleet::latest))
+        .add("GET", "/api/v1/metrics/history", get(fleet::history))
+        .add("GET", "/api/v1/metrics/aggregate", get(fleet::aggregate))
+        .add("GET", "/api/v1/metrics/top", get(fleet::top))
+        .add(
+            "GET",
+            "/api/v1/metrics/percentiles",
+            get(fleet::percentiles),
+        )
+        .add("GET", "/api/v1/metrics/export", get(fleet::export))
+}
+
+const fn fleet_max_streams() -> usize {
+    64
 }
 
 /// Every `(method, path)` the router serves.

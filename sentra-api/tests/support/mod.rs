@@ -22,6 +22,7 @@ pub struct Server {
     pub base: String,
     pub client: Client,
     pub dir: tempfile::TempDir,
+    pub ingest: Option<std::sync::Arc<sentra_ingest::Ingest>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,8 +43,22 @@ pub async fn start() -> Server {
 }
 
 pub async fn start_with(config: ApiConfig) -> Server {
+    start_full(config, false).await
+}
+
+/// With `with_ingest`, a real `sentra_ingest::Ingest` in the same data directory.
+pub async fn start_full(config: ApiConfig, with_ingest: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let api = Api::open(dir.path(), config).await.unwrap();
+    let ingest = if with_ingest {
+        Some(std::sync::Arc::new(
+            sentra_ingest::Ingest::open(dir.path(), sentra_ingest::Config::default())
+                .await
+                .unwrap(),
+        ))
+    } else {
+        None
+    };
+    let api = Api::open(dir.path(), config, ingest.clone()).await.unwrap();
     api.store()
         .create_user(&Actor::local(), ADMIN, Password::new(ADMIN_PW), Role::Admin)
         .await
@@ -76,6 +91,7 @@ pub async fn start_with(config: ApiConfig) -> Server {
             .build()
             .unwrap(),
         dir,
+        ingest,
         task,
     }
 }

@@ -1,0 +1,409 @@
+//! Read endpoints over `sentra-ingest`: presence, status, metric queries, the live status
+//! stream. Without an ingest handle they answer 503.
+
+use std::{collections::BTreeMap, convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    Json,
+    extract::{Path, RawQuery, State},
+    http::header,
+    response::{
+        IntoResponse, Response,
+        sse::{Event as SseEvent, KeepAlive, Sse},
+    },
+};
+use sentra_core::{AgentId, UnixMillis};
+use sentra_ingest::{
+    Aggregation, ExportFormat, Ingest, LabelMatcher, Order, Range, Resolution, Selector,
+};
+use serde_json::json;
+
+use super::{ApiError, AppState, extract::Viewer};
+use crate::Error;
+
+type Res<T> = Result<T, ApiError>;
+
+fn ingest(st: &AppState) -> Result<&Arc<Ingest>, ApiError> {
+    st.ingest
+        .as_ref()
+        .ok_or_else(|| Error::Unavailable("no metrics store is attached to this API").into())
+}
+
+/// Maps an ingest error to an API error without leaking storage details.
+pub(crate) fn map_ingest(e: sentra_ingest::Error) -> Error {
+    match e {
+        sentra_ingest::Error::InvalidQuery(m) => Error::invalid("query", m),
+        e @ (sentra_ingest::Error::TooManySeries { .. }
+        | sentra_ingest::Error::TooManyPoints { .. }) => Error::invalid("query", e.to_string()),
+        sentra_ingest::Error::UnknownAgent(a) => Error::not_found("agent", a),
+        e => {
+            tracing::error!(error = %e, "metrics store failed");
+            Error::Unavailable("metrics store failed")
+        }
+    }
+}
+
+/// The query string as ordered `(key, value)` pairs; repeated keys are kept.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(raw: Option<String>) -> Result<Self, ApiError> {
+        let mut out = Vec::new();
+        for part in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            out.push((decode(k)?, decode(v)?));
+        }
+        Ok(Self(out))
+    }
+
+    fn one(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn check_known(&self, known: &[&str]) -> Result<(), ApiError> {
+        if let Some((k, _)) = self.0.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            return Err(Error::invalid("query", format!("unknown parameter {k:?}")).into());
+        }
+        Ok(())
+    }
+
+    fn num<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, ApiError> {
+        self.one(key)
+            .map(|v| {
+                v.parse::<T>()
+                    .map_err(|_| Error::invalid(key, "not a number").into())
+            })
+            .transpose()
+    }
+
+    fn selector(&self) -> Result<Selector, ApiError> {
+        let mut sel = match self.one("name") {
+            Some(n) => Selector::metric(n).map_err(map_ingest)?,
+            None => Selector::any(),
+        };
+        if let Some(a) = self.one("agent") {
+            sel = sel.agent(super::extract::agent_id(a)?);
+        }
+        for l in self.all("label") {
+            sel = sel.with(LabelMatcher::parse(l).map_err(map_ingest)?);
+        }
+        Ok(sel)
+    }
+
+    /// `from`/`to` in Unix ms; defaults: the last hour up to now.
+    fn range(&self) -> Result<(UnixMillis, UnixMillis), ApiError> {
+        let now = UnixMillis::now().as_millis();
+        let to = self.num::<i64>("to")?.unwrap_or(now);
+        let from = self
+            .num::<i64>("from")?
+            .unwrap_or(to.saturating_sub(3_600_000));
+        Ok((UnixMillis::from_millis(from), UnixMillis::from_millis(to)))
+    }
+
+    fn agg(&self, default: Aggregation) -> Result<Aggregation, ApiError> {
+        self.one("agg")
+            .map_or(Ok(default), str::parse)
+            .map_err(|e| map_ingest(e).into())
+    }
+}
+
+fn decode(s: &str) -> Result<String, ApiError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| Error::invalid("query", "bad percent-encoding"))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| Error::invalid("query", "not UTF-8").into())
+}
+
+const SELECTOR_KEYS: [&str; 3] = ["name", "agent", "label"];
+
+fn keys(extra: &[&'static str]) -> Vec<&'static str> {
+    SELECTOR_KEYS.iter().chain(extra).copied().collect()
+}
+
+// ------------------------------------------------------------------ status
+
+pub(crate) async fn status(State(st): State<AppState>, _u: Viewer) -> Res<Response> {
+    Ok(Json(ingest(&st)?.status().snapshot()).into_response())
+}
+
+pub(crate) async fn agent_status(
+    State(st): State<AppState>,
+    _u: Viewer,
+    Path(id): Path<String>,
+) -> Res<Response> {
+    let id = super::extract::agent_id(&id)?;
+    let s = ingest(&st)?
+        .status()
+        .agent_at(&id, UnixMillis::now())
+        .ok_or_else(|| Error::not_found("agent status", id.as_str()))?;
+    Ok(Json(s).into_response())
+}
+
+/// Presence of every enrolled agent: `online`, `stale`, `offline` from its pushes, or
+/// `never` if it has not pushed since it was enrolled (or since its data was deleted).
+pub(crate) async fn presence(State(st): State<AppState>, _u: Viewer) -> Res<Response> {
+    let ingest = ingest(&st)?;
+    let snapshot = ingest.status().snapshot();
+    let mut seen: BTreeMap<String, (serde_json::Value, i64)> = snapshot
+        .agents
+        .iter()
+        .map(|a| (a.agent_id.clone(), (json!(a.presence), a.last_seen_ms)))
+        .collect();
+    let mut out = Vec::new();
+    for a in st.store.list_agents().await? {
+        let (presence, last_seen) = seen
+            .remove(&a.agent_id)
+            .map_or((json!("never"), None), |(p, t)| (p, Some(t)));
+        out.push(json!({
+            "agent_id": a.agent_id, "name": a.name, "revoked": a.revoked_ms.is_some(),
+            "presence": presence, "last_seen_ms": last_seen,
+        }));
+    }
+    // Pushers unknown to the control store (e.g. deleted while data remained).
+    for (id, (p, t)) in seen {
+        out.push(json!({ "agent_id": id, "name": null, "revoked": null, "presence": p, "last_seen_ms": t }));
+    }
+    Ok(Json(json!({ "at_ms": snapshot.at_ms, "agents": out })).into_response())
+}
+
+// ------------------------------------------------------------------ metric queries
+
+pub(crate) async fn names(
+    State(st): State<AppState>,
+    _u: Viewer,
+    RawQuery(q): RawQuery,
+) -> Res<Response> {
+    let p = Params::parse(q)?;
+    p.check_known(&["agent"])?;
+    let agent = p.one("agent").map(super::extract::agent_id).transpose()?;
+    let names = ingest(&st)?
+        .query()
+        .names(agent.as_ref())
+        .await
+        .map_err(map_ingest)?;
+    Ok(Json(json!({ "names": names })).into_response())
+}
+
+pub(crate) async fn series(
+    State(st): State<AppState>,
+    _u: Viewer,
+    RawQuery(q): RawQuery,
+) -> Res<Response> {
+    let p = Params::parse(q)?;
+    p.check_known(&SELECTOR_KEYS)?;
+    let s = ingest(&st)?
+        .query()
+        .series(&p.selector()?)
+        .await
+        .map_err(map_ingest)?;
+    Ok(Json(json!({ "series": s })).into_response())
+}
+
+pub(crate) async fn latest(
+    State(st): State<AppState>,
+    _u: Viewer,
+    RawQuery(q): RawQuery,
+) -> Res<Response> {
+    let p = Params::parse(q)?;
+    p.check_known(&SELECTOR_KEYS)?;
+    let v = ingest(&st)?
+        .query()
+        .latest(&p.selector()?)
+        .await
+        .map_err(map_ingest)?;
+    Ok(Json(json!({ "values": v })).into_response())
+}
+
+pub(crate) async fn history(
+    State(st): State<AppState>,
+    _u: Viewer,
+    RawQuery(q): RawQuery,
+) -> Res<Response> {
+    let p = Params::parse(q)?;
+    p.check_known(&keys(&["from", "to", "step_ms", "agg", "resolution"]))?;
+    let (from, to) = p.range()?;
+    let step = p.num::<u64>("step_ms")?.unwrap_or(60_000);
+    let range = Range::new(from, to, Duration::from_millis(step)).map_err(map_ingest)?;
+    let res = match p.one("resolution").unwrap_or("auto") {
+        "auto" => Resolution::Auto,
+        "raw" => Resolution::Raw,
+        "minute" => Resolution::Minute,
+        "hour" => Resolution::Hour,
+        _ => return Err(Error::invalid("resolution", "auto, raw, minute or hour").into()),
+    };
+    let h = ingest(&st)?
+        .query()
+        .history(&p.selector()?, range, p.agg(Aggregation::Avg)?, res)
+        .await
+        .map_err(map_ingest)?;
+    Ok(Json(json!({ "series": h })).into_response())
+}
+
+pub(crate) async fn aggregate(
+    State(st): State<AppState>,
+    _u: Viewer,
+    RawQuery(q): RawQuery,
+) -> Res<Response> {
+    let p = Params::parse(q)?;
+    p.check_known(&keys(&["from", "to", "agg"]))?;
+    let (from, to) = p.range()?;
+    let v = ingest(&st)?
+        .query()
+        .aggregate(&p.selector()?, from, to, p.agg(Aggregation::Avg)?)
+        .await
+        .map_err(map_ingest)?;
+    Ok(Json(json!({ "values": v })).into_response())
+}
+
+pub(crate) async fn top(
+    State(st): State<AppState>,
+    _u: Viewer,
+    RawQuery(q): RawQuery,
+) -> Res<Response> {
+    let p = Params::parse(q)?;
+    p.check_known(&keys(&["from", "to", "agg", "n", "order"]))?;
+    let (from, to) = p.range()?;
+    let n = p.num::<usize>("n")?.unwrap_or(10);
+    let order = match p.one("order").unwrap_or("desc") {
+        "desc" => Order::Desc,
+        "asc" => Order::Asc,
+        _ => return Err(Error::invalid("order", "asc or desc").into()),
+    };
+    let v = ingest(&st)?
+        .query()
+        .top_n(&p.selector()?, from, to, p.agg(Aggregation::Avg)?, n, order)
+        .await
+        .map_err(map_ingest)?;
+    Ok(Json(json!({ "values": v })).into_response())
+}
+
+pub(crate) async fn percentiles(
+    State(st): State<AppState>,
+    _u: Viewer,
+    RawQuery(q): RawQuery,
+) -> Res<Response> {
+    let p = Params::parse(q)?;
+    p.check_known(&keys(&["from", "to", "q"]))?;
+    let (from, to) = p.range()?;
+    let mut qs = Vec::new();
+    for q in p.all("q") {
+        qs.push(
+            q.parse::<f64>()
+                .map_err(|_| Error::invalid("q", "not a number"))?,
+        );
+    }
+    if qs.is_empty() {
+        qs = vec![0.5, 0.9, 0.99];
+    }
+    let v = ingest(&st)?
+        .query()
+        .percentiles(&p.selector()?, from, to, &qs)
+        .await
+        .map_err(map_ingest)?;
+    Ok(Json(json!({ "series": v })).into_response())
+}
+
+pub(crate) async fn export(
+    State(st): State<AppState>,
+    _u: Viewer,
+    RawQuery(q): RawQuery,
+) -> Res<Response> {
+    let p = Params::parse(q)?;
+    p.check_known(&keys(&["from", "to", "format"]))?;
+    let (from, to) = p.range()?;
+    let format = match p.one("format").unwrap_or("csv") {
+        "csv" => ExportFormat::Csv,
+        "json" => ExportFormat::Json,
+        _ => return Err(Error::invalid("format", "csv or json").into()),
+    };
+    let e = ingest(&st)?
+        .query()
+        .export(&p.selector()?, from, to, format)
+        .await
+        .map_err(map_ingest)?;
+    Ok(([(header::CONTENT_TYPE, e.content_type())], e.body).into_response())
+}
+
+// ------------------------------------------------------------------ live stream
+
+/// `GET /api/v1/status/stream`: Server-Sent Events. First a `snapshot` event with the
+/// whole status, then an `agent` event with the agent's new status after every stored
+/// batch; after a lag (`lagged` event) a fresh `snapshot` follows. Keep-alive comments
+/// every 15 s.
+pub(crate) async fn stream(State(st): State<AppState>, _u: Viewer) -> Res<Response> {
+    let ingest = Arc::clone(ingest(&st)?);
+    let permit = Arc::clone(&st.streams)
+        .try_acquire_owned()
+        .map_err(|_| Error::Unavailable("too many live streams"))?;
+    let sub = ingest.subscribe();
+    let first = snapshot_event(&ingest);
+    let stream = futures_util::stream::unfold(
+        (Some(first), sub, ingest, permit),
+        |(pending, mut sub, ingest, permit)| async move {
+            if let Some(ev) = pending {
+                return Some((Ok::<_, Infallible>(ev), (None, sub, ingest, permit)));
+            }
+            match sub.recv().await? {
+                sentra_ingest::Event::Stored(b) => {
+                    let ev = agent_event(&ingest, &b.agent_id, b.seq.get());
+                    Some((Ok(ev), (None, sub, ingest, permit)))
+                }
+                sentra_ingest::Event::Lagged(n) => {
+                    let lag = SseEvent::default().event("lagged").data(n.to_string());
+                    let snap = snapshot_event(&ingest);
+                    Some((Ok(lag), (Some(snap), sub, ingest, permit)))
+                }
+                _ => {
+                    let snap = snapshot_event(&ingest);
+                    Some((Ok(snap), (None, sub, ingest, permit)))
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+fn snapshot_event(ingest: &Ingest) -> SseEvent {
+    SseEvent::default()
+        .event("snapshot")
+        .json_data(ingest.status().snapshot())
+        .unwrap_or_else(|_| SseEvent::default().event("error").data("encoding failed"))
+}
+
+fn agent_event(ingest: &Ingest, agent: &AgentId, seq: u64) -> SseEvent {
+    let status = ingest.status().agent_at(agent, UnixMillis::now());
+    SseEvent::default()
+        .event("agent")
+        .id(format!("{agent}:{seq}"))
+        .json_data(json!({ "agent_id": agent.as_str(), "seq": seq, "status": status }))
+        .unwrap_or_else(|_| SseEvent::default().event("error").data("encoding failed"))
+}
