@@ -7,6 +7,7 @@
 //! ```text
 //! cargo bench -p sentra-transport --bench transport            # 3 s per case
 //! SENTRA_BENCH_SECS=1 cargo bench -p sentra-transport --bench transport
+//! SENTRA_BENCH_PAYLOADS=65536 SENTRA_BENCH_STREAMS=1 cargo bench ...  # one case
 //! cargo test -p sentra-transport --bench transport              # 50 ms smoke run per case
 //! ```
 #![allow(missing_docs)]
@@ -241,9 +242,14 @@ fn main() {
             "| payload | streams | bare tonic rt/s | bare MB/s | server stack only rt/s (ratio) | full stack rt/s | full MB/s | full / bare |"
         );
         println!("|---|---|---|---|---|---|---|---|");
-        for payload in [1024usize, 64 * 1024] {
+        let only = |var: &str, all: Vec<usize>| -> Vec<usize> {
+            std::env::var(var).ok().map_or(all, |v| {
+                v.split(',').filter_map(|x| x.trim().parse().ok()).collect()
+            })
+        };
+        for payload in only("SENTRA_BENCH_PAYLOADS", vec![1024, 64 * 1024]) {
             let envs = envelopes(payload);
-            for streams in [1usize, 64] {
+            for &streams in &only("SENTRA_BENCH_STREAMS", vec![1, 64]) {
                 // Fresh connections per case. `bare`: raw tonic client -> bare echo server.
                 // `server`: raw tonic client -> Sentra server (server-side stack only).
                 // `full`: Sentra client -> Sentra server.
