@@ -14,6 +14,7 @@
 //! # Composing a server
 //!
 //! ```no_run
+//! # #[allow(dead_code)]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::net::SocketAddr;
 //! use sentra_api::{Api, ApiConfig};
@@ -21,7 +22,7 @@
 //! let ingest = std::sync::Arc::new(
 //!     sentra_ingest::Ingest::open("./sentra-data", sentra_ingest::Config::default()).await?,
 //! );
-//! let api = Api::open("./sentra-data".as_ref(), ApiConfig::default(), Some(ingest.clone())).await?;
+//! let api = Api::open_with_ingest("./sentra-data".as_ref(), ApiConfig::default(), Some(ingest.clone())).await?;
 //! let keyring = api.keyring();                 // -> sentra-transport's auth layer
 //! let desired = api.desired_state_service();   // -> gRPC FetchDesiredState
 //! let router = api.router();                   // -> the REST listener
@@ -38,6 +39,7 @@
 //!   default credentials):
 //!
 //!   ```no_run
+//!   # #[allow(dead_code)]
 //!   # async fn init() -> Result<(), sentra_api::Error> {
 //!   use sentra_api::{Actor, ControlStore, Password, Role, StoreOptions};
 //!   let store = ControlStore::open("./sentra-data".as_ref(), StoreOptions::default()).await?;
@@ -204,17 +206,28 @@ pub struct Api {
 
 impl Api {
     /// Opens the control store (`control.db`) and the JWT key (`jwt-hs256.key`) in
-    /// `data_dir`, creating them on first start, and builds the router.
-    ///
-    /// `ingest` serves the status, presence, metric-query and live-stream endpoints, the
-    /// fleet part of `/metrics`, and the data deletion of `DELETE /api/v1/agents/{id}`.
-    /// Without it those read endpoints answer `503 unavailable`. The server keeps its own
-    /// `Arc` and may call `Arc::try_unwrap(..).shutdown()` once the router is dropped.
+    /// `data_dir`, creating them on first start, and builds the router, without a metrics
+    /// store: the status, presence, metric-query and live-stream endpoints answer
+    /// `503 unavailable`. See [`Api::open_with_ingest`].
     ///
     /// # Errors
     ///
     /// [`Error::Io`] or [`Error::Database`] if the data directory cannot be used.
-    pub async fn open(
+    pub async fn open(data_dir: &Path, config: ApiConfig) -> Result<Self> {
+        Self::open_with_ingest(data_dir, config, None).await
+    }
+
+    /// As [`Api::open`], with the ingest pipeline whose data the API serves.
+    ///
+    /// `ingest` serves the status, presence, metric-query and live-stream endpoints, the
+    /// fleet part of `/metrics`, and the data deletion of `DELETE /api/v1/agents/{id}`.
+    /// The server keeps its own `Arc` and may call `Arc::try_unwrap(..)` and
+    /// `Ingest::shutdown` once the router is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] or [`Error::Database`] if the data directory cannot be used.
+    pub async fn open_with_ingest(
         data_dir: &Path,
         config: ApiConfig,
         ingest: Option<Arc<sentra_ingest::Ingest>>,

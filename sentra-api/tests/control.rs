@@ -933,7 +933,7 @@ async fn files_are_private_and_health_endpoints_answer() {
     );
     // The JWT key survives a restart: tokens stay valid.
     let admin = s.admin().await;
-    let again = sentra_api::Api::open(&s.data_dir(), test_config(), None)
+    let again = sentra_api::Api::open(&s.data_dir(), test_config())
         .await
         .unwrap();
     drop(again);

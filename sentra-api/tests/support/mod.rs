@@ -58,7 +58,9 @@ pub async fn start_full(config: ApiConfig, with_ingest: bool) -> Server {
     } else {
         None
     };
-    let api = Api::open(dir.path(), config, ingest.clone()).await.unwrap();
+    let api = Api::open_with_ingest(dir.path(), config, ingest.clone())
+        .await
+        .unwrap();
     api.store()
         .create_user(&Actor::local(), ADMIN, Password::new(ADMIN_PW), Role::Admin)
         .await
