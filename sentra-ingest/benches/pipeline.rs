@@ -75,9 +75,13 @@ fn main() {
                 let ts = t0 + ((b * points + p) * 1000) as i64;
                 for (s, l) in labels.iter().enumerate() {
                     batch.samples.push(Sample {
-                        name: if s % 2 == 0 { "bench_gauge" } else { "bench_counter_total" }
-                            .parse()
-                            .unwrap(),
+                        name: if s % 2 == 0 {
+                            "bench_gauge"
+                        } else {
+                            "bench_counter_total"
+                        }
+                        .parse()
+                        .unwrap(),
                         labels: l.clone(),
                         timestamp: UnixMillis::from_millis(ts),
                         value: if s % 2 == 0 {
@@ -91,7 +95,11 @@ fn main() {
             let payload = Bytes::from(batch.encode_to_vec());
             payload_bytes += payload.len();
             let env = signer.sign(Method::Push, batch.seq, now, Nonce::random(), payload);
-            mine.push(Verifier::new().verify(&env, Method::Push, now, &keys).unwrap());
+            mine.push(
+                Verifier::new()
+                    .verify(&env, Method::Push, now, &keys)
+                    .unwrap(),
+            );
         }
         work.push(mine);
     }

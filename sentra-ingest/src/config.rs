@@ -28,6 +28,12 @@ pub struct Config {
     pub replay_window: u64,
     /// Most samples the writer puts into one group commit (default 250 000).
     pub max_group_samples: usize,
+    /// Acked batches are staged durably and moved into the samples table in large groups
+    /// (fewer B-tree page writes per sample): at the latest this long after the first one
+    /// was staged (default 1 s). Queries see a batch once it is applied.
+    pub apply_delay: Duration,
+    /// Apply staged batches as soon as this many samples are staged (default 500 000).
+    pub apply_samples: usize,
     /// Batches that may wait for the writer before callers are back-pressured (default 1024).
     pub queue_depth: usize,
     /// SQLite page cache of the writer connection, KiB (default 64 MiB). The hot set of the
@@ -51,6 +57,8 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             replay_window: 64,
             max_group_samples: 250_000,
+            apply_delay: Duration::from_secs(1),
+            apply_samples: 500_000,
             queue_depth: 1024,
             cache_size_kib: 64 * 1024,
             subscriber_capacity: 1024,

@@ -58,6 +58,7 @@
 //! let again = ingest.service().push(verified).await?;
 //! assert_eq!(again.status(), AckStatus::Duplicate);
 //!
+//! ingest.flush().await?; // queries see acked batches once applied (within 1 s by default)
 //! let latest = ingest.query().latest(&Selector::metric("cpu_usage_ratio")?).await?;
 //! assert_eq!(latest[0].value, 0.25);
 //! assert_eq!(ingest.high_water(&agent).await?, Some(Seq::new(1)?));
@@ -152,7 +153,8 @@ pub struct Ingest {
     service: IngestService,
     status: StatusCache,
     query: Query,
-    events: broadcast::Sender<Arc<StoredBatch>>,
+    /// Taken at shutdown so subscriptions end.
+    events: std::sync::Mutex<Option<broadcast::Sender<Arc<StoredBatch>>>>,
     maintainer: Arc<Maintainer>,
     stop: watch::Sender<bool>,
     tasks: std::sync::Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
@@ -216,14 +218,7 @@ impl Ingest {
         let status = StatusCache::new(config.presence);
         let (events, _) = broadcast::channel(config.subscriber_capacity.max(1));
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
-        let mut writer = Writer::new(
-            conn,
-            rx,
-            status.clone(),
-            events.clone(),
-            config.replay_window,
-            config.max_group_samples,
-        );
+        let mut writer = Writer::new(conn, rx, status.clone(), events.clone(), &config);
         writer.load().await?;
         let maintainer = Arc::new(Maintainer {
             pool: pool.clone(),
@@ -250,7 +245,7 @@ impl Ingest {
             },
             status,
             query: Query::new(pool, config.limits, config.retention),
-            events,
+            events: std::sync::Mutex::new(Some(events)),
             maintainer,
             stop,
             tasks: std::sync::Mutex::new(Some((writer, maintenance))),
@@ -278,7 +273,14 @@ impl Ingest {
     /// A live feed of every batch stored from now on.
     #[must_use]
     pub fn subscribe(&self) -> Subscription {
-        Subscription(self.events.subscribe())
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Subscription(match events.as_ref() {
+            Some(tx) => tx.subscribe(),
+            None => broadcast::channel(1).1, // shut down: a feed that is already over
+        })
     }
 
     /// Pipeline counters since start.
@@ -321,6 +323,22 @@ impl Ingest {
         rx.await.map_err(|_| Error::Closed)?
     }
 
+    /// Applies every staged batch now, so queries see everything acked so far (the writer
+    /// does this on its own within [`Config::apply_delay`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] or [`Error::Closed`].
+    pub async fn flush(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.service
+            .tx
+            .send(Request::Flush(reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
     /// Runs one rollup and retention pass now, with retention measured from `now`
     /// (the background task does this every [`Config::maintenance_interval`]).
     ///
@@ -349,6 +367,10 @@ impl Ingest {
         };
         let _ = self.stop.send(true);
         let _ = maintenance.await;
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         // Clones of the service may live on in the transport: close the queue from the
         // writer's side. Batches queued before this point are still committed and acked.
         let _ = self.service.tx.send(Request::Shutdown).await;

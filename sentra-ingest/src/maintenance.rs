@@ -200,6 +200,13 @@ impl Maintainer {
 
     /// One pass: rollups for everything dirty, then retention relative to `now_ms`.
     pub(crate) async fn pass(&self, now_ms: i64) -> Result<MaintenanceReport> {
+        // Staged batches first, so their samples are in the dirty map.
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Flush(reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)??;
         let work: HashMap<i64, i64> = std::mem::take(
             &mut *self
                 .dirty

@@ -37,6 +37,8 @@ pub(crate) struct Prepared {
     pub(crate) batch: Arc<Batch>,
     pub(crate) fingerprint: [u8; 32],
     pub(crate) received: UnixMillis,
+    /// The signed payload bytes, staged durably until the samples are applied.
+    pub(crate) payload: bytes::Bytes,
     pub(crate) extra: Vec<Extra>,
     /// Encoded WireGuard status (a `MetricBatch` holding only `wg_devices`), if any.
     pub(crate) wg_blob: Option<Vec<u8>>,
@@ -67,6 +69,7 @@ pub(crate) fn prepare(
     batch: Batch,
     fingerprint: [u8; 32],
     received: UnixMillis,
+    payload: bytes::Bytes,
 ) -> Result<Prepared, String> {
     let mut extra = Vec::new();
     for s in &batch.samples {
@@ -126,6 +129,7 @@ pub(crate) fn prepare(
         batch: Arc::new(batch),
         fingerprint,
         received,
+        payload,
         extra,
         wg_blob,
     })

@@ -137,7 +137,12 @@ impl IngestService {
             Ok(b) => b,
             Err(e) => return rejected(e.reject_reason(), e.to_string()),
         };
-        let prepared = match prepare(batch, *verified.fingerprint(), received) {
+        let prepared = match prepare(
+            batch,
+            *verified.fingerprint(),
+            received,
+            verified.payload().clone(),
+        ) {
             Ok(p) => p,
             Err(detail) => return rejected(RejectReason::InvalidBatch, detail),
         };

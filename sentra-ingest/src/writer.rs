@@ -3,6 +3,7 @@
 use std::{
     collections::{BTreeMap, HashMap, hash_map::Entry},
     sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
 };
 
 use sentra_core::{AgentId, Labels, MetricName, Value};
@@ -14,7 +15,7 @@ use sqlx::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
-    Error, Result, StoredBatch,
+    Config, Error, Result, StoredBatch,
     maintenance::{MaintenanceWrite, apply_maintenance},
     model::{Prepared, Stored},
     status::StatusCache,
@@ -36,6 +37,8 @@ pub(crate) enum Request {
     Batch(Prepared, Reply<Outcome>),
     Maintenance(MaintenanceWrite, Reply<()>),
     DeleteAgent(AgentId, Reply<bool>),
+    /// Apply every staged batch now.
+    Flush(Reply<()>),
     /// Stop accepting requests; those already queued are still processed.
     Shutdown,
 }
@@ -124,6 +127,13 @@ pub(crate) struct Writer {
     pub(crate) events: broadcast::Sender<Arc<StoredBatch>>,
     pub(crate) dirty: Dirty,
     sqls: Sqls,
+    /// Acked batches staged in `pending`, not yet in `samples`.
+    unapplied: Vec<Prepared>,
+    unapplied_rows: usize,
+    unapplied_since: Option<Instant>,
+    next_pending_id: i64,
+    apply_delay: Duration,
+    apply_samples: usize,
 }
 
 struct Sqls {
@@ -185,15 +195,26 @@ fn bind_value(q: Q<'_>, v: Stored) -> Q<'_> {
 
 /// Everything one group commit writes.
 struct Plan {
-    rows: Vec<(i64, i64, Stored)>,
-    new_series: Vec<NewSeries>,
+    /// Staged batches: pending id, agent, seq, fingerprint, received, payload.
+    staged: Vec<(i64, AgentId, u64, [u8; 32], i64, bytes::Bytes)>,
     agents: Vec<(AgentId, u64, i64, u64)>, // agent, high water, last seen, floor
     accepted: Vec<(AgentId, u64, [u8; 32])>,
     wg: Vec<(AgentId, u64, i64, Vec<u8>)>,
 }
 
-#[allow(clippy::cast_possible_wrap)]
-async fn write_plan(conn: &mut SqliteConnection, sqls: &Sqls, plan: &Plan) -> sqlx::Result<()> {
+/// What one apply transaction writes.
+struct ApplyPlan {
+    rows: Vec<(i64, i64, Stored)>,
+    new_series: Vec<NewSeries>,
+    /// Staged rows with ids up to this are deleted.
+    up_to: i64,
+}
+
+async fn write_apply(
+    conn: &mut SqliteConnection,
+    sqls: &Sqls,
+    plan: &ApplyPlan,
+) -> sqlx::Result<()> {
     let mut tx = conn.begin().await?;
     for (start, len, pow) in chunks(plan.new_series.len(), 1024) {
         let mut q = sqlx::query(&sqls.series[pow]);
@@ -213,6 +234,30 @@ async fn write_plan(conn: &mut SqliteConnection, sqls: &Sqls, plan: &Plan) -> sq
             q = bind_value(q.bind(id).bind(ts), v);
         }
         q.execute(&mut *tx).await?;
+    }
+    sqlx::query("DELETE FROM pending WHERE id <= ?")
+        .bind(plan.up_to)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+#[allow(clippy::cast_possible_wrap)]
+async fn write_plan(conn: &mut SqliteConnection, plan: &Plan) -> sqlx::Result<()> {
+    let mut tx = conn.begin().await?;
+    for (id, agent, seq, fp, received, payload) in &plan.staged {
+        sqlx::query(
+            "INSERT INTO pending (id, agent_id, seq, fingerprint, received_ms, payload) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(*id)
+        .bind(agent.as_str())
+        .bind(*seq as i64)
+        .bind(&fp[..])
+        .bind(*received)
+        .bind(&payload[..])
+        .execute(&mut *tx)
+        .await?;
     }
     for (agent, hw, last_seen, prune) in &plan.agents {
         sqlx::query(
@@ -265,16 +310,21 @@ impl Writer {
         rx: mpsc::Receiver<Request>,
         status: StatusCache,
         events: broadcast::Sender<Arc<StoredBatch>>,
-        window: u64,
-        max_group: usize,
+        config: &Config,
     ) -> Self {
         Self {
             conn,
             rx,
             series: SeriesMap::default(),
             marks: HashMap::new(),
-            window: window.max(1),
-            max_group: max_group.max(1),
+            window: config.replay_window.max(1),
+            max_group: config.max_group_samples.max(1),
+            unapplied: Vec::new(),
+            unapplied_rows: 0,
+            unapplied_since: None,
+            next_pending_id: 1,
+            apply_delay: config.apply_delay,
+            apply_samples: config.apply_samples.max(1),
             status,
             events,
             dirty: Dirty::default(),
@@ -372,7 +422,108 @@ impl Writer {
             self.status
                 .restore(agent, m.last_seen, m.high_water, wg.get(agent));
         }
+        // Batches acked but not applied before a crash or kill.
+        let rows =
+            sqlx::query("SELECT id, fingerprint, received_ms, payload FROM pending ORDER BY id")
+                .fetch_all(&mut self.conn)
+                .await
+                .map_err(Error::storage("loading staged batches"))?;
+        for r in rows {
+            let id: i64 = r.get(0);
+            self.next_pending_id = self.next_pending_id.max(id + 1);
+            let fp: Vec<u8> = r.get(1);
+            let payload = bytes::Bytes::from(r.get::<Vec<u8>, _>(3));
+            let prepared = sentra_core::Batch::decode(&payload)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    crate::model::prepare(
+                        b,
+                        <[u8; 32]>::try_from(fp).unwrap_or([0; 32]),
+                        sentra_core::UnixMillis::from_millis(r.get(2)),
+                        payload,
+                    )
+                });
+            match prepared {
+                Ok(p) => self.stage(p),
+                // It was validated before it was acked; only a corrupted file gets here.
+                Err(e) => {
+                    tracing::error!(pending_id = id, error = %e, "staged batch unreadable; skipped")
+                }
+            }
+        }
+        if !self.unapplied.is_empty() {
+            tracing::info!(
+                batches = self.unapplied.len(),
+                "applying batches staged before restart"
+            );
+            self.apply().await?;
+        }
         Ok(())
+    }
+
+    fn stage(&mut self, p: Prepared) {
+        self.unapplied_rows += p.row_count();
+        self.unapplied_since.get_or_insert_with(Instant::now);
+        self.unapplied.push(p);
+    }
+
+    /// Moves every staged batch into `samples` (and new series into `series`) and deletes
+    /// them from `pending`, in one transaction.
+    async fn apply(&mut self) -> Result<()> {
+        if self.unapplied.is_empty() {
+            return Ok(());
+        }
+        let next_id_before = self.series.next_id;
+        let mut plan = ApplyPlan {
+            rows: Vec::with_capacity(self.unapplied_rows),
+            new_series: Vec::new(),
+            up_to: self.next_pending_id - 1,
+        };
+        for p in &self.unapplied {
+            let agent = p.agent();
+            for s in &p.batch.samples {
+                let v = match &s.value {
+                    Value::Gauge(g) => Stored::Gauge(*g),
+                    Value::Counter(c) => Stored::Counter(*c),
+                    _ => continue, // histograms were flattened into `extra`
+                };
+                let id =
+                    self.series
+                        .resolve(agent, &s.name, &s.labels, v.kind(), &mut plan.new_series);
+                plan.rows.push((id, s.timestamp.as_millis(), v));
+            }
+            for e in &p.extra {
+                let id = self.series.resolve(
+                    agent,
+                    &e.name,
+                    &e.labels,
+                    e.value.kind(),
+                    &mut plan.new_series,
+                );
+                plan.rows.push((id, e.ts, e.value));
+            }
+        }
+        plan.rows.sort_unstable_by_key(|r| (r.0, r.1));
+        match write_apply(&mut self.conn, &self.sqls, &plan).await {
+            Ok(()) => {
+                self.after_commit(&plan.rows);
+                self.unapplied.clear();
+                self.unapplied_rows = 0;
+                self.unapplied_since = None;
+                Ok(())
+            }
+            Err(e) => {
+                for s in &plan.new_series {
+                    self.series.forget(s);
+                }
+                self.series.next_id = next_id_before;
+                tracing::error!(error = %e, "applying staged batches failed; will retry");
+                Err(Error::Storage {
+                    context: "applying staged batches",
+                    source: Box::new(e),
+                })
+            }
+        }
     }
 
     pub(crate) async fn run(mut self) {
@@ -380,10 +531,26 @@ impl Writer {
         loop {
             let req = match pending.take() {
                 Some(r) => r,
-                None => match self.rx.recv().await {
-                    Some(r) => r,
-                    None => break,
-                },
+                None => {
+                    let deadline = self.unapplied_since.map(|t| t + self.apply_delay);
+                    let next = match deadline {
+                        Some(d) => match tokio::time::timeout_at(d.into(), self.rx.recv()).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                // staged long enough: apply (errors are logged and retried)
+                                if self.apply().await.is_err() {
+                                    self.unapplied_since = Some(Instant::now());
+                                }
+                                continue;
+                            }
+                        },
+                        None => self.rx.recv().await,
+                    };
+                    match next {
+                        Some(r) => r,
+                        None => break,
+                    }
+                }
             };
             match req {
                 Request::Batch(p, reply) => {
@@ -403,17 +570,32 @@ impl Writer {
                         }
                     }
                     self.commit_group(group).await;
+                    if self.unapplied_rows >= self.apply_samples && self.apply().await.is_err() {
+                        self.unapplied_since = Some(Instant::now());
+                    }
                 }
                 Request::Maintenance(job, reply) => {
-                    let r = apply_maintenance(&mut self.conn, &job).await;
+                    let r = match self.apply().await {
+                        Ok(()) => apply_maintenance(&mut self.conn, &job).await,
+                        Err(e) => Err(e),
+                    };
                     let _ = reply.send(r);
                 }
                 Request::DeleteAgent(agent, reply) => {
-                    let r = self.delete_agent(&agent).await;
+                    let r = match self.apply().await {
+                        Ok(()) => self.delete_agent(&agent).await,
+                        Err(e) => Err(e),
+                    };
                     let _ = reply.send(r);
+                }
+                Request::Flush(reply) => {
+                    let _ = reply.send(self.apply().await);
                 }
                 Request::Shutdown => self.rx.close(),
             }
+        }
+        if let Err(e) = self.apply().await {
+            tracing::warn!(error = %e, "staged batches stay staged; they are applied on the next start");
         }
         if let Err(e) = self.conn.close().await {
             tracing::warn!(error = %e, "closing the write connection failed");
@@ -458,10 +640,9 @@ impl Writer {
                 v.insert(self.marks.get(p.agent()).cloned());
             }
         }
-        let next_id_before = self.series.next_id;
+        let pending_before = self.next_pending_id;
         let mut plan = Plan {
-            rows: Vec::with_capacity(group.iter().map(|g| g.0.row_count()).sum()),
-            new_series: Vec::new(),
+            staged: Vec::new(),
             agents: Vec::new(),
             accepted: Vec::new(),
             wg: Vec::new(),
@@ -474,27 +655,16 @@ impl Writer {
                 continue;
             }
             let agent = p.agent();
-            for s in &p.batch.samples {
-                let v = match &s.value {
-                    Value::Gauge(g) => Stored::Gauge(*g),
-                    Value::Counter(c) => Stored::Counter(*c),
-                    _ => continue, // histograms were flattened into `extra`
-                };
-                let id =
-                    self.series
-                        .resolve(agent, &s.name, &s.labels, v.kind(), &mut plan.new_series);
-                plan.rows.push((id, s.timestamp.as_millis(), v));
-            }
-            for e in &p.extra {
-                let id = self.series.resolve(
-                    agent,
-                    &e.name,
-                    &e.labels,
-                    e.value.kind(),
-                    &mut plan.new_series,
-                );
-                plan.rows.push((id, e.ts, e.value));
-            }
+            let id = self.next_pending_id;
+            self.next_pending_id += 1;
+            plan.staged.push((
+                id,
+                agent.clone(),
+                p.seq().get(),
+                p.fingerprint,
+                p.received.as_millis(),
+                p.payload.clone(),
+            ));
             plan.accepted
                 .push((agent.clone(), p.seq().get(), p.fingerprint));
             if let Some(blob) = &p.wg_blob {
@@ -511,11 +681,9 @@ impl Writer {
             plan.agents
                 .push((agent.clone(), m.high_water, m.last_seen, m.floor));
         }
-        plan.rows.sort_unstable_by_key(|r| (r.0, r.1));
 
-        match write_plan(&mut self.conn, &self.sqls, &plan).await {
+        match write_plan(&mut self.conn, &plan).await {
             Ok(()) => {
-                self.after_commit(&plan);
                 for ((p, reply), outcome) in group.into_iter().zip(outcomes) {
                     let hw = self.marks.get(p.agent()).map_or(0, |m| m.high_water);
                     self.status.touch(p.agent(), p.received, hw);
@@ -529,6 +697,9 @@ impl Writer {
                         }));
                     }
                     let _ = reply.send(Ok(outcome));
+                    if let Outcome::Accepted { .. } = outcome {
+                        self.stage(p);
+                    }
                 }
             }
             Err(e) => {
@@ -543,10 +714,7 @@ impl Writer {
                         }
                     }
                 }
-                for s in &plan.new_series {
-                    self.series.forget(s);
-                }
-                self.series.next_id = next_id_before;
+                self.next_pending_id = pending_before;
                 let msg = e.to_string();
                 for (_, reply) in group {
                     let _ = reply.send(Err(Error::Storage {
@@ -558,10 +726,10 @@ impl Writer {
         }
     }
 
-    fn after_commit(&self, plan: &Plan) {
+    fn after_commit(&self, rows: &[(i64, i64, Stored)]) {
         let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
         let mut last = None;
-        for &(id, ts, _) in &plan.rows {
+        for &(id, ts, _) in rows {
             // rows are sorted by (series, ts): the first row of each run is its minimum
             if last != Some(id) {
                 last = Some(id);

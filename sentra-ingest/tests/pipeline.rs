@@ -210,6 +210,7 @@ async fn concurrent_pushes_from_many_agents() {
             .unwrap();
         assert_eq!(hw, Some(Seq::new(30).unwrap()));
     }
+    ingest.flush().await.unwrap();
     let series = ingest
         .query()
         .series(&Selector::metric("c").unwrap())
@@ -376,4 +377,52 @@ async fn push_after_shutdown_is_an_error_not_an_ack() {
             .unwrap()
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn staged_batches_become_queryable_by_delay_or_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.apply_delay = Duration::from_millis(50);
+    config.apply_samples = 3;
+    let ingest = Ingest::open(dir.path(), config).await.unwrap();
+    let svc = ingest.service();
+    let q = ingest.query();
+    let sel = Selector::metric("g").unwrap();
+    let a = agent("stage-1");
+    let t = now();
+    // one sample: below the size threshold, visible once the delay passed
+    svc.push(verify(&batch(&a, 1, t, vec![gauge("g", &[], t, 1.0)])))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while q.latest(&sel).await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ingest.shutdown().await.unwrap();
+
+    // with a long delay, only the size threshold applies
+    let mut config = Config::default();
+    config.apply_delay = Duration::from_secs(3600);
+    config.apply_samples = 3;
+    let ingest = Ingest::open(dir.path(), config).await.unwrap();
+    let svc = ingest.service();
+    let q = ingest.query();
+    svc.push(verify(&batch(&a, 2, t, vec![gauge("g", &[], t + 1, 2.0)])))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        q.latest(&sel).await.unwrap()[0].value,
+        1.0,
+        "staged, not yet applied"
+    );
+    let samples = (0..3).map(|i| gauge("g", &[], t + 2 + i, 3.0)).collect();
+    svc.push(verify(&batch(&a, 3, t, samples))).await.unwrap();
+    // the apply runs right after the ack's commit, before the writer takes new work:
+    // one more round trip through the queue observes it
+    svc.push(verify(&batch(&a, 3, t, vec![]))).await.unwrap();
+    assert_eq!(q.latest(&sel).await.unwrap()[0].value, 3.0);
+    ingest.shutdown().await.unwrap();
 }

@@ -45,6 +45,7 @@ async fn fixture(config: Config) -> (tempfile::TempDir, Ingest, i64) {
         .await
         .unwrap();
     assert_eq!(r.status(), sentra_core::proto::AckStatus::Accepted);
+    ingest.flush().await.unwrap();
     (dir, ingest, base)
 }
 
