@@ -14,7 +14,7 @@
 //! 5. [`concurrency`](crate::concurrency): global in-flight limit, shedding with
 //!    `RESOURCE_EXHAUSTED`;
 //! 6. [`size_limit`](crate::size_limit): payload cap;
-//! 7. [`PeerRateLimitLayer`](crate::rate_limit::PeerRateLimitLayer): coarse per-IP quota;
+//! 7. [`PeerRateLimitLayer`]: coarse per-IP quota;
 //! 8. [`timeout`](crate::timeout): per-request time;
 //! 9. [`auth`](crate::auth): `SignedBatch` → [`Verified`] (HMAC against the keyring, mTLS
 //!    identity binding);
@@ -23,7 +23,7 @@
 //!     `FetchDesiredState` → an optional `Service<Verified, Response = DesiredState>`
 //!     (`UNIMPLEMENTED` without one).
 //!
-//! Errors become statuses as documented in [`status`](crate::status).
+//! Errors become statuses as documented in [`status`].
 
 mod conn;
 
@@ -109,7 +109,7 @@ pub struct Limits {
     /// Per-agent request quota ([`rate_limit`](crate::rate_limit)). Default 20/s, burst 40.
     pub per_agent_quota: Quota,
     /// Coarse per-client-IP quota checked before authentication
-    /// ([`PeerRateLimitLayer`](crate::rate_limit::PeerRateLimitLayer)); `None` disables it.
+    /// ([`PeerRateLimitLayer`]); `None` disables it.
     /// Default 1000/s, burst 2000 (agents behind one NAT share it).
     pub per_ip_quota: Option<Quota>,
 }
