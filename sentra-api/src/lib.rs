@@ -112,8 +112,18 @@
 //!
 //! * `control.db` holds every agent's HMAC secret (the server must hold them to verify)
 //!   and the password hashes: it is created 0600 in a 0700 directory, like
-//!   `jwt-hs256.key` (the access-token signing secret, see [`auth`](crate::Role) notes in
-//!   the `auth` module docs). Back them up as secrets.
+//!   `jwt-hs256.key`, the access-token signing secret. Back both up as secrets.
+//! * Access tokens are HS256 JWTs: the API issues and verifies them itself, so one random
+//!   32-byte HMAC key is the simplest sound choice (no key to publish). Only `HS256` is
+//!   accepted (an `EdDSA`, `RS256` or `none` header is refused before any signature
+//!   check); `exp`, `nbf`, `aud`, `iss` and `sub` are required, leeway is
+//!   [`JWT_LEEWAY`] (10 s), lifetime at most [`MAX_ACCESS_TOKEN_TTL`] (15 min), and a
+//!   `typ` other than `access` is refused. Roles are in the token, so deleting a user
+//!   takes effect when its tokens expire (at most 15 minutes).
+//! * Passwords: argon2id with the OWASP parameters (19 MiB, t=2, p=1, the RustCrypto
+//!   defaults), hashed in `spawn_blocking` behind a semaphore (2 at a time by default);
+//!   an unknown user is verified against a dummy hash so both paths cost the same.
+//!   Failed logins are limited per account (10) and per client address (50) per 5 min.
 //! * Bootstrap tokens are stored as SHA-256 only; agent secrets and tokens are returned
 //!   with `Cache-Control: no-store`.
 //! * `Authorization` is marked sensitive before the trace layer; passwords, tokens and
