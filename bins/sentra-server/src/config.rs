@@ -1,0 +1,280 @@
+//! Server configuration: defaults < TOML file < environment < flags.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+/// Sentra server: gRPC ingest for agents, storage, REST API and Prometheus metrics for a
+/// WireGuard fleet.
+///
+/// With no configuration it runs the embedded default: SQLite under ./sentra-data, an
+/// in-process bus, gRPC on 127.0.0.1:7443 and REST on 127.0.0.1:8080, both plaintext on
+/// loopback. Add --local-agent to monitor this host too.
+///
+/// Every flag can also be set with an environment variable (shown in brackets) or in the
+/// TOML file given with --config; flags win over the environment, which wins over the file.
+#[derive(Debug, Parser)]
+#[command(name = "sentra-server", version, about, long_about, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short, env = "SENTRA_SERVER_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Data directory (metrics.db, control.db, local agent state).
+    #[arg(long, env = "SENTRA_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// gRPC ingest listen address.
+    #[arg(long, env = "SENTRA_GRPC_LISTEN")]
+    pub(crate) grpc_listen: Option<SocketAddr>,
+    /// REST API listen address.
+    #[arg(long, env = "SENTRA_API_LISTEN")]
+    pub(crate) api_listen: Option<SocketAddr>,
+    /// TLS certificate chain (PEM) for gRPC ingest.
+    #[arg(long, env = "SENTRA_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for gRPC ingest.
+    #[arg(long, env = "SENTRA_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Allow plaintext listeners on non-loopback addresses (put TLS in front yourself).
+    #[arg(long, env = "SENTRA_ALLOW_PLAINTEXT")]
+    pub(crate) allow_plaintext: bool,
+    /// Run an agent inside the server process that monitors this host.
+    #[arg(long, env = "SENTRA_LOCAL_AGENT")]
+    pub(crate) local_agent: bool,
+    /// Print a status line every N seconds (0 = never; default 5 with --local-agent, else 0).
+    #[arg(long, env = "SENTRA_STATUS_INTERVAL")]
+    pub(crate) status_interval: Option<u64>,
+    /// Keep raw samples this many days (rollups keep longer history).
+    #[arg(long, env = "SENTRA_RETENTION_DAYS")]
+    pub(crate) retention_days: Option<u64>,
+    /// Log format.
+    #[arg(long, env = "SENTRA_LOG_FORMAT", value_enum)]
+    pub(crate) log_format: Option<LogFormat>,
+}
+
+const AFTER_HELP: &str = "\
+First steps:
+  sentra-server --local-agent            start with a local agent; status appears in seconds
+  sentra init                            create the first admin user (no default credentials)
+  sentra login && sentra status          see agents, interfaces and peers
+
+Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more detail.";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The TOML file. Unknown keys are an error, so a typo never silently does nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    grpc_listen: Option<SocketAddr>,
+    api_listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    allow_plaintext: Option<bool>,
+    local_agent: Option<bool>,
+    status_interval: Option<u64>,
+    retention_days: Option<u64>,
+    log_format: Option<LogFormat>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) grpc_listen: SocketAddr,
+    pub(crate) api_listen: SocketAddr,
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
+    pub(crate) allow_plaintext: bool,
+    pub(crate) local_agent: bool,
+    pub(crate) status_interval: Option<Duration>,
+    pub(crate) retention: Duration,
+    pub(crate) log_format: LogFormat,
+}
+
+/// Largest config file accepted; anything bigger is a mistake, not a config.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+impl Config {
+    pub(crate) fn load(cli: &Cli) -> anyhow::Result<Self> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let tls = match (
+            cli.tls_cert.clone().or(file.tls_cert),
+            cli.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key must be given together"),
+        };
+        let local_agent = cli.local_agent || file.local_agent.unwrap_or(false);
+        let status_secs = cli
+            .status_interval
+            .or(file.status_interval)
+            .unwrap_or(if local_agent { 5 } else { 0 });
+        let retention_days = cli.retention_days.or(file.retention_days).unwrap_or(30);
+        if retention_days == 0 || retention_days > 36_500 {
+            bail!("retention_days must be between 1 and 36500, got {retention_days}");
+        }
+        let config = Self {
+            data_dir: cli
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./sentra-data")),
+            grpc_listen: cli
+                .grpc_listen
+                .or(file.grpc_listen)
+                .unwrap_or_else(|| "127.0.0.1:7443".parse().expect("valid default")),
+            api_listen: cli
+                .api_listen
+                .or(file.api_listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default")),
+            tls,
+            allow_plaintext: cli.allow_plaintext || file.allow_plaintext.unwrap_or(false),
+            local_agent,
+            status_interval: (status_secs > 0).then(|| Duration::from_secs(status_secs)),
+            retention: Duration::from_secs(retention_days * 86_400),
+            log_format: cli
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Refuses plaintext on a non-loopback address unless explicitly allowed.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.tls.is_none() && !self.grpc_listen.ip().is_loopback() && !self.allow_plaintext {
+            bail!(
+                "refusing plaintext gRPC on non-loopback address {}: give --tls-cert/--tls-key, or --allow-plaintext if TLS terminates in front of the server",
+                self.grpc_listen
+            );
+        }
+        if !self.api_listen.ip().is_loopback() && !self.allow_plaintext {
+            bail!(
+                "refusing the plaintext REST API on non-loopback address {}: put a TLS reverse proxy in front and pass --allow-plaintext",
+                self.api_listen
+            );
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("reading config {}", path.display()))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        bail!(
+            "config {} is {} bytes; the limit is {MAX_CONFIG_BYTES}",
+            path.display(),
+            meta.len()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    parse_file(&text).with_context(|| format!("in config {}", path.display()))
+}
+
+fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+    Ok(toml::from_str(text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("sentra-server").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_loopback_setup() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(c.grpc_listen.to_string(), "127.0.0.1:7443");
+        assert_eq!(c.api_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./sentra-data"));
+        assert!(c.status_interval.is_none());
+        assert_eq!(c.retention, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/from-file\"\nretention_days = 7\nlocal_agent = true\n",
+        )
+        .unwrap();
+        let c = Config::load(&cli(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--data-dir",
+            "/from-flag",
+        ]))
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from-flag"));
+        assert_eq!(c.retention, Duration::from_secs(7 * 86_400));
+        assert!(c.local_agent);
+        assert_eq!(c.status_interval, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn hostile_files_are_rejected_clearly() {
+        for (text, want) in [
+            ("data_dri = \"x\"", "unknown field"),
+            ("grpc_listen = \"not an address\"", "grpc_listen"),
+            ("retention_days = -1", "retention_days"),
+            ("[[[", "TOML"),
+            ("data_dir = \"unterminated", ""),
+        ] {
+            let err = format!("{:#}", parse_file(text).unwrap_err());
+            assert!(err.contains(want) || want.is_empty(), "{text:?} -> {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; (MAX_CONFIG_BYTES + 1) as usize]).unwrap();
+        let err = Config::load(&cli(&["--config", big.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limit"), "{err}");
+        let err = Config::load(&cli(&["--config", "/nonexistent/x.toml"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/x.toml"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_off_loopback_needs_consent() {
+        let err = Config::load(&cli(&["--grpc-listen", "0.0.0.0:7443"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("refusing plaintext"), "{err}");
+        assert!(
+            Config::load(&cli(&[
+                "--grpc-listen",
+                "0.0.0.0:7443",
+                "--allow-plaintext"
+            ]))
+            .is_ok()
+        );
+        assert!(Config::load(&cli(&["--retention-days", "0"])).is_err());
+    }
+}
