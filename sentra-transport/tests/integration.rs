@@ -522,7 +522,7 @@ async fn layers_end_to_end_rate_limit_timeout_shed_unavailable() {
 
     // Global concurrency limit with shedding, and opaque inner errors.
     let pipeline = Pipeline {
-        delay: Duration::from_millis(400),
+        delay: Duration::from_millis(1000),
         fail_first: Arc::new(AtomicUsize::new(1)),
         ..Pipeline::default()
     };
@@ -536,7 +536,10 @@ async fn layers_end_to_end_rate_limit_timeout_shed_unavailable() {
     assert!(!err.status().unwrap().message().contains("10.9.9.9"));
     let c2 = client.clone();
     let slow = tokio::spawn(async move { c2.push(push_env(&signer("a"), 2)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait until the slow call holds the only slot (it is inside the pipeline).
+    while pipeline.calls.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let err = client.push(push_env(&signer("b"), 1)).await.unwrap_err();
     assert_eq!(err.code(), Some(Code::ResourceExhausted));
     assert!(err.retry_after().is_some());
