@@ -965,3 +965,42 @@ async fn every_documented_route_is_served() {
         }
     }
 }
+
+#[tokio::test]
+async fn login_is_limited_per_client_address() {
+    let mut config = test_config();
+    config.login_failures_per_user = 100;
+    config.login_failures_per_ip = 3;
+    let s = start_with(config).await;
+    // Spraying different accounts from one address.
+    for user in ["alice", "bob", "carol"] {
+        let r = s
+            .post(
+                "/api/v1/auth/login",
+                None,
+                json!({"username": user, "password": "guess guess"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = s
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"username": ADMIN, "password": ADMIN_PW}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    let m = s.get("/metrics", None).await.text;
+    assert!(
+        m.contains("sentra_api_logins_total{outcome=\"rate_limited\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sentra_api_logins_total{outcome=\"failure\"} 3"),
+        "{m}"
+    );
+}
