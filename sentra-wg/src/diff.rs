@@ -20,7 +20,14 @@ struct Fx(u64);
 
 impl Hasher for Fx {
     fn finish(&self) -> u64 {
-        self.0
+        // The multiply only carries entropy upwards; hashbrown indexes by the low bits, so
+        // finish with murmur3's fmix64 to spread the high bits down.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
@@ -51,16 +58,29 @@ type Map<K, V> = HashMap<K, V, FxBuild>;
 /// Checks a desired configuration on its own: no duplicate peers, no allowed IP claimed by two
 /// peers (the kernel would silently move it to the later one).
 pub fn validate(desired: &DeviceConfig) -> Result<()> {
-    let mut keys: Map<Key, ()> = Map::with_capacity_and_hasher(desired.peers.len(), fx());
-    let n_ips = desired.peers.iter().map(|p| p.allowed_ips.len()).sum();
-    let mut owners: Map<AllowedIp, Key> = Map::with_capacity_and_hasher(n_ips, fx());
+    index(desired)?;
+    check_allowed_ips(desired)
+}
+
+/// Desired peers by key (with a "seen on the device" flag); fails on a duplicate key.
+fn index(desired: &DeviceConfig) -> Result<Map<Key, (&PeerConfig, bool)>> {
+    let mut wanted: Map<Key, (&PeerConfig, bool)> =
+        Map::with_capacity_and_hasher(desired.peers.len(), fx());
     for p in &desired.peers {
-        if keys.insert(p.public_key, ()).is_some() {
+        if wanted.insert(p.public_key, (p, false)).is_some() {
             return Err(Error::InvalidArgument(format!(
                 "peer {} listed twice",
                 p.public_key
             )));
         }
+    }
+    Ok(wanted)
+}
+
+fn check_allowed_ips(desired: &DeviceConfig) -> Result<()> {
+    let n_ips = desired.peers.iter().map(|p| p.allowed_ips.len()).sum();
+    let mut owners: Map<AllowedIp, Key> = Map::with_capacity_and_hasher(n_ips, fx());
+    for p in &desired.peers {
         for ip in &p.allowed_ips {
             if let Some(first) = owners.insert(*ip, p.public_key)
                 && first != p.public_key
@@ -99,7 +119,8 @@ fn dedup_ips(ips: &[AllowedIp]) -> Vec<AllowedIp> {
 /// Fails (before anything could be sent) if `desired` is inconsistent: see [`validate`], and a
 /// peer with the device's own public key (the kernel would silently ignore it).
 pub fn diff(actual: &Device, desired: &DeviceConfig) -> Result<DeviceUpdate> {
-    validate(desired)?;
+    let mut wanted = index(desired)?;
+    check_allowed_ips(desired)?;
     if let Some(own) = actual.public_key
         && desired.peers.iter().any(|p| p.public_key == own)
     {
@@ -124,31 +145,16 @@ pub fn diff(actual: &Device, desired: &DeviceConfig) -> Result<DeviceUpdate> {
         update.fwmark = desired.fwmark;
     }
 
-    let wanted: HashMap<Key, &PeerConfig> =
-        desired.peers.iter().map(|p| (p.public_key, p)).collect();
-    for p in &actual.peers {
-        if !wanted.contains_key(&p.public_key) {
-            update.peers.push(PeerUpdate::remove(p.public_key));
-        }
-    }
-    let have: HashMap<Key, usize> = actual
-        .peers
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.public_key, i))
-        .collect();
-    for want in &desired.peers {
-        let Some(&i) = have.get(&want.public_key) else {
-            let mut u = PeerUpdate::new(want.public_key);
-            u.preshared_key = want.preshared_key.clone();
-            u.endpoint = want.endpoint;
-            u.persistent_keepalive =
-                (want.persistent_keepalive != 0).then_some(want.persistent_keepalive);
-            u.allowed_ips = dedup_ips(&want.allowed_ips);
-            update.peers.push(u);
+    // One map over the desired peers; one pass over the kernel's peers finds removals and
+    // updates, the `seen` flags leave the additions.
+    let mut updates = Vec::new();
+    for cur in &actual.peers {
+        let Some((want, seen)) = wanted.get_mut(&cur.public_key) else {
+            update.peers.push(PeerUpdate::remove(cur.public_key));
             continue;
         };
-        let cur = &actual.peers[i];
+        *seen = true;
+        let want: &PeerConfig = want;
         let mut u = PeerUpdate::new(want.public_key);
         u.update_only = true;
         let mut changed = false;
@@ -174,8 +180,21 @@ pub fn diff(actual: &Device, desired: &DeviceConfig) -> Result<DeviceUpdate> {
             changed = true;
         }
         if changed {
-            update.peers.push(u);
+            updates.push(u);
         }
+    }
+    update.peers.append(&mut updates);
+    for want in &desired.peers {
+        if wanted.get(&want.public_key).is_some_and(|(_, seen)| *seen) {
+            continue;
+        }
+        let mut u = PeerUpdate::new(want.public_key);
+        u.preshared_key = want.preshared_key.clone();
+        u.endpoint = want.endpoint;
+        u.persistent_keepalive =
+            (want.persistent_keepalive != 0).then_some(want.persistent_keepalive);
+        u.allowed_ips = dedup_ips(&want.allowed_ips);
+        update.peers.push(u);
     }
     Ok(update)
 }
