@@ -53,6 +53,9 @@ pub struct HealthSnapshot {
     pub key_rotations: u64,
     /// Rejected-and-skipped batches by reason.
     pub rejected: BTreeMap<String, u64>,
+    /// Collection time (Unix ms) of the oldest batch not yet acknowledged by the server;
+    /// 0 once the shipper has caught up with the WAL and persisted its cursor.
+    pub oldest_unshipped_ms: i64,
 }
 
 impl Health {
@@ -87,6 +90,7 @@ impl Health {
             dropped_collections: self.dropped_collections.load(Relaxed),
             wal_lost: self.wal_lost.load(Relaxed),
             key_rotations: self.key_rotations.load(Relaxed),
+            oldest_unshipped_ms: self.oldest_unshipped_ms.load(Relaxed),
             rejected: self
                 .rejected
                 .lock()

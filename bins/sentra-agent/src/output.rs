@@ -257,3 +257,102 @@ pub fn to_text(snapshot: &Snapshot) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sentra_core::{WgPeer, WgPublicKey};
+
+    #[test]
+    fn device_and_peer_keys_are_the_documented_ones() {
+        let dev = WgDevice {
+            name: "wg0".into(),
+            ifindex: 3,
+            public_key: Some(WgPublicKey::from_bytes([0xff; 32])),
+            listen_port: 51820,
+            fwmark: 0,
+            peers: vec![
+                WgPeer {
+                    public_key: WgPublicKey::from_bytes([0; 32]),
+                    endpoint: Some("[2001:db8::1]:51820".parse().expect("addr")),
+                    allowed_ips: vec!["10.0.0.0/24".parse().expect("ip")],
+                    last_handshake: Some(UnixMillis::from_millis(1_700_000_000_999)),
+                    rx_bytes: 1,
+                    tx_bytes: 2,
+                    persistent_keepalive_s: Some(25),
+                    has_preshared_key: true,
+                },
+                WgPeer {
+                    public_key: WgPublicKey::from_bytes([1; 32]),
+                    endpoint: None,
+                    allowed_ips: vec![],
+                    last_handshake: None,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                    persistent_keepalive_s: None,
+                    has_preshared_key: false,
+                },
+            ],
+        };
+        let snap = Snapshot {
+            created: UnixMillis::from_millis(1_700_000_001_000),
+            samples: vec![],
+            wg_devices: vec![dev],
+            wg_unavailable: None,
+            problems: vec![],
+        };
+        let v: serde_json::Value = serde_json::from_str(&to_json(&snap, None)).expect("valid json");
+        let expected = serde_json::json!({
+            "name": "wg0", "ifindex": 3,
+            "public_key": "//////////////////////////////////////////8=",
+            "listen_port": 51820, "fwmark": 0,
+            "peers": [{
+                "public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                "endpoint": "[2001:db8::1]:51820",
+                "allowed_ips": ["10.0.0.0/24"],
+                "last_handshake": 1_700_000_000,
+                "last_handshake_ms": 1_700_000_000_999_i64,
+                "rx_bytes": 1, "tx_bytes": 2,
+                "persistent_keepalive": 25,
+                "has_preshared_key": true
+            }, {
+                "public_key": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+                "endpoint": null,
+                "allowed_ips": [],
+                "last_handshake": 0,
+                "last_handshake_ms": 0,
+                "rx_bytes": 0, "tx_bytes": 0,
+                "persistent_keepalive": 0,
+                "has_preshared_key": false
+            }]
+        });
+        assert_eq!(v["wireguard"]["devices"][0], expected);
+        assert_eq!(v["wireguard"]["available"], true);
+        assert_eq!(v["format"], FORMAT);
+        // Round trip through the public structs.
+        let back: JsonDevice =
+            serde_json::from_value(v["wireguard"]["devices"][0].clone()).expect("decode");
+        assert_eq!(back.peers.len(), 2);
+    }
+
+    #[test]
+    fn non_finite_gauges_are_null() {
+        let s = sentra_core::Sample {
+            name: sentra_core::MetricName::new("x").expect("name"),
+            labels: sentra_core::Labels::new(),
+            timestamp: UnixMillis::from_millis(1),
+            value: Value::Gauge(f64::NAN),
+        };
+        let snap = Snapshot {
+            created: UnixMillis::from_millis(1),
+            samples: vec![s],
+            wg_devices: vec![],
+            wg_unavailable: Some(WgUnavailable::PermissionDenied("no CAP_NET_ADMIN".into())),
+            problems: vec![],
+        };
+        let v: serde_json::Value = serde_json::from_str(&to_json(&snap, None)).expect("json");
+        assert!(v["samples"][0]["value"].is_null());
+        assert_eq!(v["wireguard"]["available"], false);
+        assert_eq!(v["wireguard"]["error"]["kind"], "permission_denied");
+    }
+}

@@ -245,8 +245,13 @@ async fn no_loss_no_duplicates_across_server_and_agent_restarts() {
         c.host_interval = Duration::from_secs(3600);
         c
     });
+    // Its interval fires once at start-up: that collection is committed + 1.
     wait_for("drain", Duration::from_secs(20), || {
-        lock(&pipeline).batches.keys().next_back().copied() >= Some(base + committed)
+        lock(&pipeline).batches.keys().next_back().copied() >= Some(base + committed + 1)
+    })
+    .await;
+    wait_for("cursor persisted", Duration::from_secs(20), || {
+        agent.health().snapshot().oldest_unshipped_ms == 0
     })
     .await;
     agent.shutdown().await.expect("clean stop");
@@ -254,6 +259,7 @@ async fn no_loss_no_duplicates_across_server_and_agent_restarts() {
 
     let (base2, committed2, acked2) = wal_positions(&state).await;
     assert_eq!(base2, base);
+    assert_eq!(committed2, committed + 1);
     assert_eq!(
         acked2, committed2,
         "everything the WAL holds was acknowledged"
