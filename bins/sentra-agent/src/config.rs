@@ -14,7 +14,7 @@
 //! log_level = "info"                     # a tracing filter; RUST_LOG overrides it
 //! wireguard_interval = "10s"
 //! host_interval = "15s"
-//! key_check_interval = "60s"             # 0s disables key rotation checks
+//! key_check_interval = "5m"              # 0s disables key rotation checks
 //! desired_state_interval = "30s"         # 0s disables the peer applier
 //! push_timeout = "10s"
 //! backoff_initial = "500ms"
@@ -93,7 +93,9 @@ pub struct Config {
     pub wireguard_interval: Duration,
     /// Interval of the host collector.
     pub host_interval: Duration,
-    /// How often to ask the REST API for a newer key; zero disables.
+    /// How often to ask the REST API for a newer key; zero disables. Default 5 minutes:
+    /// every check writes a server audit entry, and the server's overlap window (24 h by
+    /// default) leaves ample time; an authentication failure triggers an immediate check.
     pub key_check_interval: Duration,
     /// How often to fetch desired peers; zero disables the peer applier.
     pub desired_state_interval: Duration,
@@ -129,7 +131,7 @@ impl Config {
             log_level: "info".into(),
             wireguard_interval: Duration::from_secs(10),
             host_interval: Duration::from_secs(15),
-            key_check_interval: Duration::from_secs(60),
+            key_check_interval: Duration::from_secs(300),
             desired_state_interval: Duration::from_secs(30),
             push_timeout: Duration::from_secs(10),
             backoff_initial: Duration::from_millis(500),
@@ -256,7 +258,7 @@ pub struct Overrides {
     /// Host metrics collection interval [default: 15s].
     #[arg(long, env = "SENTRA_AGENT_HOST_INTERVAL", value_name = "DURATION")]
     pub host_interval: Option<String>,
-    /// How often to check for a rotated key; 0s disables [default: 60s].
+    /// How often to check for a rotated key; 0s disables [default: 5m].
     #[arg(long, env = "SENTRA_AGENT_KEY_CHECK_INTERVAL", value_name = "DURATION")]
     pub key_check_interval: Option<String>,
     /// How often to fetch desired peers; 0s disables the peer applier [default: 30s].
