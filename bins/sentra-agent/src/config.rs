@@ -111,6 +111,8 @@ pub struct Config {
     pub wal_full_policy: WalFullPolicy,
     /// Whether host metrics include file systems (`statvfs`); on by default.
     pub collect_filesystems: bool,
+    /// Whether the WireGuard collector and peer applier run; on by default.
+    pub wireguard: bool,
     /// `/proc` root of the host collector (tests point it at captured files).
     pub proc_root: PathBuf,
 }
@@ -139,6 +141,7 @@ impl Config {
             wal_max_bytes: 1 << 30,
             wal_full_policy: WalFullPolicy::DropNewest,
             collect_filesystems: true,
+            wireguard: true,
             proc_root: PathBuf::from("/proc"),
         }
     }
@@ -243,7 +246,7 @@ pub struct Overrides {
     /// Extra CA certificate (PEM) to trust for the server.
     #[arg(long, env = "SENTRA_AGENT_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Credentials file [default: <state-dir>/credentials.toml].
+    /// Credentials file [default: credentials.toml in the state directory].
     #[arg(long, env = "SENTRA_AGENT_CREDENTIALS_FILE", value_name = "FILE")]
     pub credentials_file: Option<PathBuf>,
     /// Log format [default: text].
@@ -283,6 +286,9 @@ pub struct Overrides {
     /// What to drop when the WAL is full [default: drop-newest].
     #[arg(long, env = "SENTRA_AGENT_WAL_FULL_POLICY", value_name = "POLICY")]
     pub wal_full_policy: Option<WalFullPolicy>,
+    /// Do not collect WireGuard status or apply peers (hosts that must not touch netlink).
+    #[arg(long, env = "SENTRA_AGENT_NO_WIREGUARD", action = clap::ArgAction::SetTrue)]
+    pub no_wireguard: Option<bool>,
 }
 
 type FileConfig = Overrides;
@@ -312,6 +318,8 @@ impl Overrides {
             backoff_max: self.backoff_max.or(lower.backoff_max),
             wal_max_bytes: self.wal_max_bytes.or(lower.wal_max_bytes),
             wal_full_policy: self.wal_full_policy.or(lower.wal_full_policy),
+            // An absent flag parses as `Some(false)`: only `true` overrides the file.
+            no_wireguard: self.no_wireguard.filter(|b| *b).or(lower.no_wireguard),
         }
     }
 
@@ -364,6 +372,7 @@ impl Overrides {
         if let Some(b) = self.wal_max_bytes {
             c.wal_max_bytes = b;
         }
+        c.wireguard = !self.no_wireguard.unwrap_or(false);
         if let Some(p) = self.wal_full_policy {
             c.wal_full_policy = p;
         }
@@ -434,5 +443,37 @@ mod tests {
         )
         .expect_err("missing");
         assert!(e.to_string().contains("missing.toml"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod no_wireguard_tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        o: Overrides,
+    }
+
+    #[test]
+    fn flag_disables_wireguard_and_absence_keeps_the_file_value() {
+        let on = Cli::parse_from(["a"])
+            .o
+            .or(Overrides::default())
+            .into_config()
+            .unwrap();
+        assert!(on.wireguard);
+        let off = Cli::parse_from(["a", "--no-wireguard"])
+            .o
+            .or(Overrides::default())
+            .into_config()
+            .unwrap();
+        assert!(!off.wireguard);
+        let file = Overrides::parse_file("no_wireguard = true").unwrap();
+        let from_file = Cli::parse_from(["a"]).o.or(file).into_config().unwrap();
+        assert!(!from_file.wireguard);
     }
 }

@@ -262,7 +262,7 @@ impl Agent {
         }
 
         // WireGuard collector and peer applier share one netlink client.
-        if self.wireguard {
+        if self.wireguard && cfg.wireguard {
             let (store, health, wake, agent_id) = (
                 store.clone(),
                 health.clone(),

@@ -1,5 +1,5 @@
 //! A small builder that turns `(name, labels, value)` triples into validated
-//! [`Sample`](sentra_core::Sample)s, counting the ones that fail validation instead of
+//! [`Sample`]s, counting the ones that fail validation instead of
 //! failing the whole collection.
 
 use sentra_core::{Labels, MetricName, Sample, UnixMillis, Value};
