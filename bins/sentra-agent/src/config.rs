@@ -21,6 +21,7 @@
 //! backoff_max = "60s"
 //! wal_max_bytes = 1073741824             # disk cap of the WAL
 //! wal_full_policy = "drop-newest"        # or "drop-oldest"; either way drops are counted
+//! no_wireguard = false                   # true: no WireGuard collector, no peer applier
 //! ```
 //!
 //! Durations are written as a number with a unit: `ms`, `s`, `m` or `h`.
@@ -472,7 +473,7 @@ mod no_wireguard_tests {
             .into_config()
             .unwrap();
         assert!(!off.wireguard);
-        let file = Overrides::parse_file("no_wireguard = true").unwrap();
+        let file = Overrides::parse("no_wireguard = true").unwrap();
         let from_file = Cli::parse_from(["a"]).o.or(file).into_config().unwrap();
         assert!(!from_file.wireguard);
     }

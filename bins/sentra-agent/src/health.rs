@@ -13,6 +13,7 @@
 //! | `sentra_agent_wal_lost_records_total` | counter | WAL records lost (corrupt, dropped for space) |
 //! | `sentra_agent_collect_errors_total{collector}` | counter | malformed input lines / samples rejected |
 //! | `sentra_agent_key_rotations_total` | counter | keys switched after a rotation |
+//! | `sentra_agent_wireguard_up` | gauge | 1 if the last WireGuard read worked, 0 if WireGuard is unavailable (absent only while the collector is off or has not run) |
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -31,6 +32,10 @@ pub struct Health {
     pub(crate) key_rotations: AtomicU64,
     /// Collection time (Unix ms) of the oldest unacknowledged batch; 0 when caught up.
     pub(crate) oldest_unshipped_ms: AtomicI64,
+    /// 1 WireGuard readable, 0 unavailable, 0 or absent before the first read (see
+    /// `wireguard_known`).
+    pub(crate) wireguard_up: AtomicI64,
+    pub(crate) wireguard_known: std::sync::atomic::AtomicBool,
     pub(crate) rejected: Mutex<BTreeMap<String, u64>>,
     pub(crate) collect_errors: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -67,6 +72,11 @@ impl Health {
         let n = m.entry(reason.to_owned()).or_default();
         *n += 1;
         *n
+    }
+
+    pub(crate) fn set_wireguard_up(&self, up: bool) {
+        self.wireguard_up.store(i64::from(up), Relaxed);
+        self.wireguard_known.store(true, Relaxed);
     }
 
     pub(crate) fn collect_error(&self, collector: &'static str, n: usize) {
@@ -159,6 +169,13 @@ impl Health {
             &[],
             self.key_rotations.load(Relaxed),
         );
+        if self.wireguard_known.load(Relaxed) {
+            out.gauge(
+                "sentra_agent_wireguard_up",
+                &[],
+                self.wireguard_up.load(Relaxed) as f64,
+            );
+        }
         let errs: Vec<(&'static str, u64)> = self
             .collect_errors
             .lock()
@@ -173,5 +190,68 @@ impl Health {
                 n,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sentra_core::{UnixMillis, Value};
+
+    #[test]
+    fn samples_reflect_counters() {
+        let h = Health::default();
+        h.accepted.fetch_add(3, Relaxed);
+        h.reject("invalid_batch");
+        h.reject("invalid_batch");
+        h.collect_error("host", 2);
+        h.oldest_unshipped_ms.store(1_000, Relaxed);
+        let mut out = SampleSet::new(UnixMillis::from_millis(11_000));
+        h.push_samples(&mut out, None);
+        let get = |name: &str, label: Option<(&str, &str)>| {
+            out.samples()
+                .iter()
+                .find(|s| {
+                    s.name.as_str() == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v))
+                })
+                .map(|s| s.value.clone())
+        };
+        assert_eq!(
+            get(
+                "sentra_agent_batches_shipped_total",
+                Some(("status", "accepted"))
+            ),
+            Some(Value::Counter(3))
+        );
+        assert_eq!(
+            get(
+                "sentra_agent_batches_rejected_total",
+                Some(("reason", "invalid_batch"))
+            ),
+            Some(Value::Counter(2))
+        );
+        assert_eq!(
+            get("sentra_agent_ship_lag_seconds", None),
+            Some(Value::Gauge(10.0))
+        );
+        assert_eq!(
+            get(
+                "sentra_agent_collect_errors_total",
+                Some(("collector", "host"))
+            ),
+            Some(Value::Counter(2))
+        );
+        assert_eq!(get("sentra_agent_wireguard_up", None), None, "unknown yet");
+        h.set_wireguard_up(false);
+        let mut out = SampleSet::new(UnixMillis::from_millis(11_000));
+        h.push_samples(&mut out, None);
+        assert!(out.samples().iter().any(
+            |s| s.name.as_str() == "sentra_agent_wireguard_up" && s.value == Value::Gauge(0.0)
+        ));
+        assert_eq!(
+            out.invalid(),
+            0,
+            "every agent metric name and label is valid"
+        );
     }
 }

@@ -288,7 +288,9 @@ impl Agent {
                         tokio::select! {
                             _ = tick.tick() => {
                                 let now = UnixMillis::now();
-                                if let WgCollection::Devices { devices, skipped } = wg.collect().await {
+                                let collected = wg.collect().await;
+                                health.set_wireguard_up(matches!(collected, WgCollection::Devices { .. }));
+                                if let WgCollection::Devices { devices, skipped } = collected {
                                     health.collect_error("wireguard", skipped.len());
                                     let snap = Snapshot {
                                         created: now,
