@@ -416,7 +416,10 @@ async fn ten_thousand_peers_create_configure_dump_diff_remove() {
         std::thread::spawn(move || {
             let w = sentra_wg::blocking::Client::connect().unwrap();
             let mut n = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && t.elapsed() < Duration::from_secs(4)
+            {
                 let p = if n.is_multiple_of(2) { &pb } else { &pa };
                 w.upsert_peers("wgbig0", std::slice::from_ref(p)).unwrap();
                 n += 1;
@@ -425,9 +428,13 @@ async fn ten_thousand_peers_create_configure_dump_diff_remove() {
             n
         })
     };
-    let (mut ok, mut interrupted) = (0, 0);
+    let (mut ok, mut interrupted, mut after_writer) = (0, 0, 0);
     let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(6) {
+    // dump while the writer runs (4 s), then twice more once it has stopped
+    while after_writer < 2 && t.elapsed() < Duration::from_secs(120) {
+        if writer.is_finished() {
+            after_writer += 1;
+        }
         match c.get_device(dev).await {
             Ok(d) => {
                 assert_eq!(d.peers.len(), want2.peers.len(), "no truncated dump");
