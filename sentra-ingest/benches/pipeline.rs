@@ -131,11 +131,27 @@ fn main() {
         let elapsed = start.elapsed();
         let cpu = cpu_seconds() - cpu_before;
         ingest.shutdown().await.unwrap();
-        let mut bytes = 0;
-        for e in std::fs::read_dir(dir.path()).unwrap() {
-            bytes += e.unwrap().metadata().unwrap().len();
-        }
-        (elapsed, cpu, bytes)
+        // Pages in use (the file also holds free pages left by the staging table, which
+        // later staging reuses).
+        let url = format!(
+            "sqlite://{}?mode=ro",
+            dir.path().join("metrics.db").display()
+        );
+        let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        let used: i64 = sqlx::query_scalar(
+            "SELECT (SELECT page_count FROM pragma_page_count()) - \
+             (SELECT freelist_count FROM pragma_freelist_count())",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        let page: i64 = sqlx::query_scalar("SELECT page_size FROM pragma_page_size()")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        (elapsed, cpu, (used * page) as u64)
     });
     let secs = elapsed.as_secs_f64();
     println!(
@@ -143,7 +159,7 @@ fn main() {
         series * points
     );
     println!(
-        "  wall: {:.0} samples/s, {:.0} batches/s, {secs:.2} s; payload {:.1} B/sample; on disk {:.1} B/sample ({db_bytes} bytes)",
+        "  wall: {:.0} samples/s, {:.0} batches/s, {secs:.2} s; payload {:.1} B/sample; in use on disk {:.1} B/sample ({db_bytes} bytes of pages)",
         total as f64 / secs,
         (agents * batches) as f64 / secs,
         payload_bytes as f64 / total as f64,
