@@ -103,7 +103,7 @@ pub(crate) fn run(args: DoctorArgs) -> anyhow::Result<()> {
         checks.push(disk_check("agent disk", dir));
         checks.push(private_file_check(
             "agent credentials",
-            &dir.join("credentials"),
+            &dir.join("credentials.toml"),
         ));
     }
     let failed = checks.iter().any(|c| c.outcome == Outcome::Fail);

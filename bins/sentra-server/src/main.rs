@@ -75,9 +75,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 format!("opening the metrics store in {}", config.data_dir.display())
             })?,
     );
-    let api = sentra_api::Api::open(&config.data_dir, sentra_api::ApiConfig::default())
-        .await
-        .with_context(|| format!("opening the control store in {}", config.data_dir.display()))?;
+    let api = sentra_api::Api::open_with_ingest(
+        &config.data_dir,
+        sentra_api::ApiConfig::default(),
+        Some(ingest.clone()),
+    )
+    .await
+    .with_context(|| format!("opening the control store in {}", config.data_dir.display()))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -176,13 +180,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Err(_) => warn!("REST server did not stop within 10 s"),
     }
     drop(api);
-    match Arc::try_unwrap(ingest) {
-        Ok(ingest) => ingest
-            .shutdown()
-            .await
-            .context("flushing the metrics store")?,
-        Err(_) => warn!("ingest still referenced at shutdown; its writer stops with the process"),
-    }
+    // Commits what is queued and applies staged samples, so a graceful stop leaves every
+    // acknowledged batch queryable (a crash leaves them staged; the next start applies them).
+    ingest
+        .shutdown()
+        .await
+        .context("flushing the metrics store")?;
     info!("stopped");
     Ok(())
 }

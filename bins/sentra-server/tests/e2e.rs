@@ -4,12 +4,12 @@
 //! for 30 s while the agents keep collecting. Afterwards every collection an agent
 //! acknowledged (appended to its WAL) must be in the server's storage exactly once.
 //!
-//! How it counts: on a host without WireGuard every agent WAL record is one host collection,
-//! and every host collection carries exactly one `node_load1` sample stamped with the
-//! collection time. Sequence numbers are `seq_base + LSN` (see the agent's `store` module),
-//! so after a full drain the server's high-water mark minus the agent's `seq_base` is the
-//! number of records the agent appended, and the number of stored `node_load1` samples of
-//! that agent must be exactly that.
+//! How it counts: with `--no-wireguard` every agent WAL record is one host collection, and
+//! every host collection carries exactly one `node_load1` sample stamped with the collection
+//! time. Sequence numbers are `seq_base + LSN` (see the agent's `store` module), so after
+//! the drain the server's high-water mark minus the agent's `seq_base` is the number of
+//! records stored, and the stored `node_load1` samples of that agent must number exactly
+//! that.
 
 use std::{
     io::{Read as _, Write as _},
@@ -120,12 +120,7 @@ impl Cluster {
             .arg(self.agent_dir(name))
             .args(["--server", &format!("http://{}", self.grpc)])
             .args(["--api", &format!("http://{}", self.api)])
-            .args([
-                "--host-interval",
-                host_interval,
-                "--wireguard-interval",
-                "1h",
-            ])
+            .args(["--host-interval", host_interval, "--no-wireguard"])
             .args(["--backoff-initial", "100ms", "--backoff-max", "1s"])
             .args(["--log-format", "json"])
             .stdout(Stdio::null())
@@ -198,7 +193,7 @@ fn stored(db: &Path, agent: &str) -> (u64, u64, u64) {
 }
 
 fn agent_id(state: &Path) -> String {
-    let text = std::fs::read_to_string(state.join("credentials")).unwrap();
+    let text = std::fs::read_to_string(state.join("credentials.toml")).unwrap();
     let v: toml::Value = toml::from_str(&text).unwrap();
     v["agent_id"].as_str().unwrap().to_owned()
 }
@@ -227,9 +222,17 @@ fn wal_state(state: &Path) -> (u64, u64) {
 
 #[test]
 fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+    // SENTRA_E2E_KEEP=1 keeps the directory (logs, databases, WALs) for a post-mortem.
+    let guard;
+    let root = if std::env::var_os("SENTRA_E2E_KEEP").is_some() {
+        tempfile::tempdir().unwrap().keep()
+    } else {
+        guard = tempfile::tempdir().unwrap();
+        guard.path().to_path_buf()
+    };
+    eprintln!("e2e directory: {}", root.display());
     let cluster = Cluster {
-        dir: tmp.path().to_path_buf(),
+        dir: root,
         grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
         api: SocketAddr::from(([127, 0, 0, 1], free_port())),
     };
@@ -267,10 +270,10 @@ fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing() {
     let names = ["edge-a", "edge-b"];
     for (name, token) in names.iter().zip(&tokens) {
         let status = Command::new(agent_bin())
-            .args(["enroll", "--server-api", &format!("http://{}", cluster.api)])
-            .args(["--token", token, "--name", name])
             .arg("--state-dir")
             .arg(cluster.agent_dir(name))
+            .args(["enroll", "--server-api", &format!("http://{}", cluster.api)])
+            .args(["--token", token, "--name", name])
             .stdout(Stdio::null())
             .stderr(cluster.log(name))
             .status()
