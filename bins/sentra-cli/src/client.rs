@@ -182,6 +182,24 @@ impl Api {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// GET `path` and return the raw body text (CSV exports).
+    pub(crate) async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Sentra server at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(e) => bail!("{status} ({}): {}", e.error.code, e.error.message),
+                Err(_) => bail!("{status}"),
+            }
+        }
+        Ok(text)
+    }
+
     /// POST a JSON body to `path` and decode JSON.
     pub(crate) async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,

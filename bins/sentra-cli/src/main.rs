@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod admin;
 mod client;
 mod doctor;
+mod fleet;
 mod table;
 mod wal;
 mod wg;
@@ -38,6 +39,10 @@ enum Command {
     Token(admin::TokenArgs),
     /// Enrol, list, rotate keys of, revoke and delete agents.
     Agent(admin::AgentArgs),
+    /// Agents, presence, WireGuard interfaces and peers.
+    Status(fleet::StatusArgs),
+    /// Query stored metrics: names, latest, history, export.
+    Metrics(fleet::MetricsArgs),
     /// Check connectivity, credentials, WireGuard access and disk.
     Doctor(doctor::DoctorArgs),
     /// Write-ahead log tools (`sentra wal inspect <dir>`).
@@ -58,6 +63,8 @@ fn main() -> anyhow::Result<()> {
         Command::Token(args) => admin::token(args)?,
         Command::Agent(args) => admin::agent(args)?,
         Command::Doctor(args) => doctor::run(args)?,
+        Command::Status(args) => fleet::status(args)?,
+        Command::Metrics(args) => fleet::metrics(args)?,
         Command::Wal(args) => wal::run(args)?,
     }
     Ok(())
