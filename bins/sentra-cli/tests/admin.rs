@@ -1,0 +1,236 @@
+//! The admin commands against a real `sentra-server` process on loopback: init, login,
+//! status, metrics, agents, tokens and doctor, plus the errors a person meets first
+//! (not logged in, wrong password).
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+fn sentra() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sentra"))
+}
+
+fn server_bin() -> PathBuf {
+    let p = sentra().with_file_name("sentra-server");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p sentra-server` (cargo test --workspace does)",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(cli_dir: &Path, api: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(sentra())
+        .args(args)
+        .env("SENTRA_CLI_DIR", cli_dir)
+        .env("SENTRA_SERVER", api)
+        .env_remove("SENTRA_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn admin_commands_against_a_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cli_dir = tmp.path().join("cli");
+    let (grpc, api_port) = (free_port(), free_port());
+    let api = format!("http://127.0.0.1:{api_port}");
+    let _server = Server(
+        Command::new(server_bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
+            .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
+            .args(["--local-agent", "--status-interval", "0"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(tmp.path().join("server.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+
+    // Before anything: a clear message, non-zero exit.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = run(&cli_dir, &api, &["status"], None);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success());
+        if err.contains("401") {
+            assert!(err.contains("sentra login"), "{err}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "server never came up: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let data_s = data.to_str().unwrap();
+    ok(&run(
+        &cli_dir,
+        &api,
+        &["init", "--data-dir", data_s, "--password-stdin"],
+        Some("a long enough passphrase\n"),
+    ));
+    // A second init for the same user fails clearly.
+    let again = run(
+        &cli_dir,
+        &api,
+        &["init", "--data-dir", data_s, "--password-stdin"],
+        Some("a long enough passphrase\n"),
+    );
+    assert!(!again.status.success());
+
+    let bad = run(
+        &cli_dir,
+        &api,
+        &["login", "--password-stdin"],
+        Some("wrong password here\n"),
+    );
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("401"), "{err}");
+    assert!(
+        !err.contains("wrong password here"),
+        "password echoed: {err}"
+    );
+
+    ok(&run(
+        &cli_dir,
+        &api,
+        &["login", "--password-stdin"],
+        Some("a long enough passphrase\n"),
+    ));
+
+    // The local agent reports within seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&run(&cli_dir, &api, &["status", "--json"], None))).unwrap();
+        if v["agents"].as_array().is_some_and(|a| !a.is_empty()) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no agent in status: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(status["agents"][0]["presence"], "online");
+    let agent_id = status["agents"][0]["agent_id"].as_str().unwrap().to_owned();
+
+    let table = ok(&run(&cli_dir, &api, &["status"], None));
+    assert!(
+        table.starts_with("AGENT") && table.contains(&agent_id),
+        "{table}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: serde_json::Value = serde_json::from_str(&ok(&run(
+            &cli_dir,
+            &api,
+            &["metrics", "latest", "node_load1", "--json"],
+            None,
+        )))
+        .unwrap();
+        if v["values"].as_array().is_some_and(|a| !a.is_empty()) {
+            assert_eq!(v["values"][0]["series"]["agent_id"], agent_id.as_str());
+            break;
+        }
+        assert!(Instant::now() < deadline, "node_load1 never queryable: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let csv = ok(&run(
+        &cli_dir,
+        &api,
+        &["metrics", "export", "node_load1", "--since", "10m"],
+        None,
+    ));
+    assert!(csv.lines().count() >= 2, "{csv}");
+
+    let agents: serde_json::Value = serde_json::from_str(&ok(&run(
+        &cli_dir,
+        &api,
+        &["agent", "list", "--json"],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(agents["agents"][0]["agent_id"], agent_id.as_str());
+
+    let tok: serde_json::Value = serde_json::from_str(&ok(&run(
+        &cli_dir,
+        &api,
+        &["token", "issue", "--ttl", "5m", "--json"],
+        None,
+    )))
+    .unwrap();
+    assert!(tok["token"].as_str().unwrap().len() > 20);
+    let list = ok(&run(&cli_dir, &api, &["token", "list"], None));
+    assert!(
+        !list.contains(tok["token"].as_str().unwrap()),
+        "token list shows a secret"
+    );
+
+    let bad_ttl = run(&cli_dir, &api, &["token", "issue", "--ttl", "5w"], None);
+    assert!(!bad_ttl.status.success());
+    assert!(String::from_utf8_lossy(&bad_ttl.stderr).contains("unknown unit"));
+
+    let missing = run(&cli_dir, &api, &["agent", "show", "no-such-agent"], None);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+
+    let doctor = ok(&run(
+        &cli_dir,
+        &api,
+        &[
+            "doctor",
+            "--json",
+            "--grpc",
+            &format!("127.0.0.1:{grpc}"),
+            "--data-dir",
+            data_s,
+        ],
+        None,
+    ));
+    let checks: serde_json::Value = serde_json::from_str(&doctor).unwrap();
+    for c in checks.as_array().unwrap() {
+        assert_ne!(c["outcome"], "fail", "{c}");
+    }
+}
