@@ -165,10 +165,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         r = &mut Box::pin(wait_task("gRPC server", grpc)) => r?,
     }
     let _ = stop_tx.send(true);
-    if let Some(agent) = agent {
-        if let Err(e) = agent.await {
-            warn!(error = %e, "local agent task ended abnormally");
-        }
+    if let Some(agent) = agent
+        && let Err(e) = agent.await
+    {
+        warn!(error = %e, "local agent task ended abnormally");
     }
     if let Some(status) = status {
         status.abort();
