@@ -62,5 +62,6 @@ for p in "${order[@]}"; do
   echo "$f" >> "$R/lib/modules/load-order"
 done
 install -m755 "$HERE/init" "$R/init"
+install -m755 "$HERE/agent-check" "$R/bin/agent-check"
 (cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) > "$OUT"
 echo "built $OUT ($(du -h "$OUT" | cut -f1)) for $KVER"
