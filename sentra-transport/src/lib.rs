@@ -67,6 +67,7 @@ mod error;
 mod in_process;
 pub mod metrics;
 pub mod rate_limit;
+mod reject_future;
 pub mod server;
 pub mod size_limit;
 pub mod status;
