@@ -109,6 +109,19 @@ impl State {
             .sum()
     }
 
+    /// Drops the inode `ino` if no name (current or durable) refers to it any more. Checking
+    /// one inode keeps name operations linear; a full [`State::gc`] per operation made building
+    /// an image of n files O(n² log n) (the fuzz target ran at 5 executions per second on an
+    /// input of zeros: 2 048 empty files).
+    fn release(&mut self, ino: Option<u64>) {
+        if let Some(ino) = ino
+            && !self.entries.values().any(|&i| i == ino)
+            && !self.durable.values().any(|&i| i == ino)
+        {
+            self.inodes.remove(&ino);
+        }
+    }
+
     fn gc(&mut self) {
         let live: BTreeSet<u64> = self
             .entries
@@ -272,12 +285,13 @@ impl SimFs {
                 synced: bytes.to_vec(),
             },
         );
-        st.entries.insert(path.to_path_buf(), ino);
-        st.durable.insert(path.to_path_buf(), ino);
+        let old = st.entries.insert(path.to_path_buf(), ino);
+        let old_durable = st.durable.insert(path.to_path_buf(), ino);
         if let Some(p) = path.parent() {
             st.dirs.insert(p.to_path_buf());
         }
-        st.gc();
+        st.release(old);
+        st.release(old_durable);
     }
 
     /// The current (page cache) content of a file.
@@ -430,8 +444,8 @@ impl Vfs for SimFs {
                 let ino = st.next_ino;
                 st.next_ino += 1;
                 st.inodes.insert(ino, Inode::default());
-                st.entries.insert(path.to_path_buf(), ino);
-                st.gc();
+                let old = st.entries.insert(path.to_path_buf(), ino);
+                st.release(old);
                 ino
             }
         };
@@ -467,10 +481,11 @@ impl Vfs for SimFs {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
         st.check_fault(FaultOp::Remove)?;
-        st.entries
+        let ino = st
+            .entries
             .remove(path)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        st.gc();
+        st.release(Some(ino));
         Ok(())
     }
 
