@@ -26,6 +26,22 @@ pub struct Config {
     /// How many sequence numbers below the high-water mark may still arrive late (out of
     /// order, e.g. two pushes in flight) and be accepted exactly once (default 64).
     pub replay_window: u64,
+    /// How far a batch's seq may lie above `max(high-water mark, receive time in ms × 1000)`
+    /// before it is refused with `REJECT_REASON_SEQ_TOO_FAR_AHEAD` (default 2⁴², also for
+    /// an agent's first batch).
+    ///
+    /// Agents number batches `seq_base + LSN` with `seq_base ≤ max(clock_ms × 1000,
+    /// previous base + 2⁴⁰)` (see the agent's `store` module), so a legitimate seq stays
+    /// below `now_ms × 1000 + k × 2⁴⁰ + LSN` where `k` counts WAL re-creations while the
+    /// agent's clock was behind. 2⁴² ≈ 4.4 × 10¹² leaves room for three such re-creations
+    /// plus 2⁴⁰ collections, or an agent clock up to 50 days ahead when it chose its
+    /// base. A seq like 2⁶⁴ − 1, which would make every later batch of the agent look
+    /// old, is refused.
+    pub max_seq_jump: u64,
+    /// Sample timestamps later than the receive time plus this are clamped to the receive
+    /// time and counted ([`IngestStats::clamped_samples`](crate::IngestStats)); default
+    /// 300 s, the envelope's clock-skew window. See the crate docs, "Clock skew".
+    pub max_future_skew: Duration,
     /// Most samples the writer puts into one group commit (default 250 000).
     pub max_group_samples: usize,
     /// Acked batches are staged durably and moved into the samples table in large groups
@@ -56,6 +72,8 @@ impl Default for Config {
             maintenance_interval: Duration::from_secs(60),
             presence: PresenceConfig::default(),
             replay_window: 64,
+            max_seq_jump: 1 << 42,
+            max_future_skew: Duration::from_secs(300),
             max_group_samples: 250_000,
             apply_delay: Duration::from_secs(1),
             apply_samples: 500_000,
@@ -118,4 +136,9 @@ impl Default for QueryLimits {
             max_names: 10_000,
         }
     }
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -70,6 +70,7 @@
 
 mod config;
 mod error;
+mod health;
 mod maintenance;
 mod model;
 mod prom;
@@ -93,6 +94,7 @@ use tokio::{
 
 pub use config::{Config, PresenceConfig, QueryLimits};
 pub use error::{BoxError, Error, Result};
+pub use health::{AgentLedger, IngestHealth, StorageHealth};
 pub use maintenance::MaintenanceReport;
 pub use prom::render_prometheus;
 pub use query::{
@@ -156,6 +158,7 @@ pub struct Ingest {
     /// Taken at shutdown so subscriptions end.
     events: std::sync::Mutex<Option<broadcast::Sender<Arc<StoredBatch>>>>,
     maintainer: Arc<Maintainer>,
+    health: watch::Sender<IngestHealth>,
     stop: watch::Sender<bool>,
     tasks: std::sync::Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
 }
@@ -193,6 +196,7 @@ impl Ingest {
             // multi-row inserts are thousands of placeholders long: never log them
             .disable_statement_logging();
         let mut conn = write_opts
+            .clone()
             .connect()
             .await
             .map_err(Error::storage("opening the database"))?;
@@ -218,7 +222,16 @@ impl Ingest {
         let status = StatusCache::new(config.presence);
         let (events, _) = broadcast::channel(config.subscriber_capacity.max(1));
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
-        let mut writer = Writer::new(conn, rx, status.clone(), events.clone(), &config);
+        let health = watch::Sender::new(IngestHealth::ok());
+        let mut writer = Writer::new(
+            conn,
+            write_opts,
+            rx,
+            status.clone(),
+            events.clone(),
+            health.clone(),
+            &config,
+        );
         writer.load().await?;
         let maintainer = Arc::new(Maintainer {
             pool: pool.clone(),
@@ -231,22 +244,34 @@ impl Ingest {
             ),
         });
         maintainer.mark_all_dirty().await?;
-        let writer = tokio::spawn(writer.run());
         let (stop, stopped) = watch::channel(false);
-        let maintenance = tokio::spawn(maintenance_loop(
-            Arc::clone(&maintainer),
-            config.maintenance_interval,
+        let writer = tokio::spawn(health::supervise(
+            "writer",
+            writer.run(),
+            health.clone(),
+            stopped.clone(),
+        ));
+        let maintenance = tokio::spawn(health::supervise(
+            "maintenance",
+            maintenance_loop(
+                Arc::clone(&maintainer),
+                config.maintenance_interval,
+                stopped.clone(),
+            ),
+            health.clone(),
             stopped,
         ));
         Ok(Self {
             service: IngestService {
                 tx,
                 counters: Arc::default(),
+                max_future_skew_ms: config::millis(config.max_future_skew),
             },
             status,
             query: Query::new(pool, config.limits, config.retention),
             events: std::sync::Mutex::new(Some(events)),
             maintainer,
+            health,
             stop,
             tasks: std::sync::Mutex::new(Some((writer, maintenance))),
         })
@@ -304,6 +329,89 @@ impl Ingest {
         Ok(row.and_then(|r| Seq::new(r.get::<i64, _>(0) as u64).ok()))
     }
 
+    /// The pipeline's health now: whether storage takes writes and whether every internal
+    /// task runs. Not ready ([`IngestHealth::is_ready`]) while commits fail (nothing is
+    /// acknowledged then) or after a task died.
+    #[must_use]
+    pub fn health(&self) -> IngestHealth {
+        self.health.borrow().clone()
+    }
+
+    /// A receiver that sees every change of [`Ingest::health`].
+    #[must_use]
+    pub fn watch_health(&self) -> watch::Receiver<IngestHealth> {
+        self.health.subscribe()
+    }
+
+    /// The durable ingest ledger of `agent` (`None`: never heard of): batches accepted,
+    /// accepted sequence gaps, refused seqs. Read from the database, so it shows what is
+    /// committed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`].
+    #[allow(clippy::cast_sign_loss)]
+    pub async fn agent_ledger(&self, agent: &AgentId) -> Result<Option<AgentLedger>> {
+        let row = sqlx::query(
+            "SELECT high_water, accepted, gaps, missing, rejected_stale, rejected_ahead \
+             FROM agents WHERE agent_id = ?",
+        )
+        .bind(agent.as_str())
+        .fetch_optional(self.query.pool())
+        .await
+        .map_err(Error::storage("reading an agent's ledger"))?;
+        Ok(row.map(|r| {
+            let n = |i: usize| r.get::<i64, _>(i) as u64;
+            AgentLedger {
+                high_water: Some(n(0)).filter(|h| *h > 0),
+                accepted: n(1),
+                gaps: n(2),
+                missing: n(3),
+                rejected_stale: n(4),
+                rejected_ahead: n(5),
+            }
+        }))
+    }
+
+    /// Forgets `agent`'s high-water mark and record of stored seqs, so the next batch it
+    /// sends is accepted whatever its seq (within [`Config::max_seq_jump`] of the clock).
+    /// Returns the previous high-water mark (`None`: none). Its ledger counters stay.
+    ///
+    /// For an agent answered `SEQ_BELOW_HIGH_WATER` (its state was lost, or a batch with
+    /// a far-ahead seq was signed with its key): rotate its key first, then reset.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] or [`Error::Closed`].
+    pub async fn reset_sequence(&self, agent: &AgentId) -> Result<Option<Seq>> {
+        let (reply, rx) = oneshot::channel();
+        self.service
+            .tx
+            .send(Request::ResetSequence(agent.clone(), reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Runs SQLite's `PRAGMA integrity_check` on the database: an empty list means no
+    /// problem was found; otherwise one line per problem, as SQLite reports them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when the check itself cannot run.
+    pub async fn integrity_check(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("PRAGMA integrity_check")
+            .fetch_all(self.query.pool())
+            .await
+            .map_err(Error::storage("running the integrity check"))?;
+        let lines: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        Ok(if lines.len() == 1 && lines[0] == "ok" {
+            Vec::new()
+        } else {
+            lines
+        })
+    }
+
     /// Deletes everything stored for `agent`: samples, rollups, series, WireGuard status,
     /// its high-water mark and its status-cache entry. Returns whether anything existed.
     ///
@@ -355,7 +463,7 @@ impl Ingest {
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] if the writer task had panicked.
+    /// [`Error::Storage`] if the writer task had died (see [`IngestHealth::dead_task`]).
     pub async fn shutdown(&self) -> Result<()> {
         let tasks = self
             .tasks
@@ -374,12 +482,15 @@ impl Ingest {
         // Clones of the service may live on in the transport: close the queue from the
         // writer's side. Batches queued before this point are still committed and acked.
         let _ = self.service.tx.send(Request::Shutdown).await;
-        let finished = writer.await;
+        let _ = writer.await;
         self.query.pool().close().await;
-        finished.map_err(|e| Error::Storage {
-            context: "stopping the writer",
-            source: Box::new(e),
-        })
+        match self.health().dead_task {
+            Some(dead) if dead.starts_with("writer") => Err(Error::Storage {
+                context: "stopping the writer",
+                source: dead.into(),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 

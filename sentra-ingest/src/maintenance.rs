@@ -90,9 +90,9 @@ pub(crate) struct MaintenanceWrite {
 pub(crate) async fn apply_maintenance(
     conn: &mut SqliteConnection,
     job: &MaintenanceWrite,
-) -> Result<()> {
+) -> sqlx::Result<()> {
     use sqlx::Connection as _;
-    let r: sqlx::Result<()> = async {
+    async {
         let mut tx = conn.begin().await?;
         for (table, rows) in [("rollup_1m", &job.rollup_1m), ("rollup_1h", &job.rollup_1h)] {
             let sql = format!(
@@ -132,8 +132,7 @@ pub(crate) async fn apply_maintenance(
         }
         tx.commit().await
     }
-    .await;
-    r.map_err(Error::storage("writing rollups and applying retention"))
+    .await
 }
 
 /// What one maintenance pass did.

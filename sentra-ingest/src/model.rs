@@ -42,6 +42,8 @@ pub(crate) struct Prepared {
     pub(crate) extra: Vec<Extra>,
     /// Encoded WireGuard status (a `MetricBatch` holding only `wg_devices`), if any.
     pub(crate) wg_blob: Option<Vec<u8>>,
+    /// Samples whose timestamp was clamped to `received` (too far in the future).
+    pub(crate) clamped: usize,
 }
 
 impl Prepared {
@@ -62,15 +64,34 @@ impl Prepared {
 /// Flattens `batch`: histograms become `_bucket{le}`, `_count` and `_sum` series (as in
 /// Prometheus), WireGuard peers become `wireguard_*` series.
 ///
+/// Sample timestamps (and the collection time) later than `received + max_future_skew_ms`
+/// are replaced by `received` and counted: an agent clock running ahead must not plant
+/// points in the future (see the crate docs, "Clock skew"). Deterministic for a given
+/// `received`, so re-preparing a staged batch after a restart stores the same rows.
+///
 /// # Errors
 ///
 /// A human-readable reason when a derived name would be invalid (too long).
 pub(crate) fn prepare(
-    batch: Batch,
+    mut batch: Batch,
     fingerprint: [u8; 32],
     received: UnixMillis,
     payload: bytes::Bytes,
+    max_future_skew_ms: i64,
 ) -> Result<Prepared, String> {
+    let latest = received
+        .as_millis()
+        .saturating_add(max_future_skew_ms.max(0));
+    let mut clamped = 0;
+    for s in &mut batch.samples {
+        if s.timestamp.as_millis() > latest {
+            s.timestamp = received;
+            clamped += 1;
+        }
+    }
+    if batch.created.as_millis() > latest {
+        batch.created = received;
+    }
     let mut extra = Vec::new();
     for s in &batch.samples {
         if let Value::Histogram(h) = &s.value {
@@ -132,6 +153,7 @@ pub(crate) fn prepare(
         payload,
         extra,
         wg_blob,
+        clamped,
     })
 }
 

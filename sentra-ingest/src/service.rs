@@ -33,6 +33,7 @@ pub(crate) struct Counters {
     pub(crate) rejected: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) samples: AtomicU64,
+    pub(crate) clamped: AtomicU64,
 }
 
 /// A copy of the pipeline counters since start.
@@ -52,6 +53,9 @@ pub struct IngestStats {
     pub failed: u64,
     /// Samples stored (including derived histogram and WireGuard series).
     pub samples: u64,
+    /// Sample timestamps too far in the future (agent clock ahead), stored with the
+    /// receive time instead ([`Config::max_future_skew`](crate::Config::max_future_skew)).
+    pub clamped_samples: u64,
 }
 
 impl Counters {
@@ -63,6 +67,7 @@ impl Counters {
             rejected: self.rejected.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             samples: self.samples.load(Ordering::Relaxed),
+            clamped_samples: self.clamped.load(Ordering::Relaxed),
         }
     }
 }
@@ -71,17 +76,24 @@ impl Counters {
 ///
 /// * A payload that does not decode or validate is answered `REJECTED` (reason `MALFORMED`
 ///   or `INVALID_BATCH`); nothing is stored.
-/// * A `seq` at or below the agent's durable high-water mark that was already stored (or
-///   is older than the replay window) is answered `DUPLICATE`: safe to trim.
+/// * A `seq` that was already stored is answered `DUPLICATE`: safe to trim. Only a stored
+///   `(agent, seq)` gets `DUPLICATE`.
+/// * A `seq` further ahead of the high-water mark than
+///   [`Config::max_seq_jump`](crate::Config::max_seq_jump) is `REJECTED` with
+///   `SEQ_TOO_FAR_AHEAD`; a `seq` below the high-water mark, older than the replay window and
+///   never stored is `REJECTED` with `SEQ_BELOW_HIGH_WATER` (the agent's data cannot be
+///   stored until its sequence is reset: [`Ingest::reset_sequence`](crate::Ingest::reset_sequence)).
 /// * Otherwise the batch is stored, and the high-water mark advanced, in one SQLite
 ///   transaction; the `ACCEPTED` ack is sent only after that transaction is durable.
-/// * `Err` means the store failed or the pipeline is shut down: nothing was stored, retry.
+/// * `Err` means the store failed (full disk, I/O error) or the pipeline is shut down:
+///   nothing was stored and nothing acknowledged; retry.
 ///
 /// Cloning is cheap; every clone feeds the same writer.
 #[derive(Clone)]
 pub struct IngestService {
     pub(crate) tx: mpsc::Sender<Request>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) max_future_skew_ms: i64,
 }
 
 impl fmt::Debug for IngestService {
@@ -142,10 +154,12 @@ impl IngestService {
             *verified.fingerprint(),
             received,
             verified.payload().clone(),
+            self.max_future_skew_ms,
         ) {
             Ok(p) => p,
             Err(detail) => return rejected(RejectReason::InvalidBatch, detail),
         };
+        let clamped = prepared.clamped as u64;
         let rows = prepared.row_count() as u64;
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.send(Request::Batch(prepared, reply)).await;
@@ -157,6 +171,12 @@ impl IngestService {
             Ok(Outcome::Accepted { .. }) => {
                 self.counters.accepted.fetch_add(1, Ordering::Relaxed);
                 self.counters.samples.fetch_add(rows, Ordering::Relaxed);
+                if clamped > 0 {
+                    self.counters.clamped.fetch_add(clamped, Ordering::Relaxed);
+                    tracing::warn!(agent_id = %verified.agent_id(), seq = %verified.seq(), clamped,
+                        max_future_skew_ms = self.max_future_skew_ms,
+                        "sample timestamps ahead of the server clock were stored with the receive time; check the agent's clock");
+                }
                 Ok(ack(
                     &verified,
                     AckStatus::Accepted,
@@ -181,6 +201,29 @@ impl IngestService {
                     detail,
                 ))
             }
+            Ok(Outcome::Rejected {
+                ahead: true,
+                high_water,
+                limit,
+            }) => rejected(
+                RejectReason::SeqTooFarAhead,
+                format!(
+                    "seq {} is too far ahead (high-water mark {high_water}, largest acceptable seq {limit})",
+                    verified.seq()
+                ),
+            ),
+            Ok(Outcome::Rejected {
+                ahead: false,
+                high_water,
+                ..
+            }) => rejected(
+                RejectReason::SeqBelowHighWater,
+                format!(
+                    "seq {} is below the high-water mark {high_water}, outside the replay window, and was never stored; \
+                     an operator can reset the agent's sequence (rotate its key with --reset-sequence)",
+                    verified.seq()
+                ),
+            ),
             Err(e) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 Err(e)

@@ -6,20 +6,26 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sentra_core::{AgentId, Labels, MetricName, Value};
+use sentra_core::{AgentId, Labels, MetricName, Seq, UnixMillis, Value};
 use sqlx::{
-    Connection as _, Row as _, SqliteConnection,
+    ConnectOptions as _, Connection as _, Row as _, SqliteConnection,
     query::Query,
-    sqlite::{Sqlite, SqliteArguments},
+    sqlite::{Sqlite, SqliteArguments, SqliteConnectOptions},
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::{
     Config, Error, Result, StoredBatch,
+    health::{IngestHealth, StorageHealth},
     maintenance::{MaintenanceWrite, apply_maintenance},
     model::{Prepared, Stored},
     status::StatusCache,
 };
+
+/// First retry delay after a failed write while nothing else triggers a retry.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest retry delay.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Largest multi-row `INSERT` (rows); 8192 × 3 parameters stays below SQLite's 32 766.
 const MAX_CHUNK: usize = 8192;
@@ -27,8 +33,19 @@ const MAX_CHUNK: usize = 8192;
 /// What happened to one batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    Accepted { high_water: u64 },
+    /// Stored; `gap_from` is the first skipped seq when this seq jumped over missing ones.
+    Accepted {
+        high_water: u64,
+        gap_from: Option<u64>,
+    },
+    /// Already stored (`conflict`: from a different envelope).
     Duplicate { conflict: bool },
+    /// Refused: too far ahead of the high-water mark (`ahead`) or below it and never stored.
+    Rejected {
+        ahead: bool,
+        high_water: u64,
+        limit: u64,
+    },
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
@@ -37,21 +54,67 @@ pub(crate) enum Request {
     Batch(Prepared, Reply<Outcome>),
     Maintenance(MaintenanceWrite, Reply<()>),
     DeleteAgent(AgentId, Reply<bool>),
+    /// Forget an agent's high-water mark and stored-seq record; replies the old high water.
+    ResetSequence(AgentId, Reply<Option<Seq>>),
     /// Apply every staged batch now.
     Flush(Reply<()>),
     /// Stop accepting requests; those already queued are still processed.
     Shutdown,
 }
 
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Ledger {
+    pub(crate) accepted: u64,
+    pub(crate) gaps: u64,
+    pub(crate) missing: u64,
+    pub(crate) rejected_stale: u64,
+    pub(crate) rejected_ahead: u64,
+}
+
 #[derive(Clone, Debug, Default)]
 struct AgentMark {
+    /// Highest seq stored; 0: none (seqs start at 1).
     high_water: u64,
+    /// Every seq ever stored (since the last sequence reset), as inclusive ranges lo → hi.
+    stored: BTreeMap<u64, u64>,
+    ledger: Ledger,
     /// Every seq at or below this counts as delivered (it only moves up, so a smaller
     /// window after a restart cannot re-open seqs whose records were pruned).
     floor: u64,
     /// Accepted seqs above `floor`, with fingerprints.
     seen: BTreeMap<u64, [u8; 32]>,
     last_seen: i64,
+}
+
+impl AgentMark {
+    fn is_stored(&self, seq: u64) -> bool {
+        self.stored
+            .range(..=seq)
+            .next_back()
+            .is_some_and(|(_, hi)| *hi >= seq)
+    }
+
+    /// Records `seq` (not yet stored) in the ranges, merging neighbours.
+    fn insert_stored(&mut self, seq: u64) {
+        let below = self
+            .stored
+            .range(..seq)
+            .next_back()
+            .filter(|(_, hi)| hi.checked_add(1) == Some(seq))
+            .map(|(lo, _)| *lo);
+        let above = seq
+            .checked_add(1)
+            .and_then(|n| self.stored.get(&n).map(|hi| (n, *hi)));
+        let lo = below.unwrap_or(seq);
+        let hi = match above {
+            Some((n, hi)) => {
+                self.stored.remove(&n);
+                hi
+            }
+            None => seq,
+        };
+        self.stored.insert(lo, hi);
+    }
 }
 
 /// Series ids by agent, name and labels; lookups borrow, only a miss allocates.
@@ -117,7 +180,16 @@ impl SeriesMap {
 pub(crate) type Dirty = Arc<Mutex<HashMap<i64, i64>>>;
 
 pub(crate) struct Writer {
-    pub(crate) conn: SqliteConnection,
+    /// The write connection; `None` after a failed write (it is reopened on the next one:
+    /// a connection whose transaction failed half-way is never trusted again).
+    conn: Option<SqliteConnection>,
+    opts: SqliteConnectOptions,
+    health: watch::Sender<IngestHealth>,
+    /// When to retry a failed write if nothing else does (`None`: storage is healthy).
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    max_seq_jump: u64,
+    max_future_skew_ms: i64,
     pub(crate) rx: mpsc::Receiver<Request>,
     pub(crate) series: SeriesMap,
     marks: HashMap<AgentId, AgentMark>,
@@ -197,7 +269,10 @@ fn bind_value(q: Q<'_>, v: Stored) -> Q<'_> {
 struct Plan {
     /// Staged batches: pending id, agent, seq, fingerprint, received, payload.
     staged: Vec<(i64, AgentId, u64, [u8; 32], i64, bytes::Bytes)>,
-    agents: Vec<(AgentId, u64, i64, u64)>, // agent, high water, last seen, floor
+    agents: Vec<AgentRow>,
+    /// Stored-seq ranges removed (agent, lo) and written (agent, lo, hi).
+    ranges_removed: Vec<(AgentId, u64)>,
+    ranges_written: Vec<(AgentId, u64, u64)>,
     accepted: Vec<(AgentId, u64, [u8; 32])>,
     wg: Vec<(AgentId, u64, i64, Vec<u8>)>,
 }
@@ -242,6 +317,14 @@ async fn write_apply(
     tx.commit().await
 }
 
+struct AgentRow {
+    agent: AgentId,
+    high_water: u64,
+    last_seen: i64,
+    floor: u64,
+    ledger: Ledger,
+}
+
 #[allow(clippy::cast_possible_wrap)]
 async fn write_plan(conn: &mut SqliteConnection, plan: &Plan) -> sqlx::Result<()> {
     let mut tx = conn.begin().await?;
@@ -259,25 +342,49 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &Plan) -> sqlx::Result<()
         .execute(&mut *tx)
         .await?;
     }
-    for (agent, hw, last_seen, prune) in &plan.agents {
+    for row in &plan.agents {
+        let l = &row.ledger;
         sqlx::query(
-            "INSERT INTO agents (agent_id, high_water, floor, last_seen_ms) VALUES (?, ?, ?, ?) \
+            "INSERT INTO agents (agent_id, high_water, floor, last_seen_ms, accepted, gaps, \
+             missing, rejected_stale, rejected_ahead) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (agent_id) DO UPDATE SET high_water = excluded.high_water, \
-             floor = excluded.floor, last_seen_ms = excluded.last_seen_ms",
+             floor = excluded.floor, last_seen_ms = excluded.last_seen_ms, \
+             accepted = excluded.accepted, gaps = excluded.gaps, missing = excluded.missing, \
+             rejected_stale = excluded.rejected_stale, rejected_ahead = excluded.rejected_ahead",
         )
-        .bind(agent.as_str())
-        .bind(*hw as i64)
-        .bind(*prune as i64)
-        .bind(*last_seen)
+        .bind(row.agent.as_str())
+        .bind(row.high_water as i64)
+        .bind(row.floor as i64)
+        .bind(row.last_seen)
+        .bind(l.accepted as i64)
+        .bind(l.gaps as i64)
+        .bind(l.missing as i64)
+        .bind(l.rejected_stale as i64)
+        .bind(l.rejected_ahead as i64)
         .execute(&mut *tx)
         .await?;
-        if *prune > 0 {
+        if row.floor > 0 {
             sqlx::query("DELETE FROM accepted WHERE agent_id = ? AND seq <= ?")
-                .bind(agent.as_str())
-                .bind(*prune as i64)
+                .bind(row.agent.as_str())
+                .bind(row.floor as i64)
                 .execute(&mut *tx)
                 .await?;
         }
+    }
+    for (agent, lo) in &plan.ranges_removed {
+        sqlx::query("DELETE FROM seq_ranges WHERE agent_id = ? AND lo = ?")
+            .bind(agent.as_str())
+            .bind(*lo as i64)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (agent, lo, hi) in &plan.ranges_written {
+        sqlx::query("INSERT OR REPLACE INTO seq_ranges (agent_id, lo, hi) VALUES (?, ?, ?)")
+            .bind(agent.as_str())
+            .bind(*lo as i64)
+            .bind(*hi as i64)
+            .execute(&mut *tx)
+            .await?;
     }
     for (agent, seq, fp) in &plan.accepted {
         sqlx::query("INSERT OR IGNORE INTO accepted (agent_id, seq, fingerprint) VALUES (?, ?, ?)")
@@ -304,16 +411,36 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &Plan) -> sqlx::Result<()
     tx.commit().await
 }
 
+async fn open_conn<'c>(
+    conn: &'c mut Option<SqliteConnection>,
+    opts: &SqliteConnectOptions,
+) -> sqlx::Result<&'c mut SqliteConnection> {
+    if conn.is_none() {
+        let c = opts.connect().await?;
+        tracing::info!("write connection reopened");
+        *conn = Some(c);
+    }
+    conn.as_mut().ok_or(sqlx::Error::PoolClosed)
+}
+
 impl Writer {
     pub(crate) fn new(
         conn: SqliteConnection,
+        opts: SqliteConnectOptions,
         rx: mpsc::Receiver<Request>,
         status: StatusCache,
         events: broadcast::Sender<Arc<StoredBatch>>,
+        health: watch::Sender<IngestHealth>,
         config: &Config,
     ) -> Self {
         Self {
-            conn,
+            conn: Some(conn),
+            opts,
+            health,
+            retry_at: None,
+            retry_delay: RETRY_MIN,
+            max_seq_jump: config.max_seq_jump,
+            max_future_skew_ms: crate::config::millis(config.max_future_skew),
             rx,
             series: SeriesMap::default(),
             marks: HashMap::new(),
@@ -348,10 +475,17 @@ impl Writer {
     /// Loads high-water marks, windows, series ids and the status cache from the database.
     #[allow(clippy::cast_sign_loss)]
     pub(crate) async fn load(&mut self) -> Result<()> {
-        let rows = sqlx::query("SELECT agent_id, high_water, floor, last_seen_ms FROM agents")
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(Error::storage("loading high-water marks"))?;
+        let rows = sqlx::query(
+            "SELECT agent_id, high_water, floor, last_seen_ms, accepted, gaps, missing, \
+             rejected_stale, rejected_ahead FROM agents",
+        )
+        .fetch_all(
+            self.connection()
+                .await
+                .map_err(Error::storage("reopening the database"))?,
+        )
+        .await
+        .map_err(Error::storage("loading high-water marks"))?;
         for r in rows {
             let Ok(agent) = AgentId::new(r.get::<String, _>(0)) else {
                 continue;
@@ -363,11 +497,40 @@ impl Writer {
                     floor: r.get::<i64, _>(2) as u64,
                     seen: BTreeMap::new(),
                     last_seen: r.get(3),
+                    stored: BTreeMap::new(),
+                    ledger: Ledger {
+                        accepted: r.get::<i64, _>(4) as u64,
+                        gaps: r.get::<i64, _>(5) as u64,
+                        missing: r.get::<i64, _>(6) as u64,
+                        rejected_stale: r.get::<i64, _>(7) as u64,
+                        rejected_ahead: r.get::<i64, _>(8) as u64,
+                    },
                 },
             );
         }
+        let rows = sqlx::query("SELECT agent_id, lo, hi FROM seq_ranges")
+            .fetch_all(
+                self.connection()
+                    .await
+                    .map_err(Error::storage("reopening the database"))?,
+            )
+            .await
+            .map_err(Error::storage("loading stored sequence ranges"))?;
+        for r in rows {
+            let Ok(agent) = AgentId::new(r.get::<String, _>(0)) else {
+                continue;
+            };
+            if let Some(m) = self.marks.get_mut(&agent) {
+                m.stored
+                    .insert(r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64);
+            }
+        }
         let rows = sqlx::query("SELECT agent_id, seq, fingerprint FROM accepted")
-            .fetch_all(&mut self.conn)
+            .fetch_all(
+                self.connection()
+                    .await
+                    .map_err(Error::storage("reopening the database"))?,
+            )
             .await
             .map_err(Error::storage("loading the replay window"))?;
         for r in rows {
@@ -380,7 +543,11 @@ impl Writer {
             }
         }
         let rows = sqlx::query("SELECT id, agent, name, labels FROM series")
-            .fetch_all(&mut self.conn)
+            .fetch_all(
+                self.connection()
+                    .await
+                    .map_err(Error::storage("reopening the database"))?,
+            )
             .await
             .map_err(Error::storage("loading series"))?;
         let mut max_id = 0;
@@ -406,7 +573,11 @@ impl Writer {
         }
         self.series.next_id = max_id + 1;
         let rows = sqlx::query("SELECT agent_id, devices FROM wg_status")
-            .fetch_all(&mut self.conn)
+            .fetch_all(
+                self.connection()
+                    .await
+                    .map_err(Error::storage("reopening the database"))?,
+            )
             .await
             .map_err(Error::storage("loading WireGuard status"))?;
         let mut wg = HashMap::new();
@@ -425,9 +596,14 @@ impl Writer {
         // Batches acked but not applied before a crash or kill.
         let rows =
             sqlx::query("SELECT id, fingerprint, received_ms, payload FROM pending ORDER BY id")
-                .fetch_all(&mut self.conn)
+                .fetch_all(
+                    self.connection()
+                        .await
+                        .map_err(Error::storage("reopening the database"))?,
+                )
                 .await
                 .map_err(Error::storage("loading staged batches"))?;
+        let max_future_skew_ms = self.max_future_skew_ms;
         for r in rows {
             let id: i64 = r.get(0);
             self.next_pending_id = self.next_pending_id.max(id + 1);
@@ -441,6 +617,7 @@ impl Writer {
                         <[u8; 32]>::try_from(fp).unwrap_or([0; 32]),
                         sentra_core::UnixMillis::from_millis(r.get(2)),
                         payload,
+                        max_future_skew_ms,
                     )
                 });
             match prepared {
@@ -504,8 +681,13 @@ impl Writer {
             }
         }
         plan.rows.sort_unstable_by_key(|r| (r.0, r.1));
-        match write_apply(&mut self.conn, &self.sqls, &plan).await {
+        let result = match open_conn(&mut self.conn, &self.opts).await {
+            Ok(conn) => write_apply(conn, &self.sqls, &plan).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(()) => {
+                self.storage_ok();
                 self.after_commit(&plan.rows);
                 self.unapplied.clear();
                 self.unapplied_rows = 0;
@@ -517,12 +699,103 @@ impl Writer {
                     self.series.forget(s);
                 }
                 self.series.next_id = next_id_before;
-                tracing::error!(error = %e, "applying staged batches failed; will retry");
+                self.storage_failed("applying staged batches", &e);
                 Err(Error::Storage {
                     context: "applying staged batches",
                     source: Box::new(e),
                 })
             }
+        }
+    }
+
+    /// The write connection, reopened if a failure dropped it.
+    async fn connection(&mut self) -> sqlx::Result<&mut SqliteConnection> {
+        open_conn(&mut self.conn, &self.opts).await
+    }
+
+    /// A write transaction failed: nothing of it is stored. The connection is dropped (its
+    /// transaction state cannot be trusted: after `SQLITE_FULL` SQLite may have rolled
+    /// back on its own, and a connection that still believes it is inside a transaction
+    /// turns every later "commit" into a savepoint release that never reaches the disk),
+    /// the health turns `Failing` and a retry is scheduled.
+    fn storage_failed(&mut self, what: &'static str, e: &sqlx::Error) {
+        drop(self.conn.take());
+        let error = e.to_string();
+        let now = UnixMillis::now();
+        let mut first = false;
+        self.health.send_modify(|h| {
+            h.storage = match &h.storage {
+                StorageHealth::Failing {
+                    since,
+                    failed_commits,
+                    ..
+                } => StorageHealth::Failing {
+                    error: error.clone(),
+                    since: *since,
+                    failed_commits: failed_commits + 1,
+                },
+                StorageHealth::Ok => {
+                    first = true;
+                    StorageHealth::Failing {
+                        error: error.clone(),
+                        since: now,
+                        failed_commits: 1,
+                    }
+                }
+            };
+        });
+        if first {
+            tracing::error!(%error, while_ = what,
+                "storage write failed; nothing is acknowledged until writes work again (retrying)");
+        } else {
+            tracing::debug!(%error, while_ = what, "storage write failed again");
+        }
+        self.retry_at = Some(Instant::now() + self.retry_delay);
+        self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+    }
+
+    /// A write transaction committed.
+    fn storage_ok(&mut self) {
+        if self.retry_at.take().is_some() {
+            self.retry_delay = RETRY_MIN;
+            let mut was = None;
+            self.health.send_modify(|h| {
+                was = Some(std::mem::replace(&mut h.storage, StorageHealth::Ok));
+            });
+            if let Some(StorageHealth::Failing {
+                since,
+                failed_commits,
+                ..
+            }) = was
+            {
+                tracing::warn!(
+                    failed_commits,
+                    failing_for_ms = UnixMillis::now().as_millis() - since.as_millis(),
+                    "storage writes work again"
+                );
+            }
+        }
+    }
+
+    /// Retries storage after a failure: applies staged batches, or writes a probe row.
+    async fn retry_storage(&mut self) {
+        if !self.unapplied.is_empty() {
+            let _ = self.apply().await;
+            return;
+        }
+        let result: sqlx::Result<()> = async {
+            let conn = self.connection().await?;
+            let mut tx = conn.begin().await?;
+            sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('storage_probe_ms', ?)")
+                .bind(UnixMillis::now().as_millis())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        }
+        .await;
+        match result {
+            Ok(()) => self.storage_ok(),
+            Err(e) => self.storage_failed("probing storage", &e),
         }
     }
 
@@ -532,13 +805,19 @@ impl Writer {
             let req = match pending.take() {
                 Some(r) => r,
                 None => {
-                    let deadline = self.unapplied_since.map(|t| t + self.apply_delay);
+                    let apply_at = self.unapplied_since.map(|t| t + self.apply_delay);
+                    let deadline = match (apply_at, self.retry_at) {
+                        (Some(a), Some(r)) => Some(a.min(r)),
+                        (a, r) => a.or(r),
+                    };
                     let next = match deadline {
                         Some(d) => match tokio::time::timeout_at(d.into(), self.rx.recv()).await {
                             Ok(r) => r,
                             Err(_) => {
-                                // staged long enough: apply (errors are logged and retried)
-                                if self.apply().await.is_err() {
+                                if self.retry_at.is_some_and(|r| r <= Instant::now()) {
+                                    self.retry_storage().await;
+                                } else if self.apply().await.is_err() {
+                                    // staged long enough: apply (errors are logged and retried)
                                     self.unapplied_since = Some(Instant::now());
                                 }
                                 continue;
@@ -576,7 +855,7 @@ impl Writer {
                 }
                 Request::Maintenance(job, reply) => {
                     let r = match self.apply().await {
-                        Ok(()) => apply_maintenance(&mut self.conn, &job).await,
+                        Ok(()) => self.maintenance(&job).await,
                         Err(e) => Err(e),
                     };
                     let _ = reply.send(r);
@@ -588,6 +867,9 @@ impl Writer {
                     };
                     let _ = reply.send(r);
                 }
+                Request::ResetSequence(agent, reply) => {
+                    let _ = reply.send(self.reset_sequence(&agent).await);
+                }
                 Request::Flush(reply) => {
                     let _ = reply.send(self.apply().await);
                 }
@@ -597,25 +879,85 @@ impl Writer {
         if let Err(e) = self.apply().await {
             tracing::warn!(error = %e, "staged batches stay staged; they are applied on the next start");
         }
-        if let Err(e) = self.conn.close().await {
+        if let Some(conn) = self.conn.take()
+            && let Err(e) = conn.close().await
+        {
             tracing::warn!(error = %e, "closing the write connection failed");
         }
         tracing::debug!("ingest writer stopped");
     }
 
+    async fn maintenance(&mut self, job: &MaintenanceWrite) -> Result<()> {
+        let conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.storage_failed("writing rollups", &e);
+                return Err(Error::Storage {
+                    context: "writing rollups and applying retention",
+                    source: Box::new(e),
+                });
+            }
+        };
+        match apply_maintenance(conn, job).await {
+            Ok(()) => {
+                self.storage_ok();
+                Ok(())
+            }
+            Err(e) => {
+                self.storage_failed("writing rollups", &e);
+                Err(Error::Storage {
+                    context: "writing rollups and applying retention",
+                    source: Box::new(e),
+                })
+            }
+        }
+    }
+
+    #[allow(clippy::cast_sign_loss)]
     fn decide(&mut self, p: &Prepared) -> Outcome {
         let window = self.window;
+        let max_jump = self.max_seq_jump;
         let mark = self.marks.entry(p.agent().clone()).or_default();
-        mark.last_seen = mark.last_seen.max(p.received.as_millis());
+        let received = p.received.as_millis();
+        mark.last_seen = mark.last_seen.max(received);
         let seq = p.seq().get();
-        if seq <= mark.floor {
-            return Outcome::Duplicate { conflict: false };
-        }
-        if let Some(fp) = mark.seen.get(&seq) {
+        if mark.is_stored(seq) {
             return Outcome::Duplicate {
-                conflict: *fp != p.fingerprint,
+                conflict: mark.seen.get(&seq).is_some_and(|fp| *fp != p.fingerprint),
             };
         }
+        let mut gap_from = None;
+        if seq > mark.high_water {
+            // Legitimate seqs are `seq_base + LSN`, `seq_base ≤ max(clock_ms × 1000,
+            // previous base + 2⁴⁰)`: see `Config::max_seq_jump`.
+            let clock = (received.max(0) as u64).saturating_mul(1000);
+            let limit = mark.high_water.max(clock).saturating_add(max_jump);
+            if seq > limit {
+                mark.ledger.rejected_ahead += 1;
+                return Outcome::Rejected {
+                    ahead: true,
+                    high_water: mark.high_water,
+                    limit,
+                };
+            }
+            if mark.high_water > 0 && seq > mark.high_water + 1 {
+                gap_from = Some(mark.high_water + 1);
+                mark.ledger.gaps += 1;
+                mark.ledger.missing += seq - mark.high_water - 1;
+            }
+        } else if seq <= mark.floor {
+            mark.ledger.rejected_stale += 1;
+            return Outcome::Rejected {
+                ahead: false,
+                high_water: mark.high_water,
+                limit: mark.floor,
+            };
+        } else {
+            // a seq overtaken by a later one (pipelined pushes) arrives within the window
+            mark.ledger.missing = mark.ledger.missing.saturating_sub(1);
+        }
+        mark.ledger.accepted += 1;
+        mark.insert_stored(seq);
         mark.high_water = mark.high_water.max(seq);
         mark.seen.insert(seq, p.fingerprint);
         mark.floor = mark.floor.max(mark.high_water.saturating_sub(window));
@@ -629,6 +971,7 @@ impl Writer {
         }
         Outcome::Accepted {
             high_water: mark.high_water,
+            gap_from,
         }
     }
 
@@ -644,6 +987,8 @@ impl Writer {
         let mut plan = Plan {
             staged: Vec::new(),
             agents: Vec::new(),
+            ranges_removed: Vec::new(),
+            ranges_written: Vec::new(),
             accepted: Vec::new(),
             wg: Vec::new(),
         };
@@ -676,18 +1021,45 @@ impl Writer {
                 ));
             }
         }
-        for agent in undo.keys() {
+        for (agent, before) in &undo {
             let m = &self.marks[agent];
-            plan.agents
-                .push((agent.clone(), m.high_water, m.last_seen, m.floor));
+            plan.agents.push(AgentRow {
+                agent: agent.clone(),
+                high_water: m.high_water,
+                last_seen: m.last_seen,
+                floor: m.floor,
+                ledger: m.ledger.clone(),
+            });
+            let empty = BTreeMap::new();
+            let old = before.as_ref().map_or(&empty, |b| &b.stored);
+            for lo in old.keys() {
+                if !m.stored.contains_key(lo) {
+                    plan.ranges_removed.push((agent.clone(), *lo));
+                }
+            }
+            for (lo, hi) in &m.stored {
+                if old.get(lo) != Some(hi) {
+                    plan.ranges_written.push((agent.clone(), *lo, *hi));
+                }
+            }
         }
 
-        match write_plan(&mut self.conn, &plan).await {
+        let result = match self.connection().await {
+            Ok(conn) => write_plan(conn, &plan).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(()) => {
+                self.storage_ok();
                 for ((p, reply), outcome) in group.into_iter().zip(outcomes) {
                     let hw = self.marks.get(p.agent()).map_or(0, |m| m.high_water);
                     self.status.touch(p.agent(), p.received, hw);
-                    if let Outcome::Accepted { .. } = outcome {
+                    if let Outcome::Accepted { gap_from, .. } = outcome {
+                        if let Some(expected) = gap_from {
+                            tracing::warn!(agent_id = %p.agent(), expected, received = p.seq().get(),
+                                missing = p.seq().get() - expected,
+                                "sequence gap accepted: seqs between were never received (lost on the agent, or by the server)");
+                        }
                         self.status.apply_wg(&p.batch);
                         let _ = self.events.send(Arc::new(StoredBatch {
                             agent_id: p.agent().clone(),
@@ -703,7 +1075,8 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, batches = group.len(), "group commit failed; nothing stored");
+                self.storage_failed("committing a batch group", &e);
+                tracing::warn!(error = %e, batches = group.len(), "group commit failed; nothing stored, nothing acknowledged");
                 for (agent, before) in undo {
                     match before {
                         Some(m) => {
@@ -741,10 +1114,52 @@ impl Writer {
         }
     }
 
+    /// Forgets `agent`'s high-water mark, replay window and stored-seq record (its ledger
+    /// counters stay), so the next seq it sends is accepted.
+    async fn reset_sequence(&mut self, agent: &AgentId) -> Result<Option<Seq>> {
+        let result: sqlx::Result<()> = async {
+            let mut tx = self.connection().await?.begin().await?;
+            sqlx::query(
+                "UPDATE agents SET high_water = 0, floor = 0, missing = 0 WHERE agent_id = ?",
+            )
+            .bind(agent.as_str())
+            .execute(&mut *tx)
+            .await?;
+            for table in ["accepted", "seq_ranges"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE agent_id = ?"))
+                    .bind(agent.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = result {
+            self.storage_failed("resetting a sequence", &e);
+            return Err(Error::Storage {
+                context: "resetting an agent's sequence",
+                source: Box::new(e),
+            });
+        }
+        self.storage_ok();
+        let Some(mark) = self.marks.get_mut(agent) else {
+            return Ok(None);
+        };
+        let previous = mark.high_water;
+        mark.high_water = 0;
+        mark.floor = 0;
+        mark.ledger.missing = 0;
+        mark.seen.clear();
+        mark.stored.clear();
+        tracing::warn!(agent_id = %agent, previous_high_water = previous,
+            "agent sequence reset: its next seq is accepted whatever it is");
+        Ok(Seq::new(previous).ok())
+    }
+
     async fn delete_agent(&mut self, agent: &AgentId) -> Result<bool> {
         let existed = self.marks.contains_key(agent) || self.series.map.contains_key(agent);
         let result: sqlx::Result<()> = async {
-            let mut tx = self.conn.begin().await?;
+            let mut tx = self.connection().await?.begin().await?;
             for table in ["samples", "rollup_1m", "rollup_1h"] {
                 sqlx::query(&format!(
                     "DELETE FROM {table} WHERE series_id IN (SELECT id FROM series WHERE agent = ?)"
@@ -756,6 +1171,7 @@ impl Writer {
             for (table, col) in [
                 ("series", "agent"),
                 ("accepted", "agent_id"),
+                ("seq_ranges", "agent_id"),
                 ("agents", "agent_id"),
                 ("wg_status", "agent_id"),
             ] {
@@ -767,7 +1183,14 @@ impl Writer {
             tx.commit().await
         }
         .await;
-        result.map_err(Error::storage("deleting an agent"))?;
+        if let Err(e) = result {
+            self.storage_failed("deleting an agent", &e);
+            return Err(Error::Storage {
+                context: "deleting an agent",
+                source: Box::new(e),
+            });
+        }
+        self.storage_ok();
         self.marks.remove(agent);
         if let Some(by_name) = self.series.map.remove(agent) {
             let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);

@@ -102,11 +102,13 @@ async fn replay_window_accepts_overtaken_seq_once_and_refuses_ancient() {
     assert_eq!(svc.push(v(4)).await.unwrap().status(), AckStatus::Accepted);
     assert_eq!(svc.push(v(4)).await.unwrap().status(), AckStatus::Duplicate);
     assert_eq!(svc.push(v(20)).await.unwrap().status(), AckStatus::Accepted);
-    // 12 = H - W: below the window, cannot be told apart from a replay
-    assert_eq!(
-        svc.push(v(12)).await.unwrap().status(),
-        AckStatus::Duplicate
-    );
+    // 12 = H - W: below the window and never stored: refused with its own reason, not
+    // "already stored" (the agent must not trim it as delivered)
+    let ack = svc.push(v(12)).await.unwrap();
+    assert_eq!(ack.status(), AckStatus::Rejected);
+    assert_eq!(ack.reason(), RejectReason::SeqBelowHighWater);
+    // stored seqs below the window still answer DUPLICATE
+    assert_eq!(svc.push(v(5)).await.unwrap().status(), AckStatus::Duplicate);
     ingest.shutdown().await.unwrap();
     assert_eq!(count_samples(dir.path()).await, 3);
 
