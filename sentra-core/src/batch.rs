@@ -67,10 +67,17 @@ impl Batch {
 
     /// Decodes and validates protobuf bytes.
     ///
+    /// The bytes are first pre-scanned ([`crate::prescan`]): a payload with more repeated
+    /// entries than the limits allow, or one that would decode to more than
+    /// [`MAX_DECODED_BYTES`](crate::prescan::MAX_DECODED_BYTES), is rejected before
+    /// anything is allocated.
+    ///
     /// # Errors
     ///
-    /// [`Error::Decode`] or [`Error::Malformed`] with the path of the offending field.
+    /// [`Error::Decode`], [`Error::DecodedTooLarge`] or [`Error::Malformed`] with the path of
+    /// the offending field.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
+        crate::prescan::scan_metric_batch(bytes)?;
         Self::try_from(proto::MetricBatch::decode(bytes)?)
     }
 }

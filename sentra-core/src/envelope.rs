@@ -412,10 +412,15 @@ impl Verified {
     /// time (it bounds replay through the skew window), the batch's is the collection time,
     /// which can be hours older when an agent drains its log after an outage.
     ///
+    /// The payload is pre-scanned first ([`crate::prescan`]), so a hostile payload of empty
+    /// repeated messages is rejected before prost allocates it.
+    ///
     /// # Errors
     ///
-    /// [`Error::Decode`], [`Error::Malformed`] or [`Error::HeaderMismatch`].
+    /// [`Error::Decode`], [`Error::Malformed`], [`Error::DecodedTooLarge`] or
+    /// [`Error::HeaderMismatch`].
     pub fn decode_batch(&self) -> Result<Batch> {
+        crate::prescan::scan_metric_batch(&self.payload)?;
         let wire = proto::MetricBatch::decode(self.payload.clone())?;
         let batch = Batch::try_from(wire)?;
         if batch.agent_id != self.agent_id {

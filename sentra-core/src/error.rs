@@ -29,6 +29,17 @@ pub enum Error {
         /// Configured limit.
         limit: usize,
     },
+    /// Decoding the payload would take more memory than allowed: the pre-scan
+    /// ([`crate::prescan`]) estimated its decoded size before allocating anything.
+    #[error(
+        "payload would decode to about {estimated} bytes in memory, more than the limit of {limit} bytes"
+    )]
+    DecodedTooLarge {
+        /// Estimated decoded size, bytes.
+        estimated: usize,
+        /// The limit ([`crate::prescan::MAX_DECODED_BYTES`]).
+        limit: usize,
+    },
     /// No key with this id is registered for this agent.
     #[error("unknown key {key_id} for agent {agent_id}")]
     UnknownKey {
@@ -97,7 +108,7 @@ impl Error {
         match self {
             Self::UnsupportedVersion { .. } => RejectReason::UnsupportedVersion,
             Self::Malformed { .. } | Self::Decode(_) => RejectReason::Malformed,
-            Self::TooLarge { .. } => RejectReason::TooLarge,
+            Self::TooLarge { .. } | Self::DecodedTooLarge { .. } => RejectReason::TooLarge,
             Self::UnknownKey { .. } | Self::KeyNotValid { .. } | Self::BadTag => {
                 RejectReason::Unauthenticated
             }

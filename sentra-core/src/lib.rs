@@ -10,6 +10,8 @@
 //! * Domain types with validating constructors: [`AgentId`], [`KeyId`], [`Seq`],
 //!   [`UnixMillis`], [`Batch`], [`Sample`], [`MetricName`], [`Labels`], [`WgDevice`], …
 //!   Conversion from wire types returns a specific [`Error`] and never panics.
+//! * [`prescan`] — bounds what decoding a payload would allocate (repeated-field counts and
+//!   decoded size) before prost allocates anything; every batch decode runs it first.
 //! * The signed envelope ([`envelope`]): [`Signer`] and [`Verifier`] with a pluggable
 //!   [`Keyring`] supporting several keys per agent with validity windows.
 //!
@@ -48,6 +50,7 @@ mod error;
 pub mod fuzzing;
 mod id;
 mod key;
+pub mod prescan;
 pub mod proto;
 
 pub use batch::{

@@ -609,7 +609,10 @@ proptest! {
     #[test]
     fn any_header_change_breaks_the_tag(batch in arb_batch(), field in 0usize..6, delta in 1u64..1000) {
         let secret = SecretKey::from_bytes([5; 32]);
-        let keyring = keyring_with(&batch.agent_id, 1, &secret, Validity::always());
+        let mut keyring = keyring_with(&batch.agent_id, 1, &secret, Validity::always());
+        // The changed key id is registered with the same secret, so only the tag's coverage
+        // of the key id can reject it (not an unknown key).
+        keyring.insert(batch.agent_id.clone(), KeyId::new(1u32.wrapping_add(delta as u32)), &secret, Validity::always());
         let mut env = Signer::new(batch.agent_id.clone(), KeyId::new(1), &secret).sign_batch(&batch, batch.created, Nonce::from_bytes([0; 16]));
         match field {
             0 => env.seq = env.seq.wrapping_add(delta).max(1),
@@ -620,12 +623,54 @@ proptest! {
             _ => env.key_id = env.key_id.wrapping_add(delta as u32),
         }
         let r = Verifier::new().verify(&env, Method::Push, UnixMillis::from_millis(env.created_ms), &keyring);
-        prop_assert!(r.is_err());
+        prop_assert!(matches!(r, Err(Error::BadTag)), "field {}: {:?}", field, r);
     }
 
     #[test]
     fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..512)) {
         sentra_core::fuzzing::envelope_verify(&data);
         sentra_core::fuzzing::metric_batch_decode(&data);
+    }
+
+    /// The pre-scan never panics, and it reads damaged bytes exactly as prost does: when it
+    /// stops at invalid protobuf prost fails too, and when prost succeeds the counts agree.
+    #[test]
+    fn prescan_agrees_with_prost_on_damaged_batches(
+        batch in arb_batch(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut bytes = batch.encode_to_vec();
+        for (at, b) in &edits {
+            let i = at.index(bytes.len());
+            bytes[i] = *b;
+        }
+        if truncate {
+            let n = cut.index(bytes.len() + 1);
+            bytes.truncate(n);
+        }
+        let scan = sentra_core::prescan::scan_metric_batch(&bytes);
+        let wire = proto::MetricBatch::decode(bytes.as_slice());
+        if let Ok(c) = &scan {
+            if c.invalid_wire {
+                prop_assert!(wire.is_err(), "the scan stopped but prost decoded");
+            }
+            if let Ok(w) = &wire {
+                prop_assert_eq!(c.samples, w.samples.len());
+                prop_assert_eq!(c.wg_devices, w.wg_devices.len());
+                prop_assert_eq!(c.labels, w.samples.iter().map(|s| s.labels.len()).sum::<usize>());
+                prop_assert_eq!(c.peers, w.wg_devices.iter().map(|d| d.peers.len()).sum::<usize>());
+            }
+        }
+    }
+
+    #[test]
+    fn prescan_never_panics_on_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..2048)) {
+        if let Ok(c) = sentra_core::prescan::scan_metric_batch(&data)
+            && c.invalid_wire
+        {
+            prop_assert!(proto::MetricBatch::decode(data.as_slice()).is_err());
+        }
     }
 }
