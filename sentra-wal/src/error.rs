@@ -31,6 +31,21 @@ pub enum Error {
         /// The configured cap.
         cap: u64,
     },
+    /// The file system is out of space (`ENOSPC`, or a quota: `EDQUOT`) before the disk cap
+    /// was reached. Nothing of the refused append(s) was stored and their LSNs are not used;
+    /// unlike other write errors this does **not** poison the log: the partial write is cut
+    /// off and made durable, and appends work again once space is freed (for example by
+    /// acknowledging shipped records, which deletes segments).
+    #[error(
+        "no space left on the device holding {path} ({source}): the record was not stored; free disk space or ship (acknowledge) records"
+    )]
+    DiskFull {
+        /// The file that could not grow.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// A record is larger than the configured maximum.
     #[error("record of {len} bytes exceeds the limit of {limit}")]
     RecordTooLarge {
@@ -66,6 +81,21 @@ impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { op, path, source }
+    }
+
+    /// `true` if this is [`Error::DiskFull`]: the file system (not the cap) is full; the log
+    /// is still usable and the append can be retried after space was freed.
+    #[must_use]
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::DiskFull { .. })
+    }
+
+    /// `true` if `e` means "out of space" (`ENOSPC`, `EDQUOT`).
+    pub(crate) fn is_no_space(e: &io::Error) -> bool {
+        matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
     }
 
     /// `true` if this is [`Error::Full`].

@@ -292,6 +292,25 @@ fn create_segment(
     })
 }
 
+/// After `create_segment` failed with `e`: if the disk is full, removes the partly created
+/// file (its header may be torn) and returns [`Error::DiskFull`]; other errors are returned
+/// as they are. `Err` if the cleanup itself failed (the caller must poison).
+fn undo_create(vfs: &dyn Vfs, dir: &Path, first_lsn: Lsn, e: Error) -> Result<Error> {
+    let Error::Io { op, source, path } = e else {
+        return Ok(e);
+    };
+    if !Error::is_no_space(&source) {
+        return Ok(Error::Io { op, path, source });
+    }
+    let p = dir.join(format::segment_name(first_lsn));
+    match vfs.remove_file(&p) {
+        Ok(()) => vfs.sync_dir(dir).map_err(Error::io("sync dir", dir))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", p)(e)),
+    }
+    Ok(Error::DiskFull { path, source })
+}
+
 impl Wal {
     /// Opens (creating if needed) the log in `dir` on the real file system, running recovery.
     ///
@@ -349,8 +368,10 @@ impl Wal {
                         let f = vfs
                             .open(&cpath, OpenMode::Create)
                             .map_err(Error::io("create", &cpath))?;
-                        f.set_len(2 * CURSOR_SLOT_LEN as u64)
-                            .map_err(Error::io("truncate", &cpath))?;
+                        // Real zeros, not a sparse `set_len`: a slot write must never need a
+                        // new block (ENOSPC on a full disk would fail the acknowledgement).
+                        f.write_all_at(&[0u8; 2 * CURSOR_SLOT_LEN], 0)
+                            .map_err(Error::io("create", &cpath))?;
                         f.sync_data().map_err(Error::io("sync", &cpath))?;
                         vfs.sync_dir(&dir).map_err(Error::io("sync dir", &dir))?;
                         f
@@ -384,6 +405,7 @@ impl Wal {
             );
         }
         let max_id = rec.segments.iter().map(|s| s.segment_id).max().unwrap_or(0);
+        let mut need_segment = false;
         let active = match rec.segments.last() {
             Some(t) if !t.sealed && t.next_lsn == next_lsn => {
                 let path = dir.join(&t.name);
@@ -418,20 +440,49 @@ impl Wal {
                 } else {
                     0
                 };
-                let a = create_segment(&*vfs, &dir, next_lsn, max_id + 1, prealloc)?;
-                used += a.file_size;
-                segs.insert(
-                    next_lsn,
-                    SegMeta {
-                        name: format::segment_name(next_lsn),
-                        len: a.len,
-                        size: a.file_size,
-                        next_lsn,
-                        sealed: false,
-                    },
-                );
-                report.segments += 1;
-                a
+                match create_segment(&*vfs, &dir, next_lsn, max_id + 1, prealloc) {
+                    Ok(a) => {
+                        used += a.file_size;
+                        segs.insert(
+                            next_lsn,
+                            SegMeta {
+                                name: format::segment_name(next_lsn),
+                                len: a.len,
+                                size: a.file_size,
+                                next_lsn,
+                                sealed: false,
+                            },
+                        );
+                        report.segments += 1;
+                        a
+                    }
+                    Err(e) => {
+                        // Disk full: open anyway (the records held can still be shipped, which
+                        // frees space); the writer creates the segment before the next append.
+                        let Some(t) = rec.segments.last() else {
+                            return Err(e);
+                        };
+                        let e = undo_create(&*vfs, &dir, next_lsn, e)?;
+                        if !e.is_disk_full() {
+                            return Err(e);
+                        }
+                        need_segment = true;
+                        let path = dir.join(&t.name);
+                        let file = vfs
+                            .open(&path, OpenMode::ReadWrite)
+                            .map_err(Error::io("open", &path))?;
+                        Active {
+                            file,
+                            path,
+                            first_lsn: t.first_lsn,
+                            salt: t.salt,
+                            segment_id: t.segment_id,
+                            len: t.len,
+                            file_size: t.file_len,
+                            records: t.next_lsn - t.first_lsn,
+                        }
+                    }
+                }
             }
         };
         let committed = next_lsn - 1;
@@ -466,6 +517,7 @@ impl Wal {
             last_sync: Instant::now(),
             last_group: 0,
             last_sync_took: Duration::ZERO,
+            need_segment,
         };
         let writer = std::thread::Builder::new()
             .name("sentra-wal-writer".into())
@@ -659,11 +711,18 @@ impl Wal {
         }
         .encode();
         let cpath = self.inner.dir.join(CURSOR_FILE);
-        let r = c
-            .file
-            .write_all_at(&bytes, (slot * CURSOR_SLOT_LEN) as u64)
-            .and_then(|()| c.file.sync_data())
-            .map_err(Error::io("write cursor", &cpath));
+        let r = match c.file.write_all_at(&bytes, (slot * CURSOR_SLOT_LEN) as u64) {
+            // Only the slot not holding the current cursor was touched: nothing to poison.
+            // (Cursor files are created with real zeros; this needs a sparse older file.)
+            Err(e) if Error::is_no_space(&e) => {
+                return Err(Error::DiskFull {
+                    path: cpath,
+                    source: e,
+                });
+            }
+            r => r.and_then(|()| c.file.sync_data()),
+        }
+        .map_err(Error::io("write cursor", &cpath));
         if let Err(e) = r {
             self.inner.poison(&e.to_string());
             return Err(e);
@@ -818,6 +877,9 @@ struct Writer {
     /// Requests in the previous group and how long its sync took: the adaptive group wait.
     last_group: usize,
     last_sync_took: Duration,
+    /// The active segment is sealed but its successor could not be created (disk full):
+    /// the next append creates it first.
+    need_segment: bool,
 }
 
 /// Upper bound of the adaptive group wait.
@@ -903,18 +965,27 @@ impl Writer {
                 self.last_group = reqs.len();
                 (reqs, std::mem::take(&mut q.rotate))
             };
-            if let Err(e) = self.process(reqs, &rotate) {
-                let err = self.fail(e);
-                for c in rotate {
-                    c.complete(Err(Error::Poisoned(Arc::from(err.to_string()))));
+            let rotated = match self.process(reqs, &rotate) {
+                Ok(r) => r,
+                Err(e) => {
+                    let err = self.fail(e);
+                    for c in rotate {
+                        c.complete(Err(Error::Poisoned(Arc::from(err.to_string()))));
+                    }
+                    return Err(err);
                 }
-                return Err(err);
-            }
+            };
             for c in rotate {
-                c.complete(Ok(LsnRange {
-                    first: self.next_lsn,
-                    last: self.next_lsn - 1,
-                }));
+                c.complete(match &rotated {
+                    Ok(()) => Ok(LsnRange {
+                        first: self.next_lsn,
+                        last: self.next_lsn - 1,
+                    }),
+                    Err(e) => Err(Error::DiskFull {
+                        path: self.active.path.clone(),
+                        source: std::io::Error::new(std::io::ErrorKind::StorageFull, e.to_string()),
+                    }),
+                });
             }
         }
     }
@@ -944,10 +1015,27 @@ impl Writer {
         Ok(())
     }
 
-    fn process(&mut self, reqs: Vec<Req>, rotate: &[Arc<Completion>]) -> Result<()> {
+    /// Encodes, writes and syncs a group. `Err`: fatal (poison). `Ok(Err(DiskFull))`: an
+    /// explicit rotation could not complete because the disk is full (not fatal).
+    fn process(&mut self, reqs: Vec<Req>, rotate: &[Arc<Completion>]) -> Result<Result<()>> {
         let seg_size = self.inner.opts.segment_size;
         let mut reqs = reqs.into_iter();
         while let Some(req) = reqs.next() {
+            if self.need_segment {
+                match self.open_next_segment() {
+                    Ok(()) => {}
+                    Err(e) if e.is_disk_full() => {
+                        req.done.complete(Err(e));
+                        continue;
+                    }
+                    Err(e) => {
+                        let none = LsnRange { first: 0, last: 0 };
+                        self.pending.push((req.done, none));
+                        self.pending.extend(reqs.map(|r| (r.done, none)));
+                        return Err(e);
+                    }
+                }
+            }
             let has_records = self.active.records + self.buf_records > 0;
             let will_rotate = has_records
                 && self.active.len
@@ -964,6 +1052,12 @@ impl Writer {
             });
             let reserved = match step {
                 Ok(r) => r,
+                // The rotation found the disk full: what it was flushing is already answered
+                // (see `flush`), this request is refused, the next one tries again.
+                Err(e) if e.is_disk_full() => {
+                    req.done.complete(Err(e));
+                    continue;
+                }
                 Err(e) => {
                     // Hand this and every remaining request to `fail` via `pending`.
                     let none = LsnRange { first: 0, last: 0 };
@@ -998,10 +1092,56 @@ impl Writer {
                 },
             ));
         }
-        if !rotate.is_empty() && self.active.records + self.buf_records > 0 {
-            self.rotate()?;
+        let mut result = Ok(());
+        if !rotate.is_empty() && !self.need_segment && self.active.records + self.buf_records > 0 {
+            match self.rotate() {
+                Err(e) if e.is_disk_full() => result = Err(e),
+                r => r?,
+            }
         }
-        self.flush(false)
+        match self.flush(false) {
+            Err(e) if e.is_disk_full() => Ok(result),
+            Err(e) => Err(e),
+            Ok(()) => Ok(result),
+        }
+    }
+
+    /// A write failed with ENOSPC: cuts the file back to the last complete frame and makes
+    /// that durable, forgets the buffered frames (their LSNs were never handed out), and
+    /// answers every pending append with [`Error::DiskFull`]. The log stays usable. `Err` only
+    /// if the cleanup failed (the caller poisons).
+    fn undo_full_write(&mut self, source: std::io::Error) -> Result<Error> {
+        let path = self.active.path.clone();
+        self.active
+            .file
+            .set_len(self.active.len)
+            .map_err(Error::io("truncate after disk full", &path))?;
+        self.active
+            .file
+            .sync_data()
+            .map_err(Error::io("sync", &path))?;
+        self.dirty = false;
+        if self.active.file_size > self.active.len {
+            let freed = self.active.file_size - self.active.len;
+            self.active.file_size = self.active.len;
+            let mut st = self.inner.state();
+            st.used -= freed.min(st.used);
+            if let Some(m) = st.segs.get_mut(&self.active.first_lsn) {
+                m.size = self.active.file_size;
+            }
+        }
+        self.buf.clear();
+        self.buf_records = 0;
+        self.next_lsn = self.active.first_lsn + self.active.records;
+        let kind = source.kind();
+        let msg = source.to_string();
+        for (c, _) in self.pending.drain(..) {
+            c.complete(Err(Error::DiskFull {
+                path: path.clone(),
+                source: std::io::Error::new(kind, msg.clone()),
+            }));
+        }
+        Ok(Error::DiskFull { path, source })
     }
 
     /// Bytes the cap must additionally accommodate to append `need` bytes of frames.
@@ -1090,10 +1230,12 @@ impl Writer {
     /// Writes the buffer; syncs if the policy (or `force`) says so; completes pending appends.
     fn flush(&mut self, force_sync: bool) -> Result<()> {
         if !self.buf.is_empty() {
-            self.active
-                .file
-                .write_all_at(&self.buf, self.active.len)
-                .map_err(Error::io("write", &self.active.path))?;
+            if let Err(e) = self.active.file.write_all_at(&self.buf, self.active.len) {
+                if Error::is_no_space(&e) {
+                    return Err(self.undo_full_write(e)?);
+                }
+                return Err(Error::io("write", &self.active.path)(e));
+            }
             self.dirty = true;
         }
         let must_sync = force_sync
@@ -1170,18 +1312,35 @@ impl Writer {
                 m.size = self.active.file_size;
             }
         }
+        self.need_segment = true;
+        self.open_next_segment()
+    }
+
+    /// Creates the segment after the sealed active one. On a full disk: [`Error::DiskFull`],
+    /// nothing left behind, and `need_segment` stays set so the next append tries again.
+    fn open_next_segment(&mut self) -> Result<()> {
         let prealloc = if self.inner.opts.preallocate {
             self.inner.opts.segment_size
         } else {
             0
         };
-        let next = create_segment(
+        let next = match create_segment(
             &*self.inner.vfs,
             &self.inner.dir,
             self.next_lsn,
             self.active.segment_id + 1,
             prealloc,
-        )?;
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                return Err(undo_create(
+                    &*self.inner.vfs,
+                    &self.inner.dir,
+                    self.next_lsn,
+                    e,
+                )?);
+            }
+        };
         {
             let mut st = self.inner.state();
             st.used += next.file_size;
@@ -1197,6 +1356,7 @@ impl Writer {
             );
         }
         self.active = next;
+        self.need_segment = false;
         Ok(())
     }
 }

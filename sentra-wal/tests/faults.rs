@@ -59,26 +59,34 @@ fn sync_failure_poisons_and_is_never_retried() {
 }
 
 #[test]
-fn write_enospc_truncates_back_and_poisons() {
+fn write_enospc_truncates_back_and_stays_usable() {
     let fs = SimFs::new();
     let wal = open(&fs, Options::default());
     for i in 0..10u8 {
         wal.append(&[i; 100]).unwrap();
     }
-    // The disk is full: the next write fails with ENOSPC.
+    // The disk is full: the next write fails with ENOSPC, reported as DiskFull.
     fs.set_capacity(Some(fs.used_bytes() + 50));
     let err = wal.append(&[0xee; 200]).unwrap_err();
     match &err {
-        Error::Io { source, .. } => assert_eq!(source.kind(), ErrorKind::StorageFull),
+        Error::DiskFull { source, .. } => assert_eq!(source.kind(), ErrorKind::StorageFull),
         other => panic!("{other}"),
     }
-    assert!(matches!(wal.append(b"x"), Err(Error::Poisoned(_))));
-    drop(wal);
+    // Not poisoned: small appends that fit still work, with the next LSN (none reused).
+    assert!(!wal.stats().poisoned);
+    assert_eq!(wal.append(b"x").unwrap(), 11);
     fs.set_capacity(None);
+    assert_eq!(wal.append(&[0xee; 200]).unwrap(), 12);
+    drop(wal);
     let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, Options::default()).unwrap();
-    assert_eq!(rep.records, 10);
+    assert_eq!(rep.records, 12);
     assert_eq!(rep.truncated_bytes, 0, "nothing half-written remains");
-    assert_eq!(lsns(&read_all(&wal, 1)), (1..=10).collect::<Vec<_>>());
+    let entries = read_all(&wal, 1);
+    assert_eq!(lsns(&entries), (1..=12).collect::<Vec<_>>());
+    let Entry::Record(r) = &entries[10] else {
+        panic!("record expected")
+    };
+    assert_eq!(r.payload(), b"x");
 }
 
 #[test]
