@@ -170,7 +170,7 @@ async fn sentra_server(pki: &Pki) -> SocketAddr {
     // would shed a raw client's next call).
     limits.per_agent_quota = Quota::per_second(1e9).burst(1_000_000);
     limits.concurrency_limit_per_connection = 128;
-    limits.per_ip_quota = None;
+    limits.per_ip_failure_quota = None;
     let pipeline = service_fn(|v: Verified| async move {
         Ok::<_, BoxError>(ack(v.agent_id().as_str(), v.seq().get()))
     });

@@ -12,6 +12,7 @@
 //! | mTLS client certificate not issued for the envelope's agent id | `PERMISSION_DENIED` | reason `UNAUTHENTICATED` | no |
 //! | envelope signed too far from the server's clock | `FAILED_PRECONDITION` | reason `CLOCK_SKEW`, `sentra-server-time-ms` | after re-signing with a corrected clock |
 //! | per-agent rate limit | `RESOURCE_EXHAUSTED` | reason `RATE_LIMITED`, `sentra-retry-after-ms` | yes, after the hint |
+//! | the client's address or connection used up its budget of failed authentications | `RESOURCE_EXHAUSTED` | reason `RATE_LIMITED`, `sentra-retry-after-ms` | yes, after the hint |
 //! | global concurrency limit (load shed), tonic's per-connection shed | `RESOURCE_EXHAUSTED` | `sentra-retry-after-ms` | yes, with backoff |
 //! | request timeout (this crate's layer) | `DEADLINE_EXCEEDED` | — | yes |
 //! | tonic's whole-request backstop timeout (slow bodies) | `CANCELLED` | — | yes |
@@ -203,6 +204,15 @@ fn known(err: &(dyn std::error::Error + 'static)) -> Option<Status> {
     }
     if let Some(e) = err.downcast_ref::<rate_limit::RateLimited>() {
         let s = Status::resource_exhausted("rate limit exceeded for this agent, retry later");
+        return Some(with_retry_after(
+            with_reason(s, RejectReason::RateLimited),
+            e.retry_after(),
+        ));
+    }
+    if let Some(e) = err.downcast_ref::<rate_limit::SourceLimited>() {
+        let s = Status::resource_exhausted(
+            "too many failed authentications from this address, retry later",
+        );
         return Some(with_retry_after(
             with_reason(s, RejectReason::RateLimited),
             e.retry_after(),

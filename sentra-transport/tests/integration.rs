@@ -17,8 +17,11 @@ use sentra_core::{
     proto::{Ack, AckStatus, DesiredState, DesiredStateQuery, RejectReason, SignedBatch},
 };
 use sentra_transport::{
-    BoxError, Client, Limits, PeerInfo, RetryConfig, Server, ServerBuilder, metrics::Metrics,
-    rate_limit::Quota, status, tls::ServerTls,
+    BoxError, Client, Limits, PeerInfo, RetryConfig, Server, ServerBuilder,
+    metrics::{Metrics, close_reason},
+    rate_limit::Quota,
+    status,
+    tls::ServerTls,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -545,22 +548,39 @@ async fn layers_end_to_end_rate_limit_timeout_shed_unavailable() {
     assert!(err.retry_after().is_some());
     assert_eq!(slow.await.unwrap().unwrap().status(), AckStatus::Accepted);
 
-    // Coarse per-IP limit before authentication: even forged envelopes are counted.
+    // Failed authentications are charged to the source: past its budget, the forger's
+    // connection is refused before verification, and valid requests are never charged.
     let mut limits = Limits::default();
-    limits.per_ip_quota = Some(Quota::per_second(0.01).burst(2));
+    limits.per_ip_failure_quota = Some(Quota::per_second(0.01).burst(2));
     let server =
         Server::builder(keyring(&["a", "b"]), Pipeline::default().service()).limits(limits);
     let (addr, _task) = spawn(server).await;
-    let client = no_retry(Client::builder(format!("http://{addr}")));
-    let forged = push_env(&Signer::new(agent("a"), KeyId::new(1), &secret("x")), 1);
-    assert_eq!(
-        client.push(forged).await.unwrap_err().code(),
-        Some(Code::Unauthenticated)
-    );
-    assert!(client.push(push_env(&signer("a"), 1)).await.is_ok());
-    let err = client.push(push_env(&signer("b"), 1)).await.unwrap_err();
+    let valid = no_retry(Client::builder(format!("http://{addr}")));
+    for seq in 1..=5 {
+        assert!(valid.push(push_env(&signer("a"), seq)).await.is_ok());
+    }
+    let forger = no_retry(Client::builder(format!("http://{addr}")));
+    for seq in 1..=2 {
+        let forged = push_env(&Signer::new(agent("a"), KeyId::new(1), &secret("x")), seq);
+        assert_eq!(
+            forger.push(forged).await.unwrap_err().code(),
+            Some(Code::Unauthenticated)
+        );
+    }
+    let forged = push_env(&Signer::new(agent("a"), KeyId::new(1), &secret("x")), 3);
+    let err = forger.push(forged).await.unwrap_err();
     assert_eq!(err.code(), Some(Code::ResourceExhausted));
     assert_eq!(err.reject_reason(), Some(RejectReason::RateLimited));
+    assert!(err.retry_after().unwrap() > Duration::from_secs(10));
+    assert!(
+        err.status()
+            .unwrap()
+            .message()
+            .contains("failed authentications")
+    );
+    // The authenticated connection from the same address keeps working.
+    assert!(valid.push(push_env(&signer("a"), 6)).await.is_ok());
+    assert!(valid.push(push_env(&signer("b"), 1)).await.is_ok());
 }
 
 #[tokio::test]
@@ -730,29 +750,114 @@ async fn closed_within(mut s: TcpStream, within: Duration) -> bool {
     }
 }
 
+/// When the peer closed `s` (time since `since`) and how (`Ok` for a clean EOF, the error
+/// kind otherwise); `None` if it is still open `within` after `since`.
+async fn close_of(
+    mut s: TcpStream,
+    since: Instant,
+    within: Duration,
+) -> Option<(Duration, Result<(), std::io::ErrorKind>)> {
+    let mut buf = [0u8; 256];
+    loop {
+        let left = (since + within).saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) => return Some((since.elapsed(), Ok(()))),
+            Ok(Err(e)) => return Some((since.elapsed(), Err(e.kind()))),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A TCP connection to `to` from the local address `ip` (any of 127.0.0.0/8 on Linux), so
+/// one test can play several client addresses.
+async fn connect_from(ip: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    sock.connect(to).await
+}
+
+fn tls_connector(pki: &Pki) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in sentra_transport::tls::certs_from_pem(pki.ca_pem.as_bytes()).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(sentra_transport::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
 #[tokio::test]
 async fn silent_connections_are_closed_and_the_cap_frees_up() {
     let pki = Pki::new();
+    let metrics = Metrics::new();
+    let timeout = Duration::from_millis(600);
     let mut limits = Limits::default();
     limits.max_connections = 2;
-    limits.tls_handshake_timeout = Duration::from_millis(300);
+    limits.handshake_timeout = timeout;
     let builder = Server::builder(keyring(&["a"]), Pipeline::default().service())
         .tls(pki.server_tls(false))
-        .limits(limits);
+        .limits(limits)
+        .metrics(metrics.clone());
     let (addr, _task) = spawn(builder).await;
 
-    // Two slowloris connections take both slots and never send a ClientHello.
     let t0 = Instant::now();
-    let s1 = TcpStream::connect(addr).await.unwrap();
-    let s2 = TcpStream::connect(addr).await.unwrap();
-    // One that starts a handshake and stalls.
-    let (c1, c2) = (
-        closed_within(s1, Duration::from_secs(3)),
-        closed_within(s2, Duration::from_secs(3)),
+    // Slot 1: connects and never sends a byte.
+    let silent = TcpStream::connect(addr).await.unwrap();
+    // Slot 2: starts a ClientHello (a record header announcing 512 bytes, then the first 4
+    // bytes of the handshake message) and stalls.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc])
+        .await
+        .unwrap();
+    let closes = tokio::spawn(async move {
+        tokio::join!(
+            close_of(silent, t0, Duration::from_secs(5)),
+            close_of(stalled, t0, Duration::from_secs(5))
+        )
+    });
+    // A real TLS client while both slots are held: the cap is reached, so its connection
+    // waits in the listen backlog and its handshake only completes once the timeout has
+    // freed a slot.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let hs = tokio::time::timeout(
+        Duration::from_secs(5),
+        tls_connector(&pki).connect("localhost".try_into().unwrap(), tcp),
+    )
+    .await
+    .expect("third handshake never completed: the slots were not freed")
+    .expect("third handshake failed");
+    let queued = t0.elapsed();
+    assert!(
+        queued >= timeout * 9 / 10,
+        "third handshake completed after {queued:?}, before a slot was freed: the cap of 2 was not reached"
     );
-    let (r1, r2) = tokio::join!(c1, c2);
-    assert!(r1 && r2, "silent connections must be closed");
-    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+
+    let (c1, c2) = closes.await.unwrap();
+    for (what, c) in [("silent", c1), ("stalled handshake", c2)] {
+        let (at, how) = c.unwrap_or_else(|| panic!("{what} connection still open after 5 s"));
+        assert!(
+            at >= timeout * 9 / 10 && at < timeout + Duration::from_secs(3),
+            "{what} connection closed after {at:?}; the handshake timeout is {timeout:?}"
+        );
+        assert_eq!(
+            how,
+            Ok(()),
+            "{what} connection: expected a clean close (EOF)"
+        );
+    }
+    assert_eq!(
+        metrics.connections_closed(close_reason::TLS_HANDSHAKE_TIMEOUT),
+        2,
+        "{}",
+        metrics.render_prometheus()
+    );
+    drop(hs);
 
     // The slots are free again: a well-behaved client gets through.
     let client = no_retry(tls_client(&pki, addr));
@@ -775,6 +880,101 @@ async fn plaintext_idle_connection_is_closed() {
     assert!(client.push(push_env(&signer("a"), 1)).await.is_ok());
 }
 
+/// The HTTP/2 client connection preface's fixed 24 bytes.
+const H2_MAGIC: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame (completes the client connection preface).
+const H2_EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+
+#[tokio::test]
+async fn plaintext_slowloris_is_closed_after_the_handshake_timeout_and_capped_per_address() {
+    let timeout = Duration::from_millis(1000);
+    let mut limits = Limits::default();
+    limits.handshake_timeout = timeout;
+    limits.max_connections = 16;
+    limits.max_connections_per_address = 8;
+    let metrics = Metrics::new();
+    let builder = Server::builder(keyring(&["a"]), Pipeline::default().service())
+        .limits(limits)
+        .metrics(metrics.clone());
+    let (addr, _task) = spawn(builder).await;
+
+    // 20 connections from 127.0.0.2 that send the HTTP/2 preface only (half of them the
+    // bare magic, half the magic and the SETTINGS frame), then nothing.
+    let t0 = Instant::now();
+    let mut slow = Vec::new();
+    for i in 0..20 {
+        let mut s = match connect_from("127.0.0.2", addr).await {
+            Ok(s) => s,
+            // Refused so fast that the reset arrived before connect() returned.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                let at = t0.elapsed();
+                slow.push(tokio::spawn(async move { Some((at, Err(e.kind()))) }));
+                continue;
+            }
+            Err(e) => panic!("connect: {e}"),
+        };
+        let _ = s.write_all(H2_MAGIC).await;
+        if i % 2 == 1 {
+            let _ = s.write_all(H2_EMPTY_SETTINGS).await;
+        }
+        slow.push(tokio::spawn(close_of(
+            s,
+            t0,
+            timeout + Duration::from_secs(3),
+        )));
+    }
+
+    // Meanwhile a normal client from 127.0.0.1 is served.
+    let client = no_retry(
+        Client::builder(format!("http://{addr}"))
+            .attempt_timeout(Duration::from_secs(2))
+            .deadline(Duration::from_secs(2)),
+    );
+    let ack = client.push(push_env(&signer("a"), 1)).await;
+    let served_at = t0.elapsed();
+    assert!(
+        matches!(&ack, Ok(a) if a.status() == AckStatus::Accepted),
+        "normal client not served while the slowloris runs: {ack:?}"
+    );
+    assert!(
+        served_at < timeout,
+        "normal client only served after {served_at:?}"
+    );
+
+    let (mut refused, mut timed_out) = (0, 0);
+    for (i, h) in slow.into_iter().enumerate() {
+        let (at, _) = h.await.unwrap().unwrap_or_else(|| {
+            panic!(
+                "preface-only connection {i} still open after {:?}",
+                timeout + Duration::from_secs(3)
+            )
+        });
+        if at < timeout / 2 {
+            refused += 1;
+        } else {
+            assert!(
+                at >= timeout * 9 / 10,
+                "connection {i} closed after {at:?}, neither refused at once nor at the {timeout:?} timeout"
+            );
+            timed_out += 1;
+        }
+    }
+    assert_eq!(
+        (timed_out, refused),
+        (8, 12),
+        "(closed by the timeout, refused by the per-address cap)"
+    );
+    assert_eq!(metrics.connections_closed(close_reason::ADDRESS_CAP), 12);
+    assert_eq!(
+        metrics.connections_closed(close_reason::FIRST_REQUEST_TIMEOUT),
+        8
+    );
+
+    // The server still serves, also new connections from the same address.
+    let ack = client.push(push_env(&signer("a"), 2)).await.unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+}
+
 // ---------------------------------------------------------------------------------------
 // flood
 
@@ -789,7 +989,7 @@ async fn flood_does_not_starve_a_well_behaved_agent() {
     limits.per_agent_quota = Quota::per_second(50.0).burst(20);
     limits.max_payload_bytes = 16 * 1024;
     // Flood and good agent share 127.0.0.1 here; this test is about per-agent isolation.
-    limits.per_ip_quota = None;
+    limits.per_ip_failure_quota = None;
     let builder = Server::builder(keyring(&["good", "flood"]), pipeline.service())
         .tls(pki.server_tls(false))
         .limits(limits);
@@ -888,6 +1088,159 @@ async fn flood_does_not_starve_a_well_behaved_agent() {
     );
     assert!(flood_codes.get(&Code::OutOfRange).copied().unwrap_or(0) > 0);
     assert!(rejected > 100, "{flood_codes:?}");
+}
+
+/// Pushes forged envelopes (random key, claiming `claim`) until `stop`, bounded in count;
+/// counts the outcomes by (code, reason).
+async fn forge_until(
+    c: Client,
+    claim: &'static str,
+    stop: Arc<AtomicBool>,
+    limited: Arc<AtomicUsize>,
+) -> std::collections::HashMap<(Code, Option<RejectReason>), u64> {
+    let forger = Signer::new(
+        agent(claim),
+        KeyId::new(1),
+        &SecretKey::from_bytes(rand_bytes()),
+    );
+    let mut out = std::collections::HashMap::new();
+    for i in 0..20_000u64 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let key = match c.push(push_env(&forger, i + 1)).await {
+            Ok(_) => (Code::Ok, None),
+            Err(e) => (e.code().unwrap_or(Code::Unknown), e.reject_reason()),
+        };
+        if key.0 == Code::ResourceExhausted {
+            limited.fetch_add(1, Ordering::Relaxed);
+        }
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    for (i, x) in Nonce::random()
+        .as_bytes()
+        .iter()
+        .chain(Nonce::random().as_bytes())
+        .enumerate()
+    {
+        b[i] = *x;
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_flood_from_one_address_does_not_limit_valid_agents_there() {
+    let pki = Pki::new();
+    let mut limits = Limits::default();
+    // A per-agent quota that forged envelopes claiming "good" would use up at once if they
+    // were charged to it, and a small failure budget for the source address.
+    limits.per_agent_quota = Quota::per_second(30.0).burst(30);
+    limits.per_ip_failure_quota = Some(Quota::per_second(20.0).burst(50));
+    let builder = Server::builder(keyring(&["good"]), Pipeline::default().service())
+        .tls(pki.server_tls(false))
+        .limits(limits);
+    let (addr, _task) = spawn(builder).await;
+    let s = signer("good");
+    let mut seq = 1;
+    // The valid agent is connected (and has pushed) before the flood starts; everything
+    // below comes from 127.0.0.1.
+    let good = no_retry(tls_client(&pki, addr));
+    assert_eq!(
+        good.push(push_env(&s, seq)).await.unwrap().status(),
+        AckStatus::Accepted
+    );
+
+    // The flood: 2 connections × 3 tasks of envelopes with a random tag claiming "good".
+    let stop = Arc::new(AtomicBool::new(false));
+    let limited = Arc::new(AtomicUsize::new(0));
+    let flood_start = Instant::now();
+    let mut flooders = Vec::new();
+    for _ in 0..2 {
+        let c = no_retry(tls_client(&pki, addr));
+        for _ in 0..3 {
+            flooders.push(tokio::spawn(forge_until(
+                c.clone(),
+                "good",
+                stop.clone(),
+                limited.clone(),
+            )));
+        }
+    }
+    // Wait until the source is being limited.
+    while limited.load(Ordering::Relaxed) == 0 && flood_start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // A valid agent connecting from the flooded address during the flood gets in.
+    let late = no_retry(tls_client(&pki, addr));
+    seq += 1;
+    let late_ack = late.push(push_env(&s, seq)).await;
+    assert!(
+        matches!(&late_ack, Ok(a) if a.status() == AckStatus::Accepted),
+        "a new connection of a valid agent during the flood: {late_ack:?}"
+    );
+
+    // The connected valid agent: one push every 50 ms (below its quota) for 3 s.
+    let (mut ok, mut total, mut failures) = (0u32, 0u32, Vec::new());
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        seq += 1;
+        total += 1;
+        match good.push(push_env(&s, seq)).await {
+            Ok(a) if a.status() == AckStatus::Accepted => ok += 1,
+            other => failures.push(format!("{other:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let flood_secs = flood_start.elapsed().as_secs_f64();
+    let mut codes = std::collections::HashMap::<(Code, Option<RejectReason>), u64>::new();
+    for f in flooders {
+        for (k, v) in f.await.unwrap() {
+            *codes.entry(k).or_default() += v;
+        }
+    }
+    let rate = f64::from(ok) / f64::from(total);
+    eprintln!(
+        "good agent: {ok}/{total} ({:.2} %); flood over {flood_secs:.1} s: {codes:?}",
+        rate * 100.0
+    );
+    assert!(total >= 30, "good agent managed only {total} pushes");
+    assert!(
+        rate >= 0.99,
+        "good agent success {ok}/{total}; failures: {:?}",
+        &failures[..failures.len().min(3)]
+    );
+    let verified = codes
+        .get(&(Code::Unauthenticated, Some(RejectReason::Unauthenticated)))
+        .copied()
+        .unwrap_or(0);
+    let limited = codes
+        .get(&(Code::ResourceExhausted, Some(RejectReason::RateLimited)))
+        .copied()
+        .unwrap_or(0);
+    // Enough forged envelopes reached verification to have used up "good"'s burst of 30
+    // had they been charged to it ...
+    assert!(
+        verified > 30,
+        "only {verified} forged envelopes were verified"
+    );
+    // ... and the source was limited: beyond its failure budget (burst 50 + 20/s, and one
+    // probation request per connection) forged envelopes were refused before verification.
+    assert!(
+        limited > 0,
+        "the flooding source was never limited: {codes:?}"
+    );
+    let budget = 50.0 + 20.0 * flood_secs + 10.0;
+    assert!(
+        (verified as f64) <= budget,
+        "{verified} forged envelopes verified in {flood_secs:.1} s, budget {budget:.0}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ use sentra_core::{Method, Verifier};
 use tower_layer::Layer;
 
 use super::{Auth, Clock};
+use crate::rate_limit::SourceLimiter;
 
 /// Applies [`Auth`]: verifies envelopes of one [`Method`] against a keyring.
 pub struct AuthLayer<K: ?Sized> {
@@ -12,6 +13,7 @@ pub struct AuthLayer<K: ?Sized> {
     pub(crate) method: Method,
     pub(crate) clock: Clock,
     pub(crate) require_client_cert: bool,
+    pub(crate) source_limiter: Option<SourceLimiter>,
 }
 
 impl<K: ?Sized> Clone for AuthLayer<K> {
@@ -22,6 +24,7 @@ impl<K: ?Sized> Clone for AuthLayer<K> {
             method: self.method,
             clock: self.clock.clone(),
             require_client_cert: self.require_client_cert,
+            source_limiter: self.source_limiter.clone(),
         }
     }
 }
@@ -32,6 +35,7 @@ impl<K: ?Sized> fmt::Debug for AuthLayer<K> {
             .field("verifier", &self.verifier)
             .field("method", &self.method)
             .field("require_client_cert", &self.require_client_cert)
+            .field("source_limiter", &self.source_limiter.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -46,6 +50,7 @@ impl<K: ?Sized> AuthLayer<K> {
             method,
             clock: Arc::new(super::system_clock),
             require_client_cert: false,
+            source_limiter: None,
         }
     }
 
@@ -67,6 +72,14 @@ impl<K: ?Sized> AuthLayer<K> {
     #[must_use]
     pub fn require_client_cert(mut self, require: bool) -> Self {
         self.require_client_cert = require;
+        self
+    }
+
+    /// Charges failed authentications to the client's address and connection, and refuses
+    /// sources over their failure budget before verifying (see [`SourceLimiter`]).
+    #[must_use]
+    pub fn source_limiter(mut self, limiter: SourceLimiter) -> Self {
+        self.source_limiter = Some(limiter);
         self
     }
 }

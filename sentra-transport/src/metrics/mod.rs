@@ -78,10 +78,27 @@ struct Series {
     buckets: [u64; LATENCY_BUCKETS.len()],
 }
 
+/// Reasons the accept loop closes or refuses a connection, the label values of
+/// `sentra_transport_connections_closed_total{reason}`.
+pub mod close_reason {
+    /// Refused at once: the client address already holds
+    /// [`Limits::max_connections_per_address`](crate::Limits::max_connections_per_address).
+    pub const ADDRESS_CAP: &str = "address_cap";
+    /// The TLS handshake did not finish within the handshake timeout.
+    pub const TLS_HANDSHAKE_TIMEOUT: &str = "tls_handshake_timeout";
+    /// The TLS handshake failed.
+    pub const TLS_HANDSHAKE_FAILED: &str = "tls_handshake_failed";
+    /// No HTTP/2 request (preface and HEADERS frame) within the handshake timeout.
+    pub const FIRST_REQUEST_TIMEOUT: &str = "first_request_timeout";
+    /// No byte from the peer for [`Limits::idle_timeout`](crate::Limits::idle_timeout).
+    pub const IDLE_TIMEOUT: &str = "idle_timeout";
+}
+
 /// A shared metrics registry; cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
     series: Arc<Mutex<BTreeMap<(&'static str, &'static str), Series>>>,
+    closed: Arc<Mutex<BTreeMap<&'static str, u64>>>,
 }
 
 impl Metrics {
@@ -118,6 +135,29 @@ impl Metrics {
         map.iter()
             .filter(|((m, o), _)| *m == method && *o == outcome)
             .map(|(_, s)| s.count)
+            .sum()
+    }
+
+    /// Records a connection closed or refused by the server for `reason` (one of
+    /// [`close_reason`]).
+    pub fn record_connection_closed(&self, reason: &'static str) {
+        *self
+            .closed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Connections closed or refused for `reason` (see [`close_reason`]).
+    #[must_use]
+    pub fn connections_closed(&self, reason: &str) -> u64 {
+        self.closed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(r, _)| **r == reason)
+            .map(|(_, n)| *n)
             .sum()
     }
 
@@ -175,6 +215,19 @@ impl Metrics {
                 out,
                 "sentra_transport_request_duration_seconds_count{{method=\"{m}\",outcome=\"{o}\"}} {}",
                 s.count
+            );
+        }
+        let closed = self
+            .closed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        out.push_str("# HELP sentra_transport_connections_closed_total Connections the server closed or refused, by reason.\n");
+        out.push_str("# TYPE sentra_transport_connections_closed_total counter\n");
+        for (r, n) in &closed {
+            let _ = writeln!(
+                out,
+                "sentra_transport_connections_closed_total{{reason=\"{r}\"}} {n}"
             );
         }
         out

@@ -31,3 +31,36 @@ impl fmt::Display for RateLimited {
 }
 
 impl std::error::Error for RateLimited {}
+
+/// The client's address (or connection) used up its budget of failed authentications;
+/// refused before any verification work.
+#[derive(Debug)]
+pub struct SourceLimited {
+    retry_after: Duration,
+}
+
+impl SourceLimited {
+    /// Over the failure budget; the next attempt can pass after `retry_after`.
+    #[must_use]
+    pub const fn new(retry_after: Duration) -> Self {
+        Self { retry_after }
+    }
+
+    /// How long until the source may try again.
+    #[must_use]
+    pub const fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for SourceLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "too many failed authentications from this address; retry after {} ms",
+            self.retry_after.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for SourceLimited {}

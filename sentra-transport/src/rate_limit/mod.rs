@@ -1,8 +1,15 @@
 //! Per-agent rate limit keyed by the *authenticated* agent id (so it sits after
 //! [`auth`](crate::auth)): a GCRA token bucket per agent, shared by every service the layer
-//! builds. [`PeerRateLimitLayer`] is the coarse per-IP limit that runs *before*
-//! authentication, so one address cannot make the server spend unbounded HMAC work. Over the limit, requests fail at once with [`RateLimited`]
-//! (`RESOURCE_EXHAUSTED`, reason `RATE_LIMITED`, `sentra-retry-after-ms`).
+//! builds. Over the limit, requests fail at once with [`RateLimited`] (`RESOURCE_EXHAUSTED`,
+//! reason `RATE_LIMITED`, `sentra-retry-after-ms`). Only envelopes whose MAC verified are
+//! charged to an agent: a forged envelope that claims an agent's id never uses up that
+//! agent's budget.
+//!
+//! Failed authentications are charged to their *source* instead, by [`SourceLimiter`]
+//! (used by the auth layer): a budget per client address (IPv6 per /64) and per connection.
+//! Past it, the source's requests are refused before any MAC work with [`SourceLimited`],
+//! except on connections that already carried an authenticated request, so valid agents
+//! behind the same NAT keep working while a forger there is limited.
 //!
 //! Unlike `tower::limit::RateLimit`, the state is shared across clones and connections
 //! (security.md §3.2), and a request over the limit is rejected rather than delayed, so a
@@ -31,8 +38,8 @@
 mod error;
 pub mod future;
 mod layer;
-mod peer;
 mod service;
+mod source;
 
 use std::{
     collections::HashMap,
@@ -41,11 +48,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use error::RateLimited;
+pub use error::{RateLimited, SourceLimited};
 pub use layer::RateLimitLayer;
-pub use peer::{PeerRateLimit, PeerRateLimitLayer};
 use sentra_core::AgentId;
 pub use service::RateLimit;
+pub(crate) use source::ConnState;
+pub use source::{SourceLimiter, source_key};
 
 /// Requests that name an (authenticated) agent.
 pub trait AgentKeyed {
@@ -99,50 +107,120 @@ impl Quota {
     fn interval(&self) -> Duration {
         Duration::from_secs_f64((1.0 / self.per_second).min(86_400.0))
     }
+
+    fn gcra(&self) -> Gcra {
+        let interval = self.interval();
+        Gcra {
+            interval,
+            tolerance: interval * (self.burst - 1),
+        }
+    }
+}
+
+/// GCRA arithmetic on one bucket's theoretical arrival time (`tat`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gcra {
+    interval: Duration,
+    tolerance: Duration,
+}
+
+impl Gcra {
+    /// `Some(wait)` if a request at `now` does not fit the bucket.
+    fn over(self, tat: Option<Instant>, now: Instant) -> Option<Duration> {
+        let ahead = tat?.max(now) - now;
+        (ahead > self.tolerance).then(|| ahead - self.tolerance)
+    }
+
+    /// The bucket after giving back one charge made earlier (`None`: full again).
+    fn refunded(self, tat: Option<Instant>, now: Instant) -> Option<Instant> {
+        tat?.checked_sub(self.interval).filter(|t| *t > now)
+    }
+
+    /// Charges one request at `now` if it fits: the new `tat`, or `Err(wait)`.
+    fn try_charge(self, tat: Option<Instant>, now: Instant) -> Result<Instant, Duration> {
+        match self.over(tat, now) {
+            Some(wait) => Err(wait),
+            None => Ok(self.charged(tat, now)),
+        }
+    }
+
+    /// The bucket after charging one request at `now` (charges beyond a full bucket are not
+    /// carried, so a flood does not push the refill ever further out).
+    fn charged(self, tat: Option<Instant>, now: Instant) -> Instant {
+        let base = tat.unwrap_or(now).max(now);
+        (base + self.interval).min(now + self.tolerance + self.interval)
+    }
 }
 
 /// Shared GCRA state: per key, the theoretical arrival time of the next request.
 #[derive(Debug)]
 pub(crate) struct Limiter<K = AgentId> {
     quota: Quota,
-    interval: Duration,
-    tolerance: Duration,
+    gcra: Gcra,
     tat: Mutex<HashMap<K, Instant>>,
 }
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
     pub(crate) fn new(quota: Quota) -> Self {
-        let interval = quota.interval();
         Self {
             quota,
-            interval,
-            tolerance: interval * (quota.burst - 1),
+            gcra: quota.gcra(),
             tat: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<K, Instant>> {
+        self.tat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes room for a new key: drops the keys whose bucket is full again, and if every
+    /// tracked key is still active, an arbitrary one (memory stays bounded).
+    fn make_room(&self, map: &mut HashMap<K, Instant>, key: &K, now: Instant) {
+        if map.len() >= self.quota.max_tracked_agents && !map.contains_key(key) {
+            map.retain(|_, tat| *tat > now);
+            if map.len() >= self.quota.max_tracked_agents
+                && let Some(k) = map.keys().next().cloned()
+            {
+                map.remove(&k);
+            }
         }
     }
 
     /// Charges one request to `agent` at `now`; `Err(wait)` if over the limit.
     pub(crate) fn check(&self, agent: &K, now: Instant) -> Result<(), Duration> {
-        let mut map = self
-            .tat
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= self.quota.max_tracked_agents && !map.contains_key(agent) {
-            // Agents whose bucket is full again carry no state worth keeping.
-            map.retain(|_, tat| *tat > now);
-        }
-        let tat = map.get(agent).copied().unwrap_or(now).max(now);
-        let ahead = tat - now;
-        if ahead > self.tolerance {
-            return Err(ahead - self.tolerance);
-        }
-        map.insert(agent.clone(), tat + self.interval);
+        let mut map = self.map();
+        let tat = self.gcra.try_charge(map.get(agent).copied(), now)?;
+        self.make_room(&mut map, agent, now);
+        map.insert(agent.clone(), tat);
         Ok(())
+    }
+
+    /// Gives back one charge of `key` made by [`Limiter::check`].
+    pub(crate) fn refund(&self, key: &K, now: Instant) {
+        let mut map = self.map();
+        if let Some(tat) = map.get_mut(key) {
+            match self.gcra.refunded(Some(*tat), now) {
+                Some(t) => *tat = t,
+                None => {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Charges one request to `key` at `now`, whether or not it was over the limit.
+    pub(crate) fn charge(&self, key: &K, now: Instant) {
+        let mut map = self.map();
+        let tat = map.get(key).copied();
+        self.make_room(&mut map, key, now);
+        map.insert(key.clone(), self.gcra.charged(tat, now));
     }
 
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        self.tat.lock().unwrap().len()
+        self.map().len()
     }
 }
 

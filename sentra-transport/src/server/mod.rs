@@ -3,9 +3,12 @@
 //!
 //! Request path, outer to inner:
 //!
-//! 1. accept loop: at most [`Limits::max_connections`] open connections, TLS handshake
-//!    within [`Limits::tls_handshake_timeout`], connections silent for
-//!    [`Limits::idle_timeout`] closed;
+//! 1. accept loop: at most [`Limits::max_connections`] open connections (beyond, new ones
+//!    wait in the listen backlog) and [`Limits::max_connections_per_address`] per client
+//!    address (beyond, refused at once); the TLS handshake (with TLS) and the client's first
+//!    HTTP/2 request must arrive within [`Limits::handshake_timeout`] of the accept, on
+//!    plaintext and TLS alike (a client that sends only the HTTP/2 preface is closed);
+//!    connections silent for [`Limits::idle_timeout`] closed;
 //! 2. tonic/hyper: message size, per-connection concurrency with load shedding, whole-request
 //!    timeout, keepalive, max concurrent streams, connection age, h2 settings (all in
 //!    [`Limits`]); bytes that do not decode as `SignedBatch` are `INVALID_ARGUMENT`;
@@ -14,12 +17,14 @@
 //! 5. [`concurrency`](crate::concurrency): global in-flight limit, shedding with
 //!    `RESOURCE_EXHAUSTED`;
 //! 6. [`size_limit`](crate::size_limit): payload cap;
-//! 7. [`PeerRateLimitLayer`]: coarse per-IP quota;
-//! 8. [`timeout`](crate::timeout): per-request time;
-//! 9. [`auth`](crate::auth): `SignedBatch` → [`Verified`] (HMAC against the keyring, mTLS
-//!    identity binding);
-//! 10. [`rate_limit`](crate::rate_limit): per authenticated agent;
-//! 11. the inner service: `Push` → any `Service<Verified, Response = Ack>`,
+//! 7. [`timeout`](crate::timeout): per-request time;
+//! 8. [`auth`](crate::auth): `SignedBatch` → [`Verified`] (HMAC against the keyring, mTLS
+//!    identity binding); failed authentications are charged to the client's address and
+//!    connection ([`SourceLimiter`], [`Limits::per_ip_failure_quota`]), and sources over
+//!    that budget are refused before verification;
+//! 9. [`rate_limit`](crate::rate_limit): per authenticated agent (charged only after the
+//!    MAC verified);
+//! 10. the inner service: `Push` → any `Service<Verified, Response = Ack>`,
 //!     `FetchDesiredState` → an optional `Service<Verified, Response = DesiredState>`
 //!     (`UNIMPLEMENTED` without one).
 //!
@@ -47,7 +52,7 @@ use crate::{
     in_process::InProcess,
     metrics::{Metrics, MetricsLayer},
     pb::ingest_server::{Ingest, IngestServer},
-    rate_limit::{PeerRateLimitLayer, Quota, RateLimitLayer},
+    rate_limit::{Quota, RateLimitLayer, SourceLimiter},
     size_limit::RequestSizeLimitLayer,
     status,
     timeout::TimeoutLayer,
@@ -60,10 +65,19 @@ use crate::{
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Open connections at most (accept loop). Default 1024.
+    /// Open connections at most (accept loop); beyond, new connections wait in the listen
+    /// backlog. Default 1024.
     pub max_connections: usize,
-    /// TLS handshake must finish within this. Default 10 s.
-    pub tls_handshake_timeout: Duration,
+    /// Open connections at most per client address (IPv6: per /64); beyond, new ones are
+    /// refused at once (closed with a reset). Agents behind one NAT share it: raise it for
+    /// fleets of more than a few hundred agents behind one address. Default 256.
+    pub max_connections_per_address: usize,
+    /// From the accept, the TLS handshake (with TLS) and the client's first HTTP/2 request
+    /// (the connection preface and a HEADERS frame) must arrive within this, on plaintext
+    /// and TLS connections alike; otherwise the connection is closed. Clients that connect
+    /// early and send their first request later than this are closed too (Sentra's
+    /// [`Client`](crate::Client) connects lazily, on its first request). Default 10 s.
+    pub handshake_timeout: Duration,
     /// Close a connection after this long without a byte from the peer. Must exceed
     /// `http2_keepalive_interval + http2_keepalive_timeout`. Default 120 s.
     pub idle_timeout: Duration,
@@ -108,17 +122,20 @@ pub struct Limits {
     pub max_frame_size: u32,
     /// Per-agent request quota ([`rate_limit`](crate::rate_limit)). Default 20/s, burst 40.
     pub per_agent_quota: Quota,
-    /// Coarse per-client-IP quota checked before authentication
-    /// ([`PeerRateLimitLayer`]); `None` disables it.
-    /// Default 1000/s, burst 2000 (agents behind one NAT share it).
-    pub per_ip_quota: Option<Quota>,
+    /// Budget of failed authentications per client address (IPv6: per /64) and per
+    /// connection ([`SourceLimiter`]); past it, the source's requests are refused before
+    /// verification (`RESOURCE_EXHAUSTED`), except on connections that already carried an
+    /// authenticated request. Valid requests are never charged to it. `None` disables it.
+    /// Default 20/s, burst 100.
+    pub per_ip_failure_quota: Option<Quota>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
-            tls_handshake_timeout: Duration::from_secs(10),
+            max_connections_per_address: 256,
+            handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_decoding_message_size: 4 * 1024 * 1024 + 4096,
             max_encoding_message_size: 4 * 1024 * 1024,
@@ -140,7 +157,7 @@ impl Default for Limits {
             http2_max_header_list_size: 16 * 1024,
             max_frame_size: 16 * 1024,
             per_agent_quota: Quota::per_second(20.0).burst(40),
-            per_ip_quota: Some(Quota::per_second(1000.0).burst(2000)),
+            per_ip_failure_quota: Some(Quota::per_second(20.0).burst(100)),
         }
     }
 }
@@ -286,6 +303,7 @@ impl Server {
             listener,
             self.tls.clone(),
             self.limits.clone(),
+            self.metrics.clone(),
             tx,
         ));
         let res = self
@@ -421,7 +439,7 @@ impl ServerBuilder {
     pub fn build(self) -> Server {
         let shed = ConcurrencyLimitLayer::new(self.limits.global_concurrency_limit);
         let rate = RateLimitLayer::new(self.limits.per_agent_quota);
-        let per_ip = self.limits.per_ip_quota.map(PeerRateLimitLayer::new);
+        let source = self.limits.per_ip_failure_quota.map(SourceLimiter::new);
         let verifier = self
             .verifier
             .clone()
@@ -433,11 +451,13 @@ impl ServerBuilder {
             if let Some(clock) = &self.clock {
                 auth = auth.clock(clock.clone());
             }
+            if let Some(source) = &source {
+                auth = auth.source_limiter(source.clone());
+            }
             ServiceBuilder::new()
                 .layer(MetricsLayer::new(self.metrics.clone(), name))
                 .layer(shed.clone())
                 .layer(RequestSizeLimitLayer::new(self.limits.max_payload_bytes))
-                .option_layer(per_ip.clone())
                 .layer(TimeoutLayer::new(self.limits.request_timeout))
                 .layer(auth)
                 .layer(rate.clone())
