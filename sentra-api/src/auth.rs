@@ -201,6 +201,10 @@ pub(crate) struct Claims {
     pub(crate) role: Role,
     /// Always `"access"`; a token of another type is refused.
     pub(crate) typ: String,
+    /// The user's `token_version` at issue; a token whose version is no longer the
+    /// user's was ended (logout, password change, disabled, user re-created).
+    #[serde(default)]
+    pub(crate) ver: u64,
 }
 
 /// Longest access-token lifetime this crate issues.
@@ -272,7 +276,12 @@ impl Tokens {
         }
     }
 
-    pub(crate) fn issue(&self, username: &str, role: Role) -> Result<IssuedAccessToken> {
+    pub(crate) fn issue(
+        &self,
+        username: &str,
+        role: Role,
+        token_version: u64,
+    ) -> Result<IssuedAccessToken> {
         let now = util::now_secs();
         let mut jti = [0u8; 16];
         util::fill_random(&mut jti)?;
@@ -286,6 +295,7 @@ impl Tokens {
             jti: util::b64url(&jti),
             role,
             typ: TOKEN_TYPE.to_owned(),
+            ver: token_version,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| Error::Internal(format!("jwt encode: {e}")))?;
@@ -383,10 +393,10 @@ mod tests {
     #[test]
     fn token_round_trip_and_ttl_cap() {
         let t = Tokens::from_secret(&[7; 32], "iss", "aud", Duration::from_secs(3600));
-        let issued = t.issue("alice", Role::Viewer).unwrap();
+        let issued = t.issue("alice", Role::Viewer, 7).unwrap();
         assert_eq!(issued.expires_in, MAX_ACCESS_TOKEN_TTL.as_secs());
         let c = t.verify(issued.access_token.expose_secret()).unwrap();
-        assert_eq!((c.sub.as_str(), c.role), ("alice", Role::Viewer));
+        assert_eq!((c.sub.as_str(), c.role, c.ver), ("alice", Role::Viewer, 7));
         let other = Tokens::from_secret(&[8; 32], "iss", "aud", Duration::from_secs(60));
         assert!(other.verify(issued.access_token.expose_secret()).is_err());
     }

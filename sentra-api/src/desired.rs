@@ -8,7 +8,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use sentra_core::{IpPrefix, Verified, proto};
+use sentra_core::{IpPrefix, UnixMillis, Verified, proto};
 use serde::{Deserialize, Serialize};
 
 use crate::{BoxError, ControlStore, Error, Result, util};
@@ -181,6 +181,22 @@ pub(crate) fn to_proto(peer: &PeerSpec) -> proto::DesiredPeer {
     }
 }
 
+/// Metadata key of the machine-readable reject reason (`sentra-transport`'s
+/// `status::REJECT_REASON_KEY`; a test checks they agree).
+const REJECT_REASON_KEY: &str = "sentra-reject-reason";
+
+/// The answer to a replayed envelope: `UNAUTHENTICATED` (not retryable: the same envelope
+/// can never succeed) with reason `REJECT_REASON_REPLAY`.
+fn replay_status() -> tonic::Status {
+    let mut s = tonic::Status::unauthenticated(
+        "replayed envelope: sign each FetchDesiredState request with a fresh nonce",
+    );
+    if let Ok(v) = proto::RejectReason::Replay.as_str_name().parse() {
+        s.metadata_mut().insert(REJECT_REASON_KEY, v);
+    }
+    s
+}
+
 /// Serves `FetchDesiredState` from the control store.
 ///
 /// A `tower_service::Service<Verified>`: `sentra-transport` verifies the envelope (method
@@ -190,7 +206,12 @@ pub(crate) fn to_proto(peer: &PeerSpec) -> proto::DesiredPeer {
 /// current revision, and otherwise every declared interface with its peers. An interface
 /// that is not listed is not managed: the agent leaves its peers alone.
 ///
-/// Errors are [`crate::Error`]s, boxed: [`Error::Invalid`] for an undecodable payload,
+/// Each envelope is served once: a replay inside the skew window is refused with a
+/// `tonic::Status` `UNAUTHENTICATED` (reason `REJECT_REASON_REPLAY`), like
+/// `POST /api/v1/agent/key` refuses replays.
+///
+/// Errors are boxed: the `sentra_core::Error` of an undecodable payload or a query for
+/// another agent (gRPC `INVALID_ARGUMENT`), the replay status above, and
 /// [`Error::NotFound`] for an agent that was deleted or revoked after verification.
 #[derive(Clone, Debug)]
 pub struct DesiredStateService {
@@ -217,9 +238,19 @@ impl tower_service::Service<Verified> for DesiredStateService {
     fn call(&mut self, verified: Verified) -> Self::Future {
         let store = self.store.clone();
         Box::pin(async move {
-            let query = verified
-                .decode_desired_state_query()
-                .map_err(|e| Error::invalid("payload", e.to_string()))?;
+            // A `sentra_core::Error` keeps its meaning over gRPC: INVALID_ARGUMENT, not
+            // retried (a `crate::Error` would be read as a backend failure, UNAVAILABLE).
+            let query = verified.decode_desired_state_query().map_err(|e| {
+                tracing::info!(agent_id = %verified.agent_id(), error = %e, "FetchDesiredState: undecodable query");
+                BoxError::from(e)
+            })?;
+            if !store
+                .replay_guard()
+                .first_use(verified.fingerprint(), UnixMillis::now())
+            {
+                tracing::info!(agent_id = %verified.agent_id(), "FetchDesiredState refused: replayed envelope");
+                return Err(replay_status().into());
+            }
             let state = store
                 .desired_state(verified.agent_id(), query.known_revision)
                 .await?;

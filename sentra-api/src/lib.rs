@@ -55,7 +55,8 @@
 //! * `sentra token issue` → `POST /api/v1/tokens` `{"ttl_s": 3600, "note": "…"}` (admin) →
 //!   `201 {"token_id","token","expires_ms"}`; the token is shown once.
 //! * `sentra agent list|rotate-key|revoke|delete` → `GET /api/v1/agents`,
-//!   `POST /api/v1/agents/{id}/rotate-key[?overlap_s=N]`, `POST /api/v1/agents/{id}/revoke`,
+//!   `POST /api/v1/agents/{id}/rotate-key[?overlap_s=N][&reset_sequence=true]`,
+//!   `POST /api/v1/agents/{id}/revoke`,
 //!   `DELETE /api/v1/agents/{id}`.
 //!
 //! Every error is `{"error": {"code": "...", "message": "..."}}` with the HTTP status:
@@ -105,6 +106,14 @@
 //!    `signed_with_not_after_ms` means the agent missed the overlap window: it must be
 //!    re-enrolled with a new bootstrap token.
 //!
+//! An agent whose batches are refused as `SEQ_BELOW_HIGH_WATER` (a batch with a far-ahead
+//! seq was signed with its key, or it lost its own state) is recovered with
+//! `rotate-key?reset_sequence=true`: the key is rotated, then the metrics store forgets the
+//! agent's high-water mark (`Ingest::reset_sequence`), audited as `agent.reset_sequence`
+//! with the previous mark, which the answer also carries (`"sequence_reset":
+//! {"previous_high_water": N}`). Without a metrics store the call is refused with 409 and
+//! nothing changes. If the old key may be compromised, use a short `overlap_s`.
+//!
 //! Revocation (`POST /api/v1/agents/{id}/revoke`) deletes every key of the agent and drops
 //! it from the keyring before the call returns; its next envelope is rejected.
 //!
@@ -118,8 +127,12 @@
 //!   accepted (an `EdDSA`, `RS256` or `none` header is refused before any signature
 //!   check); `exp`, `nbf`, `aud`, `iss` and `sub` are required, leeway is
 //!   [`JWT_LEEWAY`] (10 s), lifetime at most [`MAX_ACCESS_TOKEN_TTL`] (15 min), and a
-//!   `typ` other than `access` is refused. Roles are in the token, so deleting a user
-//!   takes effect when its tokens expire (at most 15 minutes).
+//!   `typ` other than `access` is refused. Every request also checks the token against
+//!   the user as it is now (one primary-key lookup): a deleted or disabled user's tokens
+//!   stop at once, the current role applies (a demotion takes effect on the next request),
+//!   and logout (`POST /api/v1/auth/logout`), a password change (`POST
+//!   /api/v1/auth/password`, or an admin's `PATCH /api/v1/users/{username}`) and disabling
+//!   bump the user's `token_version`, which ends every token issued before.
 //! * Passwords: argon2id with the OWASP parameters (19 MiB, t=2, p=1, the RustCrypto
 //!   defaults), hashed in `spawn_blocking` behind a semaphore (2 at a time by default);
 //!   an unknown user is verified against a dummy hash so both paths cost the same.
@@ -156,7 +169,7 @@ pub use store::{
     Actor, AgentInfo, AuditEntry, AuditQuery, BOOTSTRAP_TOKEN_PREFIX, BootstrapTokenInfo,
     CONTROL_DB_FILE, ControlStore, DesiredInfo, DesiredInterfaceInfo, Enrolment,
     IssuedBootstrapToken, KeyInfo, MAX_BOOTSTRAP_TOKEN_TTL, NewestKey, Rotation, StoreOptions,
-    User,
+    User, UserUpdate,
 };
 
 /// Configuration of [`Api::open`]. Start from [`ApiConfig::default`] and set fields.

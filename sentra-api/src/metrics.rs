@@ -66,9 +66,56 @@ const EVENTS: [(Event, &str, &str); 7] = [
     ),
 ];
 
+/// The `route` label of a request that matched no route.
+pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The `method` label: one of the standard methods, or `other`.
+pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The `route` label of a matched route: the registered template (static), or
+/// [`UNMATCHED_ROUTE`] for anything the router did not register.
+pub(crate) fn route_label(matched: &str) -> &'static str {
+    static TEMPLATES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    TEMPLATES
+        .get_or_init(|| {
+            let mut t: Vec<_> = crate::http::routes_templates();
+            t.sort_unstable();
+            t.dedup();
+            t
+        })
+        .iter()
+        .find(|t| **t == matched)
+        .copied()
+        .unwrap_or(UNMATCHED_ROUTE)
+}
+
+/// Status codes from 100 to 599 (anything else is counted as 599, which no handler sends).
+fn status_label(status: u16) -> u16 {
+    if (100..=599).contains(&status) {
+        status
+    } else {
+        599
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Keyed by `(method, route, status)`, all from closed sets.
+    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
     buckets: [AtomicU64; BUCKETS_S.len()],
     duration_count: AtomicU64,
     duration_sum_us: AtomicU64,
@@ -80,12 +127,18 @@ impl Metrics {
         self.events[e as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
+    pub(crate) fn request(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        status: u16,
+        took: Duration,
+    ) {
         *self
             .requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry((method.to_owned(), route.to_owned(), status))
+            .entry((method, route, status_label(status)))
             .or_default() += 1;
         let s = took.as_secs_f64();
         for (b, le) in self.buckets.iter().zip(BUCKETS_S) {
@@ -171,6 +224,12 @@ mod tests {
     fn renders() {
         let m = Metrics::default();
         m.request("GET", "/healthz", 200, Duration::from_millis(3));
+        assert_eq!(
+            method_label(&axum::http::Method::from_bytes(b"FOO1").unwrap()),
+            "other"
+        );
+        assert_eq!(route_label("/api/v1/agents/{id}"), "/api/v1/agents/{id}");
+        assert_eq!(route_label("/made/up"), UNMATCHED_ROUTE);
         m.event(Event::LoginFailure);
         let text = m.render(2);
         assert!(text.contains(

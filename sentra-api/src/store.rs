@@ -109,6 +109,54 @@ pub struct User {
     pub role: Role,
     /// Creation time, Unix milliseconds.
     pub created_ms: i64,
+    /// A disabled user cannot log in and none of its tokens is accepted.
+    pub disabled: bool,
+}
+
+/// A change to a user ([`ControlStore::update_user`]); `None` fields stay as they are.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct UserUpdate {
+    /// New role; takes effect on the user's next request, also for tokens already issued.
+    pub role: Option<Role>,
+    /// Disable (`true`) or enable (`false`). Disabling ends every token of the user.
+    pub disabled: Option<bool>,
+    /// New password (8–128 characters). Ends every token of the user.
+    pub password: Option<Password>,
+}
+
+impl UserUpdate {
+    /// Changes the role.
+    #[must_use]
+    pub fn role(mut self, role: Role) -> Self {
+        self.role = Some(role);
+        self
+    }
+
+    /// Disables or enables the user.
+    #[must_use]
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.disabled = Some(disabled);
+        self
+    }
+
+    /// Sets a new password.
+    #[must_use]
+    pub fn password(mut self, password: Password) -> Self {
+        self.password = Some(password);
+        self
+    }
+}
+
+/// What an access token is checked against on every request: the user as it is now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TokenSubject {
+    /// The current role (not the one in the token).
+    pub(crate) role: Role,
+    /// Tokens carrying another version were ended (logout, password change, disable, or
+    /// a deleted and re-created user).
+    pub(crate) token_version: u64,
+    pub(crate) disabled: bool,
 }
 
 /// Public facts about one agent key (never the secret).
@@ -279,6 +327,9 @@ struct Inner {
     write: Mutex<()>,
     keyring: DbKeyring,
     hasher: PasswordHasher,
+    /// Signed agent requests seen inside the skew window (`POST /api/v1/agent/key` and
+    /// `FetchDesiredState` share it), so a captured envelope cannot be replayed.
+    replay: Arc<crate::http::ReplayGuard>,
 }
 
 impl fmt::Debug for ControlStore {
@@ -348,6 +399,7 @@ impl ControlStore {
                 write: Mutex::new(()),
                 keyring: DbKeyring::default(),
                 hasher,
+                replay: Arc::default(),
             }),
         };
         store.load_keyring().await?;
@@ -358,6 +410,11 @@ impl ControlStore {
     #[must_use]
     pub fn keyring(&self) -> DbKeyring {
         self.inner.keyring.clone()
+    }
+
+    /// The replay guard of signed agent requests.
+    pub(crate) fn replay_guard(&self) -> Arc<crate::http::ReplayGuard> {
+        Arc::clone(&self.inner.replay)
     }
 
     /// Path of `control.db`.
@@ -467,18 +524,25 @@ impl ControlStore {
         check_username(username)?;
         password.check_policy()?;
         let hash = self.inner.hasher.hash(password).await?;
+        // A random first version, so a token of a deleted user never matches a new user
+        // of the same name.
+        let mut v = [0u8; 6];
+        util::fill_random(&mut v)?;
+        let first_version = v.iter().fold(0i64, |acc, b| (acc << 8) | i64::from(*b));
         let _w = self.inner.write.lock().await;
         let res = async {
             let mut tx = self.inner.pool.begin().await?;
             let now = util::now_ms();
             let inserted = sqlx::query(
-                "INSERT INTO users (username, password_hash, role, created_ms) VALUES (?, ?, ?, ?)
+                "INSERT INTO users (username, password_hash, role, created_ms, token_version)
+                 VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT (username) DO NOTHING",
             )
             .bind(username)
             .bind(&hash)
             .bind(role.as_str())
             .bind(now)
+            .bind(first_version)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -499,35 +563,32 @@ impl ControlStore {
                 username: username.to_owned(),
                 role,
                 created_ms: now,
+                disabled: false,
             })
         }
         .await;
         self.finish(actor, "user.create", username, res).await
     }
 
-    /// Deletes a user. The last admin cannot be deleted.
+    /// Deletes a user; its tokens stop working at once. The last enabled admin cannot be
+    /// deleted.
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`], [`Error::Conflict`] for the last admin.
+    /// [`Error::NotFound`], [`Error::Conflict`] for the last enabled admin.
     pub async fn delete_user(&self, actor: &Actor, username: &str) -> Result<()> {
         let _w = self.inner.write.lock().await;
         let res = async {
             let mut tx = self.inner.pool.begin().await?;
-            let role: Option<String> =
-                sqlx::query_scalar("SELECT role FROM users WHERE username = ?")
-                    .bind(username)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let role = role.ok_or_else(|| Error::not_found("user", username))?;
-            if role == "admin" {
-                let admins: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if admins <= 1 {
-                    return Err(Error::Conflict("cannot delete the last admin".into()));
-                }
+            let row = sqlx::query("SELECT role, disabled_ms FROM users WHERE username = ?")
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::not_found("user", username))?;
+            let enabled_admin = row.try_get::<&str, _>(0)? == "admin"
+                && row.try_get::<Option<i64>, _>(1)?.is_none();
+            if enabled_admin && enabled_admins(&mut tx).await? <= 1 {
+                return Err(Error::Conflict("cannot delete the last admin".into()));
             }
             sqlx::query("DELETE FROM users WHERE username = ?")
                 .bind(username)
@@ -547,18 +608,220 @@ impl ControlStore {
     ///
     /// [`Error::Database`].
     pub async fn list_users(&self) -> Result<Vec<User>> {
-        let rows = sqlx::query("SELECT username, role, created_ms FROM users ORDER BY username")
-            .fetch_all(&self.inner.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(User {
-                    username: r.try_get(0)?,
-                    role: Role::parse(r.try_get::<&str, _>(1)?)?,
-                    created_ms: r.try_get(2)?,
-                })
+        let rows = sqlx::query(
+            "SELECT username, role, created_ms, disabled_ms FROM users ORDER BY username",
+        )
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(user_of_row).collect()
+    }
+
+    /// One user.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::Database`].
+    pub async fn get_user(&self, username: &str) -> Result<User> {
+        let row = sqlx::query(
+            "SELECT username, role, created_ms, disabled_ms FROM users WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&self.inner.pool)
+        .await?
+        .ok_or_else(|| Error::not_found("user", username))?;
+        user_of_row(&row)
+    }
+
+    /// The user a token names, as it is now (one primary-key lookup; called on every
+    /// authenticated request). `None` if the user does not exist.
+    pub(crate) async fn token_subject(&self, username: &str) -> Result<Option<TokenSubject>> {
+        let row =
+            sqlx::query("SELECT role, token_version, disabled_ms FROM users WHERE username = ?")
+                .bind(username)
+                .fetch_optional(&self.inner.pool)
+                .await?;
+        row.map(|r| {
+            Ok(TokenSubject {
+                role: Role::parse(r.try_get::<&str, _>(0)?)?,
+                token_version: u64_of(r.try_get(1)?),
+                disabled: r.try_get::<Option<i64>, _>(2)?.is_some(),
             })
-            .collect()
+        })
+        .transpose()
+    }
+
+    /// Changes a user's role, enabled state or password, audited as `user.update`.
+    /// Disabling and a new password end every token of the user; a role change applies
+    /// to its next request. The last enabled admin can be neither demoted nor disabled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::Invalid`] for an empty update or a password outside
+    /// the policy, [`Error::Conflict`] for the last enabled admin.
+    pub async fn update_user(
+        &self,
+        actor: &Actor,
+        username: &str,
+        update: UserUpdate,
+    ) -> Result<User> {
+        let UserUpdate {
+            role,
+            disabled,
+            password,
+        } = update;
+        if role.is_none() && disabled.is_none() && password.is_none() {
+            return Err(Error::invalid(
+                "body",
+                "nothing to change: give role, disabled or password",
+            ));
+        }
+        let hash = match password {
+            Some(p) => {
+                p.check_policy()?;
+                Some(self.inner.hasher.hash(p).await?)
+            }
+            None => None,
+        };
+        let _w = self.inner.write.lock().await;
+        let res = async {
+            let mut tx = self.inner.pool.begin().await?;
+            let row = sqlx::query(
+                "SELECT username, role, created_ms, disabled_ms FROM users WHERE username = ?",
+            )
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::not_found("user", username))?;
+            let mut user = user_of_row(&row)?;
+            let was_enabled_admin = user.role == Role::Admin && !user.disabled;
+            let mut detail = Vec::new();
+            if let Some(r) = role {
+                user.role = r;
+                detail.push(format!("role={r}"));
+            }
+            if let Some(d) = disabled {
+                user.disabled = d;
+                detail.push(format!("disabled={d}"));
+            }
+            let stays_enabled_admin = user.role == Role::Admin && !user.disabled;
+            if was_enabled_admin && !stays_enabled_admin && enabled_admins(&mut tx).await? <= 1 {
+                return Err(Error::Conflict(
+                    "cannot demote or disable the last admin".into(),
+                ));
+            }
+            let end_tokens = disabled == Some(true) || hash.is_some();
+            if hash.is_some() {
+                detail.push("password=changed".into());
+            }
+            let now = util::now_ms();
+            sqlx::query(
+                "UPDATE users SET role = ?,
+                    disabled_ms = CASE WHEN ? THEN coalesce(disabled_ms, ?) ELSE NULL END,
+                    password_hash = coalesce(?, password_hash),
+                    token_version = token_version + ?
+                 WHERE username = ?",
+            )
+            .bind(user.role.as_str())
+            .bind(user.disabled)
+            .bind(now)
+            .bind(hash.as_deref())
+            .bind(i64::from(end_tokens))
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+            audit(
+                &mut tx,
+                actor,
+                "user.update",
+                username,
+                "success",
+                &detail.join(" "),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(user)
+        }
+        .await;
+        self.finish(actor, "user.update", username, res).await
+    }
+
+    /// Ends every access token of `username` (logout), audited as `auth.logout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::Database`].
+    pub async fn end_sessions(&self, actor: &Actor, username: &str) -> Result<()> {
+        let _w = self.inner.write.lock().await;
+        let res = async {
+            let mut tx = self.inner.pool.begin().await?;
+            let n = sqlx::query(
+                "UPDATE users SET token_version = token_version + 1 WHERE username = ?",
+            )
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Err(Error::not_found("user", username));
+            }
+            audit(&mut tx, actor, "auth.logout", username, "success", "").await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        self.finish(actor, "auth.logout", username, res).await
+    }
+
+    /// A user changes its own password, proving the current one; every token of the user
+    /// ends. Audited as `auth.password`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unauthenticated`] if `current` is wrong (or the user is gone or disabled),
+    /// [`Error::Invalid`] if `new` breaks the password policy.
+    pub async fn change_password(
+        &self,
+        username: &str,
+        current: Password,
+        new: Password,
+    ) -> Result<()> {
+        new.check_policy()?;
+        let actor = Actor::user(username);
+        let phc: Option<String> = sqlx::query_scalar(
+            "SELECT password_hash FROM users WHERE username = ? AND disabled_ms IS NULL",
+        )
+        .bind(username)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        if !self.inner.hasher.verify(current, phc.clone()).await? {
+            self.audit_failure(&actor, "auth.password", username, &Error::Unauthenticated)
+                .await;
+            return Err(Error::Unauthenticated);
+        }
+        let hash = self.inner.hasher.hash(new).await?;
+        let _w = self.inner.write.lock().await;
+        let res = async {
+            let mut tx = self.inner.pool.begin().await?;
+            // Only if the hash is still the one verified: a concurrent change wins.
+            let n = sqlx::query(
+                "UPDATE users SET password_hash = ?, token_version = token_version + 1
+                 WHERE username = ? AND password_hash = ? AND disabled_ms IS NULL",
+            )
+            .bind(&hash)
+            .bind(username)
+            .bind(phc.as_deref())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Err(Error::Unauthenticated);
+            }
+            audit(&mut tx, &actor, "auth.password", username, "success", "").await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        self.finish(&actor, "auth.password", username, res).await
     }
 
     /// Checks a user name and password. Takes about the same time whether or not the user
@@ -569,28 +832,60 @@ impl ControlStore {
     /// [`Error::Unauthenticated`] for an unknown user or a wrong password (the same error),
     /// [`Error::Unavailable`] if the hashing queue is saturated.
     pub async fn authenticate(&self, username: &str, password: Password) -> Result<User> {
+        self.authenticate_session(username, password)
+            .await
+            .map(|(user, _)| user)
+    }
+
+    /// As [`ControlStore::authenticate`], also returning the token version to put in the
+    /// access token. A disabled user is refused like a wrong password.
+    pub(crate) async fn authenticate_session(
+        &self,
+        username: &str,
+        password: Password,
+    ) -> Result<(User, u64)> {
         let row = if check_username(username).is_ok() {
-            sqlx::query("SELECT password_hash, role, created_ms FROM users WHERE username = ?")
-                .bind(username)
-                .fetch_optional(&self.inner.pool)
-                .await?
+            sqlx::query(
+                "SELECT password_hash, role, created_ms, disabled_ms, token_version
+                 FROM users WHERE username = ?",
+            )
+            .bind(username)
+            .fetch_optional(&self.inner.pool)
+            .await?
         } else {
             None
         };
         let (phc, user) = match &row {
             Some(r) => (
                 Some(r.try_get::<String, _>(0)?),
-                Some(User {
-                    username: username.to_owned(),
-                    role: Role::parse(r.try_get::<&str, _>(1)?)?,
-                    created_ms: r.try_get(2)?,
-                }),
+                Some((
+                    User {
+                        username: username.to_owned(),
+                        role: Role::parse(r.try_get::<&str, _>(1)?)?,
+                        created_ms: r.try_get(2)?,
+                        disabled: r.try_get::<Option<i64>, _>(3)?.is_some(),
+                    },
+                    u64_of(r.try_get(4)?),
+                )),
             ),
             None => (None, None),
         };
         let ok = self.inner.hasher.verify(password, phc).await?;
         let actor = Actor::user(username);
         match user {
+            Some((user, _)) if ok && user.disabled => {
+                let mut conn = self.inner.pool.acquire().await?;
+                audit(
+                    &mut conn,
+                    &actor,
+                    "auth.login",
+                    username,
+                    "denied",
+                    "account disabled",
+                )
+                .await?;
+                Err(Error::Unauthenticated)
+            }
             Some(user) if ok => {
                 let mut conn = self.inner.pool.acquire().await?;
                 audit(&mut conn, &actor, "auth.login", username, "success", "").await?;
@@ -1354,6 +1649,24 @@ async fn audit(
     .await?;
     tracing::info!(actor = actor.as_str(), action, target, outcome, "audit");
     Ok(())
+}
+
+fn user_of_row(r: &sqlx::sqlite::SqliteRow) -> Result<User> {
+    Ok(User {
+        username: r.try_get(0)?,
+        role: Role::parse(r.try_get::<&str, _>(1)?)?,
+        created_ms: r.try_get(2)?,
+        disabled: r.try_get::<Option<i64>, _>(3)?.is_some(),
+    })
+}
+
+/// Admins that can log in.
+async fn enabled_admins(conn: &mut SqliteConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled_ms IS NULL",
+    )
+    .fetch_one(conn)
+    .await?)
 }
 
 fn validity_of(not_before: Option<i64>, not_after: Option<i64>) -> Validity {

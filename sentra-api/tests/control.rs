@@ -32,9 +32,28 @@ fn good_claims() -> serde_json::Map<String, Value> {
     .clone()
 }
 
+/// The claims of a token (no verification).
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn jwt_matrix() {
     let s = start().await;
+    // The admin's current token version, as a login puts it into its tokens.
+    let ver = claims_of(&s.admin().await)["ver"].clone();
+    assert!(ver.is_u64(), "{ver}");
+    let good_claims = || {
+        let mut c = good_claims();
+        c.insert("ver".into(), ver.clone());
+        c
+    };
     let key = std::fs::read(s.data_dir().join("jwt-hs256.key")).unwrap();
     assert_eq!(key.len(), 32);
     let sign = |claims: &serde_json::Map<String, Value>| {
@@ -97,7 +116,15 @@ async fn jwt_matrix() {
         c.insert(field.into(), value);
         bad.push((what, sign(&c)));
     }
-    for missing in ["exp", "nbf", "aud", "iss", "sub"] {
+    // Correctly signed, but not the user's current token version (ended by a logout or a
+    // password change, or issued to an earlier user of the same name).
+    let mut c = good_claims();
+    c.insert("ver".into(), json!(ver.as_u64().unwrap() + 1));
+    bad.push(("stale token version", sign(&c)));
+    let mut c = good_claims();
+    c.insert("sub".into(), json!("no-such-user"));
+    bad.push(("unknown user", sign(&c)));
+    for missing in ["exp", "nbf", "aud", "iss", "sub", "ver"] {
         let mut c = good_claims();
         c.remove(missing);
         bad.push(("missing claim", sign(&c)));
@@ -166,6 +193,270 @@ async fn jwt_matrix() {
     // The viewer's own token says role viewer; changing the claim breaks the signature.
     let me = s.get("/api/v1/auth/me", Some(&viewer)).await.json();
     assert_eq!(me["role"], "viewer");
+}
+
+/// Tokens are checked against the current user on every request: a deleted, disabled or
+/// logged-out user's token, and tokens from before a password change, stop at once; a role
+/// change applies at once.
+#[tokio::test]
+async fn jwt_matrix_current_user() {
+    let s = start().await;
+    let admin = s.admin().await;
+    let create = |name: &'static str, role: &'static str| {
+        let s = &s;
+        let admin = admin.clone();
+        async move {
+            let r = s
+                .post(
+                    "/api/v1/users",
+                    Some(&admin),
+                    json!({"username": name, "password": format!("{name}-long-password"), "role": role}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            s.login(name, &format!("{name}-long-password")).await
+        }
+    };
+    let new_admin =
+        |name: &'static str| json!({"username": name, "password": "xxxxxxxxxxxx", "role": "admin"});
+
+    // Deleted user: its token must not create an admin (it did: 201).
+    let gone = create("gone", "admin").await;
+    assert_eq!(
+        s.get("/api/v1/users", Some(&gone)).await.status,
+        StatusCode::OK
+    );
+    let r = s
+        .send(HttpMethod::DELETE, "/api/v1/users/gone", Some(&admin), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = s
+        .post("/api/v1/users", Some(&gone), new_admin("backdoor"))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "deleted user: {}",
+        r.text
+    );
+    assert_eq!(r.error_code(), "unauthenticated");
+    assert_eq!(
+        s.get("/api/v1/auth/me", Some(&gone)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A new user of the same name does not revive the old token.
+    create("gone", "viewer").await;
+    assert_eq!(
+        s.get("/api/v1/auth/me", Some(&gone)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "recreated user"
+    );
+
+    // Disabled user: tokens stop, login is refused; enabling again needs a new login.
+    let dis = create("dis", "admin").await;
+    let r = s
+        .send(
+            HttpMethod::PATCH,
+            "/api/v1/users/dis",
+            Some(&admin),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["disabled"], true);
+    let r = s
+        .post("/api/v1/users", Some(&dis), new_admin("backdoor"))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "disabled user: {}",
+        r.text
+    );
+    let r = s
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"username": "dis", "password": "dis-long-password"}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "disabled login: {}",
+        r.text
+    );
+    let r = s
+        .send(
+            HttpMethod::PATCH,
+            "/api/v1/users/dis",
+            Some(&admin),
+            Some(json!({"disabled": false})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        s.get("/api/v1/auth/me", Some(&dis)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "a token from before the disable stays dead"
+    );
+    s.login("dis", "dis-long-password").await;
+
+    // Demoted admin: admin calls are refused at once (403), reads still work as viewer.
+    let demoted = create("demoted", "admin").await;
+    let r = s
+        .send(
+            HttpMethod::PATCH,
+            "/api/v1/users/demoted",
+            Some(&admin),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = s
+        .post("/api/v1/users", Some(&demoted), new_admin("backdoor"))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "demoted: {}", r.text);
+    assert_eq!(
+        s.get("/api/v1/auth/me", Some(&demoted)).await.json()["role"],
+        "viewer"
+    );
+    // Promoted viewer: admin at once.
+    let promoted = create("promoted", "viewer").await;
+    s.send(
+        HttpMethod::PATCH,
+        "/api/v1/users/promoted",
+        Some(&admin),
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(
+        s.get("/api/v1/users", Some(&promoted)).await.status,
+        StatusCode::OK
+    );
+
+    // Logout ends the user's tokens.
+    let out = create("out", "admin").await;
+    let out2 = s.login("out", "out-long-password").await;
+    let r = s
+        .send(HttpMethod::POST, "/api/v1/auth/logout", Some(&out), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    for t in [&out, &out2] {
+        let r = s
+            .post("/api/v1/users", Some(t), new_admin("backdoor"))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "logged out: {}", r.text);
+    }
+    s.login("out", "out-long-password").await;
+
+    // Own password change: old tokens die, the old password is refused, the new one works.
+    let pw = create("pw", "viewer").await;
+    let r = s
+        .post(
+            "/api/v1/auth/password",
+            Some(&pw),
+            json!({"current_password": "wrong password", "new_password": "pw-new-long-password"}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "wrong current: {}",
+        r.text
+    );
+    assert_eq!(
+        s.get("/api/v1/auth/me", Some(&pw)).await.status,
+        StatusCode::OK
+    );
+    let r = s
+        .post(
+            "/api/v1/auth/password",
+            Some(&pw),
+            json!({"current_password": "pw-long-password", "new_password": "pw-new-long-password"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(
+        s.get("/api/v1/auth/me", Some(&pw)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "token from before the password change"
+    );
+    let r = s
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"username": "pw", "password": "pw-long-password"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let pw = s.login("pw", "pw-new-long-password").await;
+    // An admin resets the password: that user's tokens die too.
+    let r = s
+        .send(
+            HttpMethod::PATCH,
+            "/api/v1/users/pw",
+            Some(&admin),
+            Some(json!({"password": "reset-by-admin-pw"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        s.get("/api/v1/auth/me", Some(&pw)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    s.login("pw", "reset-by-admin-pw").await;
+
+    // The last enabled admin can be neither demoted nor disabled.
+    for name in ["gone", "dis", "promoted", "out"] {
+        let r = s
+            .send(
+                HttpMethod::DELETE,
+                &format!("/api/v1/users/{name}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{name}: {}", r.text);
+    }
+    for body in [json!({"role": "viewer"}), json!({"disabled": true})] {
+        let r = s
+            .send(
+                HttpMethod::PATCH,
+                &format!("/api/v1/users/{ADMIN}"),
+                Some(&admin),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{body}: {}", r.text);
+    }
+    let r = s
+        .send(
+            HttpMethod::PATCH,
+            "/api/v1/users/nobody",
+            Some(&admin),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert_eq!(
+        s.get("/api/v1/users", Some(&admin)).await.status,
+        StatusCode::OK
+    );
+    let users = s.get("/api/v1/users", Some(&admin)).await.json();
+    assert!(
+        !users.to_string().contains("backdoor"),
+        "no stale token created a user: {users}"
+    );
+    let audit = s.audit(&admin).await;
+    for action in ["user.update", "auth.logout", "auth.password"] {
+        assert!(
+            audit
+                .iter()
+                .any(|e| e["action"] == action && e["outcome"] == "success"),
+            "{action} audited"
+        );
+    }
 }
 
 #[tokio::test]
@@ -637,8 +928,16 @@ async fn desired_peers_and_fetch_desired_state() {
         let r = put("wg0", bad.clone()).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
     }
-    let r = put("bad/name", json!({"peers": []})).await;
-    assert!(r.status == StatusCode::BAD_REQUEST || r.status == StatusCode::NOT_FOUND);
+    // Names that reach the handler and fail validation (a '/' would never be routed).
+    for bad_name in ["0123456789abcdef", "wg%200", "wg0:1"] {
+        let r = put(bad_name, json!({"peers": []})).await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{bad_name}: {}",
+            r.text
+        );
+    }
     let r = put(
         "wg0",
         json!({"peers": [
@@ -946,11 +1245,12 @@ async fn files_are_private_and_health_endpoints_answer() {
 #[tokio::test]
 async fn every_documented_route_is_served() {
     let s = start().await;
-    let admin = s.admin().await;
     let doc = s.get("/api/v1/openapi.json", None).await.json();
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 15);
     for (path, ops) in paths {
+        // A fresh token per path: `POST /api/v1/auth/logout` ends the ones before it.
+        let admin = s.admin().await;
         let concrete = path
             .replace("{id}", "no-such-agent")
             .replace("{interface}", "wg9")
@@ -1003,4 +1303,86 @@ async fn login_is_limited_per_client_address() {
         m.contains("sentra_api_logins_total{outcome=\"failure\"} 3"),
         "{m}"
     );
+}
+
+/// The `method` and `route` labels of `sentra_api_http_requests_total` from its lines.
+fn request_series(metrics: &str) -> std::collections::BTreeSet<String> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("sentra_api_http_requests_total{"))
+        .map(|l| l.rsplit_once("} ").unwrap().0.to_owned())
+        .collect()
+}
+
+fn label<'a>(series: &'a str, name: &str) -> &'a str {
+    let start = series.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+    let rest = &series[start..];
+    &rest[..rest.find('"').unwrap()]
+}
+
+/// Label values that come from requests are a closed set: made-up methods and paths do not
+/// add series to `/metrics`.
+#[tokio::test]
+async fn metrics_labels_come_from_a_closed_set() {
+    let s = start().await;
+    let admin = s.admin().await;
+    let doc = s.get("/api/v1/openapi.json", None).await.json();
+    let mut templates: std::collections::BTreeSet<String> =
+        doc["paths"].as_object().unwrap().keys().cloned().collect();
+    templates.insert("unmatched".into());
+    let send_junk = |round: u32| {
+        let s = &s;
+        let admin = admin.clone();
+        async move {
+            for i in 0..5 {
+                let method = HttpMethod::from_bytes(format!("FOO{round}{i}").as_bytes()).unwrap();
+                for path in [
+                    "/healthz".to_owned(),
+                    format!("/random-{round}-{i}"),
+                    format!("/api/v1/nope/{round}/{i}"),
+                ] {
+                    s.send(method.clone(), &path, Some(&admin), None).await;
+                }
+                s.get(&format!("/x{round}{i}/y"), None).await;
+                s.get(&format!("/api/v1/agents/agent-{round}-{i}"), Some(&admin))
+                    .await;
+            }
+        }
+    };
+    send_junk(1).await;
+    s.get("/metrics", None).await;
+    let first = request_series(&s.get("/metrics", None).await.text);
+    for series in &first {
+        let method = label(series, "method");
+        assert!(
+            [
+                "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+                "other"
+            ]
+            .contains(&method),
+            "method label outside the closed set: {series}"
+        );
+        let route = label(series, "route");
+        assert!(
+            templates.contains(route),
+            "route label is not a template: {series}"
+        );
+    }
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("method=\"other\"") && l.contains("route=\"/healthz\"")),
+        "{first:?}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("route=\"/api/v1/agents/{id}\"")),
+        "{first:?}"
+    );
+    // More made-up methods and paths: no new series.
+    send_junk(2).await;
+    s.get("/metrics", None).await;
+    let second = request_series(&s.get("/metrics", None).await.text);
+    assert_eq!(first, second);
 }

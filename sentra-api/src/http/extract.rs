@@ -46,10 +46,22 @@ impl FromRequestParts<AppState> for Viewer {
             return Err(Error::Unauthenticated.into());
         }
         let claims = state.tokens.verify(token.trim())?;
-        Ok(Self {
-            username: claims.sub,
-            role: claims.role,
-        })
+        // The token must still speak for the user as it is now.
+        match state.store.token_subject(&claims.sub).await? {
+            Some(now) if !now.disabled && now.token_version == claims.ver => Ok(Self {
+                username: claims.sub,
+                role: now.role,
+            }),
+            now => {
+                let reason = match now {
+                    None => "user no longer exists",
+                    Some(n) if n.disabled => "user is disabled",
+                    Some(_) => "token was ended (logout, password change or re-created user)",
+                };
+                tracing::info!(user = %claims.sub, reason, "access token refused");
+                Err(Error::Unauthenticated.into())
+            }
+        }
     }
 }
 

@@ -47,11 +47,15 @@ pub(crate) async fn login(
         st.metrics.event(Event::LoginRateLimited);
         return Err(Error::RateLimited { retry_after_s }.into());
     }
-    match st.store.authenticate(&req.username, req.password).await {
-        Ok(user) => {
+    match st
+        .store
+        .authenticate_session(&req.username, req.password)
+        .await
+    {
+        Ok((user, token_version)) => {
             st.login_user_limit.clear(&user_key);
             st.metrics.event(Event::LoginSuccess);
-            let issued = st.tokens.issue(&user.username, user.role)?;
+            let issued = st.tokens.issue(&user.username, user.role, token_version)?;
             Ok(Json(issued).into_response())
         }
         Err(Error::Unauthenticated) => {
@@ -68,6 +72,34 @@ pub(crate) async fn login(
 
 pub(crate) async fn me(user: Viewer) -> Json<serde_json::Value> {
     Json(json!({ "username": user.username, "role": user.role }))
+}
+
+/// `POST /api/v1/auth/logout`: ends every access token of the caller.
+pub(crate) async fn logout(State(st): State<AppState>, user: Viewer) -> Res<StatusCode> {
+    st.store
+        .end_sessions(&crate::Actor::user(&user.username), &user.username)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangePassword {
+    current_password: Password,
+    new_password: Password,
+}
+
+/// `POST /api/v1/auth/password`: the caller changes its own password; every token of the
+/// caller ends (log in again).
+pub(crate) async fn change_password(
+    State(st): State<AppState>,
+    user: Viewer,
+    JsonBody(req): JsonBody<ChangePassword>,
+) -> Res<StatusCode> {
+    st.store
+        .change_password(&user.username, req.current_password, req.new_password)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ------------------------------------------------------------------ users
@@ -90,6 +122,36 @@ pub(crate) async fn create_user(
         .create_user(&admin.actor(), &req.username, req.password, req.role)
         .await?;
     Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateUser {
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default)]
+    password: Option<Password>,
+}
+
+/// `PATCH /api/v1/users/{username}`: role, disabled, password (admin).
+pub(crate) async fn update_user(
+    State(st): State<AppState>,
+    admin: Admin,
+    Path(username): Path<String>,
+    JsonBody(req): JsonBody<UpdateUser>,
+) -> Res<Response> {
+    let update = crate::UserUpdate {
+        role: req.role,
+        disabled: req.disabled,
+        password: req.password,
+    };
+    let user = st
+        .store
+        .update_user(&admin.actor(), &username, update)
+        .await?;
+    Ok(Json(user).into_response())
 }
 
 pub(crate) async fn list_users(State(st): State<AppState>, _admin: Admin) -> Res<Response> {
@@ -218,6 +280,11 @@ pub(crate) async fn delete_agent(
 #[serde(deny_unknown_fields)]
 pub(crate) struct RotateParams {
     overlap_s: Option<u64>,
+    /// Also forget the agent's sequence high-water mark in the metrics store, so batches
+    /// refused as `SEQ_BELOW_HIGH_WATER` (a far-ahead seq signed with its key, or lost
+    /// agent state) are accepted again.
+    #[serde(default)]
+    reset_sequence: bool,
 }
 
 /// Shortest overlap accepted: the agent needs time to fetch and persist the new key.
@@ -238,8 +305,21 @@ pub(crate) async fn rotate_key(
     if !(MIN_OVERLAP..=MAX_OVERLAP).contains(&overlap) {
         return Err(Error::invalid("overlap_s", "must be between 60 s and 30 days").into());
     }
+    if params.reset_sequence && st.ingest.is_none() {
+        return Err(Error::Conflict(
+            "reset_sequence needs the metrics store, and this API runs without one; nothing was changed"
+                .into(),
+        )
+        .into());
+    }
     let rotation = st.store.rotate_key(&admin.actor(), &id, overlap).await?;
-    Ok(Json(rotation).into_response())
+    let mut body = serde_json::to_value(&rotation)
+        .map_err(|e| Error::Internal(format!("rotation to JSON: {e}")))?;
+    if params.reset_sequence {
+        let previous = st.reset_sequence(&admin.actor(), &id).await?;
+        body["sequence_reset"] = json!({ "previous_high_water": previous });
+    }
+    Ok(Json(body).into_response())
 }
 
 #[derive(Serialize)]

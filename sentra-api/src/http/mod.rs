@@ -18,7 +18,7 @@ use axum::{
     http::{HeaderName, StatusCode, header},
     middleware::{self, Next},
     response::Response,
-    routing::{MethodRouter, delete, get, post, put},
+    routing::{MethodRouter, delete, get, patch, post, put},
 };
 use sentra_core::{AgentId, UnixMillis, Verifier};
 use tower::ServiceBuilder;
@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// Remembers the fingerprints of signed agent requests inside the skew window, so a
-/// captured `POST /api/v1/agent/key` cannot be replayed.
+/// captured `POST /api/v1/agent/key` or `FetchDesiredState` envelope cannot be replayed.
 #[derive(Debug, Default)]
 pub(crate) struct ReplayGuard {
     seen: Mutex<HashMap<[u8; 32], i64>>,
@@ -85,6 +85,7 @@ impl AppState {
         ingest: Option<Arc<sentra_ingest::Ingest>>,
     ) -> Self {
         Self {
+            replay: store.replay_guard(),
             ingest,
             streams: Arc::new(tokio::sync::Semaphore::new(fleet_max_streams())),
             login_user_limit: Arc::new(FailureLimiter::new(
@@ -99,7 +100,6 @@ impl AppState {
             tokens: Arc::new(tokens),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
-            replay: Arc::new(ReplayGuard::default()),
             verifier: Verifier::new(),
         }
     }
@@ -123,6 +123,56 @@ impl AppState {
         {
             tracing::error!(error = %e, "cannot write audit entry");
         }
+    }
+
+    /// Forgets `agent`'s sequence high-water mark in the metrics store (after a key
+    /// rotation), audited as `agent.reset_sequence` with the previous high-water mark.
+    /// Returns that mark (`None`: the store had none).
+    pub(crate) async fn reset_sequence(
+        &self,
+        actor: &Actor,
+        agent: &AgentId,
+    ) -> crate::Result<Option<u64>> {
+        let Some(ingest) = &self.ingest else {
+            return Err(crate::Error::Conflict(
+                "reset_sequence needs the metrics store, and this API runs without one".into(),
+            ));
+        };
+        let (res, outcome, detail) = match ingest.reset_sequence(agent).await {
+            Ok(previous) => {
+                let previous = previous.map(sentra_core::Seq::get);
+                tracing::warn!(agent_id = %agent, previous_high_water = ?previous, "agent sequence reset");
+                let detail = previous.map_or_else(
+                    || "previous_high_water=none".to_owned(),
+                    |p| format!("previous_high_water={p}"),
+                );
+                (Ok(previous), "success", detail)
+            }
+            Err(e) => {
+                tracing::error!(agent_id = %agent, error = %e, "resetting the agent's sequence failed");
+                (
+                    Err(crate::Error::Unavailable(
+                        "the metrics store could not reset the sequence (the key was rotated); retry",
+                    )),
+                    "error",
+                    "metrics store failed".to_owned(),
+                )
+            }
+        };
+        if let Err(e) = self
+            .store
+            .record_audit(
+                actor,
+                "agent.reset_sequence",
+                agent.as_str(),
+                outcome,
+                &detail,
+            )
+            .await
+        {
+            tracing::error!(error = %e, "cannot write audit entry");
+        }
+        res
     }
 
     /// Appends the fleet's WireGuard metrics, if an ingest handle was given.
@@ -166,9 +216,12 @@ pub(crate) fn routes() -> Routes {
         .add("GET", "/api/v1/openapi.json", get(h::openapi))
         .add("POST", "/api/v1/auth/login", post(h::login))
         .add("GET", "/api/v1/auth/me", get(h::me))
+        .add("POST", "/api/v1/auth/logout", post(h::logout))
+        .add("POST", "/api/v1/auth/password", post(h::change_password))
         .add("GET", "/api/v1/users", get(h::list_users))
         .add("POST", "/api/v1/users", post(h::create_user))
         .add("DELETE", "/api/v1/users/{username}", delete(h::delete_user))
+        .add("PATCH", "/api/v1/users/{username}", patch(h::update_user))
         .add("GET", "/api/v1/tokens", get(h::list_tokens))
         .add("POST", "/api/v1/tokens", post(h::issue_token))
         .add("POST", "/api/v1/agents/enroll", post(h::enroll))
@@ -220,6 +273,11 @@ const fn fleet_max_streams() -> usize {
     64
 }
 
+/// Every path template the router registers (the closed set of `route` metric labels).
+pub(crate) fn routes_templates() -> Vec<&'static str> {
+    routes().registered.into_iter().map(|(_, p)| p).collect()
+}
+
 /// Every `(method, path)` the router serves.
 #[cfg(test)]
 pub(crate) fn registered_routes() -> Vec<(&'static str, &'static str)> {
@@ -228,14 +286,17 @@ pub(crate) fn registered_routes() -> Vec<(&'static str, &'static str)> {
 
 async fn track_metrics(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    // Label values from a closed set only: a made-up method or path must not add series.
+    let method = crate::metrics::method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or(crate::metrics::UNMATCHED_ROUTE, |p| {
+            crate::metrics::route_label(p.as_str())
+        });
     let resp = next.run(req).await;
     st.metrics
-        .request(&method, &route, resp.status().as_u16(), started.elapsed());
+        .request(method, route, resp.status().as_u16(), started.elapsed());
     resp
 }
 

@@ -94,6 +94,22 @@ pub(crate) const OPS: &[Op] = &[
         None,
         200,
     ),
+    op(
+        "POST",
+        "/api/v1/auth/logout",
+        "End every access token of the caller (all sessions).",
+        Viewer,
+        None,
+        204,
+    ),
+    op(
+        "POST",
+        "/api/v1/auth/password",
+        "Change the caller's own password; every token of the caller ends (log in again).",
+        Viewer,
+        Some(r#"{"current_password":"…","new_password":"…"}"#),
+        204,
+    ),
     op("GET", "/api/v1/users", "List users.", Admin, None, 200),
     op(
         "POST",
@@ -106,10 +122,18 @@ pub(crate) const OPS: &[Op] = &[
     op(
         "DELETE",
         "/api/v1/users/{username}",
-        "Delete a user (not the last admin).",
+        "Delete a user (not the last admin); its tokens stop at once.",
         Admin,
         None,
         204,
+    ),
+    op(
+        "PATCH",
+        "/api/v1/users/{username}",
+        "Change a user's role (applies at once), disable or enable it, or set its password; disabling and a new password end its tokens. Not for the last enabled admin's role or state.",
+        Admin,
+        Some(r#"{"role":"viewer","disabled":true,"password":"…"}"#),
+        200,
     ),
     op(
         "GET",
@@ -170,7 +194,7 @@ pub(crate) const OPS: &[Op] = &[
     op(
         "POST",
         "/api/v1/agents/{id}/rotate-key",
-        "Create key N+1; older keys stay valid for the overlap (query overlap_s, default 24 h).",
+        "Create key N+1; older keys stay valid for the overlap (query overlap_s, default 24 h). With reset_sequence=true, also forget the agent's sequence high-water mark in the metrics store (for an agent whose batches are refused as SEQ_BELOW_HIGH_WATER after a far-ahead seq was signed with its key); 409 if the server has no metrics store.",
         Admin,
         None,
         200,
