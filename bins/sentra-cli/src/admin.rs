@@ -107,6 +107,11 @@ enum AgentCommand {
         /// How long the old key stays valid, e.g. 24h.
         #[arg(long, value_parser = parse_duration)]
         overlap: Option<Duration>,
+        /// Also reset the agent's sequence on the server, for an agent whose batches are
+        /// refused as below its high-water mark (a far-ahead seq was signed with its key,
+        /// or it lost its state). Use a short --overlap if the old key may be compromised.
+        #[arg(long)]
+        reset_sequence: bool,
     },
     /// Revoke an agent: its keys stop verifying at once.
     Revoke {
@@ -347,8 +352,15 @@ pub(crate) fn agent(args: AgentArgs) -> anyhow::Result<()> {
                 }
                 print!("{t}");
             }
-            AgentCommand::RotateKey { id, overlap } => {
-                let q = overlap.map_or(String::new(), |d| format!("?overlap_s={}", d.as_secs()));
+            AgentCommand::RotateKey { id, overlap, reset_sequence } => {
+                let mut params = Vec::new();
+                if let Some(d) = overlap {
+                    params.push(format!("overlap_s={}", d.as_secs()));
+                }
+                if reset_sequence {
+                    params.push("reset_sequence=true".to_owned());
+                }
+                let q = if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) };
                 let v: Value = api
                     .post(&format!("/api/v1/agents/{}/rotate-key{q}", enc(&id)), &json!({}))
                     .await?;
@@ -362,6 +374,14 @@ pub(crate) fn agent(args: AgentArgs) -> anyhow::Result<()> {
                     ms_to_rfc3339(v["previous_keys_not_after_ms"].as_i64()),
                     age_ms(v["previous_keys_not_after_ms"].as_i64())
                 );
+                if let Some(reset) = v.get("sequence_reset") {
+                    match reset["previous_high_water"].as_u64() {
+                        Some(h) => println!(
+                            "Sequence reset: the server forgot high-water mark {h}; the agent's next batches are accepted."
+                        ),
+                        None => println!("Sequence reset: the server held no high-water mark for this agent."),
+                    }
+                }
             }
             AgentCommand::Revoke { id } => {
                 let v: Value = api.post(&format!("/api/v1/agents/{}/revoke", enc(&id)), &json!({})).await?;
