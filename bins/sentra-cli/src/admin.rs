@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     client::{Api, Conn, enc, save_token},
+    safe::display_safe,
     table::{Table, age_ms, ms_to_rfc3339},
 };
 
@@ -204,9 +205,12 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
     println!(
         "Created admin user {:?} in {}.",
         args.username,
-        args.data_dir.display()
+        display_safe(&args.data_dir.display().to_string())
     );
-    println!("Next: sentra login --username {}", args.username);
+    println!(
+        "Next: sentra login --username {}",
+        display_safe(&args.username)
+    );
     Ok(())
 }
 
@@ -230,11 +234,11 @@ pub(crate) fn login(args: LoginArgs) -> anyhow::Result<()> {
         let path = save_token(api.base(), token, expires)?;
         println!(
             "Logged in to {} as {} ({}); token valid for {} min, saved in {}.",
-            api.base(),
-            args.username,
-            resp["role"].as_str().unwrap_or("?"),
+            display_safe(api.base()),
+            display_safe(&args.username),
+            display_safe(resp["role"].as_str().unwrap_or("?")),
             expires / 60,
-            path.display()
+            display_safe(&path.display().to_string())
         );
         anyhow::Ok(())
     })
@@ -252,12 +256,12 @@ pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
                     )
                     .await?;
                 if args.out.json {
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    println!("{}", crate::safe::json_pretty(&v)?);
                 } else {
-                    println!("{}", v["token"].as_str().unwrap_or_default());
+                    println!("{}", display_safe(v["token"].as_str().unwrap_or_default()));
                     eprintln!(
                         "Single-use bootstrap token {} (expires {}). It is not shown again.",
-                        v["token_id"].as_str().unwrap_or("?"),
+                        display_safe(v["token_id"].as_str().unwrap_or("?")),
                         ms_to_rfc3339(v["expires_ms"].as_i64())
                     );
                 }
@@ -265,7 +269,7 @@ pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
             TokenCommand::List => {
                 let v: Value = api.get("/api/v1/tokens").await?;
                 if args.out.json {
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    println!("{}", crate::safe::json_pretty(&v)?);
                 } else {
                     let mut t =
                         Table::new(["TOKEN ID", "CREATED BY", "EXPIRES", "USED BY", "NOTE"]);
@@ -290,7 +294,7 @@ pub(crate) fn agent(args: AgentArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let api = Api::new(&args.conn)?;
         let print = |v: &Value| -> anyhow::Result<()> {
-            println!("{}", serde_json::to_string_pretty(v)?);
+            println!("{}", crate::safe::json_pretty(v)?);
             Ok(())
         };
         match args.command {
@@ -308,9 +312,9 @@ pub(crate) fn agent(args: AgentArgs) -> anyhow::Result<()> {
                 println!();
                 println!(
                     "  sentra-agent enroll --server-api {} --token {} --name {}",
-                    api.base(),
-                    v["token"].as_str().unwrap_or_default(),
-                    name
+                    display_safe(api.base()),
+                    display_safe(v["token"].as_str().unwrap_or_default()),
+                    display_safe(&name)
                 );
             }
             AgentCommand::List => {
@@ -335,8 +339,8 @@ pub(crate) fn agent(args: AgentArgs) -> anyhow::Result<()> {
                 if args.out.json {
                     return print(&v);
                 }
-                println!("agent:   {}", v["agent_id"].as_str().unwrap_or(""));
-                println!("name:    {}", v["name"].as_str().unwrap_or(""));
+                println!("agent:   {}", display_safe(v["agent_id"].as_str().unwrap_or("")));
+                println!("name:    {}", display_safe(v["name"].as_str().unwrap_or("")));
                 println!("created: {}", ms_to_rfc3339(v["created_ms"].as_i64()));
                 if let Some(r) = v["revoked_ms"].as_i64() {
                     println!("revoked: {}", ms_to_rfc3339(Some(r)));
@@ -388,7 +392,7 @@ pub(crate) fn agent(args: AgentArgs) -> anyhow::Result<()> {
                 if args.out.json {
                     return print(&v);
                 }
-                println!("Agent {id} revoked: its keys no longer verify.");
+                println!("Agent {} revoked: its keys no longer verify.", display_safe(&id));
             }
             AgentCommand::Delete { id, yes } => {
                 if !yes {
@@ -398,7 +402,7 @@ pub(crate) fn agent(args: AgentArgs) -> anyhow::Result<()> {
                 if args.out.json {
                     return print(&v);
                 }
-                println!("Agent {id} deleted.");
+                println!("Agent {} deleted.", display_safe(&id));
             }
         }
         anyhow::Ok(())

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::{
     admin::{Output, parse_duration, runtime},
     client::{Api, Conn, enc},
+    safe::{display_safe, display_safe_lines},
     table::{Table, age_ms, ms_to_rfc3339},
 };
 
@@ -148,7 +149,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<()> {
         };
         let v: Value = api.get(&path).await?;
         if args.out.json {
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            println!("{}", crate::safe::json_pretty(&v)?);
             return anyhow::Ok(());
         }
         let agents: Vec<Value> = match v.get("agents") {
@@ -207,10 +208,10 @@ pub(crate) fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
                 let q = agent.map_or(String::new(), |a| format!("?agent={}", enc(&a)));
                 let v: Value = api.get(&format!("/api/v1/metrics/names{q}")).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    println!("{}", crate::safe::json_pretty(&v)?);
                 } else {
                     for n in v["names"].as_array().into_iter().flatten() {
-                        println!("{}", n.as_str().unwrap_or_default());
+                        println!("{}", display_safe(n.as_str().unwrap_or_default()));
                     }
                 }
             }
@@ -219,7 +220,7 @@ pub(crate) fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
                     .get(&format!("/api/v1/metrics/latest?{}", sel.query()))
                     .await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    println!("{}", crate::safe::json_pretty(&v)?);
                 } else {
                     let mut t = Table::new(["AGENT", "NAME", "LABELS", "VALUE", "AT"]);
                     for x in v["values"].as_array().into_iter().flatten() {
@@ -250,18 +251,22 @@ pub(crate) fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
                     ))
                     .await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    println!("{}", crate::safe::json_pretty(&v)?);
                 } else {
                     for s in v["series"].as_array().into_iter().flatten() {
                         println!(
                             "{} {{{}}} agent={} ({})",
-                            s["series"]["name"].as_str().unwrap_or(""),
-                            labels_text(&s["series"]["labels"]),
-                            s["series"]["agent_id"].as_str().unwrap_or(""),
-                            s["resolution"].as_str().unwrap_or("")
+                            display_safe(s["series"]["name"].as_str().unwrap_or("")),
+                            display_safe(&labels_text(&s["series"]["labels"])),
+                            display_safe(s["series"]["agent_id"].as_str().unwrap_or("")),
+                            display_safe(s["resolution"].as_str().unwrap_or(""))
                         );
                         for p in s["points"].as_array().into_iter().flatten() {
-                            println!("  {}  {}", ms_to_rfc3339(p[0].as_i64()), p[1]);
+                            println!(
+                                "  {}  {}",
+                                ms_to_rfc3339(p[0].as_i64()),
+                                display_safe(&p[1].to_string())
+                            );
                         }
                     }
                 }
@@ -279,7 +284,13 @@ pub(crate) fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
                         enc(&format)
                     ))
                     .await?;
-                print!("{text}");
+                // CSV/JSON for other tools: unchanged when piped; on a terminal, control
+                // characters in values are shown escaped (line and field structure kept).
+                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    print!("{}", display_safe_lines(&text));
+                } else {
+                    print!("{text}");
+                }
             }
         }
         anyhow::Ok(())

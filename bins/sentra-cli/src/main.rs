@@ -10,6 +10,7 @@ mod admin;
 mod client;
 mod doctor;
 mod fleet;
+mod safe;
 mod table;
 mod wal;
 mod wg;
@@ -49,7 +50,30 @@ enum Command {
     Wal(wal::WalArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Like anyhow's report, with every message made terminal-safe (errors quote
+            // server messages and user input).
+            eprintln!("Error: {}", safe::display_safe(&e.to_string()));
+            let causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
+            if !causes.is_empty() {
+                eprintln!("\nCaused by:");
+                for (i, c) in causes.iter().enumerate() {
+                    if causes.len() == 1 {
+                        eprintln!("    {}", safe::display_safe(c));
+                    } else {
+                        eprintln!("    {i}: {}", safe::display_safe(c));
+                    }
+                }
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Completions { shell } => {

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::safe::display_safe;
+
 /// A left-aligned text table with a header row.
 pub(crate) struct Table {
     rows: Vec<Vec<String>>,
@@ -10,12 +12,27 @@ pub(crate) struct Table {
 impl Table {
     pub(crate) fn new<const N: usize>(header: [&str; N]) -> Self {
         Self {
-            rows: vec![header.iter().map(|s| (*s).to_owned()).collect()],
+            rows: vec![
+                header
+                    .iter()
+                    .map(|s| display_safe(s).into_owned())
+                    .collect(),
+            ],
         }
     }
 
+    /// Adds a row; every cell is made terminal-safe ([`display_safe`]): a value with ESC or
+    /// a newline cannot restyle the screen or fake a row.
     pub(crate) fn row<const N: usize>(&mut self, cells: [String; N]) {
-        self.rows.push(cells.into());
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| match display_safe(&c) {
+                    std::borrow::Cow::Borrowed(_) => c,
+                    std::borrow::Cow::Owned(s) => s,
+                })
+                .collect(),
+        );
     }
 }
 
@@ -124,5 +141,8 @@ mod tests {
         let mut t = Table::new(["A", "LONGER"]);
         t.row(["xxxx".into(), "y".into()]);
         assert_eq!(t.to_string(), "A     LONGER\nxxxx  y\n");
+        let mut t = Table::new(["A", "B"]);
+        t.row(["x\ny".into(), "\x1b[2J".into()]);
+        assert_eq!(t.to_string(), "A     B\nx\\ny  \\u{1b}[2J\n");
     }
 }

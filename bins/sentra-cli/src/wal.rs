@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use sentra_wal::Inspection;
 
+use crate::safe::display_safe;
+
 /// Write-ahead log commands.
 #[derive(Debug, clap::Args)]
 pub(crate) struct WalArgs {
@@ -114,7 +116,7 @@ pub(crate) fn render(ins: &Inspection) -> String {
     let _ = writeln!(
         o,
         "WAL {} (read-only inspection, writer lock not taken)",
-        ins.dir.display()
+        display_safe(&ins.dir.display().to_string())
     );
     match ins.acked_lsn {
         Some(a) => {
@@ -136,7 +138,7 @@ pub(crate) fn render(ins: &Inspection) -> String {
             let _ = writeln!(
                 o,
                 "{:<26} {:>5} {:>12} {:>12} {:>9} {:>10} {:>6}  {}",
-                s.name,
+                display_safe(&s.name),
                 s.segment_id
                     .map_or_else(|| "?".to_owned(), |i| i.to_string()),
                 s.first_lsn,
@@ -144,7 +146,7 @@ pub(crate) fn render(ins: &Inspection) -> String {
                 s.records,
                 human_bytes(s.size),
                 if s.sealed { "yes" } else { "no" },
-                s.damage.as_deref().unwrap_or("ok"),
+                display_safe(s.damage.as_deref().unwrap_or("ok")),
             );
         }
     }
@@ -163,7 +165,7 @@ pub(crate) fn render(ins: &Inspection) -> String {
             l.first,
             l.last,
             l.records(),
-            l.cause
+            display_safe(&l.cause.to_string())
         );
     }
     let _ = writeln!(
