@@ -45,6 +45,10 @@ impl Client {
     pub fn list_interfaces(&self) -> Result<Vec<Interface>> {
         self.rt.block_on(self.inner.list_interfaces())
     }
+    /// See [`crate::Client::link_names`].
+    pub fn link_names(&self) -> Result<crate::show::ScopeNames> {
+        self.rt.block_on(self.inner.link_names())
+    }
     /// See [`crate::Client::devices`].
     pub fn devices(&self) -> Result<Vec<Device>> {
         self.rt.block_on(self.inner.devices())

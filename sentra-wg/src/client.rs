@@ -401,6 +401,18 @@ impl Client {
         Ok(out)
     }
 
+    /// Every link's index and name (rtnetlink link dump, all kinds): what
+    /// [`show::endpoint_named`](crate::show::endpoint_named) needs to print a scoped link-local
+    /// endpoint the way `wg` does (`[fe80::1%eth0]:51820`).
+    pub async fn link_names(&self) -> Result<crate::show::ScopeNames> {
+        let mut links = self.rt.link().get().execute();
+        let mut out = crate::show::ScopeNames::new();
+        while let Some(link) = links.try_next().await.map_err(|e| link_err(e, "links"))? {
+            out.insert(link.header.index, link_name(&link));
+        }
+        Ok(out)
+    }
+
     /// Every WireGuard device with all peers: what a collector polls. A device deleted
     /// between listing and reading is skipped.
     pub async fn devices(&self) -> Result<Vec<Device>> {

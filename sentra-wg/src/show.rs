@@ -6,11 +6,14 @@
 //!   tab-separated line for the interface, one per peer. `wg` prints the private and preshared
 //!   keys there in clear; this module prints `(hidden)` unless [`Secrets::Show`] is passed.
 //!
-//! Known difference: an IPv6 endpoint with a scope id prints the numeric id (`%3`), where
-//! `wg` prints the interface name that `getnameinfo` finds for it.
+//! Addresses are printed as glibc's `inet_ntop` prints them (`::1.2.3.4` for an
+//! IPv4-compatible address, `::ffff:1.2.3.4` for a mapped one, see [`ipv6`]), and a scoped
+//! IPv6 endpoint with the interface name `getnameinfo` finds for a link-local address
+//! (`[fe80::1%lo]:51820`, see [`ScopeNames`] and [`endpoint_named`]).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::model::{Device, Peer};
@@ -104,14 +107,120 @@ fn bytes(b: u64) -> String {
     }
 }
 
-/// An endpoint as `wg` prints it (`1.2.3.4:51820`, `[fd00::1]:51820`).
+/// An IPv6 address exactly as glibc's `inet_ntop` prints it: the longest run (leftmost on a
+/// tie) of two or more zero groups becomes `::`, and an IPv4-compatible (`::a.b.c.d` with a
+/// non-zero seventh group) or IPv4-mapped (`::ffff:a.b.c.d`) address keeps its dotted tail.
+/// Rust's `Display` prints the IPv4-compatible form as `::102:304`.
+pub fn ipv6(a: &Ipv6Addr) -> String {
+    let w = a.segments();
+    // longest run of zero groups, leftmost on ties; runs of one are not compressed
+    let (mut best, mut cur): ((usize, usize), Option<(usize, usize)>) = ((0, 0), None);
+    for (i, &g) in w.iter().enumerate() {
+        if g == 0 {
+            let c = cur.get_or_insert((i, 0));
+            c.1 += 1;
+            if c.1 > best.1 {
+                best = *c;
+            }
+        } else {
+            cur = None;
+        }
+    }
+    if best.1 < 2 {
+        best = (usize::MAX, 0);
+    }
+    let mut o = String::with_capacity(40);
+    let mut i = 0;
+    while i < 8 {
+        if i == best.0 {
+            o.push(':');
+            i += best.1;
+            if i == 8 {
+                o.push(':');
+            }
+            continue;
+        }
+        if i != 0 {
+            o.push(':');
+        }
+        // glibc: an encapsulated IPv4 address after six zero groups, or five and ffff
+        if i == 6 && best.0 == 0 && (best.1 == 6 || (best.1 == 5 && w[5] == 0xffff)) {
+            let [.., a1, b1, c1, d1] = a.octets();
+            let _ = write!(o, "{a1}.{b1}.{c1}.{d1}");
+            return o;
+        }
+        let _ = write!(o, "{:x}", w[i]);
+        i += 1;
+    }
+    o
+}
+
+/// An IP address as `inet_ntop` prints it (see [`ipv6`]).
+pub fn ip(a: &IpAddr) -> String {
+    match a {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => ipv6(a),
+    }
+}
+
+/// An allowed IP as `wg` prints it: `inet_ntop` form, `/`, prefix length.
+pub fn allowed_ip(a: &crate::AllowedIp) -> String {
+    format!("{}/{}", ip(&a.addr()), a.cidr())
+}
+
+/// Interface index → name, to print scoped endpoints like `wg` (`getnameinfo` calls
+/// `if_indextoname`). Fill it from a link dump (for example
+/// [`Client::link_names`](crate::Client::link_names)); an unknown index prints as its number,
+/// as `getnameinfo` does when the lookup fails.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeNames(HashMap<u32, String>);
+
+impl ScopeNames {
+    /// No names known: scope ids print as numbers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the name of interface `index`.
+    pub fn insert(&mut self, index: u32, name: impl Into<String>) {
+        self.0.insert(index, name.into());
+    }
+
+    /// The name of interface `index`, if known.
+    pub fn get(&self, index: u32) -> Option<&str> {
+        self.0.get(&index).map(String::as_str)
+    }
+}
+
+impl FromIterator<(u32, String)> for ScopeNames {
+    fn from_iter<T: IntoIterator<Item = (u32, String)>>(iter: T) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+/// An endpoint as `wg` prints it (`1.2.3.4:51820`, `[fd00::1]:51820`, `[::1.2.3.4]:51820`),
+/// with a scope id as a number (`[fe80::1%1]:51820`); see [`endpoint_named`] for names.
 pub fn endpoint(e: &SocketAddr) -> String {
+    endpoint_named(e, &ScopeNames::new())
+}
+
+/// An endpoint exactly as `wg` prints it: like glibc's `getnameinfo(NI_NUMERICHOST)`, the
+/// scope of a link-local (`fe80::/10`) or link-local multicast address is the interface name
+/// when `names` knows it (`[fe80::1%lo]:51820`), any other scope id stays a number.
+pub fn endpoint_named(e: &SocketAddr, names: &ScopeNames) -> String {
     match e {
         SocketAddr::V4(a) => a.to_string(),
         SocketAddr::V6(a) if a.scope_id() != 0 => {
-            format!("[{}%{}]:{}", a.ip(), a.scope_id(), a.port())
+            let ip = a.ip();
+            let link_local = (ip.segments()[0] & 0xffc0) == 0xfe80
+                || (ip.octets()[0] == 0xff && ip.octets()[1] & 0x0f == 0x02);
+            let id = a.scope_id();
+            match names.get(id).filter(|_| link_local) {
+                Some(name) => format!("[{}%{name}]:{}", ipv6(ip), a.port()),
+                None => format!("[{}%{id}]:{}", ipv6(ip), a.port()),
+            }
         }
-        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", ipv6(a.ip()), a.port()),
     }
 }
 
@@ -136,8 +245,19 @@ pub fn sorted_peers(device: &Device) -> Vec<&Peer> {
     peers
 }
 
-/// `wg show <iface>` text for one device, as of `now` (for "latest handshake: … ago").
+/// `wg show <iface>` text for one device, as of `now` (for "latest handshake: … ago"), with
+/// scope ids as numbers (see [`pretty_named`]).
 pub fn pretty(device: &Device, now: SystemTime, secrets: Secrets) -> String {
+    pretty_named(device, now, secrets, &ScopeNames::new())
+}
+
+/// [`pretty`] with scoped link-local endpoints named from `names`, as `wg` prints them.
+pub fn pretty_named(
+    device: &Device,
+    now: SystemTime,
+    secrets: Secrets,
+    names: &ScopeNames,
+) -> String {
     let now = unix_secs(now);
     let mut o = String::with_capacity(256 + device.peers.len() * 160);
     let _ = writeln!(o, "interface: {}", device.name);
@@ -167,7 +287,7 @@ pub fn pretty(device: &Device, now: SystemTime, secrets: Secrets) -> String {
             o.push('\n');
         }
         if let Some(e) = &p.endpoint {
-            let _ = writeln!(o, "  endpoint: {}", endpoint(e));
+            let _ = writeln!(o, "  endpoint: {}", endpoint_named(e, names));
         }
         o.push_str("  allowed ips: ");
         if p.allowed_ips.is_empty() {
@@ -177,7 +297,7 @@ pub fn pretty(device: &Device, now: SystemTime, secrets: Secrets) -> String {
             if j > 0 {
                 o.push_str(", ");
             }
-            let _ = write!(o, "{ip}");
+            o.push_str(&allowed_ip(ip));
         }
         o.push('\n');
         let hs = handshake_secs(p);
@@ -207,8 +327,18 @@ pub fn pretty(device: &Device, now: SystemTime, secrets: Secrets) -> String {
 }
 
 /// `wg show <iface> dump` text (`with_interface`: `wg show all dump`, every line prefixed with
-/// the interface name). Peers in kernel order.
+/// the interface name). Peers in kernel order. Scope ids as numbers (see [`dump_named`]).
 pub fn dump(device: &Device, with_interface: bool, secrets: Secrets) -> String {
+    dump_named(device, with_interface, secrets, &ScopeNames::new())
+}
+
+/// [`dump`] with scoped link-local endpoints named from `names`, as `wg` prints them.
+pub fn dump_named(
+    device: &Device,
+    with_interface: bool,
+    secrets: Secrets,
+    names: &ScopeNames,
+) -> String {
     let mut o = String::with_capacity(128 + device.peers.len() * 160);
     let prefix = |o: &mut String| {
         if with_interface {
@@ -258,7 +388,7 @@ pub fn dump(device: &Device, with_interface: bool, secrets: Secrets) -> String {
         );
         o.push('\t');
         match &p.endpoint {
-            Some(e) => o.push_str(&endpoint(e)),
+            Some(e) => o.push_str(&endpoint_named(e, names)),
             None => o.push_str("(none)"),
         }
         o.push('\t');
@@ -269,7 +399,7 @@ pub fn dump(device: &Device, with_interface: bool, secrets: Secrets) -> String {
             if j > 0 {
                 o.push(',');
             }
-            let _ = write!(o, "{ip}");
+            o.push_str(&allowed_ip(ip));
         }
         // wg prints tv_sec as unsigned long long
         let _ = write!(
@@ -355,6 +485,89 @@ BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=\tBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQ
         assert!(hidden.starts_with("wg0\t(hidden)\tAgIC"));
         assert!(hidden.contains("wg0\tBAQE"));
         assert!(!hidden.contains("BQUFBQUF"));
+    }
+
+    /// Expected strings are what glibc's `inet_ntop` / `getnameinfo` print (checked with
+    /// Python's `socket.inet_ntop` on this glibc).
+    #[test]
+    fn ipv6_like_inet_ntop() {
+        for (addr, want) in [
+            ("::1.2.3.4", "::1.2.3.4"),
+            ("::ffff:1.2.3.4", "::ffff:1.2.3.4"),
+            ("::1", "::1"),
+            ("::", "::"),
+            ("::0.0.1.2", "::102"),
+            ("::0.1.0.0", "::0.1.0.0"),
+            ("::ffff:0:0", "::ffff:0.0.0.0"),
+            ("1::", "1::"),
+            ("fe80::1", "fe80::1"),
+            ("::1:0:0:0", "::1:0:0:0"),
+            ("0:0:1::", "0:0:1::"),
+            ("::1:1.2.3.4", "::1:102:304"),
+            ("1:0:0:1:0:0:0:1", "1:0:0:1::1"),
+            ("1:0:1:0:1:0:1:0", "1:0:1:0:1:0:1:0"),
+            ("64:ff9b::1.2.3.4", "64:ff9b::102:304"),
+            ("::fffe:1.2.3.4", "::fffe:102:304"),
+            ("fd00:0:0:1::", "fd00:0:0:1::"),
+        ] {
+            let a: Ipv6Addr = addr.parse().unwrap();
+            assert_eq!(ipv6(&a), want, "{addr}");
+        }
+    }
+
+    #[test]
+    fn v4_compatible_and_scoped_endpoints_like_wg() {
+        let mut d = dev();
+        d.fwmark = 0;
+        d.peers[0].allowed_ips = vec![
+            "::1.2.3.4/128".parse().unwrap(),
+            "::ffff:10.0.0.1/128".parse().unwrap(),
+        ];
+        d.peers[0].endpoint = Some("[::1.2.3.4]:51821".parse().unwrap());
+        d.peers[1].endpoint = Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            51822,
+            0,
+            1,
+        )));
+        let names: ScopeNames = [(1, "lo".to_owned())].into_iter().collect();
+        let got = dump_named(&d, false, Secrets::Hide, &names);
+        let lines: Vec<&str> = got.lines().collect();
+        assert_eq!(
+            lines[1],
+            "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\t(none)\t[::1.2.3.4]:51821\t::1.2.3.4/128,::ffff:10.0.0.1/128\t0\t0\t0\toff"
+        );
+        assert!(lines[2].contains("\t[fe80::1%lo]:51822\t"), "{}", lines[2]);
+        let now = UNIX_EPOCH + Duration::from_secs(2_000_000);
+        let pretty = pretty_named(&d, now, Secrets::Hide, &names);
+        assert!(
+            pretty.contains("  endpoint: [fe80::1%lo]:51822\n"),
+            "{pretty}"
+        );
+        assert!(
+            pretty.contains("  endpoint: [::1.2.3.4]:51821\n"),
+            "{pretty}"
+        );
+        assert!(
+            pretty.contains("  allowed ips: ::1.2.3.4/128, ::ffff:10.0.0.1/128\n"),
+            "{pretty}"
+        );
+        // unknown index, or a scope on a non-link-local address: the number, like getnameinfo
+        assert!(dump(&d, false, Secrets::Hide).contains("\t[fe80::1%1]:51822\t"));
+        let global = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fd00::1".parse().unwrap(),
+            1,
+            0,
+            1,
+        ));
+        assert_eq!(endpoint_named(&global, &names), "[fd00::1%1]:1");
+        let mc = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "ff02::1".parse().unwrap(),
+            1,
+            0,
+            1,
+        ));
+        assert_eq!(endpoint_named(&mc, &names), "[ff02::1%lo]:1");
     }
 
     #[test]

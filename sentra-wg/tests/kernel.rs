@@ -166,6 +166,74 @@ fn compare_with_wg(dev: &str) {
     );
 }
 
+/// Issue 10, item 18: the two address forms where `sentra wg show` used to differ from
+/// `wg show`: an IPv4-compatible IPv6 address (`::1.2.3.4`, as allowed IP and as endpoint;
+/// `inet_ntop` keeps the dotted tail) and a scoped link-local endpoint (`wg` prints the
+/// interface name, `[fe80::1%lo]`). Configured with `wg set` itself, then compared in text and
+/// dump.
+#[test]
+#[ignore = "needs root and a kernel with WireGuard: run by scripts/vm-test"]
+fn address_forms_v4_compatible_and_scoped_match_wg() {
+    let c = sentra_wg::blocking::Client::connect().unwrap();
+    c.create_link("wgaddr0").unwrap();
+    let k1 = key(1, 0x71).to_string();
+    let k2 = key(2, 0x71).to_string();
+    let k3 = key(3, 0x71).to_string();
+    run(
+        "wg",
+        &[
+            "set",
+            "wgaddr0",
+            "listen-port",
+            "51830",
+            "peer",
+            &k1,
+            "endpoint",
+            "[::1.2.3.4]:51831",
+            "allowed-ips",
+            "::1.2.3.4/128,::ffff:10.1.2.3/128",
+            "peer",
+            &k2,
+            "endpoint",
+            "[fe80::1%lo]:51832",
+            "allowed-ips",
+            "10.7.0.2/32",
+            "peer",
+            &k3,
+            "endpoint",
+            "[::ffff:127.0.0.1]:51833",
+            "allowed-ips",
+            "::0.1.0.0/128",
+        ],
+    );
+    let dev = c.get_device("wgaddr0").unwrap();
+    let scoped = dev
+        .peers
+        .iter()
+        .find_map(|p| match p.endpoint {
+            Some(SocketAddr::V6(a)) if a.scope_id() != 0 => Some(a),
+            _ => None,
+        })
+        .expect("the kernel keeps the endpoint's scope id");
+    let lo = c
+        .link_names()
+        .unwrap()
+        .get(scoped.scope_id())
+        .map(str::to_owned);
+    assert_eq!(lo.as_deref(), Some("lo"), "scope id {}", scoped.scope_id());
+    let wg_dump = run("wg", &["show", "wgaddr0", "dump"]);
+    println!("VM-RESULT address forms, wg show dump:\n{wg_dump}");
+    for want in ["[::1.2.3.4]:51831", "::1.2.3.4/128", "[fe80::1%lo]:51832"] {
+        assert!(wg_dump.contains(want), "wg prints {want}: {wg_dump}");
+    }
+    compare_with_wg("wgaddr0");
+    let json = run("sentra", &["wg", "show", "wgaddr0", "--json"]);
+    assert!(json.contains("\"[fe80::1%lo]:51832\""), "{json}");
+    let scope_json = format!("\"endpoint_scope_id\": {}", scoped.scope_id());
+    assert!(json.contains(&scope_json), "{json}");
+    c.delete_link("wgaddr0").unwrap();
+}
+
 /// Runs first (libtest orders tests by name): no WireGuard device may exist for `rmmod`.
 #[test]
 #[ignore = "needs root and a kernel with WireGuard: run by scripts/vm-test"]

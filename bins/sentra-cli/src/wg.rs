@@ -41,7 +41,7 @@ fn unix(t: Option<SystemTime>) -> Option<u64> {
     t.map(|t| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
-fn to_json(d: &Device) -> serde_json::Value {
+fn to_json(d: &Device, names: &show::ScopeNames) -> serde_json::Value {
     serde_json::json!({
         "interface": d.name,
         "ifindex": d.ifindex,
@@ -52,8 +52,12 @@ fn to_json(d: &Device) -> serde_json::Value {
         "peers": d.peers.iter().map(|p| serde_json::json!({
             "public_key": p.public_key.to_string(),
             "has_preshared_key": p.preshared_key.is_some(),
-            "endpoint": p.endpoint.map(|e| show::endpoint(&e)),
-            "allowed_ips": p.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "endpoint": p.endpoint.map(|e| show::endpoint_named(&e, names)),
+            "endpoint_scope_id": match p.endpoint {
+                Some(std::net::SocketAddr::V6(a)) if a.scope_id() != 0 => Some(a.scope_id()),
+                _ => None,
+            },
+            "allowed_ips": p.allowed_ips.iter().map(show::allowed_ip).collect::<Vec<_>>(),
             "latest_handshake": unix(p.last_handshake),
             "rx_bytes": p.rx_bytes,
             "tx_bytes": p.tx_bytes,
@@ -91,7 +95,7 @@ fn show_cmd(a: ShowArgs) -> anyhow::Result<()> {
             .map(|i| i.name)
             .collect();
         if a.json {
-            writeln!(out, "{}", serde_json::to_string_pretty(&names)?)?;
+            writeln!(out, "{}", crate::safe::json_pretty(&names)?)?;
         } else if !names.is_empty() {
             writeln!(out, "{}", names.join(" "))?;
         }
@@ -107,22 +111,25 @@ fn show_cmd(a: ShowArgs) -> anyhow::Result<()> {
                 .context("Unable to access interface")?,
         ]
     };
+    // Like wg (getnameinfo → if_indextoname): scoped link-local endpoints print the
+    // interface name; if the link dump fails, the number is printed, as wg does.
+    let names = client.link_names().unwrap_or_default();
     if a.json {
-        let v: Vec<_> = devices.iter().map(to_json).collect();
+        let v: Vec<_> = devices.iter().map(|d| to_json(d, &names)).collect();
         let v = if all {
             serde_json::Value::Array(v)
         } else {
             v.into_iter().next().unwrap_or_default()
         };
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        writeln!(out, "{}", crate::safe::json_pretty(&v)?)?;
         return Ok(());
     }
     let now = SystemTime::now();
     for (i, d) in devices.iter().enumerate() {
         if dump {
-            out.write_all(show::dump(d, all, secrets).as_bytes())?;
+            out.write_all(show::dump_named(d, all, secrets, &names).as_bytes())?;
         } else {
-            out.write_all(show::pretty(d, now, secrets).as_bytes())?;
+            out.write_all(show::pretty_named(d, now, secrets, &names).as_bytes())?;
             if i + 1 < devices.len() {
                 out.write_all(b"\n")?;
             }
