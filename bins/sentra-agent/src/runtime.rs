@@ -206,6 +206,7 @@ impl Agent {
         let key_check = Arc::new(Notify::new());
         let health = self.health;
         let mut tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
+        let episode = Arc::new(FullEpisode::default());
 
         // Shipper.
         let shipper = Shipper {
@@ -225,11 +226,12 @@ impl Agent {
         // Host collector.
         {
             let host = HostCollector::new(&cfg.proc_root).filesystems(cfg.collect_filesystems);
-            let (store, health, wake, agent_id) = (
+            let (store, health, wake, agent_id, episode) = (
                 store.clone(),
                 health.clone(),
                 wake.clone(),
                 agent_id.clone(),
+                episode.clone(),
             );
             let every = cfg.host_interval;
             tasks.spawn(with_stop(
@@ -252,7 +254,9 @@ impl Agent {
                             wg_unavailable: None,
                             problems,
                         };
-                        if let Err(e) = append(&store, &health, &agent_id, &snap, &wake).await {
+                        if let Err(e) =
+                            append(&store, &health, &agent_id, &snap, &wake, &episode).await
+                        {
                             return ("host collector", Err(e));
                         }
                     }
@@ -263,11 +267,12 @@ impl Agent {
 
         // WireGuard collector and peer applier share one netlink client.
         if self.wireguard && cfg.wireguard {
-            let (store, health, wake, agent_id) = (
+            let (store, health, wake, agent_id, episode) = (
                 store.clone(),
                 health.clone(),
                 wake.clone(),
                 agent_id.clone(),
+                episode.clone(),
             );
             let every = cfg.wireguard_interval;
             let apply_every = cfg.desired_state_interval;
@@ -299,7 +304,7 @@ impl Agent {
                                         wg_unavailable: None,
                                         problems: skipped,
                                     };
-                                    if let Err(e) = append(&store, &health, &agent_id, &snap, &wake).await {
+                                    if let Err(e) = append(&store, &health, &agent_id, &snap, &wake, &episode).await {
                                         return ("wireguard collector", Err(e));
                                     }
                                 }
@@ -420,29 +425,62 @@ async fn open_store(cfg: &Config) -> Result<(Store, sentra_wal::RecoveryReport)>
     }
 }
 
-/// Appends one collection; a full WAL drops (and counts) the collection, anything else is
-/// fatal.
+/// One "no space" episode (the WAL cap reached, or the file system full before the cap):
+/// logged once when it starts and once when it ends, not per dropped collection.
+#[derive(Debug, Default)]
+struct FullEpisode {
+    active: std::sync::atomic::AtomicBool,
+    /// `dropped_collections` when the episode started.
+    dropped_before: std::sync::atomic::AtomicU64,
+}
+
+/// Appends one collection. A WAL that refuses it for lack of space — its cap
+/// ([`sentra_wal::Error::Full`], reported as [`Appended::Full`]) or a full file system
+/// ([`sentra_wal::Error::DiskFull`], ENOSPC before the cap) — drops and counts the
+/// collection (`sentra_agent_collections_dropped_total`): the agent keeps running and
+/// shipping what it holds, and stores collections again by itself once space returns. Any
+/// other WAL error is fatal.
 async fn append(
     store: &Store,
     health: &Health,
     agent_id: &sentra_core::AgentId,
     snap: &Snapshot,
     wake: &Notify,
+    episode: &FullEpisode,
 ) -> Result<()> {
-    match store.append(agent_id, snap).await? {
-        Appended::Stored(lsn) => {
+    let refused = match store.append(agent_id, snap).await {
+        Ok(Appended::Stored(lsn)) => {
             tracing::trace!(lsn, "collection stored");
             wake.notify_one();
-        }
-        _ => {
-            let n = health.dropped_collections.fetch_add(1, Relaxed) + 1;
-            if n == 1 || n.is_power_of_two() {
-                tracing::warn!(
-                    dropped = n,
-                    "WAL is full (server unreachable for long?): collection dropped and counted in sentra_agent_collections_dropped_total"
+            if episode.active.swap(false, Relaxed) {
+                let dropped = health
+                    .dropped_collections
+                    .load(Relaxed)
+                    .saturating_sub(episode.dropped_before.load(Relaxed));
+                tracing::info!(
+                    dropped,
+                    lsn,
+                    "space is available again: collections are stored again"
                 );
             }
+            return Ok(());
         }
+        Ok(_) => {
+            "the WAL reached its size cap (wal_max_bytes; server unreachable for long?)".to_owned()
+        }
+        Err(Error::Wal(e)) if e.is_disk_full() => e.to_string(),
+        Err(e) => return Err(e),
+    };
+    let n = health.dropped_collections.fetch_add(1, Relaxed) + 1;
+    if !episode.active.swap(true, Relaxed) {
+        episode.dropped_before.store(n - 1, Relaxed);
+        tracing::warn!(
+            reason = %refused,
+            dropped_total = n,
+            "no space for new collections: dropping them (counted in sentra_agent_collections_dropped_total) and still shipping what the WAL holds; collection resumes by itself when space returns"
+        );
+    } else {
+        tracing::debug!(reason = %refused, dropped_total = n, "collection dropped: no space");
     }
     Ok(())
 }
