@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
 
 /// Where the server is and how to authenticate, shared by all API commands.
 #[derive(Debug, Clone, clap::Args)]
@@ -180,6 +181,23 @@ impl Api {
     /// GET `path` and decode JSON.
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// GET `path` and return the status code with the body as JSON (`Null` when the body is
+    /// not JSON), without turning an error status into an error: for `/readyz`, whose 503
+    /// body says why.
+    pub(crate) async fn get_with_status(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Sentra server at {}", self.base))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 
     /// GET `path` and return the raw body text (CSV exports).

@@ -67,8 +67,9 @@ pub(crate) fn run(args: DoctorArgs) -> anyhow::Result<()> {
             ),
             Err(e) => check("rest api", Outcome::Fail, format!("{e:#}")),
         });
-        checks.push(match api.get::<Value>("/readyz").await {
-            Ok(_) => check("readiness", Outcome::Ok, "server reports ready"),
+        checks.push(match api.get_with_status("/readyz").await {
+            Ok((200..=299, _)) => check("readiness", Outcome::Ok, "server reports ready"),
+            Ok((status, body)) => check("readiness", Outcome::Fail, not_ready(status, &body)),
             Err(e) => check("readiness", Outcome::Fail, format!("{e:#}")),
         });
         checks.push(match api.get::<Value>("/api/v1/auth/me").await {
@@ -98,6 +99,14 @@ pub(crate) fn run(args: DoctorArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.data_dir {
         checks.push(disk_check("server disk", dir));
         checks.push(private_file_check("control.db", &dir.join("control.db")));
+        let (metrics, control) = runtime()?.block_on(async {
+            (
+                integrity_check("metrics.db integrity", &dir.join("metrics.db")).await,
+                integrity_check("control.db integrity", &dir.join("control.db")).await,
+            )
+        });
+        checks.push(metrics);
+        checks.push(control);
     }
     if let Some(dir) = &args.agent_state {
         checks.push(disk_check("agent disk", dir));
@@ -108,7 +117,7 @@ pub(crate) fn run(args: DoctorArgs) -> anyhow::Result<()> {
     }
     let failed = checks.iter().any(|c| c.outcome == Outcome::Fail);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&checks)?);
+        println!("{}", crate::safe::json_pretty(&checks)?);
     } else {
         let mut t = Table::new(["CHECK", "RESULT", "DETAIL"]);
         for c in &checks {
@@ -126,6 +135,90 @@ pub(crate) fn run(args: DoctorArgs) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Why `/readyz` said no: the reasons of its JSON body (`{"status": "unavailable",
+/// "reasons": [{"component", "message"} | "text", …]}`), else the status code.
+fn not_ready(status: u16, body: &Value) -> String {
+    let reasons: Vec<String> = body["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(
+            |r| match (r.as_str(), r["component"].as_str(), r["message"].as_str()) {
+                (Some(text), _, _) => text.to_owned(),
+                (None, Some(c), Some(m)) => format!("{c}: {m}"),
+                (None, None, Some(m)) => m.to_owned(),
+                _ => r.to_string(),
+            },
+        )
+        .collect();
+    if reasons.is_empty() {
+        match body["error"]["message"].as_str() {
+            Some(m) => format!("server not ready ({status}): {m}"),
+            None => format!("server not ready ({status})"),
+        }
+    } else {
+        format!("server not ready ({status}): {}", reasons.join("; "))
+    }
+}
+
+/// Messages `PRAGMA integrity_check` prints at most (it stops after 100 by default).
+const INTEGRITY_MESSAGES: usize = 5;
+
+/// SQLite's `PRAGMA integrity_check` on `path`, opened read-only (safe while the server runs:
+/// a reader in WAL mode does not block the writer). `Fail` with the first messages unless the
+/// answer is `ok`; `Warn` if the file is missing.
+async fn integrity_check(name: &'static str, path: &std::path::Path) -> Check {
+    use sqlx::{Connection as _, sqlite::SqliteConnectOptions};
+    if let Err(e) = std::fs::metadata(path) {
+        return check(name, Outcome::Warn, format!("{}: {e}", path.display()));
+    }
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .create_if_missing(false)
+        .busy_timeout(Duration::from_secs(5));
+    let result = async {
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await?;
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        Ok::<_, sqlx::Error>(rows)
+    }
+    .await;
+    match result {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => check(
+            name,
+            Outcome::Ok,
+            format!("{}: SQLite integrity check ok", path.display()),
+        ),
+        Ok(rows) => {
+            let more = rows.len().saturating_sub(INTEGRITY_MESSAGES);
+            let mut detail = format!(
+                "{}: SQLite integrity check FAILED: {}",
+                path.display(),
+                rows.iter()
+                    .take(INTEGRITY_MESSAGES)
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            if more > 0 {
+                detail.push_str(&format!(" (and {more} more)"));
+            }
+            check(name, Outcome::Fail, detail)
+        }
+        Err(e) => check(
+            name,
+            Outcome::Fail,
+            format!(
+                "{}: SQLite integrity check could not run: {e}",
+                path.display()
+            ),
+        ),
+    }
 }
 
 async fn probe_tcp(addr: &str) -> std::io::Result<()> {
