@@ -394,16 +394,28 @@ impl Ingest {
     }
 
     /// Runs SQLite's `PRAGMA integrity_check` on the database: an empty list means no
-    /// problem was found; otherwise one line per problem, as SQLite reports them.
+    /// problem was found; otherwise one line per problem, as SQLite reports them (damage
+    /// that stops the check, `database disk image is malformed`, is one such line).
     ///
     /// # Errors
     ///
     /// [`Error::Storage`] when the check itself cannot run.
     pub async fn integrity_check(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query("PRAGMA integrity_check")
+        let rows = match sqlx::query("PRAGMA integrity_check")
             .fetch_all(self.query.pool())
             .await
-            .map_err(Error::storage("running the integrity check"))?;
+        {
+            Ok(rows) => rows,
+            // damage bad enough to stop the check is a finding, not a failure to check
+            Err(sqlx::Error::Database(e))
+                if e.code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| matches!(c & 0xff, 11 | 26)) =>
+            {
+                return Ok(vec![format!("integrity check stopped: {}", e.message())]);
+            }
+            Err(e) => return Err(Error::storage("running the integrity check")(e)),
+        };
         let lines: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
         Ok(if lines.len() == 1 && lines[0] == "ok" {
             Vec::new()

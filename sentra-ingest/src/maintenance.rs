@@ -154,8 +154,11 @@ pub(crate) struct Maintainer {
     pub(crate) retention: (Duration, Duration, Duration),
 }
 
+/// Start of the bucket of width `unit` holding `ts`. Saturates: "dirty from the beginning
+/// of time" (`i64::MIN`, every series at startup before its first rollup) stays `i64::MIN`
+/// instead of overflowing.
 fn floor(ts: i64, unit: i64) -> i64 {
-    ts.div_euclid(unit) * unit
+    ts.div_euclid(unit).saturating_mul(unit)
 }
 
 fn ms(d: Duration) -> i64 {
@@ -348,5 +351,7 @@ mod tests {
         assert_eq!((h.count, h.last, h.last_ts), (3, 2.0, 20));
         assert_eq!(floor(-1, MINUTE_MS), -MINUTE_MS);
         assert_eq!(floor(HOUR_MS + 5, HOUR_MS), HOUR_MS);
+        assert_eq!(floor(i64::MIN, MINUTE_MS), i64::MIN);
+        assert_eq!(floor(i64::MIN, HOUR_MS), i64::MIN);
     }
 }

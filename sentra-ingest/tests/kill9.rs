@@ -120,6 +120,13 @@ fn kill9_every_acked_seq_is_stored_once_and_whole() {
             .unwrap()
             .unwrap()
             .get();
+        // pipeline decisions, not rows (the primary key makes a second copy impossible):
+        // one durable accept decision per stored seq
+        let ledger = ingest
+            .agent_ledger(&agent("crash-1"))
+            .await
+            .unwrap()
+            .unwrap();
         ingest.shutdown().await.unwrap();
 
         let url = format!(
@@ -142,6 +149,26 @@ fn kill9_every_acked_seq_is_stored_once_and_whole() {
             .collect();
         let lost: Vec<_> = acked.difference(&stored).collect();
         assert!(lost.is_empty(), "acked but not stored: {lost:?}");
+        assert_eq!(
+            ledger.accepted,
+            stored.len() as u64,
+            "a seq was accepted more than once (or stored without an accept)"
+        );
+        let ranges: Vec<(i64, i64)> = sqlx::query("SELECT lo, hi FROM seq_ranges ORDER BY lo")
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let recorded: BTreeSet<u64> = ranges
+            .iter()
+            .flat_map(|&(lo, hi)| lo as u64..=hi as u64)
+            .collect();
+        assert_eq!(
+            recorded, stored,
+            "recorded stored seqs differ from the data"
+        );
         assert_eq!(
             hw,
             *stored.last().unwrap(),
