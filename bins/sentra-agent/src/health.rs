@@ -7,6 +7,7 @@
 //! | `sentra_agent_wal_disk_bytes` | gauge | bytes used by WAL segments |
 //! | `sentra_agent_ship_lag_seconds` | gauge | age of the oldest collection not yet acknowledged (0 when caught up) |
 //! | `sentra_agent_batches_shipped_total{status}` | counter | batches acknowledged, `status` = `accepted` or `duplicate` |
+//! | `sentra_agent_unexpected_duplicates_total` | counter | `duplicate` answers for a batch the server cannot have stored before (its first delivery, no earlier attempt that may have reached the server): a server whose sequence state is wrong is silently dropping this agent's data |
 //! | `sentra_agent_batches_rejected_total{reason}` | counter | batches the server rejected and the agent skipped |
 //! | `sentra_agent_push_failures_total` | counter | pushes that failed (network, timeout, retryable rejection) and were retried |
 //! | `sentra_agent_collections_dropped_total` | counter | collections not stored because the WAL was full or failed |
@@ -26,6 +27,7 @@ use crate::samples::SampleSet;
 pub struct Health {
     pub(crate) accepted: AtomicU64,
     pub(crate) duplicate: AtomicU64,
+    pub(crate) unexpected_duplicate: AtomicU64,
     pub(crate) push_failures: AtomicU64,
     pub(crate) dropped_collections: AtomicU64,
     pub(crate) wal_lost: AtomicU64,
@@ -48,6 +50,8 @@ pub struct HealthSnapshot {
     pub accepted: u64,
     /// Batches acknowledged as already stored (retries).
     pub duplicate: u64,
+    /// Of `duplicate`, the answers for a batch the server cannot have stored before.
+    pub unexpected_duplicate: u64,
     /// Retried push failures.
     pub push_failures: u64,
     /// Collections dropped before reaching the WAL.
@@ -96,6 +100,7 @@ impl Health {
         HealthSnapshot {
             accepted: self.accepted.load(Relaxed),
             duplicate: self.duplicate.load(Relaxed),
+            unexpected_duplicate: self.unexpected_duplicate.load(Relaxed),
             push_failures: self.push_failures.load(Relaxed),
             dropped_collections: self.dropped_collections.load(Relaxed),
             wal_lost: self.wal_lost.load(Relaxed),
@@ -136,6 +141,11 @@ impl Health {
             "sentra_agent_batches_shipped_total",
             &[("status", "duplicate")],
             self.duplicate.load(Relaxed),
+        );
+        out.counter(
+            "sentra_agent_unexpected_duplicates_total",
+            &[],
+            self.unexpected_duplicate.load(Relaxed),
         );
         for (reason, n) in self
             .rejected
@@ -202,6 +212,7 @@ mod tests {
     fn samples_reflect_counters() {
         let h = Health::default();
         h.accepted.fetch_add(3, Relaxed);
+        h.unexpected_duplicate.fetch_add(4, Relaxed);
         h.reject("invalid_batch");
         h.reject("invalid_batch");
         h.collect_error("host", 2);
@@ -222,6 +233,10 @@ mod tests {
                 Some(("status", "accepted"))
             ),
             Some(Value::Counter(3))
+        );
+        assert_eq!(
+            get("sentra_agent_unexpected_duplicates_total", None),
+            Some(Value::Counter(4))
         );
         assert_eq!(
             get(

@@ -9,7 +9,16 @@
 //!   and its bytes. A batch stored during a week-long outage ships fine afterwards.
 //! * `ACCEPTED` and `DUPLICATE` acknowledge the record; the WAL cursor is persisted every
 //!   [`ACK_EVERY`] records and whenever the shipper catches up or stops (a crash in between
-//!   only re-sends batches the server answers with `DUPLICATE`).
+//!   only re-sends batches the server answers with `DUPLICATE`). A graceful stop lets the
+//!   push in flight finish (for at most [`STOP_GRACE`]), so the persisted cursor covers what
+//!   the server stored and a restart re-sends nothing.
+//! * A `DUPLICATE` the agent cannot explain — for a batch's first delivery, with no earlier
+//!   attempt that may have reached the server, and not among the [`ACK_EVERY`] records a
+//!   previous run may have shipped past its persisted cursor — means the server's sequence
+//!   state for this agent is wrong (issue 10 item 13: one batch with seq 2⁶⁴−1 made it answer
+//!   `DUPLICATE` to everything, and drop it). It still acknowledges the record (re-sending
+//!   cannot help), but is counted in `sentra_agent_unexpected_duplicates_total` and logged
+//!   at warn level once per episode (until the next `ACCEPTED`).
 //! * A rejection or failure is handled by reason (see [`Disposition`]): a batch that can
 //!   never be accepted is skipped, counted in `sentra_agent_batches_rejected_total{reason}`
 //!   and logged once per reason, so one poison batch cannot block the agent; anything that
@@ -36,6 +45,8 @@ use crate::store::{Prepared, Store};
 pub const READ_AHEAD: usize = 64;
 /// Persist the WAL cursor at least every this many acknowledged records.
 pub const ACK_EVERY: u64 = 32;
+/// How long a graceful stop waits for the push in flight to be answered.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -117,8 +128,8 @@ impl Ingest for sentra_transport::Client {
 #[non_exhaustive]
 pub enum Disposition {
     /// The batch can never be accepted as it is (malformed, invalid, too large, a seq the
-    /// server holds with other content, an envelope version it does not speak): count it,
-    /// log once per reason, acknowledge past it.
+    /// server holds with other content, an envelope version it does not speak, a seq the
+    /// server's sequence state refuses): count it, log once per reason, acknowledge past it.
     Skip,
     /// Authentication failed: keys may be rotating. Ask for the newest key now, keep the
     /// batch, retry with backoff.
@@ -136,9 +147,41 @@ pub fn disposition(reason: RejectReason) -> Disposition {
         | RejectReason::TooLarge
         | RejectReason::InvalidBatch
         | RejectReason::SeqConflict
-        | RejectReason::UnsupportedVersion => Disposition::Skip,
+        | RejectReason::UnsupportedVersion
+        | RejectReason::SeqTooFarAhead
+        | RejectReason::SeqBelowHighWater => Disposition::Skip,
         RejectReason::Unauthenticated => Disposition::RefreshKeyAndRetry,
         _ => Disposition::Retry,
+    }
+}
+
+/// Whether a failed attempt with this reason may nevertheless have been stored: only the
+/// rejections a server gives before it looks at the batch rule that out. A timeout or a
+/// broken connection (no reason) may have lost the answer to a stored batch.
+fn may_have_been_stored(reason: Option<RejectReason>) -> bool {
+    !matches!(
+        reason,
+        Some(
+            RejectReason::Unauthenticated
+                | RejectReason::RateLimited
+                | RejectReason::ClockSkew
+                | RejectReason::Malformed
+                | RejectReason::TooLarge
+                | RejectReason::UnsupportedVersion
+        )
+    )
+}
+
+/// What an operator should know about a sequence rejection, beyond its reason.
+fn seq_rejection_hint(reason: RejectReason) -> Option<&'static str> {
+    match reason {
+        RejectReason::SeqBelowHighWater => Some(
+            "the server's sequence high-water for this agent is above this batch although it never stored it (a bogus seq was accepted earlier, or the server's state was restored); batches are skipped and lost until an operator resets the agent's sequence with `sentra agent rotate-key --reset-sequence`",
+        ),
+        RejectReason::SeqTooFarAhead => Some(
+            "this batch's seq is further ahead of the server's high-water than the server allows (the agent's state directory was replaced, or the server's data restored from an older copy); batches are skipped and lost until an operator resets the agent's sequence with `sentra agent rotate-key --reset-sequence`",
+        ),
+        _ => None,
     }
 }
 
@@ -219,6 +262,17 @@ enum Shipped {
     Stopped,
 }
 
+/// What the shipper remembers across batches for its logs and counters.
+struct ShipLog {
+    /// Skip reasons already logged (sequence reasons are re-armed by an `ACCEPTED`).
+    skipped_logged: HashSet<String>,
+    /// Records up to this LSN may have been shipped by a previous run (past the cursor it
+    /// persisted): a `DUPLICATE` for them is expected.
+    resent_until: Lsn,
+    /// An unexpected-duplicate episode is under way (logged once until an `ACCEPTED`).
+    unexpected_duplicates: bool,
+}
+
 impl Shipper {
     async fn read(&self, from: Lsn) -> crate::Result<Vec<Entry>> {
         let wal = self.store.wal().clone();
@@ -239,7 +293,11 @@ impl Shipper {
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) -> crate::Result<()> {
         let mut acked = self.store.wal().acked_lsn();
         let mut done = acked; // highest LSN the server has (or that was skipped)
-        let mut skipped_logged: HashSet<String> = HashSet::new();
+        let mut log = ShipLog {
+            skipped_logged: HashSet::new(),
+            resent_until: acked.saturating_add(ACK_EVERY),
+            unexpected_duplicates: false,
+        };
         loop {
             if *stop.borrow() {
                 break;
@@ -265,7 +323,7 @@ impl Shipper {
                         match self.store.prepare(lsn, r.into_payload()) {
                             Ok(p) => {
                                 self.health.oldest_unshipped_ms.store(p.created_ms, Relaxed);
-                                match self.ship(&p, &mut stop, &mut skipped_logged).await {
+                                match self.ship(&p, &mut stop, &mut log).await {
                                     Shipped::Acked | Shipped::Skipped => done = lsn,
                                     Shipped::Stopped => break,
                                 }
@@ -308,8 +366,11 @@ impl Shipper {
         &mut self,
         p: &Prepared,
         stop: &mut watch::Receiver<bool>,
-        skipped_logged: &mut HashSet<String>,
+        log: &mut ShipLog,
     ) -> Shipped {
+        // Whether an earlier attempt (of this run or, past the persisted cursor, of a
+        // previous one) may have been stored: then a DUPLICATE answer is expected.
+        let mut maybe_delivered = p.lsn <= log.resent_until;
         loop {
             if *stop.borrow() {
                 return Shipped::Stopped;
@@ -325,17 +386,50 @@ impl Shipper {
                 )
             };
             let key_id = envelope.key_id;
+            let push = tokio::time::timeout(self.push_timeout, self.ingest.push(envelope));
+            tokio::pin!(push);
             let result = tokio::select! {
-                r = tokio::time::timeout(self.push_timeout, self.ingest.push(envelope)) => r,
-                _ = stop.changed() => return Shipped::Stopped,
+                r = &mut push => r,
+                _ = stop.changed() => {
+                    // Graceful stop: let the push in flight finish, so the cursor persisted
+                    // on stop covers it if the server stored it.
+                    match tokio::time::timeout(STOP_GRACE, &mut push).await {
+                        Ok(r) => r,
+                        Err(_) => return Shipped::Stopped,
+                    }
+                }
             };
             let (reason, detail, retry_after) = match result {
                 Ok(Ok(ack)) => match ack.status() {
                     AckStatus::Accepted | AckStatus::Duplicate => {
                         if ack.status() == AckStatus::Accepted {
                             self.health.accepted.fetch_add(1, Relaxed);
+                            if log.unexpected_duplicates {
+                                tracing::info!(
+                                    "the server accepts batches again after unexpected DUPLICATE answers"
+                                );
+                            }
+                            log.unexpected_duplicates = false;
+                            for r in [
+                                RejectReason::SeqBelowHighWater,
+                                RejectReason::SeqTooFarAhead,
+                            ] {
+                                log.skipped_logged.remove(&reason_label(r));
+                            }
                         } else {
                             self.health.duplicate.fetch_add(1, Relaxed);
+                            if !maybe_delivered {
+                                let n = self.health.unexpected_duplicate.fetch_add(1, Relaxed) + 1;
+                                if log.unexpected_duplicates {
+                                    tracing::debug!(seq = %p.seq, lsn = p.lsn, total = n, "unexpected DUPLICATE answer");
+                                } else {
+                                    log.unexpected_duplicates = true;
+                                    tracing::warn!(
+                                        seq = %p.seq, lsn = p.lsn, total = n,
+                                        "the server answered DUPLICATE for a batch it cannot have stored before (first delivery); its sequence state for this agent may be wrong and it may be dropping this agent's data; counted in sentra_agent_unexpected_duplicates_total (logged once until the server accepts a batch again)"
+                                    );
+                                }
+                            }
                         }
                         if self.backoff.attempts() > 0 {
                             tracing::info!(
@@ -357,11 +451,18 @@ impl Shipper {
             if disp == Disposition::Skip {
                 let label = reason.map_or_else(|| "unspecified".to_owned(), reason_label);
                 let n = self.health.reject(&label);
-                if skipped_logged.insert(label.clone()) {
-                    tracing::error!(
-                        seq = %p.seq, lsn = p.lsn, reason = %label, %detail,
-                        "server rejected a batch permanently; skipped and counted in sentra_agent_batches_rejected_total (logged once per reason)"
-                    );
+                if log.skipped_logged.insert(label.clone()) {
+                    if let Some(hint) = reason.and_then(seq_rejection_hint) {
+                        tracing::error!(
+                            seq = %p.seq, lsn = p.lsn, reason = %label, %detail, hint,
+                            "server refused a batch's sequence number; skipped and counted in sentra_agent_batches_rejected_total (logged once until the server accepts a batch again)"
+                        );
+                    } else {
+                        tracing::error!(
+                            seq = %p.seq, lsn = p.lsn, reason = %label, %detail,
+                            "server rejected a batch permanently; skipped and counted in sentra_agent_batches_rejected_total (logged once per reason)"
+                        );
+                    }
                 } else {
                     tracing::debug!(seq = %p.seq, reason = %label, total = n, "batch rejected and skipped");
                 }
@@ -371,7 +472,13 @@ impl Shipper {
             if disp == Disposition::RefreshKeyAndRetry {
                 self.key_check.notify_one();
             }
+            if may_have_been_stored(reason) {
+                maybe_delivered = true;
+            }
             self.health.push_failures.fetch_add(1, Relaxed);
+            if *stop.borrow() {
+                return Shipped::Stopped;
+            }
             let mut delay = self.backoff.next_delay();
             if let Some(ra) = retry_after {
                 delay = delay.max(ra);
@@ -421,6 +528,18 @@ mod tests {
         assert_eq!(disposition(RejectReason::ClockSkew), Disposition::Retry);
         assert_eq!(disposition(RejectReason::RateLimited), Disposition::Retry);
         assert_eq!(disposition(RejectReason::Unspecified), Disposition::Retry);
+        assert_eq!(disposition(RejectReason::SeqTooFarAhead), Disposition::Skip);
+        assert_eq!(
+            disposition(RejectReason::SeqBelowHighWater),
+            Disposition::Skip
+        );
+        assert_eq!(
+            reason_label(RejectReason::SeqBelowHighWater),
+            "seq_below_high_water"
+        );
+        assert!(may_have_been_stored(None));
+        assert!(may_have_been_stored(Some(RejectReason::Replay)));
+        assert!(!may_have_been_stored(Some(RejectReason::RateLimited)));
         assert_eq!(reason_label(RejectReason::InvalidBatch), "invalid_batch");
     }
 }

@@ -4,10 +4,12 @@
 //!
 //! Proven here: no loss and no duplicates across a server stop/restart, a graceful agent
 //! restart, and an agent "crash" (the runtime dropped mid-stream, the same state directory
-//! re-opened); permanent rejections are skipped and counted; an old WAL record is re-signed
-//! with a fresh signing time.
+//! re-opened); permanent rejections are skipped and counted (the sequence rejections of issue
+//! 10 item 13 included); DUPLICATE answers the agent did not expect are counted, the ones
+//! that follow a timed-out push are not; an old WAL record is re-signed with a fresh signing
+//! time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,11 +26,21 @@ struct Stored {
     high: BTreeMap<String, u64>,
     /// Every batch stored: seq → (collection time, samples, envelope signing time).
     batches: BTreeMap<u64, (i64, usize, i64)>,
-    /// Stores attempted for a seq already stored (must stay 0).
-    double_stores: u64,
+    /// DUPLICATE answers given for a seq that was stored.
     duplicates: u64,
     /// Positions (1 = the first batch this server saw) to reject permanently.
     poison: Vec<u64>,
+    /// The reason given for a poison position (`InvalidBatch` when unset).
+    poison_reason: BTreeMap<u64, RejectReason>,
+    /// A broken or hostile server: answer DUPLICATE to everything, store nothing.
+    lie_duplicate: bool,
+    /// DUPLICATE answers given for a seq that was never stored.
+    lies: u64,
+    /// Positions whose first delivery is stored but answered only after `slow_ack_delay`
+    /// (longer than the agent's push timeout: the agent sees a timeout).
+    slow_ack: Vec<u64>,
+    slow_ack_delay: Duration,
+    slowed: BTreeSet<u64>,
     first: Option<u64>,
 }
 
@@ -68,7 +80,6 @@ async fn start_server(
         async move {
             let batch = v.decode_batch()?;
             let seq = v.seq().get();
-            let mut st = lock(&pipeline);
             let ack = |status: AckStatus, reason: RejectReason| Ack {
                 agent_id: batch.agent_id.to_string(),
                 seq,
@@ -76,30 +87,46 @@ async fn start_server(
                 reason: reason.into(),
                 ..Default::default()
             };
-            let first = *st.first.get_or_insert(seq);
-            if st.poison.contains(&(seq + 1 - first.min(seq))) {
-                return Ok::<_, BoxError>(ack(AckStatus::Rejected, RejectReason::InvalidBatch));
-            }
-            let high = st.high.get(batch.agent_id.as_str()).copied().unwrap_or(0);
-            if seq <= high {
-                st.duplicates += 1;
-                return Ok(ack(AckStatus::Duplicate, RejectReason::Unspecified));
-            }
-            if st
-                .batches
-                .insert(
+            let delay = {
+                let mut st = lock(&pipeline);
+                let first = *st.first.get_or_insert(seq);
+                let position = seq + 1 - first.min(seq);
+                if st.poison.contains(&position) {
+                    let reason = st
+                        .poison_reason
+                        .get(&position)
+                        .copied()
+                        .unwrap_or(RejectReason::InvalidBatch);
+                    return Ok::<_, BoxError>(ack(AckStatus::Rejected, reason));
+                }
+                if st.lie_duplicate {
+                    st.lies += 1;
+                    return Ok(ack(AckStatus::Duplicate, RejectReason::Unspecified));
+                }
+                let high = st.high.get(batch.agent_id.as_str()).copied().unwrap_or(0);
+                if seq <= high {
+                    st.duplicates += 1;
+                    return Ok(ack(AckStatus::Duplicate, RejectReason::Unspecified));
+                }
+                let previous = st.batches.insert(
                     seq,
                     (
                         batch.created.as_millis(),
                         batch.samples.len(),
                         v.created().as_millis(),
                     ),
-                )
-                .is_some()
-            {
-                st.double_stores += 1;
+                );
+                assert!(
+                    previous.is_none(),
+                    "seq {seq} above the high-water was already stored"
+                );
+                st.high.insert(batch.agent_id.to_string(), seq);
+                (st.slow_ack.contains(&position) && st.slowed.insert(position))
+                    .then_some(st.slow_ack_delay)
+            };
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
             }
-            st.high.insert(batch.agent_id.to_string(), seq);
             Ok(ack(AckStatus::Accepted, RejectReason::Unspecified))
         }
     });
@@ -205,20 +232,43 @@ async fn no_loss_no_duplicates_across_server_and_agent_restarts() {
     // 1. Server outage: the agent keeps collecting into the WAL and backs off.
     stop_server(server).await;
     let during = lock(&pipeline).batches.len();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(agent.health().snapshot().push_failures > 0 || lock(&pipeline).batches.len() == during);
+    let down = agent.health().snapshot();
+    wait_for(
+        "push failures during the outage",
+        Duration::from_secs(10),
+        || agent.health().snapshot().push_failures >= down.push_failures + 2,
+    )
+    .await;
+    assert_eq!(
+        agent.health().snapshot().accepted,
+        down.accepted,
+        "nothing acknowledged while the server is down"
+    );
     let server = start_server(addr, keyring.clone(), pipeline.clone()).await;
     wait_for("catch-up after the outage", Duration::from_secs(20), || {
         lock(&pipeline).batches.len() >= during + 10
     })
     .await;
 
-    // 2. Graceful agent restart on the same state directory.
+    assert_eq!(agent.health().snapshot().unexpected_duplicate, 0);
+
+    // 2. Graceful agent restart on the same state directory: the cursor covers exactly
+    //    what the server acknowledged (an in-flight push is finished, not abandoned), so the
+    //    restarted agent sends nothing twice.
     agent.shutdown().await.expect("clean stop");
-    let (_, committed, acked) = wal_positions(&state).await;
+    let (base, committed, acked) = wal_positions(&state).await;
     assert!(
         acked <= committed && acked > 0,
         "the cursor was persisted on stop"
+    );
+    let (high, duplicates) = {
+        let st = lock(&pipeline);
+        (st.high.get("edge-test").copied(), st.duplicates)
+    };
+    assert_eq!(
+        Some(base + acked),
+        high,
+        "after a clean stop the WAL cursor is the server's high-water"
     );
     let agent = spawn_agent(config(&state, addr, &creds));
     let before = lock(&pipeline).batches.len();
@@ -226,6 +276,13 @@ async fn no_loss_no_duplicates_across_server_and_agent_restarts() {
         lock(&pipeline).batches.len() >= before + 5
     })
     .await;
+    assert_eq!(
+        lock(&pipeline).duplicates,
+        duplicates,
+        "a graceful restart re-sends nothing"
+    );
+    let h = agent.health().snapshot();
+    assert_eq!((h.duplicate, h.unexpected_duplicate), (0, 0), "{h:?}");
 
     // 3. Crash: drop the runtime's tasks mid-stream, no graceful stop.
     agent.abort().await;
@@ -235,6 +292,8 @@ async fn no_loss_no_duplicates_across_server_and_agent_restarts() {
         lock(&pipeline).batches.len() >= before + 5
     })
     .await;
+    // Re-sending what the crashed run shipped past its persisted cursor is expected.
+    assert_eq!(agent.health().snapshot().unexpected_duplicate, 0);
 
     // Stop collecting, let the shipper drain, then compare WAL and server.
     agent.shutdown().await.expect("clean stop");
@@ -265,7 +324,7 @@ async fn no_loss_no_duplicates_across_server_and_agent_restarts() {
         "everything the WAL holds was acknowledged"
     );
     let st = lock(&pipeline);
-    assert_eq!(st.double_stores, 0);
+    assert_eq!(st.lies, 0);
     let seqs: Vec<u64> = st.batches.keys().copied().collect();
     let expected: Vec<u64> = (base + 1..=base + committed2).collect();
     assert_eq!(
@@ -348,4 +407,132 @@ async fn wrong_key_is_retried_not_skipped() {
     assert!(committed > 0);
     assert_eq!(acked, 0, "nothing trimmed while unauthenticated");
     assert!(lock(&pipeline).batches.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_rejections_are_skipped_counted_and_do_not_block() {
+    // Issue 10 item 13: a server whose high-water for this agent is poisoned answers
+    // SEQ_BELOW_HIGH_WATER; one that bounds the jump answers SEQ_TOO_FAR_AHEAD. Neither
+    // can ever succeed by retrying the same batch.
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("agent");
+    let (creds, keyring) = creds();
+    let pipeline: Pipeline = Arc::default();
+    {
+        let mut st = lock(&pipeline);
+        st.poison = vec![2, 3, 4];
+        st.poison_reason.insert(2, RejectReason::SeqBelowHighWater);
+        st.poison_reason.insert(3, RejectReason::SeqBelowHighWater);
+        st.poison_reason.insert(4, RejectReason::SeqTooFarAhead);
+    }
+    let server = start_server(
+        "127.0.0.1:0".parse().expect("addr"),
+        keyring,
+        pipeline.clone(),
+    )
+    .await;
+    let agent = spawn_agent(config(&state, server.addr, &creds));
+    wait_for(
+        "batches past the rejections",
+        Duration::from_secs(10),
+        || lock(&pipeline).batches.len() >= 4,
+    )
+    .await;
+    let h = agent.health().snapshot();
+    assert_eq!(h.rejected.get("seq_below_high_water"), Some(&2), "{h:?}");
+    assert_eq!(h.rejected.get("seq_too_far_ahead"), Some(&1), "{h:?}");
+    assert_eq!(h.push_failures, 0, "not retried: {h:?}");
+    agent.shutdown().await.expect("stop");
+    stop_server(server).await;
+    let (base, committed, acked) = wal_positions(&state).await;
+    assert!(
+        acked >= 5 && acked <= committed,
+        "the cursor moved past them"
+    );
+    let st = lock(&pipeline);
+    assert!(st.batches.contains_key(&(base + 1)));
+    assert!(st.batches.contains_key(&(base + 5)));
+    for skipped in 2..=4 {
+        assert!(!st.batches.contains_key(&(base + skipped)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_answers_the_agent_did_not_expect_are_counted() {
+    // A server that answers DUPLICATE to batches it never saw (its high-water poisoned by a
+    // seq of 2^64-1, or a bug) would otherwise silence the agent.
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("agent");
+    let (creds, keyring) = creds();
+    let pipeline: Pipeline = Arc::default();
+    lock(&pipeline).lie_duplicate = true;
+    let server = start_server(
+        "127.0.0.1:0".parse().expect("addr"),
+        keyring,
+        pipeline.clone(),
+    )
+    .await;
+    let agent = spawn_agent(config(&state, server.addr, &creds));
+    // The first ACK_EVERY records of a run may have been shipped by an earlier run past its
+    // persisted cursor: a DUPLICATE for them is expected. Every later one is not.
+    let window = sentra_agent::ship::ACK_EVERY;
+    wait_for("lies answered", Duration::from_secs(15), || {
+        lock(&pipeline).lies >= window + 5
+    })
+    .await;
+    let health = agent.health().clone();
+    agent.shutdown().await.expect("stop");
+    stop_server(server).await;
+    let h = health.snapshot();
+    let lies = lock(&pipeline).lies;
+    assert_eq!(h.duplicate, lies, "{h:?}");
+    assert_eq!(
+        h.unexpected_duplicate,
+        lies - window,
+        "every DUPLICATE for a first delivery past the resend window is unexpected: {h:?}"
+    );
+    assert_eq!(h.accepted, 0);
+    assert!(lock(&pipeline).batches.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_after_a_timed_out_push_is_expected() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("agent");
+    let (creds, keyring) = creds();
+    let pipeline: Pipeline = Arc::default();
+    {
+        let mut st = lock(&pipeline);
+        st.slow_ack = vec![2, 4];
+        st.slow_ack_delay = Duration::from_millis(900);
+    }
+    let server = start_server(
+        "127.0.0.1:0".parse().expect("addr"),
+        keyring,
+        pipeline.clone(),
+    )
+    .await;
+    let mut cfg = config(&state, server.addr, &creds);
+    cfg.push_timeout = Duration::from_millis(300);
+    let agent = spawn_agent(cfg);
+    wait_for(
+        "batches past the slow acks",
+        Duration::from_secs(15),
+        || lock(&pipeline).batches.len() >= 6,
+    )
+    .await;
+    let h = agent.health().snapshot();
+    agent.shutdown().await.expect("stop");
+    stop_server(server).await;
+    assert_eq!(
+        lock(&pipeline).duplicates,
+        2,
+        "each slow batch was re-sent once"
+    );
+    assert_eq!(h.duplicate, 2, "{h:?}");
+    assert!(h.push_failures >= 2, "the timeouts were counted: {h:?}");
+    assert_eq!(
+        h.unexpected_duplicate, 0,
+        "a retry's DUPLICATE is expected: {h:?}"
+    );
 }
