@@ -79,12 +79,31 @@
 //!
 //! # Damage inside the tail
 //!
-//! A torn write (zero fill, a frame running past the end of the file) is truncated silently:
-//! it is indistinguishable from a crash before the append and no acknowledged record can be in
-//! it. A frame that fails its checksum *with valid frames behind it* is corruption, not a torn
-//! write: recovery follows the valid frames, reports their LSN range as a
-//! [`Loss`](crate::Loss) with cause [`Corrupt`](crate::LossCause::Corrupt), truncates, and
-//! continues after the highest LSN found, so the lost LSNs are never handed out again.
+//! A torn write — damage with nothing valid behind it up to the end of the written data (zero
+//! fill, a frame running past the end of the file, garbage) — is truncated silently: it is
+//! indistinguishable from a crash before the append and no acknowledged record can be in it.
+//! Damage *with valid frames behind it* (found by scanning forward, 8-byte aligned, for the
+//! next frame that passes its checksum, whatever field of the damaged frame was hit — its
+//! length included) is corruption, not a torn write: the valid frames are copied into a new
+//! segment named after their first LSN (made durable first), the damaged segment is cut after
+//! its last valid frame and sealed, and only the damaged records are reported as a
+//! [`Loss`](crate::Loss) with cause [`Corrupt`](crate::LossCause::Corrupt). Their LSNs are
+//! never handed out again.
+//!
+//! A tail segment whose header does not validate is repaired when its records validate with
+//! the salt the damaged header still holds (the first LSN comes from the file name); if no
+//! byte after the header was ever written it is removed (a crash during creation); otherwise
+//! its records are reported lost (their LSN range from the frame headers, or a bound from the
+//! file size) and their LSNs are not reused.
+//!
+//! # Reported once
+//!
+//! After the 36-byte record, a cursor slot holds the loss ranges already reported
+//! (`count u32 | (first u64, last u64) × count | crc u32`, see [`encode_known_losses`]), so
+//! [`RecoveryReport::new_losses`](crate::RecoveryReport::new_losses) lists only what no earlier
+//! open reported. When both cursor slots are damaged the acknowledged position is reset to the
+//! record before the first one held, reported
+//! ([`RecoveryReport::cursor_reset`](crate::RecoveryReport::cursor_reset)) and persisted at once.
 
 /// Size of a segment header.
 pub const SEGMENT_HEADER_LEN: usize = 64;
@@ -529,6 +548,79 @@ impl CursorSlot {
             (None, None) => None,
         }
     }
+}
+
+/// Most loss ranges a cursor slot remembers as already reported ([`encode_known_losses`]).
+pub const MAX_KNOWN_LOSSES: usize = 128;
+
+/// Encodes the loss ranges already reported, stored in a cursor slot after its 36-byte
+/// record: `count u32 | (first u64, last u64) × count | crc u32` (CRC32C of count and
+/// ranges). Slots written before this existed hold zeros there: no known losses. At most
+/// [`MAX_KNOWN_LOSSES`] ranges (the newest) are kept.
+#[must_use]
+pub fn encode_known_losses(ranges: &[(u64, u64)]) -> Vec<u8> {
+    let ranges = &ranges[ranges.len().saturating_sub(MAX_KNOWN_LOSSES)..];
+    let mut b = Vec::with_capacity(8 + 16 * ranges.len());
+    b.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+    for (f, l) in ranges {
+        b.extend_from_slice(&f.to_le_bytes());
+        b.extend_from_slice(&l.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decodes what [`encode_known_losses`] wrote after a slot's record (`ext` starts at byte
+/// [`CURSOR_RECORD_LEN`] of the slot). Damaged or absent: no known losses.
+#[must_use]
+pub fn decode_known_losses(ext: &[u8]) -> Vec<(u64, u64)> {
+    let Some(n) = ext.get(..4).map(|b| u32_at(b, 0) as usize) else {
+        return Vec::new();
+    };
+    if n > MAX_KNOWN_LOSSES || ext.len() < 8 + 16 * n {
+        return Vec::new();
+    }
+    let body = &ext[..4 + 16 * n];
+    if crc32c::crc32c(body) != u32_at(ext, 4 + 16 * n) {
+        return Vec::new();
+    }
+    (0..n)
+        .map(|i| (u64_at(body, 4 + 16 * i), u64_at(body, 12 + 16 * i)))
+        .collect()
+}
+
+/// After a frame that does not validate at `at` (relative to `body`, 8-aligned), finds the
+/// next valid data frame: the first 8-aligned offset behind `at` holding a frame that passes
+/// its checksum with an LSN in `min_lsn..lsn_limit`. Used to tell corruption in the middle of
+/// the written data (valid frames follow) from a torn tail (nothing valid follows), whatever
+/// field of the damaged frame was hit — its length included. Returns (offset, LSN).
+#[must_use]
+pub fn find_next_frame(
+    body: &[u8],
+    at: usize,
+    salt: u64,
+    min_lsn: u64,
+    max_len: usize,
+    lsn_limit: u64,
+) -> Option<(usize, u64)> {
+    // No record can start beyond this LSN: every frame takes at least 32 bytes.
+    let max_lsn = min_lsn
+        .saturating_add((body.len() / (FRAME_HEADER_LEN + 8)) as u64)
+        .min(lsn_limit);
+    let mut off = align8(at + 1);
+    while off + FRAME_HEADER_LEN + 8 <= body.len() {
+        let lsn = u64_at(body, off + 8);
+        if body[off + 16] == KIND_DATA
+            && (min_lsn..max_lsn).contains(&lsn)
+            && let Ok(f) = decode_frame(&body[off..], salt, max_len)
+            && f.kind == KIND_DATA
+        {
+            return Some((off, f.lsn));
+        }
+        off += 8;
+    }
+    None
 }
 
 /// Parses a segment file name (`<20 digits>.wal`) into its first LSN.

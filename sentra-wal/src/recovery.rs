@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    self, CursorSlot, FrameError, HeaderError, SEAL_FRAME_LEN, SEGMENT_HEADER_LEN, Scan, Seal,
-    SegmentHeader, StopReason,
+    self, CURSOR_SLOT_LEN, CursorSlot, FrameError, HeaderError, SEAL_FRAME_LEN, SEGMENT_HEADER_LEN,
+    Scan, Seal, SegmentHeader, StopReason,
 };
 use crate::vfs::{OpenMode, Vfs, VfsFile};
 use crate::{Loss, LossCause, Lsn};
@@ -37,6 +37,13 @@ pub struct RecoveryReport {
     pub removed_segments: Vec<(String, String)>,
     /// Human-readable descriptions of damage found.
     pub damage: Vec<String>,
+    /// Of `losses`, those no earlier open (or acknowledgement) of this log reported: what to
+    /// log as news. Losses stay in `losses` until the cursor passes them.
+    pub new_losses: Vec<Loss>,
+    /// Both cursor slots were damaged: the acknowledged position was reset to the record
+    /// before the first one held (acknowledged records may be shipped again). Reported by the
+    /// open that found it; the reset position is persisted at once.
+    pub cursor_reset: bool,
 }
 
 /// Analysis of one segment file.
@@ -56,9 +63,10 @@ pub(crate) struct SegScan {
     pub(crate) quick: bool,
     /// `true` if every byte after `valid_end` is zero (preallocated, never written).
     pub(crate) zero_tail: bool,
-    /// Valid data frames found *after* a damaged frame (payload corruption rather than a torn
-    /// write): the LSN range `first..=last` that is cut off with the damage.
-    pub(crate) lost_after: Option<(Lsn, Lsn)>,
+    /// The first valid data frame found *after* a damaged one (corruption in the middle of
+    /// the written data rather than a torn write): its absolute offset and LSN. The records
+    /// `next_lsn..lsn` are lost to the damage; the frames from the offset on are intact.
+    pub(crate) resume: Option<(u64, Lsn)>,
 }
 
 fn read_all(f: &dyn VfsFile, path: &Path) -> Result<Vec<u8>> {
@@ -112,7 +120,7 @@ pub(crate) fn scan_segment(
         sealed: false,
         quick: false,
         zero_tail: false,
-        lost_after: None,
+        resume: None,
     };
     let Ok(h) = header else { return Ok(out) };
     let body_len = file_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
@@ -148,57 +156,193 @@ pub(crate) fn scan_segment(
     out.valid_end = (SEGMENT_HEADER_LEN + valid_end) as u64;
     out.sealed = matches!(stop, StopReason::Sealed(_));
     out.stop = Some(stop);
-    out.lost_after = probe_after_damage(body, valid_end, h.salt, next_lsn, max_len, lsn_limit);
+    if !stop.is_clean() {
+        out.resume = format::find_next_frame(body, valid_end, h.salt, next_lsn, max_len, lsn_limit)
+            .map(|(off, lsn)| ((SEGMENT_HEADER_LEN + off) as u64, lsn));
+    }
     out.zero_tail = body
         .get(valid_end..)
         .is_none_or(|rest| rest.iter().all(|&b| b == 0));
     Ok(out)
 }
 
-/// After a scan stopped at a frame that is damaged but not torn (checksum, padding, LSN or
-/// kind), skips it by its claimed length and follows the valid frames behind it: if there are
-/// any, the records from `next_lsn` to the last one found are lost to the damage, and recovery
-/// can say which. Linear in the bytes after the damage; never trusts an unverified frame.
-fn probe_after_damage(
-    body: &[u8],
-    at: usize,
-    salt: u64,
-    next_lsn: Lsn,
-    max_len: usize,
-    lsn_limit: Lsn,
-) -> Option<(Lsn, Lsn)> {
-    let len = body.get(at..at + 4)?;
-    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-    if len == 0 || len > max_len.min(format::MAX_PAYLOAD_LEN) {
-        return None;
+/// What can be saved of a tail segment whose header does not validate.
+enum Salvage {
+    /// No byte after the header was ever written: the segment never held a record.
+    Empty,
+    /// The records validate with a salt recovered from the damaged header: rewrite it.
+    Repaired(SegmentHeader),
+    /// The records cannot be verified; `last` is the highest LSN the segment may hold (from
+    /// an unverified walk over the frame headers, or a bound from the file size).
+    Lost(Lsn),
+}
+
+/// Looks at a tail segment with a damaged header. The file name gives the first LSN; the salt
+/// is taken from the header bytes as they are, or with one bit flipped, and accepted only if
+/// the first frame passes its checksum with it and carries the first LSN.
+fn salvage(bytes: &[u8], name_lsn: Lsn, max_len: usize, segment_id: u64) -> Salvage {
+    let body = bytes.get(SEGMENT_HEADER_LEN..).unwrap_or(&[]);
+    if body.iter().all(|&b| b == 0) {
+        return Salvage::Empty;
     }
-    let mut off = at.checked_add(format::frame_len(len))?;
-    let mut last: Option<Lsn> = None;
-    while let Some(rest) = body.get(off..) {
-        match format::decode_frame(rest, salt, max_len) {
-            Ok(f)
-                if f.kind == format::KIND_DATA
-                    && f.lsn >= next_lsn
-                    && f.lsn < lsn_limit
-                    && last.is_none_or(|l| f.lsn == l + 1) =>
-            {
-                last = Some(f.lsn);
-                off += f.encoded_len;
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let raw_salt = u64_at(32);
+    let created_ms = u64_at(40);
+    let salt = std::iter::once(raw_salt)
+        .chain((0..64).map(|bit| raw_salt ^ (1 << bit)))
+        .find(|&salt| {
+            format::decode_frame(body, salt, max_len)
+                .is_ok_and(|f| f.kind == format::KIND_DATA && f.lsn == name_lsn)
+        });
+    if let Some(salt) = salt {
+        return Salvage::Repaired(SegmentHeader {
+            segment_id,
+            first_lsn: name_lsn,
+            salt,
+            created_ms,
+        });
+    }
+    // Unverified walk: follow the length fields while the LSNs are consecutive.
+    let mut off = 0usize;
+    let mut next = name_lsn;
+    while let Some(h) = body.get(off..off + format::FRAME_HEADER_LEN) {
+        let len = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes")) as usize;
+        let lsn = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+        if len == 0 || len > max_len.min(format::MAX_PAYLOAD_LEN) || lsn != next {
+            break;
+        }
+        next += 1;
+        off += format::frame_len(len);
+    }
+    // The walk is believed if it ended at the end of the written data (zeros, end of file, or
+    // a frame cut short); otherwise every LSN the file could hold counts (never reused).
+    let rest = body.get(off..).unwrap_or(&[]);
+    let walked_to_end = rest.len() < format::FRAME_HEADER_LEN || rest.iter().all(|&b| b == 0);
+    let bound = name_lsn + (body.len() / (format::FRAME_HEADER_LEN + 8)) as u64;
+    let last = if walked_to_end && next > name_lsn {
+        next - 1
+    } else {
+        bound.max(next).max(name_lsn + 1) - 1
+    };
+    Salvage::Lost(last)
+}
+
+/// Copies the valid frames found behind damage in the tail `t` (from `off`, first LSN `lsn`,
+/// and every further run of valid frames behind later damage) into new segments, one per
+/// run, each named after its first LSN; then cuts `t` off at its last valid frame before the
+/// damage and seals it. The new segments are durable (file and directory synced) before the
+/// damaged one is touched, so a crash in between leaves both readable. Returns the first LSN
+/// and record count of each new segment.
+fn relocate_after_damage(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    t: &SegScan,
+    h: SegmentHeader,
+    off: u64,
+    lsn: Lsn,
+    max_len: usize,
+) -> Result<Vec<(Lsn, u64)>> {
+    let path = dir.join(&t.name);
+    let bytes = {
+        let f = vfs
+            .open(&path, OpenMode::Read)
+            .map_err(Error::io("open", &path))?;
+        read_all(&*f, &path)?
+    };
+    let body = bytes.get(SEGMENT_HEADER_LEN..).unwrap_or(&[]);
+    let mut runs: Vec<(Lsn, Vec<&[u8]>)> = Vec::new();
+    let mut rel = usize::try_from(off).unwrap_or(usize::MAX) - SEGMENT_HEADER_LEN;
+    let mut first = lsn;
+    loop {
+        let mut payloads = Vec::new();
+        let mut o = rel;
+        let mut next = first;
+        let clean = loop {
+            match format::decode_frame(&body[o..], h.salt, max_len) {
+                Ok(f) if f.kind == format::KIND_DATA && f.lsn == next => {
+                    payloads.push(f.payload);
+                    next += 1;
+                    o += f.encoded_len;
+                }
+                Ok(f) if f.kind >= 0x80 => o += f.encoded_len,
+                Ok(f) if f.kind == format::KIND_SEAL => break true,
+                Err(format::FrameError::End) => break true,
+                _ => break false,
             }
-            _ => break,
+        };
+        runs.push((first, payloads));
+        if clean {
+            break;
+        }
+        match format::find_next_frame(body, o, h.salt, next, max_len, Lsn::MAX) {
+            Some((o2, l2)) => {
+                rel = o2;
+                first = l2;
+            }
+            None => break,
         }
     }
-    last.map(|l| (next_lsn, l))
+    let mut out = Vec::new();
+    for (id, (first, payloads)) in (h.segment_id + 1..).zip(&runs) {
+        let salt = crate::wal::random_u64();
+        let header = SegmentHeader {
+            segment_id: id,
+            first_lsn: *first,
+            salt,
+            created_ms: crate::wal::now_ms(),
+        };
+        let mut buf = header.encode().to_vec();
+        for (i, p) in payloads.iter().enumerate() {
+            format::encode_data(&mut buf, salt, first + i as u64, p);
+        }
+        let np = dir.join(format::segment_name(*first));
+        let f = vfs
+            .open(&np, OpenMode::Create)
+            .map_err(Error::io("create", &np))?;
+        f.write_all_at(&buf, 0)
+            .and_then(|()| f.sync_data())
+            .map_err(Error::io("write", &np))?;
+        out.push((*first, payloads.len() as u64));
+    }
+    vfs.sync_dir(dir).map_err(Error::io("sync dir", dir))?;
+    // Cut the damaged segment after its last valid frame and seal it.
+    let mut seal = Vec::new();
+    format::encode_seal(&mut seal, h.salt, t.next_lsn, t.records);
+    let f = vfs
+        .open(&path, OpenMode::ReadWrite)
+        .map_err(Error::io("open", &path))?;
+    f.set_len(t.valid_end)
+        .and_then(|()| f.write_all_at(&seal, t.valid_end))
+        .and_then(|()| f.sync_data())
+        .map_err(Error::io("seal damaged segment", &path))?;
+    Ok(out)
 }
 
 /// Reads the cursor file; returns (acked LSN, slot index of the newest valid slot, its seq).
 pub(crate) fn read_cursor(vfs: &dyn Vfs, dir: &Path) -> Result<Option<(usize, CursorSlot)>> {
+    Ok(read_cursor_file(vfs, dir)?.and_then(|b| CursorSlot::best(&b)))
+}
+
+/// The bytes of the cursor file, `None` if there is none.
+fn read_cursor_file(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Vec<u8>>> {
     let path = dir.join(CURSOR_FILE);
     match vfs.open(&path, OpenMode::Read) {
-        Ok(f) => Ok(CursorSlot::best(&read_all(&*f, &path)?)),
+        Ok(f) => Ok(Some(read_all(&*f, &path)?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("open", path)(e)),
     }
+}
+
+/// The loss ranges recorded as reported in slot `slot` of a cursor file.
+fn known_losses(file: &[u8], slot: usize) -> Vec<(Lsn, Lsn)> {
+    let from = slot * CURSOR_SLOT_LEN + format::CURSOR_RECORD_LEN;
+    let to = ((slot + 1) * CURSOR_SLOT_LEN).min(file.len());
+    file.get(from..to)
+        .map_or_else(Vec::new, format::decode_known_losses)
 }
 
 /// Lists segment files sorted by first LSN (ignores other files).
@@ -260,7 +404,20 @@ fn damage_text(s: &SegScan, is_tail: bool) -> Option<String> {
 /// Runs recovery in write mode: truncates the torn tail, deletes unusable and fully
 /// acknowledged segments. The caller holds the directory lock.
 pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recovered> {
-    let cursor_slot = read_cursor(vfs, dir)?;
+    let cursor_file = read_cursor_file(vfs, dir)?;
+    let cursor_slot = cursor_file.as_deref().and_then(CursorSlot::best);
+    let known = match (&cursor_file, cursor_slot) {
+        (Some(b), Some((slot, _))) => known_losses(b, slot),
+        _ => Vec::new(),
+    };
+    // Both slots damaged (something was written, nothing validates): the cursor is reset.
+    let cursor_reset = cursor_slot.is_none()
+        && cursor_file.as_deref().is_some_and(|b| {
+            [0, CURSOR_SLOT_LEN].iter().any(|&at| {
+                b.get(at..at + format::CURSOR_RECORD_LEN)
+                    .is_some_and(|r| r.iter().any(|&x| x != 0))
+            })
+        });
     if cursor_slot.is_some() {
         // An earlier run may have written this slot and failed before its sync: make the
         // cursor durable before deleting segments on its word.
@@ -270,8 +427,15 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
             .map_err(Error::io("open", &path))?;
         f.sync_data().map_err(Error::io("sync", &path))?;
     }
-    let acked = cursor_slot.map_or(0, |(_, s)| s.acked_lsn);
     let names = list_segments(vfs, dir)?;
+    let acked = match cursor_slot {
+        Some((_, s)) => s.acked_lsn,
+        // Reset: everything before the first segment held was acknowledged (segments are
+        // deleted only once acknowledged, or dropped with a loss reported then); records
+        // after it may be shipped again (the server deduplicates), none is called lost.
+        None if cursor_reset => names.first().map_or(0, |(l, _)| l.saturating_sub(1)),
+        None => 0,
+    };
     let mut report = RecoveryReport {
         segments: 0,
         records: 0,
@@ -283,7 +447,14 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
         losses: Vec::new(),
         removed_segments: Vec::new(),
         damage: Vec::new(),
+        new_losses: Vec::new(),
+        cursor_reset,
     };
+    if cursor_reset {
+        report.damage.push(format!(
+            "{CURSOR_FILE}: both slots damaged; acknowledged position reset to {acked} (records after it may be shipped again)"
+        ));
+    }
     let mut scans = Vec::with_capacity(names.len());
     for (i, (lsn, name)) in names.iter().enumerate() {
         let limit = names.get(i + 1).map_or(Lsn::MAX, |n| n.0);
@@ -292,17 +463,70 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
             vfs, dir, name, *lsn, limit, max_len, !is_tail,
         )?);
     }
-    // Remove a tail segment whose header never became durable (repeatedly: the one before it
-    // becomes the tail).
+    // A tail segment whose header does not validate: rewrite the header if the records
+    // validate with the salt it still holds; remove it if it never held a record; otherwise
+    // its records are lost — reported, and their LSNs never handed out again. Repeatedly:
+    // the segment before it becomes the tail.
     while let Some(last) = scans.last() {
-        if last.header.is_ok() {
-            break;
-        }
+        let Err(herr) = last.header else { break };
         let s = scans.pop().expect("checked non-empty");
-        let reason = format!("unusable header: {}", s.header.expect_err("checked"));
+        let path = dir.join(&s.name);
+        let bytes = {
+            let f = vfs
+                .open(&path, OpenMode::Read)
+                .map_err(Error::io("open", &path))?;
+            read_all(&*f, &path)?
+        };
+        let next_id = scans
+            .iter()
+            .filter_map(|p| p.header.ok())
+            .map(|h| h.segment_id + 1)
+            .max()
+            .unwrap_or(1);
+        let (reason, lost) = match salvage(&bytes, s.name_lsn, max_len, next_id) {
+            Salvage::Repaired(h) => {
+                let f = vfs
+                    .open(&path, OpenMode::ReadWrite)
+                    .map_err(Error::io("open", &path))?;
+                f.write_all_at(&h.encode(), 0)
+                    .and_then(|()| f.sync_data())
+                    .map_err(Error::io("rewrite header", &path))?;
+                report.damage.push(format!(
+                    "{}: {herr}; header rewritten (first LSN from the file name, salt verified by the records), no record lost",
+                    s.name
+                ));
+                scans.push(scan_segment(
+                    vfs,
+                    dir,
+                    &s.name,
+                    s.name_lsn,
+                    Lsn::MAX,
+                    max_len,
+                    false,
+                )?);
+                break;
+            }
+            Salvage::Empty => (
+                format!("unusable header: {herr}; no record was ever written to it"),
+                None,
+            ),
+            Salvage::Lost(last) => (
+                format!(
+                    "unusable header: {herr}; records {}..={last} cannot be verified and are lost",
+                    s.name_lsn
+                ),
+                Some(last),
+            ),
+        };
+        if let Some(last) = lost {
+            report.losses.push(Loss {
+                first: s.name_lsn.max(acked + 1),
+                last,
+                cause: LossCause::Corrupt,
+            });
+        }
         report.damage.push(format!("{}: {reason}; removed", s.name));
-        vfs.remove_file(&dir.join(&s.name))
-            .map_err(Error::io("remove", dir.join(&s.name)))?;
+        vfs.remove_file(&path).map_err(Error::io("remove", &path))?;
         report.removed_segments.push((s.name, reason));
         // The new tail was analysed in quick mode; rescan it fully so a torn tail is found.
         if let Some(t) = scans.pop() {
@@ -317,23 +541,40 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
             )?);
         }
     }
+    // Damage inside the tail with valid frames behind it: corruption, not a torn write. The
+    // valid frames are moved to new segments, the damaged one is cut off and sealed; the gap
+    // (only the damaged records) is reported as a loss below.
+    if let Some(t) = scans.last()
+        && let (Ok(h), Some((off, lsn))) = (t.header, t.resume)
+    {
+        let what = damage_text(t, true).unwrap_or_else(|| format!("{}: damage", t.name));
+        let moved = relocate_after_damage(vfs, dir, t, h, off, lsn, max_len)?;
+        let t = scans.pop().expect("tail exists");
+        report.damage.push(format!(
+            "{what}: records {}..={} lost; {} valid records after the damage moved to {}",
+            t.next_lsn,
+            lsn - 1,
+            moved.iter().map(|(_, n)| n).sum::<u64>(),
+            moved
+                .iter()
+                .map(|(l, _)| format::segment_name(*l))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let mut firsts: Vec<Lsn> = moved.iter().map(|(l, _)| *l).collect();
+        firsts.push(Lsn::MAX);
+        scans.push(scan_segment(
+            vfs, dir, &t.name, t.name_lsn, firsts[0], max_len, false,
+        )?);
+        for w in firsts.windows(2) {
+            let name = format::segment_name(w[0]);
+            scans.push(scan_segment(vfs, dir, &name, w[0], w[1], max_len, false)?);
+        }
+    }
     // Truncate the torn tail.
     if let Some(t) = scans.last_mut() {
         if let Some(d) = damage_text(t, true) {
             report.damage.push(d);
-        }
-        if let Some((first, last)) = t.lost_after {
-            // Damage inside the tail with valid records behind it: those records are cut
-            // off with it. Say which, and never hand their LSNs out again.
-            report.losses.push(Loss {
-                first,
-                last,
-                cause: LossCause::Corrupt,
-            });
-            report.damage.push(format!(
-                "{}: records {first}..={last} after the damaged frame are lost",
-                t.name
-            ));
         }
         // Zero fill after the last frame (preallocation) is kept; anything else is cut off.
         let path = dir.join(&t.name);
@@ -425,6 +666,12 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
     report.unacked_records = unacked;
     report.first_lsn = segments.first().map_or(next_lsn, |s| s.first_lsn);
     report.next_lsn = next_lsn;
+    report.new_losses = report
+        .losses
+        .iter()
+        .filter(|l| !known.iter().any(|&(f, t)| f <= l.first && l.last <= t))
+        .copied()
+        .collect();
     Ok(Recovered {
         report,
         segments,
@@ -517,11 +764,11 @@ pub fn inspect(vfs: &dyn Vfs, dir: &Path) -> Result<Inspection> {
         }
         prev_next = Some(s.next_lsn);
         if i + 1 == names.len()
-            && let Some((first, last)) = s.lost_after
+            && let Some((_, resume)) = s.resume
         {
             losses.push(Loss {
-                first,
-                last,
+                first: s.next_lsn,
+                last: resume - 1,
                 cause: LossCause::Corrupt,
             });
         }

@@ -209,13 +209,34 @@ pub struct Wal {
     _lock: LockGuard,
 }
 
-fn now_ms() -> u64 {
+/// Loss ranges above `acked`, for the cursor's "already reported" list.
+fn known_losses(losses: &[Loss], acked: Lsn) -> Vec<(Lsn, Lsn)> {
+    losses
+        .iter()
+        .filter(|l| l.last > acked)
+        .map(|l| (l.first, l.last))
+        .collect()
+}
+
+/// A cursor slot's bytes: the record and the list of losses already reported.
+fn cursor_bytes(seq: u64, acked: Lsn, known: &[(Lsn, Lsn)]) -> Vec<u8> {
+    let mut b = CursorSlot {
+        slot_seq: seq,
+        acked_lsn: acked,
+    }
+    .encode()
+    .to_vec();
+    b.extend_from_slice(&format::encode_known_losses(known));
+    b
+}
+
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -382,10 +403,28 @@ impl Wal {
                     file,
                     slot: 1,
                     seq: 0,
-                    acked: 0,
+                    acked: rec.acked,
                 }
             }
         };
+        let mut cursor = cursor;
+        if report.cursor_reset || !report.new_losses.is_empty() {
+            // Persist the reset position and the losses now reported, so the next open
+            // reports neither again.
+            let slot = 1 - cursor.slot;
+            let seq = cursor.seq + 1;
+            let known = known_losses(&report.losses, rec.acked);
+            cursor
+                .file
+                .write_all_at(
+                    &cursor_bytes(seq, rec.acked, &known),
+                    (slot * CURSOR_SLOT_LEN) as u64,
+                )
+                .and_then(|()| cursor.file.sync_data())
+                .map_err(Error::io("write cursor", &cpath))?;
+            cursor.slot = slot;
+            cursor.seq = seq;
+        }
 
         // Active segment: continue the tail if it is open, otherwise start a new one.
         let next_lsn = report.next_lsn;
@@ -705,11 +744,8 @@ impl Wal {
         }
         let slot = 1 - c.slot;
         let seq = c.seq + 1;
-        let bytes = CursorSlot {
-            slot_seq: seq,
-            acked_lsn: lsn,
-        }
-        .encode();
+        let known = known_losses(&self.inner.state().losses, lsn);
+        let bytes = cursor_bytes(seq, lsn, &known);
         let cpath = self.inner.dir.join(CURSOR_FILE);
         let r = match c.file.write_all_at(&bytes, (slot * CURSOR_SLOT_LEN) as u64) {
             // Only the slot not holding the current cursor was touched: nothing to poison.

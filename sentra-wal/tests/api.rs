@@ -163,9 +163,22 @@ fn async_append_resolves_when_durable() {
     let a = wal.append_async(b"one");
     let b = wal.append_batch_async([b"two".as_slice(), b"three"]);
     let bad = wal.append_async(b"");
-    assert_eq!(block_on(a).unwrap().first, 1);
+    // Each future resolves only once its records are durable: checked right after each one,
+    // before anything else could have synced them.
+    let ra = block_on(a).unwrap();
+    assert_eq!((ra.first, ra.last), (1, 1));
+    assert!(
+        wal.stats().durable_lsn >= ra.last,
+        "resolved before durable: {:?}",
+        wal.stats()
+    );
     let r = block_on(b).unwrap();
     assert_eq!((r.first, r.last, r.len()), (2, 3, 3 - 1));
+    assert!(
+        wal.stats().durable_lsn >= r.last,
+        "resolved before durable: {:?}",
+        wal.stats()
+    );
     assert!(matches!(block_on(bad), Err(Error::EmptyRecord)));
     assert_eq!(wal.stats().durable_lsn, 3);
 }

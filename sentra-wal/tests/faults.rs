@@ -102,38 +102,65 @@ fn eio_on_every_write_path_operation() {
             let fs = SimFs::new();
             let opts = Options::default().segment_size(256).disk_cap(1 << 20);
             let wal = open(&fs, opts.clone());
-            let mut acked = Vec::new();
+            let mut acked: Vec<(u64, Vec<u8>)> = Vec::new();
             fs.inject(op, skip, ErrorKind::Other, true);
             let mut failed = false;
+            let mut injected_seen = false;
+            let mut note = |e: &Error| {
+                let injected = format!("injected {op:?} fault");
+                let mut src: Option<&dyn std::error::Error> = Some(e);
+                while let Some(x) = src {
+                    if x.to_string().contains(&injected) {
+                        injected_seen = true;
+                    }
+                    src = x.source();
+                }
+            };
             for i in 0..40u8 {
                 match wal.append(&[i; 40]) {
                     Ok(l) => {
                         assert!(!failed, "{op:?}: success after a failure");
-                        acked.push(l);
+                        acked.push((l, vec![i; 40]));
                     }
                     Err(e) => {
                         assert!(matches!(e, Error::Io { .. } | Error::Poisoned(_)), "{e}");
+                        note(&e);
                         failed = true;
                     }
                 }
                 if i % 10 == 9
-                    && let Some(&l) = acked.last()
-                    && wal.ack(l).is_err()
+                    && let Some(&(l, _)) = acked.last()
+                    && let Err(e) = wal.ack(l)
                 {
+                    note(&e);
                     failed = true;
                 }
             }
+            assert!(
+                failed && injected_seen,
+                "{op:?} skip {skip}: the injected fault never fired"
+            );
             drop(wal);
             fs.clear_faults();
             fs.crash(skip);
             let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, opts).unwrap();
-            let got = lsns(&read_all(&wal, rep.acked_lsn + 1));
-            let want: Vec<u64> = acked
-                .iter()
-                .copied()
-                .filter(|l| *l > rep.acked_lsn)
+            let got: Vec<(u64, Vec<u8>)> = read_all(&wal, rep.acked_lsn + 1)
+                .into_iter()
+                .filter_map(|e| match e {
+                    Entry::Record(r) => Some((r.lsn(), r.into_payload())),
+                    _ => None,
+                })
                 .collect();
-            assert_eq!(&got[..want.len()], &want[..], "{op:?} skip {skip}");
+            let want: Vec<(u64, Vec<u8>)> = acked
+                .into_iter()
+                .filter(|(l, _)| *l > rep.acked_lsn)
+                .collect();
+            assert!(got.len() >= want.len(), "{op:?} skip {skip}: records lost");
+            assert_eq!(
+                &got[..want.len()],
+                &want[..],
+                "{op:?} skip {skip}: every acknowledged record, with its payload"
+            );
         }
     }
 }
@@ -236,20 +263,27 @@ fn payload_corruption_in_the_tail_reports_the_exact_loss() {
     bytes[64 + 3 * 128 + 24 + 50] ^= 0x01;
     fs.put_file(&seg, &bytes);
     let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, Options::default()).unwrap();
+    // Only the damaged record is lost: the valid records behind it are kept (moved to a new
+    // segment), and its LSN is never handed out again.
     assert_eq!(rep.losses.len(), 1, "{rep:?}");
-    assert_eq!((rep.losses[0].first, rep.losses[0].last), (4, 10));
+    assert_eq!((rep.losses[0].first, rep.losses[0].last), (4, 4));
     assert_eq!(rep.losses[0].cause, LossCause::Corrupt);
+    assert_eq!(rep.new_losses, rep.losses);
     assert_eq!(rep.next_lsn, 11, "lost LSNs are never handed out again");
-    assert!(rep.truncated_bytes > 0);
     assert_eq!(wal.append(b"new").unwrap(), 11);
     let entries = read_all(&wal, 1);
-    assert_eq!(lsns(&entries), vec![1, 2, 3, 11]);
+    assert_eq!(lsns(&entries), vec![1, 2, 3, 5, 6, 7, 8, 9, 10, 11]);
     assert!(entries.iter().any(
-        |e| matches!(e, Entry::Loss(l) if (l.first, l.last, l.cause) == (4, 10, LossCause::Corrupt))
+        |e| matches!(e, Entry::Loss(l) if (l.first, l.last, l.cause) == (4, 4, LossCause::Corrupt))
     ));
-    // Reopening again still opens and keeps the order.
+    // Reopening again still opens, keeps the order, and does not report the loss as new.
     drop(wal);
     let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, Options::default()).unwrap();
     assert_eq!(rep.next_lsn, 12);
-    assert_eq!(lsns(&read_all(&wal, 1)), vec![1, 2, 3, 11]);
+    assert!(rep.new_losses.is_empty(), "{rep:?}");
+    assert!(rep.damage.is_empty(), "{rep:?}");
+    assert_eq!(
+        lsns(&read_all(&wal, 1)),
+        vec![1, 2, 3, 5, 6, 7, 8, 9, 10, 11]
+    );
 }
