@@ -330,6 +330,9 @@ struct Inner {
     /// Signed agent requests seen inside the skew window (`POST /api/v1/agent/key` and
     /// `FetchDesiredState` share it), so a captured envelope cannot be replayed.
     replay: Arc<crate::http::ReplayGuard>,
+    /// Bumped after every committed change that can end tokens (delete, update, logout,
+    /// password change), so long-lived requests re-check their session only when needed.
+    user_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for ControlStore {
@@ -400,6 +403,7 @@ impl ControlStore {
                 keyring: DbKeyring::default(),
                 hasher,
                 replay: Arc::default(),
+                user_epoch: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         store.load_keyring().await?;
@@ -410,6 +414,33 @@ impl ControlStore {
     #[must_use]
     pub fn keyring(&self) -> DbKeyring {
         self.inner.keyring.clone()
+    }
+
+    /// Changes whenever a user was deleted, updated, logged out or changed its password in
+    /// this process.
+    pub(crate) fn user_epoch(&self) -> u64 {
+        self.inner
+            .user_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump_user_epoch(&self) {
+        self.inner
+            .user_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Whether a token of `username` with `token_version` is still good (the user exists,
+    /// is enabled and has that version). A database error counts as "no".
+    pub(crate) async fn session_valid(&self, username: &str, token_version: u64) -> bool {
+        match self.token_subject(username).await {
+            Ok(Some(s)) => !s.disabled && s.token_version == token_version,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-check a session; ending it");
+                false
+            }
+        }
     }
 
     /// The replay guard of signed agent requests.
@@ -596,6 +627,7 @@ impl ControlStore {
                 .await?;
             audit(&mut tx, actor, "user.delete", username, "success", "").await?;
             tx.commit().await?;
+            self.bump_user_epoch();
             Ok(())
         }
         .await;
@@ -739,6 +771,7 @@ impl ControlStore {
             )
             .await?;
             tx.commit().await?;
+            self.bump_user_epoch();
             Ok(user)
         }
         .await;
@@ -766,6 +799,7 @@ impl ControlStore {
             }
             audit(&mut tx, actor, "auth.logout", username, "success", "").await?;
             tx.commit().await?;
+            self.bump_user_epoch();
             Ok(())
         }
         .await;
@@ -818,6 +852,7 @@ impl ControlStore {
             }
             audit(&mut tx, &actor, "auth.password", username, "success", "").await?;
             tx.commit().await?;
+            self.bump_user_epoch();
             Ok(())
         }
         .await;

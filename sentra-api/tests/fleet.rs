@@ -433,3 +433,77 @@ async fn canary_secrets_never_leak() {
         );
     }
 }
+
+/// Issue 10 item 10 for the one long-lived request: a live stream opened with a token ends
+/// soon after its user is deleted (or logs out), instead of running on for as long as the
+/// connection lives.
+#[tokio::test]
+async fn live_stream_ends_when_its_session_ends() {
+    let s = start_full(test_config(), true).await;
+    let admin = s.admin().await;
+    let a = s.enroll(&admin, "edge-stream").await;
+    for (name, end) in [("streamer", "delete"), ("leaver", "logout")] {
+        let r = s
+            .post(
+                "/api/v1/users",
+                Some(&admin),
+                json!({"username": name, "password": "a long password", "role": "viewer"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let token = s.login(name, "a long password").await;
+        let resp = s
+            .client
+            .get(format!("{}/api/v1/status/stream", s.base))
+            .bearer_auth(&token)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.bytes_stream();
+        let first = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("snapshot in time")
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("event: snapshot"));
+        let r = match end {
+            "delete" => {
+                s.send(
+                    HttpMethod::DELETE,
+                    &format!("/api/v1/users/{name}"),
+                    Some(&admin),
+                    None,
+                )
+                .await
+            }
+            _ => {
+                s.send(HttpMethod::POST, "/api/v1/auth/logout", Some(&token), None)
+                    .await
+            }
+        };
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        // Traffic on the stream, then silence: either way it must end.
+        push(&s, &a, if end == "delete" { 1 } else { 2 }, 0.5, 100).await;
+        let mut seen = String::new();
+        let ended = tokio::time::timeout(Duration::from_secs(15), async {
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(c) => seen.push_str(&String::from_utf8_lossy(&c)),
+                    Err(_) => break,
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "{end}: the stream outlived its session: {seen}"
+        );
+        assert!(seen.contains("event: session_ended"), "{end}: {seen}");
+        assert!(
+            !seen.contains("event: agent"),
+            "{end}: data sent after the session ended: {seen}"
+        );
+    }
+}

@@ -16,6 +16,8 @@ use crate::{Error, Role};
 pub(crate) struct Viewer {
     pub(crate) username: String,
     pub(crate) role: Role,
+    /// The token's version, for requests that outlive the check (the live stream).
+    pub(crate) token_version: u64,
 }
 
 /// An authenticated admin.
@@ -51,6 +53,7 @@ impl FromRequestParts<AppState> for Viewer {
             Some(now) if !now.disabled && now.token_version == claims.ver => Ok(Self {
                 username: claims.sub,
                 role: now.role,
+                token_version: claims.ver,
             }),
             now => {
                 let reason = match now {

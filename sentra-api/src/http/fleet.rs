@@ -357,36 +357,98 @@ pub(crate) async fn export(
 /// whole status, then an `agent` event with the agent's new status after every stored
 /// batch; after a lag (`lagged` event) a fresh `snapshot` follows. Keep-alive comments
 /// every 15 s.
-pub(crate) async fn stream(State(st): State<AppState>, _u: Viewer) -> Res<Response> {
+/// How often an idle live stream re-checks that its token still speaks for its user
+/// (changes made by this process are seen before the next event anyway).
+const SESSION_RECHECK: Duration = Duration::from_secs(5);
+
+/// The session behind a live stream: re-checked before each event when a user changed in
+/// this process, and at least every [`SESSION_RECHECK`].
+struct StreamSession {
+    store: crate::ControlStore,
+    username: String,
+    token_version: u64,
+    epoch: u64,
+    checked: tokio::time::Instant,
+}
+
+impl StreamSession {
+    async fn still_valid(&mut self) -> bool {
+        let epoch = self.store.user_epoch();
+        if epoch == self.epoch && self.checked.elapsed() < SESSION_RECHECK {
+            return true;
+        }
+        self.epoch = epoch;
+        self.checked = tokio::time::Instant::now();
+        self.store
+            .session_valid(&self.username, self.token_version)
+            .await
+    }
+}
+
+struct Live {
+    pending: Option<SseEvent>,
+    sub: sentra_ingest::Subscription,
+    ingest: Arc<Ingest>,
+    session: StreamSession,
+    ended: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+pub(crate) async fn stream(State(st): State<AppState>, user: Viewer) -> Res<Response> {
     let ingest = Arc::clone(ingest(&st)?);
     let permit = Arc::clone(&st.streams)
         .try_acquire_owned()
         .map_err(|_| Error::Unavailable("too many live streams"))?;
     let sub = ingest.subscribe();
     let first = snapshot_event(&ingest);
-    let stream = futures_util::stream::unfold(
-        (Some(first), sub, ingest, permit),
-        |(pending, mut sub, ingest, permit)| async move {
-            if let Some(ev) = pending {
-                return Some((Ok::<_, Infallible>(ev), (None, sub, ingest, permit)));
+    let live = Live {
+        pending: Some(first),
+        sub,
+        ingest,
+        session: StreamSession {
+            epoch: st.store.user_epoch(),
+            store: st.store.clone(),
+            username: user.username,
+            token_version: user.token_version,
+            checked: tokio::time::Instant::now(),
+        },
+        ended: false,
+        _permit: permit,
+    };
+    let stream = futures_util::stream::unfold(live, |mut live| async move {
+        if live.ended {
+            return None;
+        }
+        if let Some(ev) = live.pending.take() {
+            return Some((Ok::<_, Infallible>(ev), live));
+        }
+        loop {
+            let event = tokio::select! {
+                e = live.sub.recv() => Some(e?),
+                () = tokio::time::sleep(SESSION_RECHECK) => None,
+            };
+            if !live.session.still_valid().await {
+                tracing::info!(user = %live.session.username, "live stream ended: the session ended");
+                live.ended = true;
+                let ev = SseEvent::default().event("session_ended").data(
+                    "the access token was ended (user deleted or disabled, logout or password change)",
+                );
+                return Some((Ok(ev), live));
             }
-            match sub.recv().await? {
+            let Some(event) = event else { continue };
+            let ev = match event {
                 sentra_ingest::Event::Stored(b) => {
-                    let ev = agent_event(&ingest, &b.agent_id, b.seq.get());
-                    Some((Ok(ev), (None, sub, ingest, permit)))
+                    agent_event(&live.ingest, &b.agent_id, b.seq.get())
                 }
                 sentra_ingest::Event::Lagged(n) => {
-                    let lag = SseEvent::default().event("lagged").data(n.to_string());
-                    let snap = snapshot_event(&ingest);
-                    Some((Ok(lag), (Some(snap), sub, ingest, permit)))
+                    live.pending = Some(snapshot_event(&live.ingest));
+                    SseEvent::default().event("lagged").data(n.to_string())
                 }
-                _ => {
-                    let snap = snapshot_event(&ingest);
-                    Some((Ok(snap), (None, sub, ingest, permit)))
-                }
-            }
-        },
-    );
+                _ => snapshot_event(&live.ingest),
+            };
+            return Some((Ok(ev), live));
+        }
+    });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
