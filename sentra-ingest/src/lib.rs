@@ -5,8 +5,9 @@
 //!
 //! ```text
 //! Verified ─▶ decode + validate ─▶ writer queue ─▶ group commit (SQLite, WAL, synchronous=FULL)
-//!    │             │ bad: REJECTED        │ seq ≤ high-water: DUPLICATE
-//!    │             ▼                      ▼
+//!    │             │ bad: REJECTED        │ seq already stored: DUPLICATE
+//!    │             ▼                      │ seq out of bounds: REJECTED (SEQ_*)
+//!    │                                    ▼
 //!    └──────── Ack (after commit) ◀── status cache ─▶ subscribers (tokio broadcast)
 //! ```
 //!
@@ -23,6 +24,49 @@
 //!   live views); a slow subscriber lags, it never slows ingest.
 //!
 //! The design notes on durability and the storage layout are in [`storage`].
+//!
+//! # Storage failures ("an ack means durable")
+//!
+//! A batch is acknowledged only after the transaction that stores it committed. When a
+//! commit fails (full disk, I/O error), nothing of that group is acknowledged: every push
+//! of the group fails with [`Error::Storage`] (the transport answers `UNAVAILABLE`; the
+//! agent keeps the data in its WAL and retries). The writer drops its connection after
+//! any failed write and reopens it for the next one, so a connection left in a doubtful
+//! transaction state is never reused; while writes fail it retries on its own (staged
+//! batches, else a probe write) with a backoff from 100 ms to 5 s, and the first commit
+//! that works ends the failure. [`Ingest::health`] / [`Ingest::watch_health`] report
+//! [`StorageHealth::Failing`] (error, since, failed commits) meanwhile, and
+//! [`IngestHealth::dead_task`] names an internal task (writer, maintenance) that ended
+//! unexpectedly; [`IngestHealth::is_ready`] is false in both cases.
+//!
+//! # Sequence numbers
+//!
+//! The writer keeps, per agent, the high-water mark `H` and the exact set of seqs ever
+//! stored (as ranges, table `seq_ranges`), updated in the batch's transaction:
+//!
+//! * a stored seq is answered `DUPLICATE` (only a stored seq is);
+//! * `seq > max(H, receive_ms × 1000) + `[`Config::max_seq_jump`] (default 2⁴²) is
+//!   `REJECTED` with `SEQ_TOO_FAR_AHEAD`, the first batch of an agent included, so one
+//!   signed batch with seq 2⁶⁴ − 1 cannot make every later batch look old;
+//! * `seq > H + 1` is stored, counted as a gap (with the seqs it skipped) and logged as
+//!   a warning with agent, expected and received seq;
+//! * a never-stored seq within [`Config::replay_window`] below `H` (a pipelined push
+//!   overtaken by the next one) is stored once;
+//! * a never-stored seq further below `H` is `REJECTED` with `SEQ_BELOW_HIGH_WATER`, not
+//!   `DUPLICATE`: the agent must not drop it as delivered. [`Ingest::reset_sequence`]
+//!   (with a key rotation) lets such an agent in again.
+//!
+//! [`Ingest::agent_ledger`] returns the durable counters (accepted, gaps, missing,
+//! rejected below / ahead); [`Ingest::integrity_check`] runs SQLite's integrity check.
+//!
+//! # Clock skew
+//!
+//! Policy: a sample whose timestamp is later than the receive time plus
+//! [`Config::max_future_skew`] (default 300 s, the envelope's skew window) is **stored with
+//! the receive time** and counted in [`IngestStats::clamped_samples`], with a warning
+//! naming the agent. The batch is not rejected (its other samples and the agent's WAL
+//! progress stay intact) and no point is ever planted in the future. Timestamps within the
+//! window, and past timestamps (a backlog shipped after an outage), are stored as sent.
 //!
 //! # Example
 //!

@@ -38,18 +38,23 @@
 //! # Replay and de-duplication
 //!
 //! Each agent has a durable high-water mark `H` (highest stored seq) in table `agents`,
-//! updated in the same transaction as the samples, so a crash can never store samples
-//! without advancing `H` or the reverse. A push with:
+//! and the exact set of stored seqs as ranges in `seq_ranges`, both updated in the same
+//! transaction as the staged batch, so a crash can never store a batch without recording
+//! its seq or the reverse. A push with:
 //!
-//! * `seq > H` is stored and `H := seq`;
-//! * `seq ≤ H` already stored (fingerprint recorded in `accepted`, which keeps the last
-//!   [`Config::replay_window`](crate::Config::replay_window) seqs) is a `DUPLICATE`; a
-//!   different envelope for a stored seq is also `DUPLICATE` but counted and logged as a
-//!   conflict;
+//! * a stored seq is a `DUPLICATE`; a different envelope for a stored seq (fingerprint
+//!   recorded in `accepted` for the last
+//!   [`Config::replay_window`](crate::Config::replay_window) seqs) is also `DUPLICATE` but
+//!   counted and logged as a conflict;
+//! * `seq > H` within [`Config::max_seq_jump`](crate::Config::max_seq_jump) is stored and
+//!   `H := seq` (a jump over missing seqs is counted in the agent's ledger); further
+//!   ahead it is `REJECTED` (`SEQ_TOO_FAR_AHEAD`);
 //! * `H − W < seq ≤ H` never stored (a pipelined push overtaken by the next one) is stored
 //!   exactly once;
-//! * `seq ≤ H − W` is a `DUPLICATE` (too old to tell; the agent ships in order, so it was
-//!   acked before).
+//! * `seq ≤ H − W` never stored is `REJECTED` (`SEQ_BELOW_HIGH_WATER`).
+//!
+//! Databases from before `seq_ranges` existed get one range `1..=H` per agent (what the
+//! old rule, "everything at or below `H` counts as delivered", assumed).
 //!
 //! Sample inserts are `ON CONFLICT DO NOTHING` on `(series, timestamp)`, so even a batch
 //! replayed after its window entry was pruned cannot duplicate a point.
@@ -60,7 +65,8 @@
 //! series   (id INTEGER PRIMARY KEY, agent, name, labels JSON, kind)   one row per series
 //! samples  (series_id, ts, v) PRIMARY KEY (series_id, ts) WITHOUT ROWID
 //! rollup_1m, rollup_1h (series_id, bucket, min, max, sum, count, last, last_ts) WITHOUT ROWID
-//! agents (high-water, last seen), accepted (replay window), wg_status (latest per agent)
+//! agents (high-water, last seen, ledger counters), accepted (replay window),
+//! seq_ranges (every stored seq), wg_status (latest per agent), pending (staged), meta
 //! ```
 //!
 //! Why this layout:
