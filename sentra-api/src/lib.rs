@@ -152,6 +152,7 @@ mod http;
 mod keyring;
 mod metrics;
 mod ratelimit;
+mod readiness;
 mod secret;
 mod store;
 mod util;
@@ -164,6 +165,7 @@ pub use desired::{
 };
 pub use error::{BoxError, Error, Result};
 pub use keyring::DbKeyring;
+pub use readiness::Readiness;
 pub use secret::{Password, SecretString};
 pub use store::{
     Actor, AgentInfo, AuditEntry, AuditQuery, BOOTSTRAP_TOKEN_PREFIX, BootstrapTokenInfo,
@@ -225,6 +227,7 @@ impl Default for ApiConfig {
 pub struct Api {
     router: axum::Router,
     store: ControlStore,
+    readiness: Readiness,
 }
 
 impl Api {
@@ -263,9 +266,11 @@ impl Api {
             config.access_token_ttl,
         )?;
         let state = http::AppState::new(store.clone(), tokens, config, ingest);
+        let readiness = state.readiness.clone();
         Ok(Self {
             router: http::router(state),
             store,
+            readiness,
         })
     }
 
@@ -291,5 +296,12 @@ impl Api {
     #[must_use]
     pub fn store(&self) -> &ControlStore {
         &self.store
+    }
+
+    /// The component states `GET /readyz` and `/metrics` report besides the control store
+    /// and the ingest pipeline: the serving process marks its parts ready or failing here.
+    #[must_use]
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
     }
 }

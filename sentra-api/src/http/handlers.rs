@@ -472,16 +472,45 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// 200 `{"status":"ready"}`, or 503 `{"status":"unavailable","reasons":[{"component",
+/// "message", …}],"error":{…}}` naming every failing part: the control store, metrics
+/// storage (commits failing), a dead ingest task, a component the server marked failing.
 pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
-    if st.store.ping().await {
-        Json(json!({ "status": "ready" })).into_response()
-    } else {
-        super::error::json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "control database not reachable",
-        )
+    let mut reasons = Vec::new();
+    if !st.store.ping().await {
+        reasons.push(json!({
+            "component": "control_store",
+            "message": "control database not reachable",
+        }));
     }
+    reasons.extend(crate::readiness::reasons(
+        st.ingest.as_deref(),
+        &st.readiness,
+    ));
+    if reasons.is_empty() {
+        return Json(json!({ "status": "ready" })).into_response();
+    }
+    let summary = reasons
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r["component"].as_str().unwrap_or("?"),
+                r["message"].as_str().unwrap_or("?")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "unavailable",
+            "reasons": reasons,
+            // The usual error shape too, for clients that show `error.message`.
+            "error": { "code": "unavailable", "message": summary },
+        })),
+    )
+        .into_response()
 }
 
 pub(crate) async fn openapi() -> Response {
@@ -494,6 +523,7 @@ pub(crate) async fn openapi() -> Response {
 
 pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
     let mut text = st.metrics.render(st.store.keyring().agents());
+    crate::readiness::render_prometheus(st.ingest.as_deref(), &st.readiness, &mut text);
     st.append_fleet_metrics(&mut text);
     (
         [(

@@ -4,6 +4,7 @@ mod error;
 mod extract;
 mod fleet;
 mod handlers;
+mod ingest_ledger;
 pub(crate) mod openapi;
 
 use std::{
@@ -75,6 +76,8 @@ pub(crate) struct AppState {
     pub(crate) verifier: Verifier,
     pub(crate) ingest: Option<Arc<sentra_ingest::Ingest>>,
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
+    /// Component states fed by the serving process (`/readyz`, `/metrics`).
+    pub(crate) readiness: crate::Readiness,
 }
 
 impl AppState {
@@ -87,6 +90,7 @@ impl AppState {
         Self {
             replay: store.replay_guard(),
             ingest,
+            readiness: crate::Readiness::new(),
             streams: Arc::new(tokio::sync::Semaphore::new(fleet_max_streams())),
             login_user_limit: Arc::new(FailureLimiter::new(
                 config.login_failures_per_user,
@@ -227,6 +231,11 @@ pub(crate) fn routes() -> Routes {
         .add("POST", "/api/v1/agents/enroll", post(h::enroll))
         .add("GET", "/api/v1/agents", get(h::list_agents))
         .add("GET", "/api/v1/agents/{id}", get(h::get_agent))
+        .add(
+            "GET",
+            "/api/v1/agents/{id}/ingest",
+            get(ingest_ledger::agent_ingest),
+        )
         .add("DELETE", "/api/v1/agents/{id}", delete(h::delete_agent))
         .add("POST", "/api/v1/agents/{id}/revoke", post(h::revoke_agent))
         .add(

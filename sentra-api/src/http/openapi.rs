@@ -57,7 +57,7 @@ pub(crate) const OPS: &[Op] = &[
     op(
         "GET",
         "/readyz",
-        "Readiness: the control database answers.",
+        "Readiness: the control database answers, storage commits, every server task runs. 503 {\"status\":\"unavailable\",\"reasons\":[{\"component\",\"message\"}]} otherwise.",
         Public,
         None,
         200,
@@ -171,6 +171,14 @@ pub(crate) const OPS: &[Op] = &[
         "GET",
         "/api/v1/agents/{id}",
         "One agent.",
+        Viewer,
+        None,
+        200,
+    ),
+    op(
+        "GET",
+        "/api/v1/agents/{id}/ingest",
+        "The agent's durable ingest ledger: high_water (null before the first batch), batches accepted, accepted sequence gaps and the seqs they skipped (missing), batches refused as stale or too far ahead. 404 if the metrics store has never received from the agent.",
         Viewer,
         None,
         200,
