@@ -5,14 +5,16 @@
 //! `sentra-agent` inside the process (`--local-agent`). All logic lives in the libraries;
 //! this file only wires them together.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, process::ExitCode, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow};
 use clap::Parser as _;
-use tokio::sync::watch;
+use sentra_ingest::{IngestHealth, StorageHealth};
+use tokio::{sync::watch, task::JoinHandle};
 use tracing::{error, info, warn};
 
 mod config;
+mod datadir_lock;
 mod local_agent;
 mod status_line;
 
@@ -46,14 +48,37 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = Config::load(&cli)?;
+    let config = match Config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sentra-server: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_tracing(config.log_format);
-    tokio::runtime::Builder::new_multi_thread()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(run(config))
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(config));
+    // A task stuck in a blocking call must not keep a failed server alive.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Non-zero: a service manager restarts the server.
+            error!("sentra-server stopped: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn wait(mut rx: watch::Receiver<bool>) {
@@ -65,6 +90,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     restrict_dir(&config.data_dir)?;
+    // Before anything opens a database: a second server on the same directory stops here.
+    let lock = datadir_lock::DataDirLock::acquire(&config.data_dir)?;
 
     let mut ingest_config = sentra_ingest::Config::default();
     ingest_config.retention = config.retention;
@@ -83,6 +110,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("opening the control store in {}", config.data_dir.display()))?;
 
+    let readiness = api.readiness().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // gRPC ingest.
@@ -98,11 +126,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .context("loading the gRPC TLS certificate and key")?,
         );
     }
-    let grpc = tokio::spawn(
+    let mut grpc = tokio::spawn(
         builder
             .build()
             .serve_with_shutdown(grpc_listener, wait(stop_rx.clone())),
     );
+    readiness.set_ready(GRPC);
 
     // REST API.
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)
@@ -110,7 +139,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding the REST API to {}", config.api_listen))?;
     let api_addr = api_listener.local_addr()?;
     let router = api.router();
-    let rest = tokio::spawn(
+    let mut rest = tokio::spawn(
         axum::serve(
             api_listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -118,6 +147,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(wait(stop_rx.clone()))
         .into_future(),
     );
+    readiness.set_ready(REST);
 
     let scheme = if config.tls.is_some() {
         "https"
@@ -126,6 +156,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     info!(
         data_dir = %config.data_dir.display(),
+        lock_file = %lock.path().display(),
         grpc = %format!("{scheme}://{grpc_addr}"),
         api = %format!("http://{api_addr}"),
         "sentra-server ready"
@@ -142,17 +173,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    let agent = if config.local_agent {
-        Some(
-            local_agent::start(
-                &config,
-                &api,
-                format!("{scheme}://{grpc_addr}"),
-                stop_rx.clone(),
-            )
-            .await
-            .context("starting the local agent")?,
+    let mut agent = if config.local_agent {
+        let handle = local_agent::start(
+            &config,
+            &api,
+            format!("{scheme}://{grpc_addr}"),
+            stop_rx.clone(),
         )
+        .await
+        .context("starting the local agent")?;
+        readiness.set_ready(LOCAL_AGENT);
+        Some(handle)
     } else {
         None
     };
@@ -160,45 +191,131 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .status_interval
         .map(|every| tokio::spawn(status_line::run(ingest.clone(), every, stop_rx.clone())));
 
-    tokio::select! {
-        () = shutdown_signal() => info!("shutdown requested"),
-        r = &mut Box::pin(wait_task("gRPC server", grpc)) => r?,
+    // Supervision: every long-lived task must run until we stop it. One that ends (error,
+    // panic or plain return) is logged with its error, fails /readyz, and stops the process
+    // with a non-zero exit: a service manager restarts it whole rather than half-alive.
+    let died: Option<(&str, anyhow::Error)> = tokio::select! {
+        () = shutdown_signal() => {
+            info!("shutdown requested");
+            None
+        }
+        e = task_end(GRPC, &mut grpc) => Some((GRPC, e)),
+        e = task_end(REST, &mut rest) => Some((REST, e)),
+        e = optional_task_end(LOCAL_AGENT, agent.as_mut()) => Some((LOCAL_AGENT, e)),
+        e = watch_ingest(ingest.watch_health()) => Some((INGEST, e)),
+    };
+    if let Some((task, e)) = &died {
+        let message = format!("{e:#}");
+        error!(task, error = %message, "server task ended unexpectedly; stopping the server");
+        readiness.set_failing(task, message);
     }
     let _ = stop_tx.send(true);
-    if let Some(agent) = agent
-        && let Err(e) = agent.await
-    {
-        warn!(error = %e, "local agent task ended abnormally");
+    // Bounded waits: a server stopping after a failure must not hang on a stuck task.
+    if let Some(agent) = agent.filter(|_| !matches!(died, Some((LOCAL_AGENT, _)))) {
+        match tokio::time::timeout(Duration::from_secs(10), agent).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => warn!(error = %format!("{e:#}"), "local agent stopped with an error"),
+            Ok(Err(e)) => warn!(error = %e, "local agent task failed"),
+            Err(_) => warn!("local agent did not stop within 10 s"),
+        }
     }
     if let Some(status) = status {
         status.abort();
     }
-    match tokio::time::timeout(Duration::from_secs(10), rest).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => error!(error = %e, "REST server failed"),
-        Ok(Err(e)) => error!(error = %e, "REST server task failed"),
-        Err(_) => warn!("REST server did not stop within 10 s"),
+    if !matches!(died, Some((REST, _))) {
+        match tokio::time::timeout(Duration::from_secs(10), rest).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => error!(error = %e, "REST server failed"),
+            Ok(Err(e)) => error!(error = %e, "REST server task failed"),
+            Err(_) => warn!("REST server did not stop within 10 s"),
+        }
     }
     drop(api);
     // Commits what is queued and applies staged samples, so a graceful stop leaves every
     // acknowledged batch queryable (a crash leaves them staged; the next start applies them).
-    ingest
-        .shutdown()
-        .await
+    let flushed = tokio::time::timeout(Duration::from_secs(30), ingest.shutdown()).await;
+    if let Some((task, e)) = died {
+        if let Ok(Err(f)) = flushed {
+            warn!(error = %f, "flushing the metrics store failed too");
+        }
+        return Err(e.context(format!("{task} ended unexpectedly")));
+    }
+    flushed
+        .map_err(|_| anyhow!("flushing the metrics store did not finish within 30 s"))?
         .context("flushing the metrics store")?;
     info!("stopped");
     Ok(())
 }
 
-/// Waits for a server task; returning means it stopped on its own, which is an error.
-async fn wait_task(
-    what: &str,
-    task: tokio::task::JoinHandle<Result<(), sentra_transport::Error>>,
-) -> anyhow::Result<()> {
+/// Component names, as they appear in logs, `/readyz` and `sentra_component_ready`.
+const GRPC: &str = "gRPC server";
+const REST: &str = "REST API";
+const LOCAL_AGENT: &str = "local agent";
+const INGEST: &str = "ingest";
+
+/// Resolves when a supervised task ends, with why; a task's end is always an error here.
+async fn task_end<E>(what: &str, task: &mut JoinHandle<Result<(), E>>) -> anyhow::Error
+where
+    E: Into<anyhow::Error>,
+{
     match task.await {
-        Ok(Ok(())) => anyhow::bail!("{what} stopped unexpectedly"),
-        Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("{what} failed"))),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("{what} panicked"))),
+        Ok(Ok(())) => anyhow!("{what} stopped on its own"),
+        Ok(Err(e)) => e.into().context(format!("{what} failed")),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic payload".to_owned());
+            anyhow!("{what} panicked: {msg}")
+        }
+        Err(e) => anyhow!("{what} was cancelled: {e}"),
+    }
+}
+
+/// As [`task_end`] for a task that may not exist (never resolves then).
+async fn optional_task_end<E>(
+    what: &str,
+    task: Option<&mut JoinHandle<Result<(), E>>>,
+) -> anyhow::Error
+where
+    E: Into<anyhow::Error>,
+{
+    match task {
+        Some(t) => task_end(what, t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Follows the ingest pipeline's health: logs each storage failure once when it starts and
+/// once when it ends, and resolves when an internal ingest task died.
+async fn watch_ingest(mut rx: watch::Receiver<IngestHealth>) -> anyhow::Error {
+    let mut failing = false;
+    loop {
+        let health = rx.borrow_and_update().clone();
+        if let Some(task) = health.dead_task {
+            return anyhow!("ingest task died: {task}");
+        }
+        match (&health.storage, failing) {
+            (StorageHealth::Failing { error, .. }, false) => {
+                failing = true;
+                error!(
+                    error = %error,
+                    "metrics storage cannot commit; nothing is acknowledged until it recovers \
+                     (agents keep their data and retry)"
+                );
+            }
+            (StorageHealth::Ok, true) => {
+                failing = false;
+                info!("metrics storage commits again");
+            }
+            _ => {}
+        }
+        if rx.changed().await.is_err() {
+            // The pipeline is gone: only at shutdown, which the caller ends anyway.
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sentra_ingest::{Ingest, Presence};
+use sentra_ingest::{Ingest, Presence, StorageHealth};
 use tokio::sync::watch;
 
 /// Prints a status line to stderr every `every` until `stop`.
@@ -43,8 +43,20 @@ fn line(ingest: &Ingest) -> String {
             || "never".to_owned(),
             |ms| format!("{:.0}s ago", (snap.at_ms - ms).max(0) as f64 / 1000.0),
         );
+    // While commits fail nothing is acknowledged: say so on every line of the episode.
+    let storage = match ingest.health().storage {
+        StorageHealth::Failing {
+            error,
+            since,
+            failed_commits,
+        } => format!(
+            " | STORAGE FAILING for {:.0}s ({failed_commits} failed commits): {error}",
+            (snap.at_ms - since.as_millis()).max(0) as f64 / 1000.0
+        ),
+        _ => String::new(),
+    };
     format!(
-        "status: agents {}/{} online | wireguard interfaces {interfaces}, peers {peers_online}/{peers} online | stored {} batches, {} samples ({} duplicates, {} rejected) | last batch {last}",
+        "status: agents {}/{} online | wireguard interfaces {interfaces}, peers {peers_online}/{peers} online | stored {} batches, {} samples ({} duplicates, {} rejected) | last batch {last}{storage}",
         online,
         snap.agents.len(),
         stats.accepted,
