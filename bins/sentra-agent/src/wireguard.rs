@@ -270,16 +270,97 @@ mod tests {
         assert!(convert_device(&d).is_err());
     }
 
+    /// WireGuard interfaces of this network namespace, as sysfs lists them.
+    fn wireguard_interfaces_in_sysfs() -> Vec<String> {
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+            return out;
+        };
+        for e in dir.flatten() {
+            let uevent = std::fs::read_to_string(e.path().join("uevent")).unwrap_or_default();
+            if uevent.lines().any(|l| l == "DEVTYPE=wireguard") {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Whether this process has CAP_NET_ADMIN (bit 12 of the effective set).
+    fn has_cap_net_admin() -> bool {
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .expect("CapEff")
+            .trim();
+        u64::from_str_radix(hex, 16).expect("hex") & (1 << 12) != 0
+    }
+
+    fn outcome(c: &WgCollection) -> Result<Vec<String>, &'static str> {
+        match c {
+            WgCollection::Devices { devices, .. } => {
+                let mut names: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
+                names.sort();
+                Ok(names)
+            }
+            WgCollection::Unavailable(e) => Err(e.kind()),
+        }
+    }
+
     #[tokio::test]
     async fn absent_or_forbidden_wireguard_is_a_value_not_an_error() {
         // On this machine WireGuard is either missing or not permitted (or present in a
-        // privileged CI); all three must produce a collection, never a panic.
+        // privileged CI); all three must produce a collection that agrees with what the
+        // kernel shows elsewhere, never a panic.
         let mut c = WgCollector::new();
-        match c.collect().await {
-            WgCollection::Devices { .. } => {}
-            WgCollection::Unavailable(e) => assert!(!e.reason().is_empty()),
+        let first = c.collect().await;
+        let in_sysfs = wireguard_interfaces_in_sysfs();
+        match &first {
+            WgCollection::Devices { devices, skipped } => {
+                assert_eq!(
+                    devices.len() + skipped.len(),
+                    in_sysfs.len(),
+                    "every WireGuard interface sysfs lists is read: {in_sysfs:?}"
+                );
+                for d in devices {
+                    assert!(in_sysfs.contains(&d.name), "{} not in {in_sysfs:?}", d.name);
+                }
+            }
+            WgCollection::Unavailable(e) => {
+                assert!(!e.reason().is_empty());
+                match e {
+                    WgUnavailable::NotAvailable(_) => {
+                        assert!(
+                            in_sysfs.is_empty(),
+                            "not available, yet sysfs lists WireGuard interfaces {in_sysfs:?}"
+                        );
+                        assert!(
+                            !std::path::Path::new("/sys/module/wireguard").exists(),
+                            "not available, yet the wireguard module is loaded"
+                        );
+                    }
+                    WgUnavailable::PermissionDenied(_) => assert!(
+                        !has_cap_net_admin(),
+                        "permission denied although the process has CAP_NET_ADMIN"
+                    ),
+                    WgUnavailable::Failed(_) => {}
+                }
+            }
         }
-        // A second call does not change state (and does not log again).
-        let _ = c.collect().await;
+        let state = first_state(&first);
+        assert_eq!(c.last_state, Some(state.clone()), "the state is remembered");
+        // A second call gives the same answer and does not change state (so it does not log
+        // again).
+        let second = c.collect().await;
+        assert_eq!(outcome(&second), outcome(&first));
+        assert_eq!(c.last_state, Some(state));
+    }
+
+    fn first_state(c: &WgCollection) -> Result<(), WgUnavailable> {
+        match c {
+            WgCollection::Devices { .. } => Ok(()),
+            WgCollection::Unavailable(e) => Err(e.clone()),
+        }
     }
 }
