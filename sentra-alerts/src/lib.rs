@@ -1,5 +1,15 @@
-//! Alerting for Sentra.
-//!
-//! This crate will hold the alert rule model, a pure evaluator over metric samples, alert state
-//! (pending, firing, resolved) and notifiers. It depends at most on `sentra-core`.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+pub mod eval;
+pub mod rule;
+pub mod template;
+
+pub use error::{Error, Problem, Result};
+pub use eval::{Config, Evaluator, Fingerprint, Phase, State, Status, Transition};
+pub use rule::{
+    CmpOp, Domain, MatchOp, Matcher, Rule, RuleKind, Severity, Warning, builtin_wireguard_rules,
+    parse_rules,
+};
