@@ -188,10 +188,7 @@ impl Agent {
             }
         };
         let (store, report) = open_store(&cfg).await?;
-        if !report.losses.is_empty() {
-            let lost: u64 = report.losses.iter().map(sentra_wal::Loss::records).sum();
-            tracing::error!(lost, damage = ?report.damage, "WAL recovery found lost records");
-        }
+        log_recovery(&report);
         tracing::info!(
             agent_id = %agent_id,
             key_id = %creds.key_id(),
@@ -422,6 +419,52 @@ async fn open_store(cfg: &Config) -> Result<(Store, sentra_wal::RecoveryReport)>
             }
             other => return other,
         }
+    }
+}
+
+/// Logs what WAL recovery found, each thing once: losses no earlier start reported (error,
+/// with their LSN ranges), losses already reported but not yet shipped past (info), a reset
+/// cursor (warn), other damage repaired (warn).
+fn log_recovery(report: &sentra_wal::RecoveryReport) {
+    let ranges = |l: &[sentra_wal::Loss]| {
+        l.iter()
+            .map(|l| format!("{}..={} ({})", l.first, l.last, l.cause))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !report.new_losses.is_empty() {
+        let lost: u64 = report
+            .new_losses
+            .iter()
+            .map(sentra_wal::Loss::records)
+            .sum();
+        tracing::error!(
+            lost,
+            lsns = %ranges(&report.new_losses),
+            damage = ?report.damage,
+            "WAL recovery found lost records"
+        );
+    }
+    let old: Vec<sentra_wal::Loss> = report
+        .losses
+        .iter()
+        .filter(|l| !report.new_losses.contains(l))
+        .copied()
+        .collect();
+    if !old.is_empty() {
+        tracing::info!(
+            lsns = %ranges(&old),
+            "WAL losses reported before are still ahead of the shipper"
+        );
+    }
+    if report.cursor_reset {
+        tracing::warn!(
+            acked_lsn = report.acked_lsn,
+            "WAL cursor was damaged (both slots) and reset: records after it may be shipped again (the server deduplicates them)"
+        );
+    }
+    if report.new_losses.is_empty() && !report.damage.is_empty() {
+        tracing::warn!(damage = ?report.damage, "WAL recovery repaired damage without losing records");
     }
 }
 
