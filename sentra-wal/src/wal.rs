@@ -557,6 +557,8 @@ impl Wal {
             last_group: 0,
             last_sync_took: Duration::ZERO,
             need_segment,
+            space_limit: None,
+            groups_under_limit: 0,
         };
         let writer = std::thread::Builder::new()
             .name("sentra-wal-writer".into())
@@ -916,7 +918,15 @@ struct Writer {
     /// The active segment is sealed but its successor could not be created (disk full):
     /// the next append creates it first.
     need_segment: bool,
+    /// Under [`FullPolicy::DropOldest`], after ENOSPC: the bytes the file system held when it
+    /// was full, used as a lower cap so the oldest segments make room (like the cap). Lifted
+    /// after [`SPACE_LIMIT_GROUPS`] successful groups to find out whether space came back.
+    space_limit: Option<u64>,
+    groups_under_limit: u32,
 }
+
+/// Successful group commits after which a space limit learnt from ENOSPC is lifted again.
+const SPACE_LIMIT_GROUPS: u32 = 64;
 
 /// Upper bound of the adaptive group wait.
 const MAX_GROUP_WAIT: Duration = Duration::from_millis(2);
@@ -1058,6 +1068,22 @@ impl Writer {
         let mut reqs = reqs.into_iter();
         while let Some(req) = reqs.next() {
             if self.need_segment {
+                // Make room first if a full disk taught us a lower limit (drop-oldest).
+                if self.space_limit.is_some() {
+                    match self.reserve(req.frame_bytes + SEGMENT_HEADER_LEN as u64, false) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(full)) => {
+                            req.done.complete(Err(full));
+                            continue;
+                        }
+                        Err(e) => {
+                            let none = LsnRange { first: 0, last: 0 };
+                            self.pending.push((req.done, none));
+                            self.pending.extend(reqs.map(|r| (r.done, none)));
+                            return Err(e);
+                        }
+                    }
+                }
                 match self.open_next_segment() {
                     Ok(()) => {}
                     Err(e) if e.is_disk_full() => {
@@ -1142,6 +1168,15 @@ impl Writer {
         }
     }
 
+    /// After ENOSPC under [`FullPolicy::DropOldest`]: treat what fits as the cap from now on,
+    /// so the next appends drop the oldest segments to make room, as at the configured cap.
+    fn learn_space_limit(&mut self) {
+        if self.inner.opts.full_policy == FullPolicy::DropOldest {
+            self.space_limit = Some(self.inner.state().used);
+            self.groups_under_limit = 0;
+        }
+    }
+
     /// A write failed with ENOSPC: cuts the file back to the last complete frame and makes
     /// that durable, forgets the buffered frames (their LSNs were never handed out), and
     /// answers every pending append with [`Error::DiskFull`]. The log stays usable. `Err` only
@@ -1169,6 +1204,7 @@ impl Writer {
         self.buf.clear();
         self.buf_records = 0;
         self.next_lsn = self.active.first_lsn + self.active.records;
+        self.learn_space_limit();
         let kind = source.kind();
         let msg = source.to_string();
         for (c, _) in self.pending.drain(..) {
@@ -1201,7 +1237,11 @@ impl Writer {
 
     /// Makes room for `need` bytes under the cap. `Ok(Err(Full))` refuses the request.
     fn reserve(&mut self, need: u64, will_rotate: bool) -> Result<Result<(), Error>> {
-        let cap = self.inner.opts.disk_cap;
+        let cap = self
+            .inner
+            .opts
+            .disk_cap
+            .min(self.space_limit.unwrap_or(u64::MAX));
         loop {
             let extra = self.extra_bytes(need, will_rotate);
             let mut st = self.inner.state();
@@ -1291,6 +1331,12 @@ impl Writer {
             self.last_sync_took = self.last_sync - started;
         }
         let written = self.buf.len() as u64;
+        if written > 0 && self.space_limit.is_some() {
+            self.groups_under_limit += 1;
+            if self.groups_under_limit >= SPACE_LIMIT_GROUPS {
+                self.space_limit = None;
+            }
+        }
         self.active.len += written;
         let grown = self.active.len.saturating_sub(self.active.file_size);
         self.active.file_size += grown;
@@ -1369,12 +1415,11 @@ impl Writer {
         ) {
             Ok(n) => n,
             Err(e) => {
-                return Err(undo_create(
-                    &*self.inner.vfs,
-                    &self.inner.dir,
-                    self.next_lsn,
-                    e,
-                )?);
+                let e = undo_create(&*self.inner.vfs, &self.inner.dir, self.next_lsn, e)?;
+                if e.is_disk_full() {
+                    self.learn_space_limit();
+                }
+                return Err(e);
             }
         };
         {

@@ -287,3 +287,54 @@ fn payload_corruption_in_the_tail_reports_the_exact_loss() {
         vec![1, 2, 3, 5, 6, 7, 8, 9, 10, 11]
     );
 }
+
+#[test]
+fn disk_full_under_drop_oldest_drops_oldest_segments_like_the_cap() {
+    let fs = SimFs::new();
+    let opts = Options::default()
+        .segment_size(1024)
+        .disk_cap(1 << 20)
+        .full_policy(FullPolicy::DropOldest);
+    let wal = open(&fs, opts);
+    for i in 0..40u8 {
+        wal.append(&[i; 100]).unwrap();
+    }
+    // The file system fills up far below the cap.
+    fs.set_capacity(Some(fs.used_bytes() + 300));
+    let mut refused = 0;
+    let mut stored = Vec::new();
+    for i in 40..120u8 {
+        match wal.append(&[i; 100]) {
+            Ok(l) => stored.push((l, i)),
+            Err(e) => {
+                assert!(e.is_disk_full() || e.is_full(), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(!wal.stats().poisoned);
+    assert!(
+        stored.len() >= 70,
+        "the oldest segments make room for new records ({} stored, {refused} refused)",
+        stored.len()
+    );
+    assert!(wal.stats().dropped_records > 0);
+    assert!(
+        wal.losses()
+            .iter()
+            .any(|l| l.cause == LossCause::DroppedOldest && l.first == 1),
+        "{:?}",
+        wal.losses()
+    );
+    // The newest records are all there, with their payloads, in order.
+    let entries = read_all(&wal, 1);
+    let got: Vec<(u64, u8)> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Record(r) => Some((r.lsn(), r.payload()[0])),
+            _ => None,
+        })
+        .collect();
+    let tail = &got[got.len() - 10..];
+    assert_eq!(tail, &stored[stored.len() - 10..]);
+}
