@@ -546,6 +546,8 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
     // (only the damaged records) is reported as a loss below.
     if let Some(t) = scans.last()
         && let (Ok(h), Some((off, lsn))) = (t.header, t.resume)
+        // The new segment is named after `lsn`: never the damaged segment's own name.
+        && lsn > t.name_lsn
     {
         let what = damage_text(t, true).unwrap_or_else(|| format!("{}: damage", t.name));
         let moved = relocate_after_damage(vfs, dir, t, h, off, lsn, max_len)?;
@@ -765,6 +767,7 @@ pub fn inspect(vfs: &dyn Vfs, dir: &Path) -> Result<Inspection> {
         prev_next = Some(s.next_lsn);
         if i + 1 == names.len()
             && let Some((_, resume)) = s.resume
+            && resume > s.next_lsn
         {
             losses.push(Loss {
                 first: s.next_lsn,
