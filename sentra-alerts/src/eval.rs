@@ -107,7 +107,7 @@ pub enum Phase {
 }
 
 /// What happened to an alert.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Status {
     /// Condition true, `for` not yet elapsed (not a notification).

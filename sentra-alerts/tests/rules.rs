@@ -71,7 +71,10 @@ fn unknown_metric_is_a_warning_with_line_and_rule() {
     assert_eq!(rules.len(), 3);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     let w = warnings[0].to_string();
-    assert!(w.contains("line 15") && w.contains("NoScrape") && w.contains("\"up\""), "{w}");
+    assert!(
+        w.contains("line 15") && w.contains("NoScrape") && w.contains("\"up\""),
+        "{w}"
+    );
 }
 
 #[test]
@@ -83,7 +86,8 @@ fn toml_syntax_error_has_a_line() {
 
 #[test]
 fn misspelt_field_is_rejected_with_its_line() {
-    let src = "[[rule]]\nname = \"x\"\nkind = \"threshold\"\nmetric = \"m\"\nop = \">\"\ntreshold = 3\n";
+    let src =
+        "[[rule]]\nname = \"x\"\nkind = \"threshold\"\nmetric = \"m\"\nop = \">\"\ntreshold = 3\n";
     let e = parse_rules(src, None).unwrap_err().to_string();
     assert!(e.contains("treshold") && e.contains("line 6"), "{e}");
 }
@@ -135,7 +139,11 @@ kind = "agent_offline"
     has(&["line 6", "\"B\"", "`op` is required"]);
     has(&["line 12", "\"C\"", "not a valid metric name"]);
     has(&["line 12", "\"C\"", "\"ten minutes\" is not a duration"]);
-    has(&["line 12", "\"C\"", "`max_age` does not apply to kind \"absent\""]);
+    has(&[
+        "line 12",
+        "\"C\"",
+        "`max_age` does not apply to kind \"absent\"",
+    ]);
     has(&["line 19", "\"D\"", "invalid regex"]);
     has(&["line 19", "\"D\"", "double quotes"]);
     has(&["line 19", "\"D\"", "invalid label name \"__x\""]);
@@ -161,7 +169,15 @@ fn matchers_follow_prometheus_semantics() {
     assert!(!m(r#"missing=~".+""#));
     let q = labels(&[("v", "a\"b\\c")]);
     assert!(Matcher::parse(r#"v="a\"b\\c""#).unwrap().matches(&q));
-    for bad in ["", "interface", "interface==", "1a=\"x\"", "a=\"x", "a=\"\\q\"", "a=~\"[\""] {
+    for bad in [
+        "",
+        "interface",
+        "interface==",
+        "1a=\"x\"",
+        "a=\"x",
+        "a=\"\\q\"",
+        "a=~\"[\"",
+    ] {
         let e = Matcher::parse(bad).unwrap_err();
         assert!(matches!(e, Error::Matcher { .. }), "{bad}: {e:?}");
     }
@@ -180,7 +196,9 @@ fn render(t: &str) -> String {
 #[test]
 fn templates_render_variables() {
     assert_eq!(
-        render("{{$rule}} [{{ $severity }}] peer {{ $labels.peer }} on {{  $labels.interface}}: {{ $value }} s"),
+        render(
+            "{{$rule}} [{{ $severity }}] peer {{ $labels.peer }} on {{  $labels.interface}}: {{ $value }} s"
+        ),
         "Stale [critical] peer K= on wg0: 181.5 s"
     );
     assert_eq!(render("no tags"), "no tags");
@@ -188,12 +206,14 @@ fn templates_render_variables() {
     assert_eq!(render(r#"{{ "{" }}{{ "{" }} x {{ "}" }}"#), "{{ x }");
     // label values are data, never re-interpreted as template syntax
     let l = labels(&[("peer", "{{ $value }}")]);
-    let out = Template::parse("{{ $labels.peer }}").unwrap().render(&Context {
-        labels: &l,
-        value: 1.0,
-        rule: "r",
-        severity: "info",
-    });
+    let out = Template::parse("{{ $labels.peer }}")
+        .unwrap()
+        .render(&Context {
+            labels: &l,
+            value: 1.0,
+            rule: "r",
+            severity: "info",
+        });
     assert_eq!(out, "{{ $value }}");
 }
 
