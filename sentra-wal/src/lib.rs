@@ -9,16 +9,21 @@
 //!   a dedicated writer thread into one write and one sync; [`Wal::append_batch`] puts many
 //!   records under one sync explicitly. [`Wal::append_async`] is the runtime-agnostic async
 //!   form (no `tokio::fs`, no `spawn_blocking`).
-//! * **Recovery always opens.** A torn tail is truncated; a damaged sealed segment is skipped
-//!   and reported as a [`Loss`]; the [`RecoveryReport`] says what was recovered, truncated and
-//!   lost. Only I/O errors can make [`Wal::open`] fail.
+//! * **Recovery always opens.** A torn tail is truncated; valid records behind corruption in
+//!   the tail are kept and only the damaged ones reported; a damaged tail header is repaired
+//!   or its records reported lost; a damaged sealed segment is skipped and reported as a
+//!   [`Loss`]. LSNs are never handed out twice. The [`RecoveryReport`] says what was
+//!   recovered, truncated and lost, and which losses are new. Only I/O errors can make
+//!   [`Wal::open`] fail.
 //! * **Shipping.** [`Wal::read_from`] iterates committed records; [`Wal::ack`] persists the
 //!   cursor (two checksummed slots, torn-write safe) and deletes fully acknowledged segments.
 //! * **Bounded disk.** [`Options::disk_cap`]; when full, appends fail with [`Error::Full`]
 //!   (default) or, with [`FullPolicy::DropOldest`], the oldest segments are dropped and the
 //!   loss is recorded.
-//! * **Fail-stop.** Any write or sync error poisons the log: no fsync retry, no success reported
-//!   for data written after the last good sync. Reopening runs recovery.
+//! * **Full disk.** ENOSPC below the cap refuses the append with [`Error::DiskFull`]; the
+//!   partial write is cut off and the log stays usable (see [`Error::is_disk_full`]).
+//! * **Fail-stop.** Any other write error and any sync error poisons the log: no fsync retry,
+//!   no success reported for data written after the last good sync. Reopening runs recovery.
 //! * An exclusive lock on the directory; [`inspect`] reads a live log without it.
 //!
 //! The on-disk format and the reasoning behind it are in [`format`](mod@format). The storage layer is a
