@@ -172,6 +172,13 @@ fn may_have_been_stored(reason: Option<RejectReason>) -> bool {
     )
 }
 
+/// Whether the shipper should stop: the stop signal is raised, or its sender is gone (the
+/// agent's handle was dropped without a graceful stop; `changed()` would then resolve at
+/// once, forever, and turn every wait into a busy loop).
+fn stopping(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
+
 /// What an operator should know about a sequence rejection, beyond its reason.
 fn seq_rejection_hint(reason: RejectReason) -> Option<&'static str> {
     match reason {
@@ -299,7 +306,7 @@ impl Shipper {
             unexpected_duplicates: false,
         };
         loop {
-            if *stop.borrow() {
+            if stopping(&stop) {
                 break;
             }
             let entries = self.read(done + 1).await?;
@@ -351,7 +358,7 @@ impl Shipper {
                     self.ack(done).await?;
                     acked = done;
                 }
-                if *stop.borrow() {
+                if stopping(&stop) {
                     break;
                 }
             }
@@ -372,7 +379,7 @@ impl Shipper {
         // previous one) may have been stored: then a DUPLICATE answer is expected.
         let mut maybe_delivered = p.lsn <= log.resent_until;
         loop {
-            if *stop.borrow() {
+            if stopping(stop) {
                 return Shipped::Stopped;
             }
             let envelope = {
@@ -476,7 +483,7 @@ impl Shipper {
                 maybe_delivered = true;
             }
             self.health.push_failures.fetch_add(1, Relaxed);
-            if *stop.borrow() {
+            if stopping(stop) {
                 return Shipped::Stopped;
             }
             let mut delay = self.backoff.next_delay();
@@ -515,6 +522,20 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_dropped_stop_sender_means_stop() {
+        let (tx, rx) = watch::channel(false);
+        assert!(!stopping(&rx));
+        drop(tx);
+        assert!(
+            stopping(&rx),
+            "no one can ever stop us gracefully: stop now"
+        );
+        let (tx, rx) = watch::channel(false);
+        tx.send(true).unwrap();
+        assert!(stopping(&rx));
     }
 
     #[test]
