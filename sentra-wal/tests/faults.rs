@@ -338,3 +338,34 @@ fn disk_full_under_drop_oldest_drops_oldest_segments_like_the_cap() {
     let tail = &got[got.len() - 10..];
     assert_eq!(tail, &stored[stored.len() - 10..]);
 }
+
+#[test]
+fn enospc_creating_a_segment_is_retried_and_open_survives_it() {
+    let fs = SimFs::new();
+    let opts = Options::default().segment_size(512).disk_cap(1 << 20);
+    let wal = open(&fs, opts.clone());
+    for i in 1..=3u8 {
+        wal.append(&[i; 50]).unwrap();
+    }
+    // The rotation seals the segment, then cannot create the next one.
+    fs.inject(FaultOp::Create, 0, ErrorKind::StorageFull, true);
+    let e = wal.rotate().unwrap_err();
+    assert!(e.is_disk_full(), "{e:?}");
+    let e = wal.append(&[9; 50]).unwrap_err();
+    assert!(e.is_disk_full(), "{e:?}");
+    assert!(!wal.stats().poisoned);
+    wal.close().unwrap();
+    // Reopen while the disk is still full: the tail is sealed and no new segment can be
+    // created, yet the log opens (its records can be shipped) and refuses appends cleanly.
+    let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, opts.clone()).unwrap();
+    assert_eq!((rep.records, rep.next_lsn), (3, 4), "{rep:?}");
+    assert_eq!(lsns(&read_all(&wal, 1)), vec![1, 2, 3]);
+    assert!(wal.append(&[9; 50]).unwrap_err().is_disk_full());
+    // Space returns: the segment is created and the next LSN follows without a gap.
+    fs.clear_faults();
+    assert_eq!(wal.append(&[4; 50]).unwrap(), 4);
+    wal.close().unwrap();
+    let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, opts).unwrap();
+    assert!(rep.losses.is_empty() && rep.damage.is_empty(), "{rep:?}");
+    assert_eq!(lsns(&read_all(&wal, 1)), vec![1, 2, 3, 4]);
+}
