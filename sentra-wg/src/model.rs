@@ -180,7 +180,7 @@ impl Device {
     }
 }
 
-/// Desired state of a device, for [`crate::diff`] and `apply`.
+/// Desired state of a device, for [`crate::diff()`] and `apply`.
 ///
 /// `None` for a device attribute means "leave it as it is". The peer list is exact: peers on
 /// the device that are not listed here are removed.
