@@ -280,6 +280,39 @@ struct ShipLog {
     unexpected_duplicates: bool,
 }
 
+impl ShipLog {
+    fn new(acked: Lsn) -> Self {
+        Self {
+            skipped_logged: HashSet::new(),
+            resent_until: acked.saturating_add(ACK_EVERY),
+            unexpected_duplicates: false,
+        }
+    }
+
+    /// An unexpected `DUPLICATE`: whether it starts an episode (log it at warn level).
+    fn unexpected_duplicate(&mut self) -> bool {
+        !std::mem::replace(&mut self.unexpected_duplicates, true)
+    }
+
+    /// An `ACCEPTED`: ends an unexpected-duplicate episode (returns whether one was under
+    /// way) and re-arms the sequence-rejection logs.
+    fn accepted(&mut self) -> bool {
+        for r in [
+            RejectReason::SeqBelowHighWater,
+            RejectReason::SeqTooFarAhead,
+        ] {
+            self.skipped_logged.remove(&reason_label(r));
+        }
+        std::mem::replace(&mut self.unexpected_duplicates, false)
+    }
+
+    /// A skipped batch: whether to log it at error level (once per reason; once per
+    /// episode for the sequence reasons).
+    fn skipped(&mut self, label: &str) -> bool {
+        self.skipped_logged.insert(label.to_owned())
+    }
+}
+
 impl Shipper {
     async fn read(&self, from: Lsn) -> crate::Result<Vec<Entry>> {
         let wal = self.store.wal().clone();
@@ -300,11 +333,7 @@ impl Shipper {
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) -> crate::Result<()> {
         let mut acked = self.store.wal().acked_lsn();
         let mut done = acked; // highest LSN the server has (or that was skipped)
-        let mut log = ShipLog {
-            skipped_logged: HashSet::new(),
-            resent_until: acked.saturating_add(ACK_EVERY),
-            unexpected_duplicates: false,
-        };
+        let mut log = ShipLog::new(acked);
         loop {
             if stopping(&stop) {
                 break;
@@ -411,26 +440,18 @@ impl Shipper {
                     AckStatus::Accepted | AckStatus::Duplicate => {
                         if ack.status() == AckStatus::Accepted {
                             self.health.accepted.fetch_add(1, Relaxed);
-                            if log.unexpected_duplicates {
+                            if log.accepted() {
                                 tracing::info!(
                                     "the server accepts batches again after unexpected DUPLICATE answers"
                                 );
-                            }
-                            log.unexpected_duplicates = false;
-                            for r in [
-                                RejectReason::SeqBelowHighWater,
-                                RejectReason::SeqTooFarAhead,
-                            ] {
-                                log.skipped_logged.remove(&reason_label(r));
                             }
                         } else {
                             self.health.duplicate.fetch_add(1, Relaxed);
                             if !maybe_delivered {
                                 let n = self.health.unexpected_duplicate.fetch_add(1, Relaxed) + 1;
-                                if log.unexpected_duplicates {
+                                if !log.unexpected_duplicate() {
                                     tracing::debug!(seq = %p.seq, lsn = p.lsn, total = n, "unexpected DUPLICATE answer");
                                 } else {
-                                    log.unexpected_duplicates = true;
                                     tracing::warn!(
                                         seq = %p.seq, lsn = p.lsn, total = n,
                                         "the server answered DUPLICATE for a batch it cannot have stored before (first delivery); its sequence state for this agent may be wrong and it may be dropping this agent's data; counted in sentra_agent_unexpected_duplicates_total (logged once until the server accepts a batch again)"
@@ -458,7 +479,7 @@ impl Shipper {
             if disp == Disposition::Skip {
                 let label = reason.map_or_else(|| "unspecified".to_owned(), reason_label);
                 let n = self.health.reject(&label);
-                if log.skipped_logged.insert(label.clone()) {
+                if log.skipped(&label) {
                     if let Some(hint) = reason.and_then(seq_rejection_hint) {
                         tracing::error!(
                             seq = %p.seq, lsn = p.lsn, reason = %label, %detail, hint,
@@ -522,6 +543,27 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn logs_once_per_episode() {
+        let mut log = ShipLog::new(10);
+        assert_eq!(log.resent_until, 10 + ACK_EVERY);
+        // Unexpected duplicates: warn on the first of an episode only.
+        assert!(log.unexpected_duplicate());
+        assert!(!log.unexpected_duplicate());
+        assert!(!log.unexpected_duplicate());
+        assert!(log.accepted(), "the episode ends");
+        assert!(!log.accepted());
+        assert!(log.unexpected_duplicate(), "a new episode is logged again");
+        // Sequence rejections: once per episode; other reasons once for the process.
+        let below = reason_label(RejectReason::SeqBelowHighWater);
+        assert!(log.skipped(&below));
+        assert!(!log.skipped(&below));
+        assert!(log.skipped("invalid_batch"));
+        log.accepted();
+        assert!(log.skipped(&below), "re-armed by an ACCEPTED");
+        assert!(!log.skipped("invalid_batch"), "once per reason");
     }
 
     #[test]
