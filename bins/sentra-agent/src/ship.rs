@@ -24,6 +24,13 @@
 //!   and logged once per reason, so one poison batch cannot block the agent; anything that
 //!   may succeed later (network, overload, authentication during a key rotation, clock
 //!   skew) is retried with exponential backoff and full jitter, forever.
+//! * `SEQ_BELOW_HIGH_WATER` is held, not skipped: the server refuses this agent's sequence
+//!   numbers until an operator resets them (`sentra agent rotate-key --reset-sequence`), and
+//!   every later batch would be refused too, so skipping would only turn a stall into a
+//!   loss. The batch stays in the WAL and is retried with backoff; each refusal is counted in
+//!   `sentra_agent_batches_rejected_total{reason="seq_below_high_water"}` and the condition
+//!   is logged at error level once per episode, with the remedy. After the reset everything
+//!   held ships (the WAL's cap and drop policy bound what a long stall keeps).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -137,6 +144,11 @@ pub enum Disposition {
     /// Transient (rate limited, clock skew, a replayed nonce, an unspecified reason, any
     /// transport failure): keep the batch, retry with backoff.
     Retry,
+    /// The server refuses the agent's sequence numbers until an operator resets them
+    /// (`SEQ_BELOW_HIGH_WATER`): keep the batch, count each refusal, log the remedy once per
+    /// episode, retry with backoff. Skipping could not help: every later batch is refused
+    /// too, and would be lost instead of held.
+    Hold,
 }
 
 /// The documented per-reason policy.
@@ -148,8 +160,8 @@ pub fn disposition(reason: RejectReason) -> Disposition {
         | RejectReason::InvalidBatch
         | RejectReason::SeqConflict
         | RejectReason::UnsupportedVersion
-        | RejectReason::SeqTooFarAhead
-        | RejectReason::SeqBelowHighWater => Disposition::Skip,
+        | RejectReason::SeqTooFarAhead => Disposition::Skip,
+        RejectReason::SeqBelowHighWater => Disposition::Hold,
         RejectReason::Unauthenticated => Disposition::RefreshKeyAndRetry,
         _ => Disposition::Retry,
     }
@@ -168,6 +180,8 @@ fn may_have_been_stored(reason: Option<RejectReason>) -> bool {
                 | RejectReason::Malformed
                 | RejectReason::TooLarge
                 | RejectReason::UnsupportedVersion
+                | RejectReason::SeqBelowHighWater
+                | RejectReason::SeqTooFarAhead
         )
     )
 }
@@ -183,7 +197,7 @@ fn stopping(stop: &watch::Receiver<bool>) -> bool {
 fn seq_rejection_hint(reason: RejectReason) -> Option<&'static str> {
     match reason {
         RejectReason::SeqBelowHighWater => Some(
-            "the server's sequence high-water for this agent is above this batch although it never stored it (a bogus seq was accepted earlier, or the server's state was restored); batches are skipped and lost until an operator resets the agent's sequence with `sentra agent rotate-key --reset-sequence`",
+            "the server's sequence high-water for this agent is above this batch although it never stored it (a bogus seq was accepted earlier, or the server's state was restored); batches are held in the WAL (not lost, within its cap) and retried until an operator resets the agent's sequence with `sentra agent rotate-key --reset-sequence`",
         ),
         RejectReason::SeqTooFarAhead => Some(
             "this batch's seq is further ahead of the server's high-water than the server allows (the agent's state directory was replaced, or the server's data restored from an older copy); batches are skipped and lost until an operator resets the agent's sequence with `sentra agent rotate-key --reset-sequence`",
@@ -500,6 +514,19 @@ impl Shipper {
             if disp == Disposition::RefreshKeyAndRetry {
                 self.key_check.notify_one();
             }
+            if disp == Disposition::Hold {
+                let label = reason.map_or_else(|| "unspecified".to_owned(), reason_label);
+                let n = self.health.reject(&label);
+                if log.skipped(&label) {
+                    tracing::error!(
+                        seq = %p.seq, lsn = p.lsn, reason = %label, %detail,
+                        hint = reason.and_then(seq_rejection_hint).unwrap_or_default(),
+                        "server refuses this batch's sequence number; holding it and retrying with backoff (each refusal counted in sentra_agent_batches_rejected_total; logged once until the server accepts a batch again)"
+                    );
+                } else {
+                    tracing::debug!(seq = %p.seq, reason = %label, total = n, "batch refused again; held");
+                }
+            }
             if may_have_been_stored(reason) {
                 maybe_delivered = true;
             }
@@ -594,7 +621,7 @@ mod tests {
         assert_eq!(disposition(RejectReason::SeqTooFarAhead), Disposition::Skip);
         assert_eq!(
             disposition(RejectReason::SeqBelowHighWater),
-            Disposition::Skip
+            Disposition::Hold
         );
         assert_eq!(
             reason_label(RejectReason::SeqBelowHighWater),

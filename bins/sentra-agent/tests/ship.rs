@@ -32,6 +32,11 @@ struct Stored {
     poison: Vec<u64>,
     /// The reason given for a poison position (`InvalidBatch` when unset).
     poison_reason: BTreeMap<u64, RejectReason>,
+    /// Poison positions refused only this many times, then stored (an operator's
+    /// sequence reset between two attempts).
+    poison_times: BTreeMap<u64, u32>,
+    /// Refusals given per poison position.
+    refused: BTreeMap<u64, u32>,
     /// A broken or hostile server: answer DUPLICATE to everything, store nothing.
     lie_duplicate: bool,
     /// DUPLICATE answers given for a seq that was never stored.
@@ -91,7 +96,13 @@ async fn start_server(
                 let mut st = lock(&pipeline);
                 let first = *st.first.get_or_insert(seq);
                 let position = seq + 1 - first.min(seq);
-                if st.poison.contains(&position) {
+                let refused = st.refused.get(&position).copied().unwrap_or(0);
+                let reset = st
+                    .poison_times
+                    .get(&position)
+                    .is_some_and(|&n| refused >= n);
+                if st.poison.contains(&position) && !reset {
+                    *st.refused.entry(position).or_default() += 1;
                     let reason = st
                         .poison_reason
                         .get(&position)
@@ -410,10 +421,12 @@ async fn wrong_key_is_retried_not_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequence_rejections_are_skipped_counted_and_do_not_block() {
+async fn sequence_rejections_are_held_or_skipped_and_counted() {
     // Issue 10 item 13: a server whose high-water for this agent is poisoned answers
-    // SEQ_BELOW_HIGH_WATER; one that bounds the jump answers SEQ_TOO_FAR_AHEAD. Neither
-    // can ever succeed by retrying the same batch.
+    // SEQ_BELOW_HIGH_WATER until an operator resets the agent's sequence: the agent holds
+    // those batches (retrying with backoff) and ships them after the reset — here the
+    // server "resets" after 3 refusals of each. SEQ_TOO_FAR_AHEAD can never succeed by
+    // retrying the same batch: it is skipped.
     let dir = tempfile::tempdir().expect("tmp");
     let state = dir.path().join("agent");
     let (creds, keyring) = creds();
@@ -424,6 +437,8 @@ async fn sequence_rejections_are_skipped_counted_and_do_not_block() {
         st.poison_reason.insert(2, RejectReason::SeqBelowHighWater);
         st.poison_reason.insert(3, RejectReason::SeqBelowHighWater);
         st.poison_reason.insert(4, RejectReason::SeqTooFarAhead);
+        st.poison_times.insert(2, 3);
+        st.poison_times.insert(3, 3);
     }
     let server = start_server(
         "127.0.0.1:0".parse().expect("addr"),
@@ -439,9 +454,13 @@ async fn sequence_rejections_are_skipped_counted_and_do_not_block() {
     )
     .await;
     let h = agent.health().snapshot();
-    assert_eq!(h.rejected.get("seq_below_high_water"), Some(&2), "{h:?}");
+    assert_eq!(
+        h.rejected.get("seq_below_high_water"),
+        Some(&6),
+        "each refusal counted: {h:?}"
+    );
     assert_eq!(h.rejected.get("seq_too_far_ahead"), Some(&1), "{h:?}");
-    assert_eq!(h.push_failures, 0, "not retried: {h:?}");
+    assert_eq!(h.push_failures, 6, "only the held batches retried: {h:?}");
     agent.shutdown().await.expect("stop");
     stop_server(server).await;
     let (base, committed, acked) = wal_positions(&state).await;
@@ -450,11 +469,16 @@ async fn sequence_rejections_are_skipped_counted_and_do_not_block() {
         "the cursor moved past them"
     );
     let st = lock(&pipeline);
-    assert!(st.batches.contains_key(&(base + 1)));
-    assert!(st.batches.contains_key(&(base + 5)));
-    for skipped in 2..=4 {
-        assert!(!st.batches.contains_key(&(base + skipped)));
+    for stored in [1, 2, 3, 5] {
+        assert!(
+            st.batches.contains_key(&(base + stored)),
+            "position {stored} stored"
+        );
     }
+    assert!(
+        !st.batches.contains_key(&(base + 4)),
+        "SEQ_TOO_FAR_AHEAD skipped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
