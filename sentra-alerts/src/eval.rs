@@ -11,7 +11,8 @@
 //!
 //! Data older than [`Config::stale_after`] is *unknown*: an alert over it keeps its current
 //! phase instead of resolving or firing (an offline agent raises `agent_offline`, not a
-//! storm of resolved peer alerts). `absent` and `agent_offline` are about missing data and
+//! storm of resolved peer alerts). A peer missing from the latest report of an agent that
+//! still reports was removed: its alerts resolve. `absent` and `agent_offline` are about missing data and
 //! are always evaluated.
 //!
 //! Performance: rules are indexed by metric name (or built-in domain); label matchers run
@@ -618,8 +619,12 @@ impl Evaluator {
                     | RuleKind::TransferStalled { .. } => {
                         let p = &self.peers.items[e];
                         let a = &self.agents.items[p.agent as usize];
-                        if now - p.seen > stale || p.seen < a.seen {
+                        if now - a.seen > stale {
+                            // the agent is silent: nothing is known about its peers
                             Cond::Unknown
+                        } else if p.seen < a.seen {
+                            // the agent reports, without this peer: it was removed
+                            Cond::False
                         } else {
                             peer_cond(kind, p, now)
                         }

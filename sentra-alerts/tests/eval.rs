@@ -457,3 +457,59 @@ fn fingerprints_are_stable_and_order_independent() {
         Fingerprint::of("R", &l(&[("a", "1"), ("b", "")]))
     );
 }
+
+#[test]
+fn a_peer_removed_from_a_reporting_agent_resolves_once() {
+    let mut e = ev(STALE);
+    let p = peer(Some(0), 0, 0, true);
+    e.observe(&wg("a1", 200, &[("wg0", &[p])]), at(200));
+    assert_eq!(statuses(&e.tick(at(200))), st("Stale", Status::Firing));
+    // the operator removes the peer; the agent keeps reporting wg0 without it
+    e.observe(&wg("a1", 210, &[("wg0", &[])]), at(210));
+    assert_eq!(statuses(&e.tick(at(210))), st("Stale", Status::Resolved));
+    e.observe(&wg("a1", 220, &[("wg0", &[])]), at(220));
+    assert!(e.tick(at(220)).is_empty());
+}
+
+#[test]
+fn duplicate_rule_names_out_of_order_samples_and_own_agent_label() {
+    let mut r = rules(THRESHOLD);
+    r.extend(rules(THRESHOLD));
+    let err = Evaluator::new(r, Config::default()).unwrap_err();
+    assert!(err.to_string().contains("duplicate rule name"), "{err}");
+
+    let mut e = ev(&THRESHOLD.replace("for = \"20s\"", "for = \"0s\""));
+    let mut b = batch("a1", 10);
+    gauge(
+        &mut b,
+        "temp",
+        &[("room", "a"), ("agent", "probe-9")],
+        10,
+        10.0,
+    );
+    e.observe(&b, at(10));
+    // an older sample arriving late does not replace the newer one
+    let mut late = batch("a1", 11);
+    gauge(
+        &mut late,
+        "temp",
+        &[("room", "a"), ("agent", "probe-9")],
+        5,
+        99.0,
+    );
+    e.observe(&late, at(11));
+    assert!(e.tick(at(11)).is_empty());
+    let mut b = batch("a1", 12);
+    gauge(
+        &mut b,
+        "temp",
+        &[("room", "a"), ("agent", "probe-9")],
+        12,
+        99.0,
+    );
+    e.observe(&b, at(12));
+    let f = e.tick(at(12));
+    assert_eq!(statuses(&f), st("Hot", Status::Firing));
+    let agent = &f[0].labels.iter().find(|(n, _)| n == "agent").unwrap().1;
+    assert_eq!(agent, "probe-9", "a sample's own agent label is kept");
+}
