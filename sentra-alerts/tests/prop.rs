@@ -131,3 +131,84 @@ proptest! {
         }
     }
 }
+
+/// Matchers from a pool, each with a plain Rust predicate as the reference.
+type Reference = fn(&str, &str) -> bool;
+
+fn matcher_pool() -> Vec<(&'static str, Reference)> {
+    vec![
+        (r#"k1="a""#, |k1, _| k1 == "a"),
+        (r#"k1!="a""#, |k1, _| k1 != "a"),
+        (r#"k1=~"a|b""#, |k1, _| k1 == "a" || k1 == "b"),
+        (r#"k1!~"b.*""#, |k1, _| !k1.starts_with('b')),
+        (r#"k1="""#, |k1, _| k1.is_empty()),
+        (r#"k2=~"x""#, |_, k2| k2 == "x"),
+        (r#"k2!="y""#, |_, k2| k2 != "y"),
+        (r#"k2=~".+""#, |_, k2| !k2.is_empty()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn indexed_matching_equals_brute_force(
+        series in prop::collection::btree_set(
+            (prop::sample::select(vec!["", "a", "b", "bb", "c"]),
+             prop::sample::select(vec!["", "x", "y"])), 1..15),
+        rules in prop::collection::vec(prop::collection::vec(0usize..8, 0..3), 1..6),
+        split in 0usize..15,
+    ) {
+        let pool = matcher_pool();
+        let mut src = String::new();
+        for (i, ms) in rules.iter().enumerate() {
+            let list: Vec<String> = ms.iter().map(|&m| format!("'{}'", pool[m].0)).collect();
+            src.push_str(&format!(
+                "[[rule]]\nname = \"R{i}\"\nkind = \"threshold\"\nmetric = \"m\"\n\
+                 matchers = [{}]\nop = \">\"\nvalue = 0.0\n",
+                list.join(", ")
+            ));
+        }
+        let parsed = || parse_rules(&src, None).unwrap().0;
+        let mut ev = Evaluator::new(parsed(), Config::default()).unwrap();
+        let ts = UnixMillis::from_millis(T0);
+        let series: Vec<_> = series.into_iter().collect();
+        // first part of the series, then a restart, then the rest: matching must not depend
+        // on when a series appeared
+        for (i, (k1, k2)) in series.iter().enumerate() {
+            if i == split {
+                ev = Evaluator::restore(parsed(), Config::default(), ev.snapshot()).unwrap();
+            }
+            let mut b = Batch::new(AgentId::new("a").unwrap(), Seq::new(1).unwrap(), ts);
+            let pairs: Vec<(&str, &str)> =
+                [("k1", *k1), ("k2", *k2)].into_iter().filter(|(_, v)| !v.is_empty()).collect();
+            b.samples.push(Sample {
+                name: MetricName::new("m").unwrap(),
+                labels: Labels::from_pairs(pairs).unwrap(),
+                timestamp: ts,
+                value: Value::Gauge(1.0),
+            });
+            ev.observe(&b, ts);
+        }
+        let mut got: Vec<(String, String, String)> = ev
+            .tick(ts)
+            .into_iter()
+            .map(|t| {
+                let get = |n: &str| {
+                    t.labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_default()
+                };
+                (t.rule.clone(), get("k1"), get("k2"))
+            })
+            .collect();
+        got.sort();
+        let mut want = Vec::new();
+        for (i, ms) in rules.iter().enumerate() {
+            for (k1, k2) in &series {
+                if ms.iter().all(|&m| (pool[m].1)(k1, k2)) {
+                    want.push((format!("R{i}"), (*k1).to_owned(), (*k2).to_owned()));
+                }
+            }
+        }
+        want.sort();
+        prop_assert_eq!(got, want);
+    }
+}
