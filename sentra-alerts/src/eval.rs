@@ -689,6 +689,75 @@ impl Evaluator {
         out
     }
 
+    /// Forgets series, peers, interfaces and agents last seen before `cutoff`, except those
+    /// an alert (pending or firing) is about, and agents whose peers or interfaces are kept.
+    /// Without it, memory grows with every series ever seen; call it now and then (e.g.
+    /// daily with a cutoff of a few days). A forgotten entity that reappears is tracked
+    /// again from scratch. Returns how many entities were forgotten.
+    pub fn forget_older_than(&mut self, cutoff: UnixMillis) -> usize {
+        let cutoff = cutoff.as_millis();
+        let mut state = self.snapshot();
+        let active: std::collections::HashSet<&LabelSet> =
+            state.alerts.iter().map(|a| &a.entity).collect();
+        let before =
+            state.series.len() + state.peers.len() + state.ifaces.len() + state.agents.len();
+        state
+            .series
+            .retain(|(_, s)| s.received >= cutoff || active.contains(&s.labels));
+        state
+            .peers
+            .retain(|p| p.seen >= cutoff || active.contains(&p.labels));
+        state
+            .ifaces
+            .retain(|f| f.seen >= cutoff || active.contains(&f.labels));
+        let mut keep_agent: Vec<bool> = state
+            .agents
+            .iter()
+            .map(|a| a.seen >= cutoff || active.contains(&a.labels))
+            .collect();
+        for a in state
+            .peers
+            .iter()
+            .map(|p| p.agent)
+            .chain(state.ifaces.iter().map(|f| f.agent))
+        {
+            keep_agent[a as usize] = true;
+        }
+        let mut remap = vec![0u32; keep_agent.len()];
+        let mut next = 0u32;
+        for (i, k) in keep_agent.iter().enumerate() {
+            remap[i] = next;
+            if *k {
+                next += 1;
+            }
+        }
+        let mut i = 0;
+        state.agents.retain(|_| {
+            i += 1;
+            keep_agent[i - 1]
+        });
+        for p in &mut state.peers {
+            p.agent = remap[p.agent as usize];
+        }
+        for f in &mut state.ifaces {
+            f.agent = remap[f.agent as usize];
+        }
+        drop(active);
+        let after =
+            state.series.len() + state.peers.len() + state.ifaces.len() + state.agents.len();
+        let rules = self.rules.iter().map(|c| c.rule.clone()).collect();
+        match Self::restore(rules, self.config, state) {
+            Ok(ev) => {
+                *self = ev;
+                before - after
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "forgetting old entities failed; nothing forgotten");
+                0
+            }
+        }
+    }
+
     /// The persistent state.
     #[must_use]
     pub fn snapshot(&self) -> State {

@@ -513,3 +513,45 @@ fn duplicate_rule_names_out_of_order_samples_and_own_agent_label() {
     let agent = &f[0].labels.iter().find(|(n, _)| n == "agent").unwrap().1;
     assert_eq!(agent, "probe-9", "a sample's own agent label is kept");
 }
+
+#[test]
+fn forgetting_old_entities_keeps_active_alerts() {
+    let mut e = Evaluator::new(
+        rules(&format!(
+            "{STALE}\n[[rule]]\nname = \"Hot\"\nkind = \"threshold\"\nmetric = \"temp\"\n\
+             op = \">\"\nvalue = 30.0\n"
+        )),
+        Config::default(),
+    )
+    .unwrap();
+    // agent a1: an old cool series and an old idle peer; agent a2: a hot series
+    let mut b = wg("a1", 0, &[("wg0", &[peer(Some(0), 0, 0, false)])]);
+    gauge(&mut b, "temp", &[("room", "old")], 0, 10.0);
+    e.observe(&b, at(0));
+    let mut b = batch("a2", 0);
+    gauge(&mut b, "temp", &[("room", "hot")], 0, 50.0);
+    e.observe(&b, at(0));
+    assert_eq!(statuses(&e.tick(at(0))), st("Hot", Status::Firing));
+    assert_eq!(e.pair_count(), 3);
+    // a week later, forget what was not seen for a day, except what an alert is about
+    let forgotten = e.forget_older_than(at(6 * 86_400));
+    assert_eq!(
+        forgotten, 5,
+        "a1, a2, wg0, the peer, room=old; room=hot stays: it fires"
+    );
+    assert_eq!(e.pair_count(), 1);
+    assert_eq!(e.firing().len(), 1);
+    // a forgotten agent that comes back is tracked again from scratch
+    let mut b = wg("a1", 7 * 86_400, &[("wg0", &[peer(Some(0), 0, 0, true)])]);
+    gauge(&mut b, "temp", &[("room", "old")], 7 * 86_400, 40.0);
+    e.observe(&b, at(7 * 86_400));
+    let mut got = statuses(&e.tick(at(7 * 86_400)));
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("Hot".to_owned(), Status::Firing),
+            ("Stale".to_owned(), Status::Firing)
+        ]
+    );
+}
