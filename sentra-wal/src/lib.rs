@@ -1,8 +1,6 @@
-//! Append-only segmented write-ahead log with group commit, crash-safe recovery, a persisted
-//! shipped-cursor and a bounded disk footprint.
+#![doc = include_str!("../README.md")]
 //!
-//! Built for edge agents that must never lose a record they acknowledged, must restart after
-//! any crash or power cut without manual repair, and must not fill the disk:
+//! ## Guarantees
 //!
 //! * **Ack = durable.** [`Wal::append`] returns an LSN only after the record was written and
 //!   `fdatasync`ed (default [`SyncPolicy::Always`]). Appends from many threads are grouped by
@@ -30,40 +28,6 @@
 //! trait ([`vfs::Vfs`]) with the real file system and a crash-simulating one ([`sim::SimFs`]).
 //!
 //! This crate depends on no other sentra crate.
-//!
-//! # Example
-//!
-//! ```
-//! use sentra_wal::{Entry, Options, Wal};
-//!
-//! # fn main() -> sentra_wal::Result<()> {
-//! let dir = tempfile::tempdir().expect("temp dir");
-//! let (wal, report) = Wal::open(dir.path(), Options::default())?;
-//! assert_eq!(report.records, 0);
-//!
-//! // Collector: append, get the LSN once durable.
-//! let lsn = wal.append(b"serialized batch")?;
-//! let range = wal.append_batch([b"a".as_slice(), b"b".as_slice()])?;
-//! assert_eq!((lsn, range.first, range.last), (1, 2, 3));
-//!
-//! // Shipper: read from the cursor, ship, acknowledge.
-//! let mut shipped = 0;
-//! for entry in wal.read_from(wal.acked_lsn() + 1) {
-//!     match entry? {
-//!         Entry::Record(r) => shipped = r.lsn(),
-//!         Entry::Loss(loss) => eprintln!("lost {loss:?}"),
-//!         _ => {}
-//!     }
-//! }
-//! wal.ack(shipped)?;
-//! wal.close()?;
-//!
-//! // After a restart the cursor is where the shipper left it.
-//! let (wal, report) = Wal::open(dir.path(), Options::default())?;
-//! assert_eq!((report.acked_lsn, report.next_lsn), (3, 4));
-//! # drop(wal);
-//! # Ok(()) }
-//! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
