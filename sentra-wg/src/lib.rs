@@ -1,5 +1,6 @@
-//! WireGuard over raw generic netlink: a typed model, dump coalescing, chunked SET and a diff
-//! engine that applies desired state with the fewest possible messages.
+#![doc = include_str!("../README.md")]
+//!
+//! ## Crate overview
 //!
 //! * [`Client`] (async, tokio) and [`blocking::Client`] talk to the kernel: read devices
 //!   ([`Client::get_device`], [`Client::devices`]), configure them ([`Client::apply`],
@@ -11,54 +12,6 @@
 //!   minimal update; [`show`] formats like `wg show`.
 //! * [`Error`] is typed: [`Error::is_unavailable`] tells a collector that WireGuard cannot be
 //!   used here (no kernel support, or no `CAP_NET_ADMIN`) so it can say so once and go on.
-//!
-//! It depends on no other sentra crate. Reading needs `CAP_NET_ADMIN`, so the example does not
-//! run in doctests:
-//!
-//! ```no_run
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> sentra_wg::Result<()> {
-//! use sentra_wg::{AllowedIp, Client, DeviceConfig, Key, PeerConfig};
-//!
-//! let client = Client::connect().await?;
-//! // Collector: every WireGuard device with all peers, one dump each.
-//! match client.devices().await {
-//!     Ok(devices) => {
-//!         for d in &devices {
-//!             println!("{}: {} peers", d.name, d.peers.len());
-//!         }
-//!     }
-//!     Err(e) if e.is_unavailable() => eprintln!("WireGuard unavailable: {e}"),
-//!     Err(e) => return Err(e),
-//! }
-//! // Applier: make wg0 have exactly these peers; sends nothing if already in sync.
-//! let mut want = DeviceConfig::new();
-//! want.peers.push(
-//!     PeerConfig::new("Aj2HHAutB2U0O56jJBdkZ/xgb9pnmUPJ0IeiuACLLmI=".parse::<Key>()?)
-//!         .with_allowed_ip("10.0.0.2/32".parse::<AllowedIp>()?),
-//! );
-//! let report = client.apply("wg0", &want).await?;
-//! println!("+{} ~{} -{} in {} messages", report.added, report.updated, report.removed, report.messages);
-//! # Ok(()) }
-//! ```
-//!
-//! The sans-IO parts run anywhere:
-//!
-//! ```
-//! use sentra_wg::{proto, show, Device, Key, Peer};
-//!
-//! let mut device = Device::default();
-//! device.name = "wg0".into();
-//! let mut peer = Peer::new(Key::from_bytes([1; 32]));
-//! peer.allowed_ips.push("10.0.0.1/32".parse()?);
-//! device.peers.push(peer);
-//! // What the kernel would send for it, parsed back.
-//! let bytes = proto::emit_dump(&device, 30, 1, 4096);
-//! let parsed = proto::parse_dump(&bytes)?;
-//! assert_eq!(parsed, device);
-//! assert!(show::dump(&parsed, false, show::Secrets::Hide).ends_with("10.0.0.1/32\t0\t0\t0\toff\n"));
-//! # Ok::<(), sentra_wg::Error>(())
-//! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
