@@ -1,6 +1,6 @@
-//! gRPC ingest transport for Sentra: a tonic + rustls server that accepts any tower
-//! `Service` of authenticated envelopes, a client with deadline/retry/concurrency layers,
-//! and the middleware in between, each layer its own module you can reuse or extend.
+#![doc = include_str!("../README.md")]
+//!
+//! ## Crate map
 //!
 //! * [`Server`]: `Push` goes to any `Service<Verified, Response = Ack>` (sentra-ingest's
 //!   pipeline, or yours), `FetchDesiredState` to an optional
@@ -15,47 +15,6 @@
 //! * [`status`]: the documented error → gRPC status mapping, and helpers to read it back.
 //! * [`InProcess`]: the same server over in-memory pipes, for tests and examples.
 //! * [`tls`]: PEM loading and rustls configs on the `ring` provider.
-//!
-//! # Example
-//!
-//! A server with a toy inner service, an agent signing and pushing a batch, in-process (swap
-//! `.in_process()` / `.client()` for [`Server::serve`] on a `TcpListener` and
-//! [`Client::builder`]`("https://…")` to go over the network):
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use sentra_core::{
-//!     proto::{Ack, AckStatus}, AgentId, Batch, KeyId, MemoryKeyring, Nonce, SecretKey,
-//!     Seq, Signer, UnixMillis, Validity, Verified,
-//! };
-//! use sentra_transport::{BoxError, Server};
-//! use tower::service_fn;
-//!
-//! let agent = AgentId::new("edge-01")?;
-//! let secret = SecretKey::from_bytes([7; 32]);
-//! let mut keyring = MemoryKeyring::new();
-//! keyring.insert(agent.clone(), KeyId::new(1), &secret, Validity::always());
-//!
-//! // Server side: the inner service only ever sees authenticated envelopes.
-//! let pipeline = service_fn(|v: Verified| async move {
-//!     let batch = v.decode_batch()?;
-//!     Ok::<_, BoxError>(Ack {
-//!         agent_id: batch.agent_id.to_string(),
-//!         seq: v.seq().get(),
-//!         status: AckStatus::Accepted.into(),
-//!         ..Default::default()
-//!     })
-//! });
-//! let server = Server::builder(keyring, pipeline).build().in_process();
-//!
-//! // Agent side.
-//! let client = server.client().build()?;
-//! let signer = Signer::new(agent.clone(), KeyId::new(1), &secret);
-//! let batch = Batch::new(agent, Seq::new(1)?, UnixMillis::now());
-//! let ack = client.push(signer.sign_batch(&batch, UnixMillis::now(), Nonce::random())).await?;
-//! assert_eq!(ack.status(), AckStatus::Accepted);
-//! # Ok(()) }
-//! ```
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
