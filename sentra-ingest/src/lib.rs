@@ -1,4 +1,6 @@
-//! The Sentra server pipeline: replay protection, durable storage, status cache, queries.
+#![doc = include_str!("../README.md")]
+//!
+//! ## Crate overview
 //!
 //! `sentra-ingest` receives envelopes that `sentra-transport` has already authenticated
 //! ([`sentra_core::Verified`]) and turns them into durable, de-duplicated data:
@@ -25,7 +27,7 @@
 //!
 //! The design notes on durability and the storage layout are in [`storage`].
 //!
-//! # Storage failures ("an ack means durable")
+//! ## Storage failures ("an ack means durable")
 //!
 //! A batch is acknowledged only after the transaction that stores it committed. When a
 //! commit fails (full disk, I/O error), nothing of that group is acknowledged: every push
@@ -39,7 +41,7 @@
 //! [`IngestHealth::dead_task`] names an internal task (writer, maintenance) that ended
 //! unexpectedly; [`IngestHealth::is_ready`] is false in both cases.
 //!
-//! # Sequence numbers
+//! ## Sequence numbers
 //!
 //! The writer keeps, per agent, the high-water mark `H` and the exact set of seqs ever
 //! stored (as ranges, table `seq_ranges`), updated in the batch's transaction:
@@ -59,7 +61,7 @@
 //! [`Ingest::agent_ledger`] returns the durable counters (accepted, gaps, missing,
 //! rejected below / ahead); [`Ingest::integrity_check`] runs SQLite's integrity check.
 //!
-//! # Clock skew
+//! ## Clock skew
 //!
 //! Policy: a sample whose timestamp is later than the receive time plus
 //! [`Config::max_future_skew`] (default 300 s, the envelope's skew window) is **stored with
@@ -67,48 +69,6 @@
 //! naming the agent. The batch is not rejected (its other samples and the agent's WAL
 //! progress stay intact) and no point is ever planted in the future. Timestamps within the
 //! window, and past timestamps (a backlog shipped after an outage), are stored as sent.
-//!
-//! # Example
-//!
-//! ```
-//! use sentra_core::{AgentId, Batch, KeyId, MemoryKeyring, Method, Nonce, SecretKey, Seq,
-//!     Signer, UnixMillis, Validity, Verifier, proto::AckStatus};
-//! use sentra_ingest::{Config, Ingest, Selector};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! let dir = tempfile::tempdir()?;
-//! let ingest = Ingest::open(dir.path(), Config::default()).await?;
-//!
-//! // What sentra-transport does for every Push: verify, then call the service.
-//! let agent = AgentId::new("edge-01")?;
-//! let secret = SecretKey::from_bytes([7; 32]);
-//! let now = UnixMillis::now();
-//! let mut batch = Batch::new(agent.clone(), Seq::new(1)?, now);
-//! batch.samples.push(sentra_core::Sample {
-//!     name: "cpu_usage_ratio".parse()?,
-//!     labels: sentra_core::Labels::from_pairs([("core", "0")])?,
-//!     timestamp: now,
-//!     value: sentra_core::Value::Gauge(0.25),
-//! });
-//! let envelope = Signer::new(agent.clone(), KeyId::new(1), &secret)
-//!     .sign_batch(&batch, now, Nonce::random());
-//! let mut keys = MemoryKeyring::new();
-//! keys.insert(agent.clone(), KeyId::new(1), &secret, Validity::always());
-//! let verified = Verifier::new().verify(&envelope, Method::Push, now, &keys)?;
-//!
-//! let ack = ingest.service().push(verified.clone()).await?;
-//! assert_eq!(ack.status(), AckStatus::Accepted);
-//! let again = ingest.service().push(verified).await?;
-//! assert_eq!(again.status(), AckStatus::Duplicate);
-//!
-//! ingest.flush().await?; // queries see acked batches once applied (within 1 s by default)
-//! let latest = ingest.query().latest(&Selector::metric("cpu_usage_ratio")?).await?;
-//! assert_eq!(latest[0].value, 0.25);
-//! assert_eq!(ingest.high_water(&agent).await?, Some(Seq::new(1)?));
-//! ingest.shutdown().await?;
-//! # Ok(()) }
-//! ```
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -140,7 +100,7 @@ pub use config::{Config, PresenceConfig, QueryLimits};
 pub use error::{BoxError, Error, Result};
 pub use health::{AgentLedger, IngestHealth, StorageHealth};
 pub use maintenance::MaintenanceReport;
-pub use prom::render_prometheus;
+pub use prom::{FleetCollector, FleetMetricsOptions, render_prometheus};
 pub use query::{
     Aggregation, Export, ExportFormat, LabelMatcher, LatestValue, MatchOp, Order, Query, Range,
     Resolution, Selector, SeriesHistory, SeriesInfo, SeriesPercentiles, SeriesValue,
@@ -350,6 +310,23 @@ impl Ingest {
             Some(tx) => tx.subscribe(),
             None => broadcast::channel(1).1, // shut down: a feed that is already over
         })
+    }
+
+    /// Registers the pipeline's metrics in the host's `registry`: batches accepted,
+    /// duplicate and rejected by `reason`, sequence conflicts, storage errors, samples,
+    /// commit latency, writer queue depth, storage health, and (a [`FleetCollector`]) the
+    /// fleet's WireGuard and agent series. Call once per registry.
+    pub fn register_metrics(
+        &self,
+        registry: &mut prometheus_client::registry::Registry,
+        fleet: FleetMetricsOptions,
+    ) {
+        prom::register_counters(&self.service.counters, registry);
+        registry.register_collector(Box::new(prom::PipelineCollector {
+            tx: self.service.tx.downgrade(),
+            health: self.health.subscribe(),
+        }));
+        registry.register_collector(Box::new(FleetCollector::new(self.status(), fleet)));
     }
 
     /// Pipeline counters since start.
