@@ -1,17 +1,11 @@
-//! The Sentra REST API and control plane.
+#![doc = include_str!("../README.md")]
 //!
-//! This crate holds the axum router served by `sentra-server` and the control store behind
-//! it: users with argon2id passwords and JWT access tokens (roles `admin` and `viewer`),
-//! agent enrolment with single-use bootstrap tokens, agent keys with rotation and
-//! revocation, the peers operators declare per agent and interface, and the audit log. It
-//! also provides the two objects the gRPC side needs: a database-backed
-//! [`sentra_core::Keyring`] ([`DbKeyring`]) and the `FetchDesiredState` service
-//! ([`DesiredStateService`]).
+//! ## Crate overview
 //!
 //! It is a separate crate from `sentra-ingest` so that a user embedding the ingest pipeline
 //! does not pull in an HTTP framework, JWT and password hashing.
 //!
-//! # Composing a server
+//! ## Composing a server
 //!
 //! ```no_run
 //! # #[allow(dead_code)]
@@ -33,7 +27,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # What the CLI calls
+//! ## What the CLI calls
 //!
 //! * `sentra init` creates the first admin directly on the data directory (there are no
 //!   default credentials):
@@ -63,7 +57,7 @@
 //! 400 malformed (nothing changed), 401 bad or missing credentials, 403 wrong role,
 //! 404, 409 conflict, 413 body over the limit, 429 rate limited, 503 overloaded.
 //!
-//! # Agent protocol: enrolment
+//! ## Agent protocol: enrolment
 //!
 //! 1. An admin issues a bootstrap token (`sentra token issue`) and gives it to the agent's
 //!    operator out of band (it is single use and expires, 1 h by default).
@@ -78,7 +72,7 @@
 //! 4. `401 invalid_bootstrap_token` means unknown, expired or already used; retrying with
 //!    the same token cannot succeed.
 //!
-//! # Agent protocol: key rotation
+//! ## Agent protocol: key rotation
 //!
 //! An admin calls `POST /api/v1/agents/{id}/rotate-key`. The server creates key N+1
 //! (valid at once) and caps every older key at `not_after = now + overlap` (24 h by default,
@@ -117,7 +111,7 @@
 //! Revocation (`POST /api/v1/agents/{id}/revoke`) deletes every key of the agent and drops
 //! it from the keyring before the call returns; its next envelope is rejected.
 //!
-//! # Security notes
+//! ## Security notes
 //!
 //! * `control.db` holds every agent's HMAC secret (the server must hold them to verify)
 //!   and the password hashes: it is created 0600 in a 0700 directory, like
