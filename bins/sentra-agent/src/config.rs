@@ -202,30 +202,22 @@ impl Config {
     }
 }
 
-/// Parses `"500ms"`, `"10s"`, `"5m"`, `"1h"` (a bare number means seconds).
+/// Parses a duration with [`humantime`]: `"500ms"`, `"10s"`, `"5m"`, `"1h 30m"`, `"2d"`; a
+/// bare number means seconds (as before humantime, so existing files keep working).
 ///
 /// # Errors
 ///
 /// A message saying what is wrong.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (use e.g. 500ms, 10s, 5m, 1h)"))?;
-    let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        u => {
-            return Err(format!(
-                "unknown duration unit {u:?} in {s:?} (ms, s, m, h)"
-            ));
-        }
-    };
-    Ok(d)
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{s:?} is too long"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration: {e} (use e.g. 500ms, 10s, 5m, 1h 30m)"))
 }
 
 /// Settings from flags and the environment; `None` means "not given here".
@@ -397,6 +389,9 @@ mod tests {
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("99999999999999999999").is_err());
     }
 
     #[test]

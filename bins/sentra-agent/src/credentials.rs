@@ -13,9 +13,8 @@
 //! redacts it.
 
 use std::fmt;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -161,11 +160,6 @@ impl Credentials {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| Path::new("."));
         std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-        let tmp: PathBuf = dir.join(format!(
-            ".{}.tmp",
-            path.file_name()
-                .map_or_else(|| "credentials".into(), |n| n.to_string_lossy())
-        ));
         let body = Zeroizing::new(format!(
             "# sentra-agent credentials. Secret: keep this file mode 0600.\n\
              agent_id = \"{}\"\nkey_id = {}\nsecret = \"{}\"\n",
@@ -173,22 +167,7 @@ impl Credentials {
             self.key_id.get(),
             Zeroizing::new(STANDARD.encode(self.secret.expose_secret())).as_str()
         ));
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(Error::io("create", &tmp))?;
-        f.write_all(body.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(Error::io("write", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(Error::io("sync directory", dir))?;
-        Ok(())
+        crate::atomic_file::write_atomic(path, body.as_bytes(), 0o600)
     }
 }
 

@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod apply;
+mod atomic_file;
 mod collect;
 pub mod config;
 pub mod credentials;

@@ -175,7 +175,12 @@ impl Agent {
                 let server = cfg.server.clone().ok_or_else(|| {
                     Error::Config("no server: set --server / SENTRA_AGENT_SERVER / server".into())
                 })?;
+                // One retry owner: the shipper. It re-signs every attempt (fresh nonce and
+                // time) and backs off with jitter, forever; a client retry underneath would
+                // re-send the same envelope inside the same push timeout. So the client
+                // makes exactly one attempt, bounded by the push timeout.
                 let mut b = sentra_transport::Client::builder(server.clone())
+                    .retry(sentra_transport::RetryConfig::disabled())
                     .deadline(cfg.push_timeout)
                     .attempt_timeout(cfg.push_timeout);
                 if let Some(ca) = &cfg.ca_file {

@@ -24,8 +24,7 @@
 //! they ever differ, ships `seq_base + LSN` (re-encoding the same batch) — the LSN is the
 //! authority.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use prost::Message as _;
@@ -70,18 +69,7 @@ fn read_base(path: &Path) -> Result<Option<u64>> {
 }
 
 fn write_base(path: &Path, base: u64) -> Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp: PathBuf = dir.join(".wal.seq-base.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
-    f.write_all(format!("{base}\n").as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(Error::io("write", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(Error::io("rename into place", path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io("sync directory", dir))?;
-    Ok(())
+    crate::atomic_file::write_atomic(path, format!("{base}\n").as_bytes(), 0o644)
 }
 
 fn new_base(previous: Option<u64>) -> u64 {
