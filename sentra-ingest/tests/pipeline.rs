@@ -261,6 +261,22 @@ fn dropping_the_runtime_mid_stream_keeps_store_and_high_water_consistent() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
+        // sqlx runs each SQLite connection on a thread of its own, which outlives the
+        // runtime: a COMMIT already handed to it still completes (a real crash ends those
+        // threads too). Wait until no write transaction of the dead "process" is open —
+        // BEGIN IMMEDIATE waits for SQLite's write lock — so the restarted pipeline loads
+        // everything that was committed, as it would after a real crash. (Without this the
+        // restart could load its state before a late commit and then collide with it.)
+        let url = format!("sqlite://{}", dir.path().join("metrics.db").display());
+        let mut c = SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("PRAGMA busy_timeout = 30000")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+        sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+
         let ingest = Ingest::open(dir.path(), Config::default()).await.unwrap();
         let hw = ingest.high_water(&a).await.unwrap().unwrap().get();
         assert!(hw >= acked);
