@@ -273,7 +273,10 @@ fn dropping_the_runtime_mid_stream_keeps_store_and_high_water_consistent() {
             .execute(&mut c)
             .await
             .unwrap();
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut c)
+            .await
+            .unwrap();
         sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
         c.close().await.unwrap();
 
