@@ -158,6 +158,7 @@ pub use desired::{
     DesiredStateService, MAX_ALLOWED_IPS_PER_PEER, MAX_PEERS_PER_INTERFACE, PeerSpec,
 };
 pub use error::{BoxError, Error, Result};
+pub use http::tls::{ApiTls, TlsListener};
 pub use keyring::DbKeyring;
 pub use readiness::Readiness;
 pub use secret::{Password, SecretString};

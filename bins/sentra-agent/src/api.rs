@@ -59,6 +59,25 @@ pub enum KeyCheck {
     },
 }
 
+/// A request error with its causes (reqwest's own text hides them), plus a hint when the
+/// server's TLS certificate is not trusted.
+fn request_error(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    if text.contains("certificate") {
+        text.push_str(
+            " (the server's TLS certificate is not trusted: set ca_file / --ca-file to the CA \
+             that issued it)",
+        );
+    }
+    text
+}
+
 impl ApiClient {
     /// A client for `base` (e.g. `https://sentra.example:8443`), trusting the system roots
     /// plus `ca_file` if given.
@@ -112,7 +131,7 @@ impl ApiClient {
             .json(&serde_json::json!({ "token": token, "name": name }))
             .send()
             .await
-            .map_err(|e| Error::Api(format!("enrolment request failed: {e}")))?;
+            .map_err(|e| Error::Api(format!("enrolment request failed: {}", request_error(&e))))?;
         if !resp.status().is_success() {
             return Err(Self::error_of(resp).await);
         }
@@ -150,7 +169,7 @@ impl ApiClient {
             .body(envelope.encode_to_vec())
             .send()
             .await
-            .map_err(|e| Error::Api(format!("key request failed: {e}")))?;
+            .map_err(|e| Error::Api(format!("key request failed: {}", request_error(&e))))?;
         if !resp.status().is_success() {
             return Err(Self::error_of(resp).await);
         }

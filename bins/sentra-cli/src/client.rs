@@ -27,7 +27,13 @@ pub(crate) struct Conn {
     #[arg(long, env = "SENTRA_TOKEN", hide_env_values = true, global = true)]
     pub(crate) token: Option<String>,
     /// CA certificate (PEM) to trust for an https server with a private CA.
-    #[arg(long, env = "SENTRA_CA_CERT", global = true)]
+    #[arg(
+        long,
+        env = "SENTRA_CA_CERT",
+        visible_alias = "ca-file",
+        value_name = "FILE",
+        global = true
+    )]
     pub(crate) ca_cert: Option<PathBuf>,
 }
 
@@ -151,12 +157,7 @@ impl Api {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
-        let resp = req.send().await.with_context(|| {
-            format!(
-                "cannot reach the Sentra server at {} (is sentra-server running?)",
-                self.base
-            )
-        })?;
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
         let status = resp.status();
         let bytes = resp.bytes().await?;
         if status.is_success() {
@@ -178,6 +179,28 @@ impl Api {
         }
     }
 
+    /// The error for a request that got no HTTP response, with a hint: a certificate the
+    /// client does not trust (private CA) is the usual cause with https, else a server that
+    /// is not running.
+    fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
+        let mut source: Option<&dyn std::error::Error> = Some(&e);
+        let mut tls = false;
+        while let Some(s) = source {
+            tls |= s.to_string().contains("certificate");
+            source = s.source();
+        }
+        let hint = if tls {
+            "its TLS certificate is not trusted: pass --ca-cert <CA PEM file> (or SENTRA_CA_CERT) \
+             if a private CA issued it"
+        } else {
+            "is sentra-server running?"
+        };
+        anyhow::Error::new(e).context(format!(
+            "cannot reach the Sentra server at {} ({hint})",
+            self.base
+        ))
+    }
+
     /// GET `path` and decode JSON.
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.request(reqwest::Method::GET, path)).await
@@ -191,7 +214,7 @@ impl Api {
             .request(reqwest::Method::GET, path)
             .send()
             .await
-            .with_context(|| format!("cannot reach the Sentra server at {}", self.base))?;
+            .map_err(|e| self.unreachable(e))?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await?;
         Ok((
@@ -206,7 +229,7 @@ impl Api {
             .request(reqwest::Method::GET, path)
             .send()
             .await
-            .with_context(|| format!("cannot reach the Sentra server at {}", self.base))?;
+            .map_err(|e| self.unreachable(e))?;
         let status = resp.status();
         let text = resp.text().await?;
         if !status.is_success() {

@@ -40,6 +40,12 @@ pub(crate) struct Cli {
     /// TLS private key (PEM) for gRPC ingest.
     #[arg(long, env = "SENTRA_TLS_KEY", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for the REST API; serves https instead of http.
+    #[arg(long, env = "SENTRA_API_TLS_CERT", requires = "api_tls_key")]
+    pub(crate) api_tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the REST API.
+    #[arg(long, env = "SENTRA_API_TLS_KEY", requires = "api_tls_cert")]
+    pub(crate) api_tls_key: Option<PathBuf>,
     /// Allow plaintext listeners on non-loopback addresses (put TLS in front yourself).
     #[arg(long, env = "SENTRA_ALLOW_PLAINTEXT")]
     pub(crate) allow_plaintext: bool,
@@ -84,6 +90,8 @@ struct FileConfig {
     api_listen: Option<SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    api_tls_cert: Option<PathBuf>,
+    api_tls_key: Option<PathBuf>,
     allow_plaintext: Option<bool>,
     local_agent: Option<bool>,
     status_interval: Option<u64>,
@@ -98,6 +106,8 @@ pub(crate) struct Config {
     pub(crate) grpc_listen: SocketAddr,
     pub(crate) api_listen: SocketAddr,
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
+    /// REST API certificate chain and key: https when set.
+    pub(crate) api_tls: Option<(PathBuf, PathBuf)>,
     pub(crate) allow_plaintext: bool,
     pub(crate) local_agent: bool,
     pub(crate) status_interval: Option<Duration>,
@@ -121,6 +131,14 @@ impl Config {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             _ => bail!("tls_cert and tls_key must be given together"),
+        };
+        let api_tls = match (
+            cli.api_tls_cert.clone().or(file.api_tls_cert),
+            cli.api_tls_key.clone().or(file.api_tls_key),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("api_tls_cert and api_tls_key must be given together"),
         };
         let local_agent = cli.local_agent || file.local_agent.unwrap_or(false);
         let status_secs = cli
@@ -146,6 +164,7 @@ impl Config {
                 .or(file.api_listen)
                 .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default")),
             tls,
+            api_tls,
             allow_plaintext: cli.allow_plaintext || file.allow_plaintext.unwrap_or(false),
             local_agent,
             status_interval: (status_secs > 0).then(|| Duration::from_secs(status_secs)),
@@ -167,9 +186,9 @@ impl Config {
                 self.grpc_listen
             );
         }
-        if !self.api_listen.ip().is_loopback() && !self.allow_plaintext {
+        if self.api_tls.is_none() && !self.api_listen.ip().is_loopback() && !self.allow_plaintext {
             bail!(
-                "refusing the plaintext REST API on non-loopback address {}: put a TLS reverse proxy in front and pass --allow-plaintext",
+                "refusing the plaintext REST API on non-loopback address {}: give --api-tls-cert/--api-tls-key, or --allow-plaintext if TLS terminates in front of the server",
                 self.api_listen
             );
         }
@@ -276,5 +295,35 @@ mod tests {
             .is_ok()
         );
         assert!(Config::load(&cli(&["--retention-days", "0"])).is_err());
+    }
+
+    #[test]
+    fn api_tls_allows_a_non_loopback_rest_listener() {
+        let err = Config::load(&cli(&["--api-listen", "0.0.0.0:8443"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--api-tls-cert"), "{err}");
+        let c = Config::load(&cli(&[
+            "--api-listen",
+            "0.0.0.0:8443",
+            "--api-tls-cert",
+            "/c.pem",
+            "--api-tls-key",
+            "/k.pem",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.api_tls,
+            Some((PathBuf::from("/c.pem"), PathBuf::from("/k.pem")))
+        );
+        // Only one of the pair is an error, from the file as from flags.
+        assert!(Cli::try_parse_from(["sentra-server", "--api-tls-cert", "/c.pem"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "api_tls_key = \"/k.pem\"\n").unwrap();
+        let err = Config::load(&cli(&["--config", path.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api_tls_cert and api_tls_key"), "{err}");
     }
 }

@@ -31,7 +31,14 @@ pub(crate) async fn start(
     let credentials = ensure_credentials(api, &agent_config.credentials_file).await?;
     info!(agent_id = %credentials.agent_id(), "local agent enrolled");
     agent_config.server = Some(grpc_url);
-    agent_config.api = Some(format!("http://{}", config.api_listen));
+    // With --api-tls-cert the agent needs a CA that issued that certificate (`ca_file`),
+    // as it does for gRPC over TLS; on plain loopback it talks http.
+    let api_scheme = if config.api_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    agent_config.api = Some(format!("{api_scheme}://{}", config.api_listen));
     agent_config.credentials = Some(credentials);
     let agent = sentra_agent::Agent::new(agent_config).context("configuring the local agent")?;
     Ok(tokio::spawn(async move {

@@ -139,14 +139,36 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding the REST API to {}", config.api_listen))?;
     let api_addr = api_listener.local_addr()?;
     let router = api.router();
-    let mut rest = tokio::spawn(
-        axum::serve(
-            api_listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(wait(stop_rx.clone()))
-        .into_future(),
-    );
+    let mut rest = match &config.api_tls {
+        Some((cert, key)) => {
+            use axum::serve::ListenerExt as _;
+            let tls = sentra_api::ApiTls::from_files(cert, key)
+                .context("loading the REST API TLS certificate and key")?;
+            // `tap_io` keeps `ConnectInfo<SocketAddr>` (the per-address login limit) working.
+            let listener = sentra_api::TlsListener::new(api_listener, tls)?.tap_io(|_| {});
+            tokio::spawn(
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(wait(stop_rx.clone()))
+                .into_future(),
+            )
+        }
+        None => tokio::spawn(
+            axum::serve(
+                api_listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(wait(stop_rx.clone()))
+            .into_future(),
+        ),
+    };
+    let api_scheme = if config.api_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     readiness.set_ready(REST);
 
     let scheme = if config.tls.is_some() {
@@ -158,11 +180,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         lock_file = %lock.path().display(),
         grpc = %format!("{scheme}://{grpc_addr}"),
-        api = %format!("http://{api_addr}"),
+        api = %format!("{api_scheme}://{api_addr}"),
         "sentra-server ready"
     );
     eprintln!(
-        "sentra-server {} — embedded storage in {}\n  gRPC ingest  {scheme}://{grpc_addr}\n  REST API     http://{api_addr}   (OpenAPI: /api/v1/openapi.json, Prometheus: /metrics)\n",
+        "sentra-server {} — embedded storage in {}\n  gRPC ingest  {scheme}://{grpc_addr}\n  REST API     {api_scheme}://{api_addr}   (OpenAPI: /api/v1/openapi.json, Prometheus: /metrics)\n",
         env!("CARGO_PKG_VERSION"),
         config.data_dir.display()
     );

@@ -6,6 +6,7 @@ mod fleet;
 mod handlers;
 mod ingest_ledger;
 pub(crate) mod openapi;
+pub(crate) mod tls;
 
 use std::{
     collections::HashMap,
