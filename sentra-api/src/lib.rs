@@ -195,6 +195,13 @@ pub struct ApiConfig {
     pub login_window: Duration,
     /// Control-store options (password cost).
     pub store: StoreOptions,
+    /// When set, `GET /metrics` requires `Authorization: Bearer <token>` (compared in
+    /// constant time) and answers 401 otherwise: the page carries peer keys, addresses and
+    /// agent names. Default `None`: open, which suits an API bound to loopback.
+    pub metrics_token: Option<SecretString>,
+    /// Adds the opt-in `wireguard_peer_endpoint_info{agent,interface,public_key,endpoint} 1`
+    /// series to `/metrics` (default `false`: endpoints are client addresses).
+    pub metrics_peer_endpoints: bool,
 }
 
 impl Default for ApiConfig {
@@ -211,6 +218,8 @@ impl Default for ApiConfig {
             login_failures_per_ip: 50,
             login_window: Duration::from_secs(300),
             store: StoreOptions::default(),
+            metrics_token: None,
+            metrics_peer_endpoints: false,
         }
     }
 }
@@ -223,6 +232,7 @@ pub struct Api {
     router: axum::Router,
     store: ControlStore,
     readiness: Readiness,
+    metrics: std::sync::Arc<metrics::Metrics>,
 }
 
 impl Api {
@@ -262,10 +272,12 @@ impl Api {
         )?;
         let state = http::AppState::new(store.clone(), tokens, config, ingest);
         let readiness = state.readiness.clone();
+        let metrics = std::sync::Arc::clone(&state.metrics);
         Ok(Self {
             router: http::router(state),
             store,
             readiness,
+            metrics,
         })
     }
 
@@ -291,6 +303,22 @@ impl Api {
     #[must_use]
     pub fn store(&self) -> &ControlStore {
         &self.store
+    }
+
+    /// Registers more series in the registry `GET /metrics` serves, e.g. the gRPC
+    /// transport's (`sentra_transport::metrics::Metrics::register`). The registry already
+    /// holds the API's own series and, with [`Api::open_with_ingest`], the ingest
+    /// pipeline's. Register each name once.
+    ///
+    /// ```
+    /// # async fn f(api: &sentra_api::Api) {
+    /// use prometheus_client::metrics::counter::Counter;
+    /// let jobs = Counter::<u64>::default();
+    /// api.register_metrics(|r| r.register("my_jobs", "Jobs run.", jobs.clone()));
+    /// # }
+    /// ```
+    pub fn register_metrics(&self, f: impl FnOnce(&mut prometheus_client::registry::Registry)) {
+        self.metrics.register(f);
     }
 
     /// The component states `GET /readyz` and `/metrics` report besides the control store

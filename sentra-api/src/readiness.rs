@@ -116,59 +116,6 @@ pub(crate) fn reasons(
     out
 }
 
-/// Appends the readiness gauges in Prometheus text format.
-pub(crate) fn render_prometheus(
-    ingest: Option<&sentra_ingest::Ingest>,
-    readiness: &Readiness,
-    out: &mut String,
-) {
-    use std::fmt::Write as _;
-    if let Some(ingest) = ingest {
-        let h = ingest.health();
-        let (healthy, failed) = match &h.storage {
-            sentra_ingest::StorageHealth::Failing { failed_commits, .. } => (0, *failed_commits),
-            _ => (1, 0),
-        };
-        let _ = write!(
-            out,
-            "# HELP sentra_storage_healthy 1 while metrics storage commits; 0 while commits fail (nothing is acknowledged then).\n\
-             # TYPE sentra_storage_healthy gauge\n\
-             sentra_storage_healthy {healthy}\n\
-             # HELP sentra_storage_failed_commits Failed commits in the current storage failure (0 while healthy).\n\
-             # TYPE sentra_storage_failed_commits gauge\n\
-             sentra_storage_failed_commits {failed}\n\
-             # HELP sentra_ingest_tasks_up 1 while every internal ingest task runs; 0 after one died.\n\
-             # TYPE sentra_ingest_tasks_up gauge\n\
-             sentra_ingest_tasks_up {}\n",
-            u8::from(h.dead_task.is_none())
-        );
-    }
-    let components = readiness.components();
-    if !components.is_empty() {
-        out.push_str(
-            "# HELP sentra_component_ready 1 while a server component runs; 0 once it failed.\n\
-             # TYPE sentra_component_ready gauge\n",
-        );
-        for (name, failing) in components {
-            let name: String = name
-                .chars()
-                .map(|c| {
-                    if matches!(c, '"' | '\\' | '\n') {
-                        '_'
-                    } else {
-                        c
-                    }
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "sentra_component_ready{{component=\"{name}\"}} {}",
-                u8::from(failing.is_none())
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,16 +140,6 @@ mod tests {
         assert_eq!(r.components().len(), 2);
 
         r.set_failing("local \"agent\"", "x");
-        let mut text = String::new();
-        render_prometheus(None, &r, &mut text);
-        assert!(
-            text.contains("sentra_component_ready{component=\"grpc\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("sentra_component_ready{component=\"local _agent_\"} 0\n"),
-            "{text}"
-        );
         let reasons = reasons(None, &r);
         assert_eq!(reasons.len(), 1);
         assert_eq!(reasons[0]["message"], "x");

@@ -100,7 +100,7 @@ pub use config::{Config, PresenceConfig, QueryLimits};
 pub use error::{BoxError, Error, Result};
 pub use health::{AgentLedger, IngestHealth, StorageHealth};
 pub use maintenance::MaintenanceReport;
-pub use prom::render_prometheus;
+pub use prom::{FleetCollector, FleetMetricsOptions, render_prometheus};
 pub use query::{
     Aggregation, Export, ExportFormat, LabelMatcher, LatestValue, MatchOp, Order, Query, Range,
     Resolution, Selector, SeriesHistory, SeriesInfo, SeriesPercentiles, SeriesValue,
@@ -310,6 +310,23 @@ impl Ingest {
             Some(tx) => tx.subscribe(),
             None => broadcast::channel(1).1, // shut down: a feed that is already over
         })
+    }
+
+    /// Registers the pipeline's metrics in the host's `registry`: batches accepted,
+    /// duplicate and rejected by `reason`, sequence conflicts, storage errors, samples,
+    /// commit latency, writer queue depth, storage health, and (a [`FleetCollector`]) the
+    /// fleet's WireGuard and agent series. Call once per registry.
+    pub fn register_metrics(
+        &self,
+        registry: &mut prometheus_client::registry::Registry,
+        fleet: FleetMetricsOptions,
+    ) {
+        prom::register_counters(&self.service.counters, registry);
+        registry.register_collector(Box::new(prom::PipelineCollector {
+            tx: self.service.tx.downgrade(),
+            health: self.health.subscribe(),
+        }));
+        registry.register_collector(Box::new(FleetCollector::new(self.status(), fleet)));
     }
 
     /// Pipeline counters since start.

@@ -1,9 +1,25 @@
-//! Prometheus text exposition of the fleet's WireGuard status.
+//! Prometheus exposition of the pipeline's counters and the fleet's WireGuard status, as
+//! [`prometheus-client`](prometheus_client) metrics the host registers in its own registry
+//! (see [`Ingest::register_metrics`](crate::Ingest::register_metrics)).
 
-use std::fmt::Write as _;
+use std::sync::Arc;
 
-use crate::status::{Presence, StatusSnapshot};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use tokio::sync::{mpsc, watch};
 
+use crate::{
+    IngestHealth, StorageHealth,
+    service::Counters,
+    status::{Presence, StatusCache, StatusSnapshot},
+    writer::Request,
+};
+
+/// Escapes a label value for the text format (prometheus-client writes values verbatim).
 fn escape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
@@ -17,18 +33,303 @@ fn escape(v: &str) -> String {
     out
 }
 
-/// Renders a status snapshot in the Prometheus text format (version 0.0.4) with the metric
-/// names and labels of prometheus_wireguard_exporter, plus an `agent` label, so existing
-/// Grafana dashboards work:
+/// What the fleet part of `/metrics` shows beyond the exporter-compatible series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FleetMetricsOptions {
+    /// Adds `wireguard_peer_endpoint_info{agent,interface,public_key,endpoint} 1` per peer
+    /// with a known endpoint (alert on endpoint changes). Off by default: endpoints are
+    /// client addresses.
+    pub peer_endpoints: bool,
+}
+
+impl FleetMetricsOptions {
+    /// The defaults (no endpoint series).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`FleetMetricsOptions::peer_endpoints`].
+    #[must_use]
+    pub fn with_peer_endpoints(mut self, on: bool) -> Self {
+        self.peer_endpoints = on;
+        self
+    }
+}
+
+/// A [`Collector`] of the fleet's WireGuard status, read from the status cache on every
+/// scrape, with the metric names and labels of prometheus_wireguard_exporter plus an `agent`
+/// label, so existing Grafana dashboards work:
 ///
 /// * `wireguard_sent_bytes_total`, `wireguard_received_bytes_total` (counters) and
 ///   `wireguard_latest_handshake_seconds` (gauge, Unix seconds, 0 = never) with labels
 ///   `agent`, `interface`, `public_key`, `allowed_ips` (comma-separated);
 /// * `wireguard_peer_up` (1 if the last handshake is recent enough);
+/// * `wireguard_peers{agent,interface}` (configured peers) and
+///   `wireguard_peers_connected{agent,interface}` (of those, with a recent handshake);
+/// * opt-in `wireguard_peer_endpoint_info` (see [`FleetMetricsOptions`]);
 /// * `sentra_agent_up` (1 online, 0 stale or offline) and
 ///   `sentra_agent_last_seen_seconds` per `agent`.
 ///
-/// Samples carry no timestamps (the scrape time applies), as the exporter does.
+/// Peers have no names yet, so there is no `friendly_name` label.
+#[derive(Debug)]
+pub struct FleetCollector {
+    status: StatusCache,
+    options: FleetMetricsOptions,
+}
+
+impl FleetCollector {
+    /// Reads `status` on every scrape.
+    #[must_use]
+    pub fn new(status: StatusCache, options: FleetMetricsOptions) -> Self {
+        Self { status, options }
+    }
+}
+
+impl Collector for FleetCollector {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encode_snapshot(&self.status.snapshot(), self.options, encoder)
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn family<V: Copy>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: &[(Labels, V)],
+    encode: impl Fn(V, prometheus_client::encoding::MetricEncoder<'_>) -> std::fmt::Result,
+) -> std::fmt::Result {
+    let mut m = encoder.encode_descriptor(name, help, None, kind)?;
+    if let [(labels, v)] = series
+        && labels.is_empty()
+    {
+        return encode(*v, m);
+    }
+    for (labels, v) in series {
+        encode(*v, m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn counters(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: &[(Labels, u64)],
+) -> std::fmt::Result {
+    family(encoder, name, help, MetricType::Counter, series, |v, e| {
+        ConstCounter::new(v).encode(e)
+    })
+}
+
+fn gauges<V: prometheus_client::encoding::EncodeGaugeValue + Copy>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: &[(Labels, V)],
+) -> std::fmt::Result {
+    family(encoder, name, help, MetricType::Gauge, series, |v, e| {
+        ConstGauge::new(v).encode(e)
+    })
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn encode_snapshot(
+    snapshot: &StatusSnapshot,
+    options: FleetMetricsOptions,
+    mut encoder: DescriptorEncoder<'_>,
+) -> std::fmt::Result {
+    let (mut sent, mut received, mut handshake, mut up) = (vec![], vec![], vec![], vec![]);
+    let (mut configured, mut connected, mut endpoints) = (vec![], vec![], vec![]);
+    let (mut agent_up, mut last_seen) = (vec![], vec![]);
+    for a in &snapshot.agents {
+        let agent = escape(&a.agent_id);
+        for i in &a.interfaces {
+            let interface = escape(&i.name);
+            let ifl: Labels = vec![("agent", agent.clone()), ("interface", interface.clone())];
+            configured.push((ifl.clone(), i.peers.len() as i64));
+            connected.push((ifl, i.peers.iter().filter(|p| p.online).count() as i64));
+            for p in &i.peers {
+                let labels: Labels = vec![
+                    ("agent", agent.clone()),
+                    ("interface", interface.clone()),
+                    ("public_key", escape(&p.public_key)),
+                    ("allowed_ips", escape(&p.allowed_ips.join(","))),
+                ];
+                sent.push((labels.clone(), p.tx_bytes));
+                received.push((labels.clone(), p.rx_bytes));
+                handshake.push((labels.clone(), p.last_handshake_ms.unwrap_or(0) / 1000));
+                up.push((labels, i64::from(p.online)));
+                if let (true, Some(endpoint)) = (options.peer_endpoints, &p.endpoint) {
+                    endpoints.push((
+                        vec![
+                            ("agent", agent.clone()),
+                            ("interface", interface.clone()),
+                            ("public_key", escape(&p.public_key)),
+                            ("endpoint", escape(endpoint)),
+                        ],
+                        1_i64,
+                    ));
+                }
+            }
+        }
+        let al: Labels = vec![("agent", agent.clone())];
+        agent_up.push((al.clone(), i64::from(a.presence == Presence::Online)));
+        last_seen.push((al, a.last_seen_ms as f64 / 1000.0));
+    }
+    let e = &mut encoder;
+    counters(e, "wireguard_sent_bytes", "Bytes sent to the peer", &sent)?;
+    counters(
+        e,
+        "wireguard_received_bytes",
+        "Bytes received from the peer",
+        &received,
+    )?;
+    gauges(
+        e,
+        "wireguard_latest_handshake_seconds",
+        "UNIX timestamp seconds of the latest handshake",
+        &handshake,
+    )?;
+    gauges(
+        e,
+        "wireguard_peer_up",
+        "1 if the peer's latest handshake is recent",
+        &up,
+    )?;
+    gauges(
+        e,
+        "wireguard_peers",
+        "Peers configured on the interface",
+        &configured,
+    )?;
+    gauges(
+        e,
+        "wireguard_peers_connected",
+        "Peers of the interface with a recent handshake",
+        &connected,
+    )?;
+    if options.peer_endpoints {
+        gauges(
+            e,
+            "wireguard_peer_endpoint_info",
+            "The peer's current endpoint as a label (value 1)",
+            &endpoints,
+        )?;
+    }
+    gauges(
+        e,
+        "sentra_agent_up",
+        "1 if the agent pushed recently",
+        &agent_up,
+    )?;
+    gauges(
+        e,
+        "sentra_agent_last_seen_seconds",
+        "UNIX time the agent last pushed",
+        &last_seen,
+    )
+}
+
+/// Queue depth and storage health, read on every scrape.
+#[derive(Debug)]
+pub(crate) struct PipelineCollector {
+    /// Weak: the registry must not keep the writer's queue open after shutdown.
+    pub(crate) tx: mpsc::WeakSender<Request>,
+    pub(crate) health: watch::Receiver<IngestHealth>,
+}
+
+impl Collector for PipelineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let depth = self
+            .tx
+            .upgrade()
+            .map_or(0, |tx| tx.max_capacity().saturating_sub(tx.capacity()));
+        let h = self.health.borrow().clone();
+        let (healthy, failed) = match &h.storage {
+            StorageHealth::Failing { failed_commits, .. } => (0, *failed_commits),
+            _ => (1, 0),
+        };
+        let e = &mut encoder;
+        let none: Labels = Vec::new();
+        gauges(
+            e,
+            "sentra_ingest_queue_depth",
+            "Batches waiting for the storage writer.",
+            &[(none.clone(), depth as i64)],
+        )?;
+        gauges(
+            e,
+            "sentra_storage_healthy",
+            "1 while metrics storage commits; 0 while commits fail (nothing is acknowledged then).",
+            &[(none.clone(), healthy)],
+        )?;
+        gauges(
+            e,
+            "sentra_storage_failed_commits",
+            "Failed commits in the current storage failure (0 while healthy).",
+            &[(none.clone(), failed as i64)],
+        )?;
+        gauges(
+            e,
+            "sentra_ingest_tasks_up",
+            "1 while every internal ingest task runs; 0 after one died.",
+            &[(none, i64::from(h.dead_task.is_none()))],
+        )
+    }
+}
+
+/// Registers the pipeline counters in `registry`.
+pub(crate) fn register_counters(c: &Arc<Counters>, registry: &mut Registry) {
+    registry.register(
+        "sentra_ingest_batches_accepted",
+        "Batches stored",
+        c.accepted.clone(),
+    );
+    registry.register(
+        "sentra_ingest_batches_duplicate",
+        "Batches answered DUPLICATE (retries of a stored seq; nothing stored)",
+        c.duplicates.clone(),
+    );
+    registry.register(
+        "sentra_ingest_seq_conflicts",
+        "Duplicates of a stored seq carried by a different envelope (re-signed or forged)",
+        c.conflicts.clone(),
+    );
+    registry.register(
+        "sentra_ingest_batches_rejected",
+        "Batches rejected (nothing stored), by reason",
+        c.rejected.clone(),
+    );
+    registry.register(
+        "sentra_ingest_storage_errors",
+        "Pushes that failed with a storage error (retryable; nothing stored)",
+        c.failed.clone(),
+    );
+    registry.register(
+        "sentra_ingest_samples",
+        "Samples stored (including derived series)",
+        c.samples.clone(),
+    );
+    registry.register(
+        "sentra_ingest_clamped_samples",
+        "Sample timestamps ahead of the server clock, stored with the receive time",
+        c.clamped.clone(),
+    );
+    registry.register(
+        "sentra_ingest_commit_duration_seconds",
+        "Time from handing a batch to the storage writer until its commit is durable (queueing included)",
+        c.commit_latency.clone(),
+    );
+}
+
+/// Renders a status snapshot alone in the text exposition format (OpenMetrics text; see
+/// [`FleetCollector`] for the series). A server registers a [`FleetCollector`] in its
+/// registry instead ([`Ingest::register_metrics`](crate::Ingest::register_metrics)).
 ///
 /// ```
 /// # #[allow(dead_code)]
@@ -37,82 +338,19 @@ fn escape(v: &str) -> String {
 /// }
 /// ```
 #[must_use]
-#[allow(clippy::cast_precision_loss)]
 pub fn render_prometheus(snapshot: &StatusSnapshot) -> String {
+    #[derive(Debug)]
+    struct Fixed(StatusSnapshot);
+    impl Collector for Fixed {
+        fn encode(&self, encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+            encode_snapshot(&self.0, FleetMetricsOptions::default(), encoder)
+        }
+    }
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Fixed(snapshot.clone())));
     let mut out = String::new();
-    let mut peers = Vec::new();
-    for a in &snapshot.agents {
-        for i in &a.interfaces {
-            for p in &i.peers {
-                let labels = format!(
-                    "agent=\"{}\",interface=\"{}\",public_key=\"{}\",allowed_ips=\"{}\"",
-                    escape(&a.agent_id),
-                    escape(&i.name),
-                    escape(&p.public_key),
-                    escape(&p.allowed_ips.join(","))
-                );
-                peers.push((labels, p));
-            }
-        }
-    }
-    let families: [(&str, &str, &str); 4] = [
-        (
-            "wireguard_sent_bytes_total",
-            "counter",
-            "Bytes sent to the peer",
-        ),
-        (
-            "wireguard_received_bytes_total",
-            "counter",
-            "Bytes received from the peer",
-        ),
-        (
-            "wireguard_latest_handshake_seconds",
-            "gauge",
-            "UNIX timestamp seconds of the latest handshake",
-        ),
-        (
-            "wireguard_peer_up",
-            "gauge",
-            "1 if the peer's latest handshake is recent",
-        ),
-    ];
-    for (i, (name, kind, help)) in families.iter().enumerate() {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, p) in &peers {
-            let value = match i {
-                0 => p.tx_bytes.to_string(),
-                1 => p.rx_bytes.to_string(),
-                2 => (p.last_handshake_ms.unwrap_or(0) / 1000).to_string(),
-                _ => u8::from(p.online).to_string(),
-            };
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP sentra_agent_up 1 if the agent pushed recently\n# TYPE sentra_agent_up gauge"
-    );
-    for a in &snapshot.agents {
-        let _ = writeln!(
-            out,
-            "sentra_agent_up{{agent=\"{}\"}} {}",
-            escape(&a.agent_id),
-            u8::from(a.presence == Presence::Online)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP sentra_agent_last_seen_seconds UNIX time the agent last pushed\n# TYPE sentra_agent_last_seen_seconds gauge"
-    );
-    for a in &snapshot.agents {
-        let _ = writeln!(
-            out,
-            "sentra_agent_last_seen_seconds{{agent=\"{}\"}} {}",
-            escape(&a.agent_id),
-            a.last_seen_ms as f64 / 1000.0
-        );
-    }
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
 }
 

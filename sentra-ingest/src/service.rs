@@ -4,13 +4,11 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
 };
 
+use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
 use sentra_core::{
     UnixMillis, Verified,
     proto::{Ack, AckStatus, RejectReason},
@@ -24,17 +22,67 @@ use crate::{
     writer::{Outcome, Request},
 };
 
-/// Counters of the pipeline, for the server's own `/metrics`.
-#[derive(Debug, Default)]
+/// Counters of the pipeline, for the server's own `/metrics` (prometheus-client series;
+/// registered in the host's registry by [`Ingest::register_metrics`](crate::Ingest::register_metrics)).
+#[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) accepted: AtomicU64,
-    pub(crate) duplicates: AtomicU64,
-    pub(crate) conflicts: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) samples: AtomicU64,
-    pub(crate) clamped: AtomicU64,
+    pub(crate) accepted: Counter,
+    pub(crate) duplicates: Counter,
+    pub(crate) conflicts: Counter,
+    pub(crate) rejected: Family<[(&'static str, &'static str); 1], Counter>,
+    pub(crate) failed: Counter,
+    pub(crate) samples: Counter,
+    pub(crate) clamped: Counter,
+    /// From handing a batch to the writer until its commit is durable.
+    pub(crate) commit_latency: Histogram,
 }
+
+/// Upper bounds of the commit-latency histogram, in seconds.
+const COMMIT_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+impl Default for Counters {
+    fn default() -> Self {
+        let rejected = Family::default();
+        // Every reason from the start (at 0), so rate() over them is defined at once.
+        for r in REASON_LABELS {
+            drop(rejected.get_or_create(&[("reason", r)]));
+        }
+        Self {
+            accepted: Counter::default(),
+            duplicates: Counter::default(),
+            conflicts: Counter::default(),
+            rejected,
+            failed: Counter::default(),
+            samples: Counter::default(),
+            clamped: Counter::default(),
+            commit_latency: Histogram::new(COMMIT_BUCKETS),
+        }
+    }
+}
+
+/// The `reason` label of a rejection.
+fn reason_label(reason: RejectReason) -> &'static str {
+    match reason {
+        RejectReason::Malformed => "malformed",
+        RejectReason::InvalidBatch => "invalid_batch",
+        RejectReason::SeqTooFarAhead => "seq_too_far_ahead",
+        RejectReason::SeqBelowHighWater => "seq_below_high_water",
+        RejectReason::UnsupportedVersion => "unsupported_version",
+        _ => "other",
+    }
+}
+
+/// Every value [`reason_label`] returns.
+const REASON_LABELS: [&str; 6] = [
+    "malformed",
+    "invalid_batch",
+    "seq_too_far_ahead",
+    "seq_below_high_water",
+    "unsupported_version",
+    "other",
+];
 
 /// A copy of the pipeline counters since start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,13 +109,19 @@ pub struct IngestStats {
 impl Counters {
     pub(crate) fn snapshot(&self) -> IngestStats {
         IngestStats {
-            accepted: self.accepted.load(Ordering::Relaxed),
-            duplicates: self.duplicates.load(Ordering::Relaxed),
-            seq_conflicts: self.conflicts.load(Ordering::Relaxed),
-            rejected: self.rejected.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            samples: self.samples.load(Ordering::Relaxed),
-            clamped_samples: self.clamped.load(Ordering::Relaxed),
+            accepted: self.accepted.get(),
+            duplicates: self.duplicates.get(),
+            seq_conflicts: self.conflicts.get(),
+            rejected: {
+                let mut n = 0;
+                for r in REASON_LABELS {
+                    n += self.rejected.get(&[("reason", r)]).map_or(0, |c| c.get());
+                }
+                n
+            },
+            failed: self.failed.get(),
+            samples: self.samples.get(),
+            clamped_samples: self.clamped.get(),
         }
     }
 }
@@ -140,8 +194,11 @@ impl IngestService {
     /// [`Error::Storage`] when the commit failed, [`Error::Closed`] after shutdown.
     pub async fn push(&self, verified: Verified) -> Result<Ack, Error> {
         let received = UnixMillis::now();
-        let rejected = |reason, detail: String| {
-            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        let rejected = |reason: RejectReason, detail: String| {
+            self.counters
+                .rejected
+                .get_or_create(&[("reason", reason_label(reason))])
+                .inc();
             tracing::info!(agent_id = %verified.agent_id(), seq = %verified.seq(), %detail, "batch rejected");
             Ok(ack(&verified, AckStatus::Rejected, reason, detail))
         };
@@ -162,6 +219,7 @@ impl IngestService {
         let clamped = prepared.clamped as u64;
         let rows = prepared.row_count() as u64;
         let (reply, rx) = oneshot::channel();
+        let handed_over = std::time::Instant::now();
         let sent = self.tx.send(Request::Batch(prepared, reply)).await;
         let outcome = match sent {
             Ok(()) => rx.await.unwrap_or(Err(Error::Closed)),
@@ -169,10 +227,13 @@ impl IngestService {
         };
         match outcome {
             Ok(Outcome::Accepted { .. }) => {
-                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                self.counters.samples.fetch_add(rows, Ordering::Relaxed);
+                self.counters
+                    .commit_latency
+                    .observe(handed_over.elapsed().as_secs_f64());
+                self.counters.accepted.inc();
+                self.counters.samples.inc_by(rows);
                 if clamped > 0 {
-                    self.counters.clamped.fetch_add(clamped, Ordering::Relaxed);
+                    self.counters.clamped.inc_by(clamped);
                     tracing::warn!(agent_id = %verified.agent_id(), seq = %verified.seq(), clamped,
                         max_future_skew_ms = self.max_future_skew_ms,
                         "sample timestamps ahead of the server clock were stored with the receive time; check the agent's clock");
@@ -185,9 +246,9 @@ impl IngestService {
                 ))
             }
             Ok(Outcome::Duplicate { conflict }) => {
-                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                self.counters.duplicates.inc();
                 let detail = if conflict {
-                    self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                    self.counters.conflicts.inc();
                     tracing::warn!(agent_id = %verified.agent_id(), seq = %verified.seq(),
                         "seq already stored from a different envelope; the new one is ignored");
                     "seq already stored from a different envelope".to_owned()
@@ -225,7 +286,7 @@ impl IngestService {
                 ),
             ),
             Err(e) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.counters.failed.inc();
                 Err(e)
             }
         }

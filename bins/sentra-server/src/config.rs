@@ -61,6 +61,14 @@ pub(crate) struct Cli {
     /// Log format.
     #[arg(long, env = "SENTRA_LOG_FORMAT", value_enum)]
     pub(crate) log_format: Option<LogFormat>,
+    /// File holding the /metrics scrape token: /metrics then requires
+    /// `Authorization: Bearer <token>` (Prometheus `authorization.credentials_file`).
+    /// Default: no token (fine on loopback; set one when the API is reachable from elsewhere).
+    #[arg(long, env = "SENTRA_METRICS_TOKEN_FILE")]
+    pub(crate) metrics_token_file: Option<PathBuf>,
+    /// Add wireguard_peer_endpoint_info{endpoint=...} 1 per peer to /metrics.
+    #[arg(long, env = "SENTRA_METRICS_PEER_ENDPOINTS")]
+    pub(crate) metrics_peer_endpoints: bool,
 }
 
 const AFTER_HELP: &str = "\
@@ -97,6 +105,18 @@ struct FileConfig {
     status_interval: Option<u64>,
     retention_days: Option<u64>,
     log_format: Option<LogFormat>,
+    api: Option<ApiSection>,
+}
+
+/// `[api]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    /// The /metrics scrape token itself (keep the file 0600), or:
+    metrics_token: Option<String>,
+    /// a file holding it.
+    metrics_token_file: Option<PathBuf>,
+    metrics_peer_endpoints: Option<bool>,
 }
 
 /// The effective configuration.
@@ -113,6 +133,9 @@ pub(crate) struct Config {
     pub(crate) status_interval: Option<Duration>,
     pub(crate) retention: Duration,
     pub(crate) log_format: LogFormat,
+    /// `/metrics` requires `Authorization: Bearer <this>` when set.
+    pub(crate) metrics_token: Option<sentra_api::SecretString>,
+    pub(crate) metrics_peer_endpoints: bool,
 }
 
 /// Largest config file accepted; anything bigger is a mistake, not a config.
@@ -140,6 +163,22 @@ impl Config {
             (None, None) => None,
             _ => bail!("api_tls_cert and api_tls_key must be given together"),
         };
+        let api = file.api.unwrap_or_default();
+        let metrics_token = match (
+            cli.metrics_token_file.as_ref(),
+            api.metrics_token_file,
+            api.metrics_token,
+        ) {
+            (Some(path), _, _) => Some(read_token(path)?),
+            (None, Some(path), _) => Some(read_token(&path)?),
+            (None, None, Some(t)) if !t.trim().is_empty() => {
+                Some(sentra_api::SecretString::new(t.trim()))
+            }
+            (None, None, Some(_)) => bail!("[api] metrics_token is empty"),
+            (None, None, None) => None,
+        };
+        let metrics_peer_endpoints =
+            cli.metrics_peer_endpoints || api.metrics_peer_endpoints.unwrap_or(false);
         let local_agent = cli.local_agent || file.local_agent.unwrap_or(false);
         let status_secs = cli
             .status_interval
@@ -173,6 +212,8 @@ impl Config {
                 .log_format
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
+            metrics_token,
+            metrics_peer_endpoints,
         };
         config.check()?;
         Ok(config)
@@ -194,6 +235,21 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Reads a scrape token file (surrounding whitespace trimmed; empty is an error).
+fn read_token(path: &Path) -> anyhow::Result<sentra_api::SecretString> {
+    let mut text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the metrics token file {}", path.display()))?;
+    // Trim in place: the one copy of the secret ends up in the (zeroing) SecretString.
+    let end = text.trim_end().len();
+    text.truncate(end);
+    let start = text.len() - text.trim_start().len();
+    text.drain(..start);
+    if text.is_empty() {
+        bail!("the metrics token file {} is empty", path.display());
+    }
+    Ok(sentra_api::SecretString::new(text))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {

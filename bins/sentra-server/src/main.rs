@@ -102,13 +102,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 format!("opening the metrics store in {}", config.data_dir.display())
             })?,
     );
-    let api = sentra_api::Api::open_with_ingest(
-        &config.data_dir,
-        sentra_api::ApiConfig::default(),
-        Some(ingest.clone()),
-    )
-    .await
-    .with_context(|| format!("opening the control store in {}", config.data_dir.display()))?;
+    let mut api_config = sentra_api::ApiConfig::default();
+    api_config.metrics_token = config.metrics_token.clone();
+    api_config.metrics_peer_endpoints = config.metrics_peer_endpoints;
+    let api = sentra_api::Api::open_with_ingest(&config.data_dir, api_config, Some(ingest.clone()))
+        .await
+        .with_context(|| format!("opening the control store in {}", config.data_dir.display()))?;
 
     let readiness = api.readiness().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -118,8 +117,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding gRPC to {}", config.grpc_listen))?;
     let grpc_addr = grpc_listener.local_addr()?;
+    // One registry: the transport's series join the API's and the ingest's on /metrics.
+    let transport_metrics = sentra_transport::metrics::Metrics::new();
+    api.register_metrics(|r| transport_metrics.register(r));
     let mut builder = sentra_transport::Server::builder(api.keyring(), ingest.service())
-        .desired_state(api.desired_state_service());
+        .desired_state(api.desired_state_service())
+        .metrics(transport_metrics);
     if let Some((cert, key)) = &config.tls {
         builder = builder.tls(
             sentra_transport::tls::ServerTls::from_files(cert, key, None)

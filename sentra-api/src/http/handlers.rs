@@ -521,18 +521,61 @@ pub(crate) async fn openapi() -> Response {
         .into_response()
 }
 
-pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
-    let mut text = st.metrics.render(st.store.keyring().agents());
-    crate::readiness::render_prometheus(st.ingest.as_deref(), &st.readiness, &mut text);
-    st.append_fleet_metrics(&mut text);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+pub(crate) async fn metrics(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(token) = &st.config.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compare digests: constant time, and no length leak.
+        let a = ring::digest::digest(&ring::digest::SHA256, given.as_bytes());
+        let b = ring::digest::digest(&ring::digest::SHA256, token.expose_secret().as_bytes());
+        let same = a
+            .as_ref()
+            .iter()
+            .zip(b.as_ref())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0;
+        if !same {
+            let mut resp = super::error::json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "/metrics needs the scrape token: Authorization: Bearer <token>",
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"metrics\""),
+            );
+            return resp;
+        }
+    }
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            st.metrics.encode_openmetrics(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            st.metrics.render(),
+        )
+            .into_response()
+    }
 }
 
 pub(crate) async fn no_route() -> Response {

@@ -88,10 +88,18 @@ impl AppState {
         config: ApiConfig,
         ingest: Option<Arc<sentra_ingest::Ingest>>,
     ) -> Self {
+        let readiness = crate::Readiness::new();
+        let metrics = Arc::new(Metrics::new(
+            store.keyring(),
+            readiness.clone(),
+            ingest.as_deref(),
+            sentra_ingest::FleetMetricsOptions::new()
+                .with_peer_endpoints(config.metrics_peer_endpoints),
+        ));
         Self {
             replay: store.replay_guard(),
             ingest,
-            readiness: crate::Readiness::new(),
+            readiness,
             streams: Arc::new(tokio::sync::Semaphore::new(fleet_max_streams())),
             login_user_limit: Arc::new(FailureLimiter::new(
                 config.login_failures_per_user,
@@ -104,7 +112,7 @@ impl AppState {
             store,
             tokens: Arc::new(tokens),
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             verifier: Verifier::new(),
         }
     }
@@ -178,15 +186,6 @@ impl AppState {
             tracing::error!(error = %e, "cannot write audit entry");
         }
         res
-    }
-
-    /// Appends the fleet's WireGuard metrics, if an ingest handle was given.
-    pub(crate) fn append_fleet_metrics(&self, out: &mut String) {
-        if let Some(ingest) = &self.ingest {
-            out.push_str(&sentra_ingest::render_prometheus(
-                &ingest.status().snapshot(),
-            ));
-        }
     }
 }
 

@@ -2,23 +2,29 @@
 //!
 //! The outcome is `ok` for a successful call (for `Push`: the `Ack` status, `accepted`,
 //! `duplicate` or `rejected`), or the gRPC code the error maps to (`resource_exhausted`,
-//! `unauthenticated`, …; see [`status`](crate::status)). [`Metrics::render_prometheus`]
-//! writes the Prometheus text format for the server's `/metrics`; nothing here depends on a
-//! metrics library.
+//! `unauthenticated`, …; see [`status`](crate::status)). The series are
+//! [`prometheus-client`](prometheus_client) metrics: the host registers them in **its**
+//! registry with [`Metrics::register`] (nothing global), and serves that registry on its
+//! `/metrics`. [`Metrics::render_prometheus`] encodes them alone (tests, small hosts).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use prometheus_client::registry::Registry;
 //! use sentra_core::proto::{Ack, AckStatus};
 //! use sentra_transport::{BoxError, metrics::{Metrics, MetricsLayer}};
 //! use tower::{Layer, ServiceExt, service_fn};
 //!
 //! let metrics = Metrics::new();
+//! let mut registry = Registry::default();
+//! metrics.register(&mut registry);
 //! let svc = MetricsLayer::new(metrics.clone(), "push").layer(service_fn(|_: ()| async {
 //!     Ok::<_, BoxError>(Ack { status: AckStatus::Accepted.into(), ..Default::default() })
 //! }));
 //! svc.oneshot(()).await.unwrap();
 //! assert_eq!(metrics.count("push", "accepted"), 1);
-//! assert!(metrics.render_prometheus().contains("sentra_transport_requests_total"));
+//! let mut text = String::new();
+//! prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+//! assert!(text.contains(r#"sentra_transport_requests_total{method="push",outcome="accepted"} 1"#));
 //! # }
 //! ```
 
@@ -26,11 +32,11 @@ pub mod future;
 mod layer;
 mod service;
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    sync::{Arc, Mutex},
-    time::Duration,
+use std::time::Duration;
+
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
 };
 
 pub use layer::MetricsLayer;
@@ -71,13 +77,6 @@ impl Outcome for () {
     }
 }
 
-#[derive(Clone, Debug, Default)]
-struct Series {
-    count: u64,
-    sum_seconds: f64,
-    buckets: [u64; LATENCY_BUCKETS.len()],
-}
-
 /// Reasons the accept loop closes or refuses a connection, the label values of
 /// `sentra_transport_connections_closed_total{reason}`.
 pub mod close_reason {
@@ -94,142 +93,111 @@ pub mod close_reason {
     pub const IDLE_TIMEOUT: &str = "idle_timeout";
 }
 
-/// A shared metrics registry; cheap to clone.
-#[derive(Clone, Debug, Default)]
+type MethodOutcome = [(&'static str, &'static str); 2];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// The transport's metrics; cheap to clone (clones share the series).
+///
+/// * `sentra_transport_requests_total{method,outcome}` (counter),
+/// * `sentra_transport_request_duration_seconds{method,outcome}` (histogram),
+/// * `sentra_transport_connections_closed_total{reason}` (counter; see [`close_reason`]).
+#[derive(Clone, Debug)]
 pub struct Metrics {
-    series: Arc<Mutex<BTreeMap<(&'static str, &'static str), Series>>>,
-    closed: Arc<Mutex<BTreeMap<&'static str, u64>>>,
+    requests: Family<MethodOutcome, Counter>,
+    latency: Family<MethodOutcome, Histogram, fn() -> Histogram>,
+    closed: Family<[(&'static str, &'static str); 1], Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let closed = Family::default();
+        // Every reason from the start (at 0), so rate() over them is defined at once.
+        for r in [
+            close_reason::ADDRESS_CAP,
+            close_reason::TLS_HANDSHAKE_TIMEOUT,
+            close_reason::TLS_HANDSHAKE_FAILED,
+            close_reason::FIRST_REQUEST_TIMEOUT,
+            close_reason::IDLE_TIMEOUT,
+        ] {
+            drop(closed.get_or_create(&[("reason", r)]));
+        }
+        Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            closed,
+        }
+    }
 }
 
 impl Metrics {
-    /// An empty registry.
+    /// Fresh series, registered nowhere yet (see [`Metrics::register`]).
     #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Registers every series in `registry` (the host's; call once per registry).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "sentra_transport_requests",
+            "gRPC ingest requests by method and outcome",
+            self.requests.clone(),
+        );
+        registry.register(
+            "sentra_transport_request_duration_seconds",
+            "gRPC request latency by method and outcome",
+            self.latency.clone(),
+        );
+        registry.register(
+            "sentra_transport_connections_closed",
+            "Connections the server closed or refused, by reason",
+            self.closed.clone(),
+        );
+    }
+
     /// Records one request.
     pub fn record(&self, method: &'static str, outcome: &'static str, latency: Duration) {
-        let secs = latency.as_secs_f64();
-        let mut map = self
-            .series
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let s = map.entry((method, outcome)).or_default();
-        s.count += 1;
-        s.sum_seconds += secs;
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                s.buckets[i] += 1;
-            }
-        }
+        let labels = [("method", method), ("outcome", outcome)];
+        self.requests.get_or_create(&labels).inc();
+        self.latency
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
     }
 
     /// Requests seen for `method` with `outcome`.
     #[must_use]
-    pub fn count(&self, method: &str, outcome: &str) -> u64 {
-        let map = self
-            .series
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.iter()
-            .filter(|((m, o), _)| *m == method && *o == outcome)
-            .map(|(_, s)| s.count)
-            .sum()
+    pub fn count(&self, method: &'static str, outcome: &'static str) -> u64 {
+        self.requests
+            .get(&[("method", method), ("outcome", outcome)])
+            .map_or(0, |c| c.get())
     }
 
     /// Records a connection closed or refused by the server for `reason` (one of
     /// [`close_reason`]).
     pub fn record_connection_closed(&self, reason: &'static str) {
-        *self
-            .closed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(reason)
-            .or_default() += 1;
+        self.closed.get_or_create(&[("reason", reason)]).inc();
     }
 
     /// Connections closed or refused for `reason` (see [`close_reason`]).
     #[must_use]
-    pub fn connections_closed(&self, reason: &str) -> u64 {
+    pub fn connections_closed(&self, reason: &'static str) -> u64 {
         self.closed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .filter(|(r, _)| **r == reason)
-            .map(|(_, n)| *n)
-            .sum()
+            .get(&[("reason", reason)])
+            .map_or(0, |c| c.get())
     }
 
-    /// All `(method, outcome, count)` triples.
-    #[must_use]
-    pub fn counts(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let map = self
-            .series
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.iter().map(|((m, o), s)| (*m, *o, s.count)).collect()
-    }
-
-    /// The Prometheus text exposition of every series.
+    /// These series alone in the text exposition format (OpenMetrics text, which Prometheus
+    /// scrapes). A server serves its whole registry instead (see [`Metrics::register`]).
     #[must_use]
     pub fn render_prometheus(&self) -> String {
-        let map = self
-            .series
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let mut registry = Registry::default();
+        self.register(&mut registry);
         let mut out = String::new();
-        out.push_str(
-            "# HELP sentra_transport_requests_total gRPC ingest requests by method and outcome.\n",
-        );
-        out.push_str("# TYPE sentra_transport_requests_total counter\n");
-        for ((m, o), s) in &map {
-            let _ = writeln!(
-                out,
-                "sentra_transport_requests_total{{method=\"{m}\",outcome=\"{o}\"}} {}",
-                s.count
-            );
-        }
-        out.push_str("# HELP sentra_transport_request_duration_seconds Request latency by method and outcome.\n");
-        out.push_str("# TYPE sentra_transport_request_duration_seconds histogram\n");
-        for ((m, o), s) in &map {
-            for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "sentra_transport_request_duration_seconds_bucket{{method=\"{m}\",outcome=\"{o}\",le=\"{le}\"}} {}",
-                    s.buckets[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "sentra_transport_request_duration_seconds_bucket{{method=\"{m}\",outcome=\"{o}\",le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                out,
-                "sentra_transport_request_duration_seconds_sum{{method=\"{m}\",outcome=\"{o}\"}} {}",
-                s.sum_seconds
-            );
-            let _ = writeln!(
-                out,
-                "sentra_transport_request_duration_seconds_count{{method=\"{m}\",outcome=\"{o}\"}} {}",
-                s.count
-            );
-        }
-        let closed = self
-            .closed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        out.push_str("# HELP sentra_transport_connections_closed_total Connections the server closed or refused, by reason.\n");
-        out.push_str("# TYPE sentra_transport_connections_closed_total counter\n");
-        for (r, n) in &closed {
-            let _ = writeln!(
-                out,
-                "sentra_transport_connections_closed_total{{reason=\"{r}\"}} {n}"
-            );
-        }
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 }
@@ -271,6 +239,15 @@ mod tests {
         assert!(text.contains(
             "sentra_transport_request_duration_seconds_count{method=\"push\",outcome=\"accepted\"} 2"
         ), "{text}");
-        assert!(text.contains("le=\"+Inf\"} 2"));
+        assert!(
+            text.contains(
+                "sentra_transport_request_duration_seconds_bucket{le=\"+Inf\",method=\"push\",outcome=\"accepted\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP sentra_transport_requests gRPC"),
+            "{text}"
+        );
     }
 }
