@@ -32,6 +32,8 @@ pub(crate) struct InitArgs {
     /// Read the password from standard input (one line) instead of prompting.
     #[arg(long)]
     password_stdin: bool,
+    #[command(flatten)]
+    out: Output,
 }
 
 /// `sentra login`: exchange a username and password for an access token.
@@ -45,6 +47,8 @@ pub(crate) struct LoginArgs {
     password_stdin: bool,
     #[command(flatten)]
     conn: Conn,
+    #[command(flatten)]
+    out: Output,
 }
 
 /// `sentra token …`: bootstrap tokens for agent enrolment.
@@ -129,25 +133,17 @@ enum AgentCommand {
     },
 }
 
-/// Parses `90s`, `15m`, `1h`, `2d` or plain seconds.
+/// Parses a duration with [`humantime`] (`90s`, `15m`, `1h 30m`, `2d`, `1w`) or plain seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (use e.g. 90s, 15m, 1h, 2d)"))?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        other => return Err(format!("unknown unit {other:?} (use s, m, h or d)")),
-    };
-    n.checked_mul(mult)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too long"))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{s:?} is too long"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration: {e} (use e.g. 90s, 15m, 1h, 2d)"))
 }
 
 fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
@@ -182,16 +178,17 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
             bail!("the passwords differ");
         }
     }
-    runtime()?.block_on(async {
-        std::fs::create_dir_all(&args.data_dir)
-            .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    // What exists now stays; what this command creates is removed again if it fails.
+    let created = Created::before(&args.data_dir);
+    let result = runtime()?.block_on(async {
+        // The store creates the directory itself, 0700 (it holds password hashes and keys).
         let store =
             sentra_api::ControlStore::open(&args.data_dir, sentra_api::StoreOptions::default())
                 .await
                 .with_context(|| {
                     format!("opening the control store in {}", args.data_dir.display())
                 })?;
-        store
+        let res = store
             .create_user(
                 &sentra_api::Actor::local(),
                 &args.username,
@@ -199,19 +196,83 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
                 sentra_api::Role::Admin,
             )
             .await
-            .with_context(|| format!("creating admin user {:?}", args.username))?;
-        anyhow::Ok(())
-    })?;
+            .with_context(|| format!("creating admin user {:?}", args.username));
+        drop(store);
+        res
+    });
+    if let Err(e) = result {
+        created.undo();
+        return Err(e);
+    }
+    let data_dir = args.data_dir.display().to_string();
+    if args.out.json {
+        println!(
+            "{}",
+            crate::safe::json_pretty(&json!({
+                "username": args.username,
+                "role": "admin",
+                "data_dir": data_dir,
+            }))?
+        );
+        return Ok(());
+    }
     println!(
         "Created admin user {:?} in {}.",
         args.username,
-        display_safe(&args.data_dir.display().to_string())
+        display_safe(&data_dir)
     );
     println!(
         "Next: sentra login --username {}",
         display_safe(&args.username)
     );
     Ok(())
+}
+
+/// What `sentra init` may create: the directories of the data directory's path that are
+/// missing, and `control.db` (with SQLite's `-wal` and `-shm` files) if it is missing.
+struct Created {
+    /// Missing directories, deepest first.
+    dirs: Vec<PathBuf>,
+    /// Database files to remove (empty when `control.db` existed).
+    files: Vec<PathBuf>,
+}
+
+impl Created {
+    fn before(data_dir: &std::path::Path) -> Self {
+        let mut dirs = Vec::new();
+        let mut cur = Some(data_dir);
+        while let Some(d) = cur.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            dirs.push(d.to_path_buf());
+            cur = d.parent();
+        }
+        let db = data_dir.join(sentra_api::CONTROL_DB_FILE);
+        let files = if db.exists() {
+            Vec::new()
+        } else {
+            ["", "-wal", "-shm", "-journal"]
+                .iter()
+                .map(|suffix| {
+                    let mut name = db.clone().into_os_string();
+                    name.push(suffix);
+                    PathBuf::from(name)
+                })
+                .collect()
+        };
+        Self { dirs, files }
+    }
+
+    /// Removes what was created. Directories are only removed when empty, so nothing
+    /// another process put there meanwhile is lost.
+    fn undo(&self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        for d in &self.dirs {
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+        }
+    }
 }
 
 pub(crate) fn login(args: LoginArgs) -> anyhow::Result<()> {
@@ -221,22 +282,53 @@ pub(crate) fn login(args: LoginArgs) -> anyhow::Result<()> {
     )?;
     runtime()?.block_on(async {
         let api = Api::new(&args.conn)?;
-        let resp: Value = api
-            .post(
+        let (status, resp) = api
+            .post_with_status(
                 "/api/v1/auth/login",
                 &json!({"username": args.username, "password": pw}),
             )
             .await?;
+        if status == 401 {
+            bail!(
+                "wrong user name or password for {:?} at {} (401)",
+                args.username,
+                api.base()
+            );
+        }
+        if !(200..300).contains(&status) {
+            match (
+                resp["error"]["code"].as_str(),
+                resp["error"]["message"].as_str(),
+            ) {
+                (Some(code), Some(message)) => bail!("login failed: {status} ({code}): {message}"),
+                _ => bail!("login failed: HTTP {status}"),
+            }
+        }
         let token = resp["access_token"]
             .as_str()
             .context("no access_token in the response")?;
         let expires = resp["expires_in"].as_u64().unwrap_or(900);
         let path = save_token(api.base(), token, expires)?;
+        let role = resp["role"].as_str().unwrap_or("?");
+        if args.out.json {
+            // The token itself is not printed: it is in the file (mode 0600).
+            println!(
+                "{}",
+                crate::safe::json_pretty(&json!({
+                    "server": api.base(),
+                    "username": args.username,
+                    "role": role,
+                    "expires_in_s": expires,
+                    "token_file": path.display().to_string(),
+                }))?
+            );
+            return Ok(());
+        }
         println!(
             "Logged in to {} as {} ({}); token valid for {} min, saved in {}.",
             display_safe(api.base()),
             display_safe(&args.username),
-            display_safe(resp["role"].as_str().unwrap_or("?")),
+            display_safe(role),
             expires / 60,
             display_safe(&path.display().to_string())
         );
@@ -419,7 +511,9 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
-        assert!(parse_duration("1w").is_err());
+        assert_eq!(parse_duration("1w").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("1 fortnight").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());

@@ -223,6 +223,33 @@ impl Api {
         ))
     }
 
+    /// POST a JSON body to `path` and return the status code with the body as JSON (`Null`
+    /// when it is not JSON), without turning an error status into an error: for `login`,
+    /// whose 401 means a wrong password, not a missing login.
+    pub(crate) async fn post_with_status<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<(u16, Value)> {
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the Sentra server at {} (is sentra-server running?)",
+                    self.base
+                )
+            })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
     /// GET `path` and return the raw body text (CSV exports).
     pub(crate) async fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let resp = self

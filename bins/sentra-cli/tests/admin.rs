@@ -105,6 +105,47 @@ fn admin_commands_against_a_running_server() {
     }
 
     let data_s = data.to_str().unwrap();
+    // An init that fails (a password below the policy's 8 characters) leaves nothing behind:
+    // neither control.db nor the directories it would have created.
+    let fresh = tmp.path().join("fresh/data");
+    let failed = run(
+        &cli_dir,
+        &api,
+        &[
+            "init",
+            "--data-dir",
+            fresh.to_str().unwrap(),
+            "--password-stdin",
+        ],
+        Some("short\n"),
+    );
+    assert!(!failed.status.success());
+    assert!(
+        !tmp.path().join("fresh").exists(),
+        "a failed init left {} behind",
+        fresh.display()
+    );
+    // A successful one creates the directory 0700 (it was 0755) and prints JSON on request.
+    let init: serde_json::Value = serde_json::from_str(&ok(&run(
+        &cli_dir,
+        &api,
+        &[
+            "init",
+            "--data-dir",
+            fresh.to_str().unwrap(),
+            "--password-stdin",
+            "--json",
+        ],
+        Some("a long enough passphrase\n"),
+    )))
+    .unwrap();
+    assert_eq!(init["username"], "admin");
+    assert_eq!(init["role"], "admin");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "data directory mode {mode:o}");
+    }
     ok(&run(
         &cli_dir,
         &api,
@@ -129,17 +170,38 @@ fn admin_commands_against_a_running_server() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("401"), "{err}");
+    assert!(err.contains("wrong user name or password"), "{err}");
+    assert!(!err.contains("sentra login"), "misleading hint: {err}");
     assert!(
         !err.contains("wrong password here"),
         "password echoed: {err}"
     );
-
-    ok(&run(
+    let login: serde_json::Value = serde_json::from_str(&ok(&run(
+        &cli_dir,
+        &api,
+        &["login", "--password-stdin", "--json"],
+        Some("a long enough passphrase\n"),
+    )))
+    .unwrap();
+    assert_eq!(login["role"], "admin");
+    assert_eq!(login["username"], "admin");
+    assert!(login["expires_in_s"].as_u64().unwrap() > 0);
+    assert!(
+        login.get("access_token").is_none(),
+        "token printed: {login}"
+    );
+    let bad_again = run(
         &cli_dir,
         &api,
         &["login", "--password-stdin"],
-        Some("a long enough passphrase\n"),
-    ));
+        Some("wrong password here\n"),
+    );
+    assert!(!bad_again.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad_again.stderr).contains("wrong user name or password"),
+        "{}",
+        String::from_utf8_lossy(&bad_again.stderr)
+    );
 
     // The local agent reports within seconds.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -208,9 +270,14 @@ fn admin_commands_against_a_running_server() {
         "token list shows a secret"
     );
 
-    let bad_ttl = run(&cli_dir, &api, &["token", "issue", "--ttl", "5w"], None);
+    let bad_ttl = run(
+        &cli_dir,
+        &api,
+        &["token", "issue", "--ttl", "5 fortnights"],
+        None,
+    );
     assert!(!bad_ttl.status.success());
-    assert!(String::from_utf8_lossy(&bad_ttl.stderr).contains("unknown unit"));
+    assert!(String::from_utf8_lossy(&bad_ttl.stderr).contains("is not a duration"));
 
     let missing = run(&cli_dir, &api, &["agent", "show", "no-such-agent"], None);
     assert!(!missing.status.success());
