@@ -93,7 +93,10 @@ async fn rates_resets_presence_and_restart() {
         "wireguard_latest_handshake_seconds{{{labels}}} {}\n",
         hs / 1000
     )));
-    assert!(text.contains("# TYPE wireguard_sent_bytes counter"), "{text}");
+    assert!(
+        text.contains("# TYPE wireguard_sent_bytes counter"),
+        "{text}"
+    );
     assert!(text.contains("sentra_agent_up{agent=\"gw-1\"} 1"));
     ingest.shutdown().await.unwrap();
 
