@@ -356,7 +356,89 @@ pub fn render_prometheus(snapshot: &StatusSnapshot) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::*;
+    use crate::status::{AgentStatus, InterfaceStatus, PeerStatus};
+
+    fn peer(key: &str, endpoint: Option<&str>, online: bool) -> PeerStatus {
+        PeerStatus {
+            public_key: key.to_owned(),
+            endpoint: endpoint.map(str::to_owned),
+            allowed_ips: vec!["10.0.0.2/32".to_owned()],
+            last_handshake_ms: online.then_some(1_700_000_000_000),
+            handshake_age_s: None,
+            online,
+            rx_bytes: 10,
+            tx_bytes: 20,
+            rx_rate_bps: None,
+            tx_rate_bps: None,
+            counter_resets: 0,
+            persistent_keepalive_s: None,
+            has_preshared_key: false,
+        }
+    }
+
+    fn render(snapshot: &StatusSnapshot, options: FleetMetricsOptions) -> String {
+        #[derive(Debug)]
+        struct C(StatusSnapshot, FleetMetricsOptions);
+        impl Collector for C {
+            fn encode(&self, e: DescriptorEncoder<'_>) -> std::fmt::Result {
+                encode_snapshot(&self.0, self.1, e)
+            }
+        }
+        let mut r = Registry::default();
+        r.register_collector(Box::new(C(snapshot.clone(), options)));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
+        out
+    }
+
+    #[test]
+    fn peer_counts_and_opt_in_endpoint_info() {
+        let snapshot = StatusSnapshot {
+            at_ms: 0,
+            agents: vec![AgentStatus {
+                agent_id: "gw-1".to_owned(),
+                presence: Presence::Online,
+                last_seen_ms: 1_700_000_000_000,
+                high_water: 1,
+                status_time_ms: None,
+                interfaces: vec![InterfaceStatus {
+                    name: "wg0".to_owned(),
+                    public_key: None,
+                    listen_port: 51820,
+                    peers: vec![
+                        peer("A=", Some("203.0.113.7:51820"), true),
+                        peer("B=", None, false),
+                    ],
+                }],
+            }],
+        };
+        let off = render(&snapshot, FleetMetricsOptions::default());
+        assert!(
+            off.contains("wireguard_peers{agent=\"gw-1\",interface=\"wg0\"} 2\n"),
+            "{off}"
+        );
+        assert!(
+            off.contains("wireguard_peers_connected{agent=\"gw-1\",interface=\"wg0\"} 1\n"),
+            "{off}"
+        );
+        assert!(!off.contains("endpoint"), "{off}");
+        let on = render(
+            &snapshot,
+            FleetMetricsOptions::new().with_peer_endpoints(true),
+        );
+        assert!(
+            on.contains(
+                "wireguard_peer_endpoint_info{agent=\"gw-1\",interface=\"wg0\",public_key=\"A=\",endpoint=\"203.0.113.7:51820\"} 1\n"
+            ),
+            "{on}"
+        );
+        assert_eq!(
+            on.matches("wireguard_peer_endpoint_info{").count(),
+            1,
+            "{on}"
+        );
+    }
 
     #[test]
     fn escapes_label_values() {
