@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 use crate::{Error, Password, Result, SecretString, util};
 
 /// What a user may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Role {
@@ -237,10 +237,16 @@ impl fmt::Debug for Tokens {
 }
 
 /// An access token just issued.
-#[derive(Debug, Serialize)]
+/// `POST /api/v1/auth/login`: a Bearer access token.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct IssuedAccessToken {
+    /// The JWT; send it as `Authorization: Bearer <token>`.
+    #[schema(value_type = String)]
     pub(crate) access_token: SecretString,
+    /// Always `Bearer`.
+    #[schema(value_type = String, example = "Bearer")]
     pub(crate) token_type: &'static str,
+    /// Lifetime in seconds.
     pub(crate) expires_in: u64,
     pub(crate) role: Role,
 }

@@ -19,21 +19,31 @@ pub const MAX_PEERS_PER_INTERFACE: usize = 10_000;
 pub const MAX_ALLOWED_IPS_PER_PEER: usize = 1_024;
 
 /// One peer as an operator declares it (the body of the admin endpoint).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+//
+// The schema's patterns describe a subset of what the server accepts (IPv4 only, no
+// surrounding blanks): every value they allow is accepted, and IPv6 is in the docs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
+#[schema(example = json!({"public_key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "endpoint": "192.0.2.1:51820", "allowed_ips": ["10.0.0.2/32"], "persistent_keepalive_s": 25}))]
 pub struct PeerSpec {
     /// Curve25519 public key, standard base64 (44 characters, as `wg` prints it).
+    #[schema(pattern = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub public_key: String,
     /// `ip:port` or `[ipv6]:port`; empty or absent for a peer without endpoint.
     #[serde(default)]
+    #[schema(
+        pattern = r"^(|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))$"
+    )]
     pub endpoint: String,
     /// Allowed IPs as prefixes (`10.0.0.0/24`); a bare address means a host route, and
     /// host bits are cleared (`10.0.0.1/24` becomes `10.0.0.0/24`).
     #[serde(default)]
+    #[schema(schema_with = allowed_ips_schema)]
     pub allowed_ips: Vec<String>,
     /// Persistent keepalive in seconds; 0 or absent means off.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "util::integral")]
+    #[schema(minimum = 0, maximum = 65535)]
     pub persistent_keepalive_s: u16,
 }
 
@@ -62,6 +72,25 @@ impl PeerSpec {
         self.endpoint = endpoint.into();
         self
     }
+}
+
+/// An IPv4 address with an optional prefix length.
+const ALLOWED_IP_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(/(3[0-2]|[12]?[0-9]))?$";
+
+/// The OpenAPI schema of `allowed_ips` (IPv4 prefixes; IPv6 is accepted too, see the docs).
+fn allowed_ips_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(ALLOWED_IP_PATTERN)),
+        )
+        .max_items(Some(MAX_ALLOWED_IPS_PER_PEER))
+        .description(Some(
+            "Allowed IPs as prefixes; a bare address is a host route; host bits are cleared. IPv6 prefixes are accepted too.",
+        ))
+        .build()
 }
 
 /// Validates an interface name like the kernel does (1–15 bytes, no `/`, whitespace or `:`).

@@ -100,7 +100,7 @@ impl Actor {
 }
 
 /// A user account (never its password hash).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct User {
     /// Login name.
@@ -160,7 +160,7 @@ pub(crate) struct TokenSubject {
 }
 
 /// Public facts about one agent key (never the secret).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct KeyInfo {
     /// Key id (1 at enrolment, +1 per rotation).
@@ -174,7 +174,7 @@ pub struct KeyInfo {
 }
 
 /// An enrolled agent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct AgentInfo {
     /// The agent's id (used in every signed envelope).
@@ -204,19 +204,20 @@ pub struct Enrolment {
 }
 
 /// A bootstrap token just issued. The token is shown once; only its SHA-256 is stored.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct IssuedBootstrapToken {
     /// Public id of the token (for listing and audit), not a secret.
     pub token_id: String,
     /// The token an agent presents to enrol. Single use.
+    #[schema(value_type = String)]
     pub token: SecretString,
     /// Expiry, Unix milliseconds.
     pub expires_ms: i64,
 }
 
 /// A stored bootstrap token (never the token).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct BootstrapTokenInfo {
     /// Public id.
@@ -236,7 +237,7 @@ pub struct BootstrapTokenInfo {
 }
 
 /// The outcome of a key rotation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct Rotation {
     /// The agent.
@@ -260,7 +261,7 @@ pub struct NewestKey {
 }
 
 /// One declared interface.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct DesiredInterfaceInfo {
     /// Interface name.
@@ -272,7 +273,7 @@ pub struct DesiredInterfaceInfo {
 }
 
 /// Everything declared for one agent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct DesiredInfo {
     /// The agent.
@@ -284,7 +285,7 @@ pub struct DesiredInfo {
 }
 
 /// One audit-log entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct AuditEntry {
     /// Monotonic id.
@@ -348,7 +349,7 @@ fn agent_id_of(s: &str) -> Result<AgentId> {
     AgentId::new(s).map_err(|e| Error::invalid("agent_id", e.to_string()))
 }
 
-fn check_username(name: &str) -> Result<()> {
+pub(crate) fn check_username(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -1255,13 +1255,19 @@ async fn every_documented_route_is_served() {
             .replace("{id}", "no-such-agent")
             .replace("{interface}", "wg9")
             .replace("{username}", "nobody");
-        for method in ops.as_object().unwrap().keys() {
+        for (method, op) in ops.as_object().unwrap() {
             let m = HttpMethod::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
             let r = s.send(m, &concrete, Some(&admin), None).await;
             assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
             if r.status == StatusCode::NOT_FOUND {
                 assert_ne!(r.error_code(), "no_route", "{method} {path}");
             }
+            // What the server answered is a response the document promises.
+            assert!(
+                op["responses"].get(r.status.as_str()).is_some(),
+                "{method} {path}: {} is not documented",
+                r.status
+            );
         }
     }
 }

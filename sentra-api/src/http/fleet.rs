@@ -18,7 +18,7 @@ use sentra_ingest::{
 };
 use serde_json::json;
 
-use super::{ApiError, AppState, extract::Viewer};
+use super::{ApiError, AppState, extract::Viewer, openapi::ErrorBody};
 use crate::Error;
 
 type Res<T> = Result<T, ApiError>;
@@ -141,6 +141,9 @@ fn decode(s: &str) -> Result<String, ApiError> {
     String::from_utf8(out).map_err(|_| Error::invalid("query", "not UTF-8").into())
 }
 
+/// Largest `n` of `GET /api/v1/metrics/top`.
+const MAX_TOP_N: usize = 10_000;
+
 const SELECTOR_KEYS: [&str; 3] = ["name", "agent", "label"];
 
 fn keys(extra: &[&'static str]) -> Vec<&'static str> {
@@ -149,10 +152,39 @@ fn keys(extra: &[&'static str]) -> Vec<&'static str> {
 
 // ------------------------------------------------------------------ status
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/status",
+    tag = "status",
+    security(("bearer" = [])),
+    description = "Status of every agent, interface and peer (handshake age, rx/tx rates, endpoint, online), from the in-memory status cache.",
+    responses(
+        (status = 200, description = "Fleet status", body = super::openapi::IngestObject),
+        (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    )
+)]
 pub(crate) async fn status(State(st): State<AppState>, _u: Viewer) -> Res<Response> {
     Ok(Json(ingest(&st)?.status().snapshot()).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/status/agents/{id}",
+    tag = "status",
+    security(("bearer" = [])),
+    description = "Status of one agent.",
+    params(
+        ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
+    ),
+    responses(
+        (status = 200, description = "Agent status", body = super::openapi::IngestObject),
+        (status = 400, description = "Malformed request or a value outside the rules; nothing changed", body = ErrorBody),
+        (status = 404, description = "No such agent status", body = ErrorBody),
+        (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    )
+)]
 pub(crate) async fn agent_status(
     State(st): State<AppState>,
     _u: Viewer,
@@ -168,6 +200,18 @@ pub(crate) async fn agent_status(
 
 /// Presence of every enrolled agent: `online`, `stale`, `offline` from its pushes, or
 /// `never` if it has not pushed since it was enrolled (or since its data was deleted).
+#[utoipa::path(
+    get,
+    path = "/api/v1/presence",
+    tag = "status",
+    security(("bearer" = [])),
+    description = "Presence of every enrolled agent: online, stale, offline or never.",
+    responses(
+        (status = 200, description = "Presence", body = super::openapi::PresenceList),
+        (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    )
+)]
 pub(crate) async fn presence(State(st): State<AppState>, _u: Viewer) -> Res<Response> {
     let ingest = ingest(&st)?;
     let snapshot = ingest.status().snapshot();
@@ -195,6 +239,23 @@ pub(crate) async fn presence(State(st): State<AppState>, _u: Viewer) -> Res<Resp
 
 // ------------------------------------------------------------------ metric queries
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/names",
+    tag = "metrics",
+    security(("bearer" = [])),
+    description = "Metric names.",
+    params(
+        ("agent" = Option<String>, Query, description = "Only this agent", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$"),
+    ),
+    responses(
+        (status = 200, description = "Names", body = super::openapi::NameList),
+        (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    )
+)]
 pub(crate) async fn names(
     State(st): State<AppState>,
     _u: Viewer,
@@ -211,6 +272,23 @@ pub(crate) async fn names(
     Ok(Json(json!({ "names": names })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/series",
+    tag = "metrics",
+    security(("bearer" = [])),
+    description = "Series matching a selector.",
+    params(
+        super::openapi::SelectorParams,
+    ),
+    responses(
+        (status = 200, description = "Series", body = super::openapi::SeriesList),
+        (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    )
+)]
 pub(crate) async fn series(
     State(st): State<AppState>,
     _u: Viewer,
@@ -226,6 +304,23 @@ pub(crate) async fn series(
     Ok(Json(json!({ "series": s })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/latest",
+    tag = "metrics",
+    security(("bearer" = [])),
+    description = "Newest value of each matching series.",
+    params(
+        super::openapi::SelectorParams,
+    ),
+    responses(
+        (status = 200, description = "Values", body = super::openapi::ValueList),
+        (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    )
+)]
 pub(crate) async fn latest(
     State(st): State<AppState>,
     _u: Viewer,
@@ -241,6 +336,27 @@ pub(crate) async fn latest(
     Ok(Json(json!({ "values": v })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/history",
+    tag = "metrics",
+    security(("bearer" = [])),
+    description = "Values per step over a range; served from rollups where they suffice.",
+    params(
+        super::openapi::SelectorParams,
+        super::openapi::RangeParams,
+        ("step_ms" = Option<u64>, Query, description = "Step, ms (default 60000)", minimum = 1),
+        ("agg" = Option<String>, Query, description = "avg (default), min, max, sum, count or last", pattern = r"^(avg|min|max|sum|count|last)$"),
+        ("resolution" = Option<String>, Query, description = "auto (default), raw, minute or hour", pattern = r"^(auto|raw|minute|hour)$"),
+    ),
+    responses(
+        (status = 200, description = "Series", body = super::openapi::SeriesList),
+        (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    )
+)]
 pub(crate) async fn history(
     State(st): State<AppState>,
     _u: Viewer,
@@ -249,7 +365,13 @@ pub(crate) async fn history(
     let p = Params::parse(q)?;
     p.check_known(&keys(&["from", "to", "step_ms", "agg", "resolution"]))?;
     let (from, to) = p.range()?;
-    let step = p.num::<u64>("step_ms")?.unwrap_or(60_000);
+    let step = match p.num::<i64>("step_ms")? {
+        None => 60_000,
+        Some(s) => u64::try_from(s)
+            .ok()
+            .filter(|s| *s >= 1)
+            .ok_or_else(|| Error::invalid("step_ms", "must be at least 1"))?,
+    };
     let range = Range::new(from, to, Duration::from_millis(step)).map_err(map_ingest)?;
     let res = match p.one("resolution").unwrap_or("auto") {
         "auto" => Resolution::Auto,
@@ -266,6 +388,25 @@ pub(crate) async fn history(
     Ok(Json(json!({ "series": h })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/aggregate",
+    tag = "metrics",
+    security(("bearer" = [])),
+    description = "One aggregate per series over a range.",
+    params(
+        super::openapi::SelectorParams,
+        super::openapi::RangeParams,
+        ("agg" = Option<String>, Query, description = "avg (default), min, max, sum, count or last", pattern = r"^(avg|min|max|sum|count|last)$"),
+    ),
+    responses(
+        (status = 200, description = "Values", body = super::openapi::ValueList),
+        (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    )
+)]
 pub(crate) async fn aggregate(
     State(st): State<AppState>,
     _u: Viewer,
@@ -282,6 +423,27 @@ pub(crate) async fn aggregate(
     Ok(Json(json!({ "values": v })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/top",
+    tag = "metrics",
+    security(("bearer" = [])),
+    description = "Top-N series by an aggregate.",
+    params(
+        super::openapi::SelectorParams,
+        super::openapi::RangeParams,
+        ("agg" = Option<String>, Query, description = "avg (default), min, max, sum, count or last", pattern = r"^(avg|min|max|sum|count|last)$"),
+        ("n" = Option<u32>, Query, description = "How many (default 10)", minimum = 0, maximum = 10000),
+        ("order" = Option<String>, Query, description = "desc (default) or asc", pattern = r"^(asc|desc)$"),
+    ),
+    responses(
+        (status = 200, description = "Values", body = super::openapi::ValueList),
+        (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    )
+)]
 pub(crate) async fn top(
     State(st): State<AppState>,
     _u: Viewer,
@@ -291,6 +453,9 @@ pub(crate) async fn top(
     p.check_known(&keys(&["from", "to", "agg", "n", "order"]))?;
     let (from, to) = p.range()?;
     let n = p.num::<usize>("n")?.unwrap_or(10);
+    if n > MAX_TOP_N {
+        return Err(Error::invalid("n", "at most 10000").into());
+    }
     let order = match p.one("order").unwrap_or("desc") {
         "desc" => Order::Desc,
         "asc" => Order::Asc,
@@ -304,6 +469,25 @@ pub(crate) async fn top(
     Ok(Json(json!({ "values": v })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/percentiles",
+    tag = "metrics",
+    security(("bearer" = [])),
+    description = "Percentiles of raw samples per series (default q 0.5, 0.9, 0.99).",
+    params(
+        super::openapi::SelectorParams,
+        super::openapi::RangeParams,
+        ("q" = Option<Vec<f64>>, Query, description = "Quantile in [0, 1]; repeat for several", explode = true, style = Form),
+    ),
+    responses(
+        (status = 200, description = "Series", body = super::openapi::SeriesList),
+        (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    )
+)]
 pub(crate) async fn percentiles(
     State(st): State<AppState>,
     _u: Viewer,
@@ -330,6 +514,25 @@ pub(crate) async fn percentiles(
     Ok(Json(json!({ "series": v })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/export",
+    tag = "metrics",
+    security(("bearer" = [])),
+    description = "Raw samples as CSV or JSON.",
+    params(
+        super::openapi::SelectorParams,
+        super::openapi::RangeParams,
+        ("format" = Option<String>, Query, description = "csv (default) or json", pattern = r"^(csv|json)$"),
+    ),
+    responses(
+        (status = 200, description = "Samples: CSV (format=csv) or a JSON document (format=json)", content((String = "text/csv"), (serde_json::Value = "application/json"))),
+        (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    )
+)]
 pub(crate) async fn export(
     State(st): State<AppState>,
     _u: Viewer,
@@ -394,6 +597,18 @@ struct Live {
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/status/stream",
+    tag = "status",
+    security(("bearer" = [])),
+    description = "Live status, Server-Sent Events: snapshot first, then agent after every stored batch; lagged then snapshot after a lag; session_ended when the token ends.",
+    responses(
+        (status = 200, description = "Event stream", body = String, content_type = "text/event-stream"),
+        (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    )
+)]
 pub(crate) async fn stream(State(st): State<AppState>, user: Viewer) -> Res<Response> {
     let ingest = Arc::clone(ingest(&st)?);
     let permit = Arc::clone(&st.streams)
