@@ -311,6 +311,7 @@ impl Api {
     /// pipeline's. Register each name once.
     ///
     /// ```
+    /// # #[allow(dead_code)]
     /// # async fn f(api: &sentra_api::Api) {
     /// use prometheus_client::metrics::counter::Counter;
     /// let jobs = Counter::<u64>::default();

@@ -6,6 +6,7 @@
 //! completes a handshake cannot stall the accept loop.
 //!
 //! ```no_run
+//! # #[allow(dead_code)]
 //! # async fn run(api: sentra_api::Api) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::net::SocketAddr;
 //! use axum::serve::ListenerExt as _;
