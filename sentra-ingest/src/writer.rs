@@ -10,7 +10,7 @@ use sentra_core::{AgentId, Labels, MetricName, Seq, UnixMillis, Value};
 use sqlx::{
     ConnectOptions as _, Connection as _, Row as _, SqliteConnection,
     query::Query,
-    sqlite::{Sqlite, SqliteArguments, SqliteConnectOptions},
+    sqlite::{Sqlite, SqliteArguments, SqliteConnectOptions, SqliteRow},
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -475,17 +475,13 @@ impl Writer {
     /// Loads high-water marks, windows, series ids and the status cache from the database.
     #[allow(clippy::cast_sign_loss)]
     pub(crate) async fn load(&mut self) -> Result<()> {
-        let rows = sqlx::query(
-            "SELECT agent_id, high_water, floor, last_seen_ms, accepted, gaps, missing, \
-             rejected_stale, rejected_ahead FROM agents",
-        )
-        .fetch_all(
-            self.connection()
-                .await
-                .map_err(Error::storage("reopening the database"))?,
-        )
-        .await
-        .map_err(Error::storage("loading high-water marks"))?;
+        let rows = self
+            .fetch_all(
+                "SELECT agent_id, high_water, floor, last_seen_ms, accepted, gaps, missing, \
+                 rejected_stale, rejected_ahead FROM agents",
+                "loading high-water marks",
+            )
+            .await?;
         for r in rows {
             let Ok(agent) = AgentId::new(r.get::<String, _>(0)) else {
                 continue;
@@ -508,14 +504,12 @@ impl Writer {
                 },
             );
         }
-        let rows = sqlx::query("SELECT agent_id, lo, hi FROM seq_ranges")
+        let rows = self
             .fetch_all(
-                self.connection()
-                    .await
-                    .map_err(Error::storage("reopening the database"))?,
+                "SELECT agent_id, lo, hi FROM seq_ranges",
+                "loading stored sequence ranges",
             )
-            .await
-            .map_err(Error::storage("loading stored sequence ranges"))?;
+            .await?;
         for r in rows {
             let Ok(agent) = AgentId::new(r.get::<String, _>(0)) else {
                 continue;
@@ -525,14 +519,12 @@ impl Writer {
                     .insert(r.get::<i64, _>(1) as u64, r.get::<i64, _>(2) as u64);
             }
         }
-        let rows = sqlx::query("SELECT agent_id, seq, fingerprint FROM accepted")
+        let rows = self
             .fetch_all(
-                self.connection()
-                    .await
-                    .map_err(Error::storage("reopening the database"))?,
+                "SELECT agent_id, seq, fingerprint FROM accepted",
+                "loading the replay window",
             )
-            .await
-            .map_err(Error::storage("loading the replay window"))?;
+            .await?;
         for r in rows {
             let Ok(agent) = AgentId::new(r.get::<String, _>(0)) else {
                 continue;
@@ -542,14 +534,12 @@ impl Writer {
                 m.seen.insert(r.get::<i64, _>(1) as u64, fp);
             }
         }
-        let rows = sqlx::query("SELECT id, agent, name, labels FROM series")
+        let rows = self
             .fetch_all(
-                self.connection()
-                    .await
-                    .map_err(Error::storage("reopening the database"))?,
+                "SELECT id, agent, name, labels FROM series",
+                "loading series",
             )
-            .await
-            .map_err(Error::storage("loading series"))?;
+            .await?;
         let mut max_id = 0;
         for r in rows {
             let id: i64 = r.get(0);
@@ -572,14 +562,12 @@ impl Writer {
                 .insert(labels, id);
         }
         self.series.next_id = max_id + 1;
-        let rows = sqlx::query("SELECT agent_id, devices FROM wg_status")
+        let rows = self
             .fetch_all(
-                self.connection()
-                    .await
-                    .map_err(Error::storage("reopening the database"))?,
+                "SELECT agent_id, devices FROM wg_status",
+                "loading WireGuard status",
             )
-            .await
-            .map_err(Error::storage("loading WireGuard status"))?;
+            .await?;
         let mut wg = HashMap::new();
         for r in rows {
             if let (Ok(agent), Some(b)) = (
@@ -594,15 +582,12 @@ impl Writer {
                 .restore(agent, m.last_seen, m.high_water, wg.get(agent));
         }
         // Batches acked but not applied before a crash or kill.
-        let rows =
-            sqlx::query("SELECT id, fingerprint, received_ms, payload FROM pending ORDER BY id")
-                .fetch_all(
-                    self.connection()
-                        .await
-                        .map_err(Error::storage("reopening the database"))?,
-                )
-                .await
-                .map_err(Error::storage("loading staged batches"))?;
+        let rows = self
+            .fetch_all(
+                "SELECT id, fingerprint, received_ms, payload FROM pending ORDER BY id",
+                "loading staged batches",
+            )
+            .await?;
         let max_future_skew_ms = self.max_future_skew_ms;
         for r in rows {
             let id: i64 = r.get(0);
@@ -685,32 +670,63 @@ impl Writer {
             Ok(conn) => write_apply(conn, &self.sqls, &plan).await,
             Err(e) => Err(e),
         };
-        match result {
-            Ok(()) => {
-                self.storage_ok();
-                self.after_commit(&plan.rows);
-                self.unapplied.clear();
-                self.unapplied_rows = 0;
-                self.unapplied_since = None;
-                Ok(())
+        if result.is_err() {
+            for s in &plan.new_series {
+                self.series.forget(s);
             }
-            Err(e) => {
-                for s in &plan.new_series {
-                    self.series.forget(s);
-                }
-                self.series.next_id = next_id_before;
-                self.storage_failed("applying staged batches", &e);
-                Err(Error::Storage {
-                    context: "applying staged batches",
-                    source: Box::new(e),
-                })
-            }
+            self.series.next_id = next_id_before;
         }
+        self.storage_outcome("applying staged batches", "applying staged batches", result)?;
+        self.after_commit(&plan.rows);
+        self.unapplied.clear();
+        self.unapplied_rows = 0;
+        self.unapplied_since = None;
+        Ok(())
     }
 
     /// The write connection, reopened if a failure dropped it.
     async fn connection(&mut self) -> sqlx::Result<&mut SqliteConnection> {
         open_conn(&mut self.conn, &self.opts).await
+    }
+
+    /// Runs a read on the write connection (reopened if needed): `context` names the read.
+    async fn fetch_all(
+        &mut self,
+        sql: &'static str,
+        context: &'static str,
+    ) -> Result<Vec<SqliteRow>> {
+        let conn = self
+            .connection()
+            .await
+            .map_err(Error::storage("reopening the database"))?;
+        sqlx::query(sql)
+            .fetch_all(conn)
+            .await
+            .map_err(Error::storage(context))
+    }
+
+    /// Records the outcome of a write transaction in the storage health (see
+    /// [`storage_failed`](Self::storage_failed) and [`storage_ok`](Self::storage_ok)); a
+    /// failure becomes an [`Error::Storage`] with `context`, and is logged as `what`.
+    fn storage_outcome(
+        &mut self,
+        what: &'static str,
+        context: &'static str,
+        result: sqlx::Result<()>,
+    ) -> Result<()> {
+        match result {
+            Ok(()) => {
+                self.storage_ok();
+                Ok(())
+            }
+            Err(e) => {
+                self.storage_failed(what, &e);
+                Err(Error::Storage {
+                    context,
+                    source: Box::new(e),
+                })
+            }
+        }
     }
 
     /// A write transaction failed: nothing of it is stored. The connection is dropped (its
@@ -793,10 +809,8 @@ impl Writer {
             tx.commit().await
         }
         .await;
-        match result {
-            Ok(()) => self.storage_ok(),
-            Err(e) => self.storage_failed("probing storage", &e),
-        }
+        // The probe has no caller to answer: only the storage health records its outcome.
+        let _ = self.storage_outcome("probing storage", "probing storage", result);
     }
 
     pub(crate) async fn run(mut self) {
@@ -888,29 +902,15 @@ impl Writer {
     }
 
     async fn maintenance(&mut self, job: &MaintenanceWrite) -> Result<()> {
-        let conn = match self.connection().await {
-            Ok(c) => c,
-            Err(e) => {
-                self.storage_failed("writing rollups", &e);
-                return Err(Error::Storage {
-                    context: "writing rollups and applying retention",
-                    source: Box::new(e),
-                });
-            }
+        let result = match self.connection().await {
+            Ok(conn) => apply_maintenance(conn, job).await,
+            Err(e) => Err(e),
         };
-        match apply_maintenance(conn, job).await {
-            Ok(()) => {
-                self.storage_ok();
-                Ok(())
-            }
-            Err(e) => {
-                self.storage_failed("writing rollups", &e);
-                Err(Error::Storage {
-                    context: "writing rollups and applying retention",
-                    source: Box::new(e),
-                })
-            }
-        }
+        self.storage_outcome(
+            "writing rollups",
+            "writing rollups and applying retention",
+            result,
+        )
     }
 
     #[allow(clippy::cast_sign_loss)]
@@ -1134,14 +1134,11 @@ impl Writer {
             tx.commit().await
         }
         .await;
-        if let Err(e) = result {
-            self.storage_failed("resetting a sequence", &e);
-            return Err(Error::Storage {
-                context: "resetting an agent's sequence",
-                source: Box::new(e),
-            });
-        }
-        self.storage_ok();
+        self.storage_outcome(
+            "resetting a sequence",
+            "resetting an agent's sequence",
+            result,
+        )?;
         let Some(mark) = self.marks.get_mut(agent) else {
             return Ok(None);
         };
@@ -1183,14 +1180,7 @@ impl Writer {
             tx.commit().await
         }
         .await;
-        if let Err(e) = result {
-            self.storage_failed("deleting an agent", &e);
-            return Err(Error::Storage {
-                context: "deleting an agent",
-                source: Box::new(e),
-            });
-        }
-        self.storage_ok();
+        self.storage_outcome("deleting an agent", "deleting an agent", result)?;
         self.marks.remove(agent);
         if let Some(by_name) = self.series.map.remove(agent) {
             let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
