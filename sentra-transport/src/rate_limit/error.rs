@@ -1,5 +1,23 @@
 use std::{fmt, time::Duration};
 
+/// Implements `Display` ("`$what`; retry after N ms") and `Error` for a refusal type with a
+/// `retry_after: Duration` field.
+macro_rules! retry_after_error {
+    ($ty:ident, $what:literal) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    concat!($what, "; retry after {} ms"),
+                    self.retry_after.as_millis()
+                )
+            }
+        }
+
+        impl std::error::Error for $ty {}
+    };
+}
+
 /// The agent exceeded its rate limit.
 #[derive(Debug)]
 pub struct RateLimited {
@@ -20,17 +38,7 @@ impl RateLimited {
     }
 }
 
-impl fmt::Display for RateLimited {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "rate limited; retry after {} ms",
-            self.retry_after.as_millis()
-        )
-    }
-}
-
-impl std::error::Error for RateLimited {}
+retry_after_error!(RateLimited, "rate limited");
 
 /// The client's address (or connection) used up its budget of failed authentications;
 /// refused before any verification work.
@@ -53,14 +61,7 @@ impl SourceLimited {
     }
 }
 
-impl fmt::Display for SourceLimited {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "too many failed authentications from this address; retry after {} ms",
-            self.retry_after.as_millis()
-        )
-    }
-}
-
-impl std::error::Error for SourceLimited {}
+retry_after_error!(
+    SourceLimited,
+    "too many failed authentications from this address"
+);
