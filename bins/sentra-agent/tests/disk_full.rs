@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use sentra_agent::{Agent, AgentHandle, Config, Credentials};
 use sentra_core::proto::{Ack, AckStatus, RejectReason};
-use sentra_core::{AgentId, KeyId, MemoryKeyring, SecretKey, Validity, Verified};
-use sentra_transport::{BoxError, Server};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use sentra_core::{MemoryKeyring, Verified};
+use sentra_transport::BoxError;
+
+#[allow(dead_code)]
+mod common;
+use common::{RunningServer, any_port, lock, stop_server};
 
 /// A tmpfs mounted for the test; unmounted on drop (also when the test panics).
 struct Tmpfs {
@@ -68,34 +70,11 @@ struct Stored {
 
 type Pipeline = Arc<Mutex<Stored>>;
 
-fn lock(p: &Pipeline) -> std::sync::MutexGuard<'_, Stored> {
-    p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-struct RunningServer {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 async fn start_server(
     addr: SocketAddr,
     keyring: MemoryKeyring,
     pipeline: Pipeline,
 ) -> RunningServer {
-    let listener = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match TcpListener::bind(addr).await {
-                Ok(l) => break l,
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("bind {addr}: {e}"),
-            }
-        }
-    };
-    let addr = listener.local_addr().expect("addr");
     let svc = tower::service_fn(move |v: Verified| {
         let pipeline = pipeline.clone();
         async move {
@@ -121,49 +100,16 @@ async fn start_server(
             })
         }
     });
-    let server = Server::builder(keyring, svc).build();
-    let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = server
-            .serve_with_shutdown(listener, async {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    RunningServer { addr, stop, task }
-}
-
-async fn stop_server(s: RunningServer) {
-    let _ = s.stop.send(());
-    let mut task = s.task;
-    if tokio::time::timeout(Duration::from_secs(2), &mut task)
-        .await
-        .is_err()
-    {
-        task.abort();
-        let _ = task.await;
-    }
+    common::start_server(addr, keyring, svc).await
 }
 
 fn creds() -> (Credentials, MemoryKeyring) {
-    let agent = AgentId::new("edge-full").expect("id");
-    let secret = SecretKey::from_bytes([7; 32]);
-    let mut keyring = MemoryKeyring::new();
-    keyring.insert(agent.clone(), KeyId::new(1), &secret, Validity::always());
-    (Credentials::new(agent, KeyId::new(1), secret), keyring)
+    common::creds("edge-full", 7)
 }
 
 fn config(state: &Path, server: SocketAddr, creds: &Credentials) -> Config {
-    let mut c = Config::new(state);
-    c.server = Some(format!("http://{server}"));
-    c.credentials = Some(creds.clone());
-    c.host_interval = Duration::from_millis(50);
-    c.push_timeout = Duration::from_secs(2);
-    c.backoff_initial = Duration::from_millis(20);
-    c.backoff_max = Duration::from_millis(200);
-    c.collect_filesystems = false;
     // The default cap (1 GiB) is far above the 2 MiB file system: the disk fills first.
-    c
+    common::config(state, server, creds, Duration::from_millis(50))
 }
 
 async fn wait_for(
@@ -204,12 +150,7 @@ async fn a_full_disk_behaves_like_the_cap_and_recovers_by_itself() {
     let state = fs.path.join("agent");
     let (creds, keyring) = creds();
     let pipeline: Pipeline = Arc::default();
-    let server = start_server(
-        "127.0.0.1:0".parse().expect("addr"),
-        keyring.clone(),
-        pipeline.clone(),
-    )
-    .await;
+    let server = start_server(any_port(), keyring.clone(), pipeline.clone()).await;
     let addr = server.addr;
     let agent = Agent::new(config(&state, addr, &creds))
         .expect("agent")

@@ -11,15 +11,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sentra_agent::{Agent, AgentHandle, Config, Credentials};
 use sentra_core::proto::{Ack, AckStatus, RejectReason};
-use sentra_core::{AgentId, KeyId, MemoryKeyring, SecretKey, Validity, Verified};
-use sentra_transport::{BoxError, Server};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use sentra_core::{KeyId, MemoryKeyring, SecretKey, Validity, Verified};
+use sentra_transport::BoxError;
+
+#[allow(dead_code)]
+mod common;
+use common::{RunningServer, any_port, lock, stop_server};
 
 #[derive(Default)]
 struct Stored {
@@ -51,35 +54,11 @@ struct Stored {
 
 type Pipeline = Arc<Mutex<Stored>>;
 
-fn lock(p: &Pipeline) -> std::sync::MutexGuard<'_, Stored> {
-    p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-struct RunningServer {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 async fn start_server(
     addr: SocketAddr,
     keyring: MemoryKeyring,
     pipeline: Pipeline,
 ) -> RunningServer {
-    let listener = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match TcpListener::bind(addr).await {
-                Ok(l) => break l,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("bind {addr}: {e}"),
-            }
-        }
-    };
-    let addr = listener.local_addr().expect("addr");
     let svc = tower::service_fn(move |v: Verified| {
         let pipeline = pipeline.clone();
         async move {
@@ -141,48 +120,45 @@ async fn start_server(
             Ok(ack(AckStatus::Accepted, RejectReason::Unspecified))
         }
     });
-    let server = Server::builder(keyring, svc).build();
-    let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = server
-            .serve_with_shutdown(listener, async {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    RunningServer { addr, stop, task }
-}
-
-async fn stop_server(s: RunningServer) {
-    let _ = s.stop.send(());
-    let mut task = s.task;
-    if tokio::time::timeout(Duration::from_secs(2), &mut task)
-        .await
-        .is_err()
-    {
-        task.abort();
-        let _ = task.await;
-    }
+    common::start_server(addr, keyring, svc).await
 }
 
 fn creds() -> (Credentials, MemoryKeyring) {
-    let agent = AgentId::new("edge-test").expect("id");
-    let secret = SecretKey::from_bytes([42; 32]);
-    let mut keyring = MemoryKeyring::new();
-    keyring.insert(agent.clone(), KeyId::new(1), &secret, Validity::always());
-    (Credentials::new(agent, KeyId::new(1), secret), keyring)
+    common::creds("edge-test", 42)
 }
 
 fn config(state: &std::path::Path, server: SocketAddr, creds: &Credentials) -> Config {
-    let mut c = Config::new(state);
-    c.server = Some(format!("http://{server}"));
-    c.credentials = Some(creds.clone());
-    c.host_interval = Duration::from_millis(40);
-    c.push_timeout = Duration::from_secs(2);
-    c.backoff_initial = Duration::from_millis(20);
-    c.backoff_max = Duration::from_millis(200);
-    c.collect_filesystems = false;
-    c
+    common::config(state, server, creds, Duration::from_millis(40))
+}
+
+/// One test's set-up: a temporary state directory, the agent's credentials, and a server
+/// (on a fresh loopback port, knowing those credentials) storing into `pipeline`.
+struct Harness {
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+    creds: Credentials,
+    keyring: MemoryKeyring,
+    pipeline: Pipeline,
+    server: RunningServer,
+}
+
+/// The usual set-up, with the pipeline's behaviour set by `configure` before the server
+/// starts.
+async fn harness(configure: impl FnOnce(&mut Stored)) -> Harness {
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("agent");
+    let (creds, keyring) = creds();
+    let pipeline: Pipeline = Arc::default();
+    configure(&mut lock(&pipeline));
+    let server = start_server(any_port(), keyring.clone(), pipeline.clone()).await;
+    Harness {
+        _dir: dir,
+        state,
+        creds,
+        keyring,
+        pipeline,
+        server,
+    }
 }
 
 fn spawn_agent(cfg: Config) -> AgentHandle {
@@ -222,17 +198,14 @@ async fn wal_positions(state: &std::path::Path) -> (u64, u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_loss_no_duplicates_across_server_and_agent_restarts() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let state = dir.path().join("agent");
-    let (creds, keyring) = creds();
-    let pipeline: Pipeline = Arc::default();
-
-    let server = start_server(
-        "127.0.0.1:0".parse().expect("addr"),
-        keyring.clone(),
-        pipeline.clone(),
-    )
-    .await;
+    let Harness {
+        _dir,
+        state,
+        creds,
+        keyring,
+        pipeline,
+        server,
+    } = harness(|_| {}).await;
     let addr = server.addr;
     let agent = spawn_agent(config(&state, addr, &creds));
     wait_for("first batches", Duration::from_secs(20), || {
@@ -353,17 +326,14 @@ async fn no_loss_no_duplicates_across_server_and_agent_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_batches_are_skipped_counted_and_do_not_block() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let state = dir.path().join("agent");
-    let (creds, keyring) = creds();
-    let pipeline: Pipeline = Arc::default();
-    lock(&pipeline).poison = vec![2, 3];
-    let server = start_server(
-        "127.0.0.1:0".parse().expect("addr"),
-        keyring,
-        pipeline.clone(),
-    )
-    .await;
+    let Harness {
+        _dir,
+        state,
+        creds,
+        pipeline,
+        server,
+        ..
+    } = harness(|st| st.poison = vec![2, 3]).await;
     let agent = spawn_agent(config(&state, server.addr, &creds));
     wait_for("batches past the poison", Duration::from_secs(20), || {
         lock(&pipeline).batches.len() >= 5
@@ -396,12 +366,7 @@ async fn wrong_key_is_retried_not_skipped() {
         Validity::always(),
     );
     let pipeline: Pipeline = Arc::default();
-    let server = start_server(
-        "127.0.0.1:0".parse().expect("addr"),
-        keyring,
-        pipeline.clone(),
-    )
-    .await;
+    let server = start_server(any_port(), keyring, pipeline.clone()).await;
     let agent = spawn_agent(config(&state, server.addr, &creds));
     wait_for("push failures", Duration::from_secs(20), || {
         agent.health().snapshot().push_failures >= 3
@@ -427,24 +392,21 @@ async fn sequence_rejections_are_held_or_skipped_and_counted() {
     // those batches (retrying with backoff) and ships them after the reset — here the
     // server "resets" after 3 refusals of each. SEQ_TOO_FAR_AHEAD can never succeed by
     // retrying the same batch: it is skipped.
-    let dir = tempfile::tempdir().expect("tmp");
-    let state = dir.path().join("agent");
-    let (creds, keyring) = creds();
-    let pipeline: Pipeline = Arc::default();
-    {
-        let mut st = lock(&pipeline);
+    let Harness {
+        _dir,
+        state,
+        creds,
+        pipeline,
+        server,
+        ..
+    } = harness(|st| {
         st.poison = vec![2, 3, 4];
         st.poison_reason.insert(2, RejectReason::SeqBelowHighWater);
         st.poison_reason.insert(3, RejectReason::SeqBelowHighWater);
         st.poison_reason.insert(4, RejectReason::SeqTooFarAhead);
         st.poison_times.insert(2, 3);
         st.poison_times.insert(3, 3);
-    }
-    let server = start_server(
-        "127.0.0.1:0".parse().expect("addr"),
-        keyring,
-        pipeline.clone(),
-    )
+    })
     .await;
     let agent = spawn_agent(config(&state, server.addr, &creds));
     wait_for(
@@ -485,17 +447,14 @@ async fn sequence_rejections_are_held_or_skipped_and_counted() {
 async fn duplicate_answers_the_agent_did_not_expect_are_counted() {
     // A server that answers DUPLICATE to batches it never saw (its high-water poisoned by a
     // seq of 2^64-1, or a bug) would otherwise silence the agent.
-    let dir = tempfile::tempdir().expect("tmp");
-    let state = dir.path().join("agent");
-    let (creds, keyring) = creds();
-    let pipeline: Pipeline = Arc::default();
-    lock(&pipeline).lie_duplicate = true;
-    let server = start_server(
-        "127.0.0.1:0".parse().expect("addr"),
-        keyring,
-        pipeline.clone(),
-    )
-    .await;
+    let Harness {
+        _dir,
+        state,
+        creds,
+        pipeline,
+        server,
+        ..
+    } = harness(|st| st.lie_duplicate = true).await;
     let agent = spawn_agent(config(&state, server.addr, &creds));
     // The first ACK_EVERY records of a run may have been shipped by an earlier run past its
     // persisted cursor: a DUPLICATE for them is expected. Every later one is not.
@@ -521,20 +480,17 @@ async fn duplicate_answers_the_agent_did_not_expect_are_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_after_a_timed_out_push_is_expected() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let state = dir.path().join("agent");
-    let (creds, keyring) = creds();
-    let pipeline: Pipeline = Arc::default();
-    {
-        let mut st = lock(&pipeline);
+    let Harness {
+        _dir,
+        state,
+        creds,
+        pipeline,
+        server,
+        ..
+    } = harness(|st| {
         st.slow_ack = vec![2, 4];
         st.slow_ack_delay = Duration::from_millis(900);
-    }
-    let server = start_server(
-        "127.0.0.1:0".parse().expect("addr"),
-        keyring,
-        pipeline.clone(),
-    )
+    })
     .await;
     let mut cfg = config(&state, server.addr, &creds);
     cfg.push_timeout = Duration::from_millis(300);
