@@ -81,6 +81,14 @@ fn read_all(f: &dyn VfsFile, path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Opens `path` for reading and returns its whole content.
+fn read_file(vfs: &dyn Vfs, path: &Path) -> Result<Vec<u8>> {
+    let f = vfs
+        .open(path, OpenMode::Read)
+        .map_err(Error::io("open", path))?;
+    read_all(&*f, path)
+}
+
 /// Analyses a segment. With `quick`, a valid seal at the end of the file is trusted without
 /// reading the frames; otherwise (or if there is no valid seal) all frames are scanned.
 pub(crate) fn scan_segment(
@@ -247,12 +255,7 @@ fn relocate_after_damage(
     max_len: usize,
 ) -> Result<Vec<(Lsn, u64)>> {
     let path = dir.join(&t.name);
-    let bytes = {
-        let f = vfs
-            .open(&path, OpenMode::Read)
-            .map_err(Error::io("open", &path))?;
-        read_all(&*f, &path)?
-    };
+    let bytes = read_file(vfs, &path)?;
     let body = bytes.get(SEGMENT_HEADER_LEN..).unwrap_or(&[]);
     let mut runs: Vec<(Lsn, Vec<&[u8]>)> = Vec::new();
     let mut rel = usize::try_from(off).unwrap_or(usize::MAX) - SEGMENT_HEADER_LEN;
@@ -471,12 +474,7 @@ pub(crate) fn recover(vfs: &dyn Vfs, dir: &Path, max_len: usize) -> Result<Recov
         let Err(herr) = last.header else { break };
         let s = scans.pop().expect("checked non-empty");
         let path = dir.join(&s.name);
-        let bytes = {
-            let f = vfs
-                .open(&path, OpenMode::Read)
-                .map_err(Error::io("open", &path))?;
-            read_all(&*f, &path)?
-        };
+        let bytes = read_file(vfs, &path)?;
         let next_id = scans
             .iter()
             .filter_map(|p| p.header.ok())

@@ -1061,6 +1061,14 @@ impl Writer {
         Ok(())
     }
 
+    /// A fatal error while processing a group: hands `req` and every remaining request (no
+    /// LSNs assigned) to `fail` via `pending`.
+    fn hand_to_fail(&mut self, req: Req, rest: impl Iterator<Item = Req>) {
+        let none = LsnRange { first: 0, last: 0 };
+        self.pending.push((req.done, none));
+        self.pending.extend(rest.map(|r| (r.done, none)));
+    }
+
     /// Encodes, writes and syncs a group. `Err`: fatal (poison). `Ok(Err(DiskFull))`: an
     /// explicit rotation could not complete because the disk is full (not fatal).
     fn process(&mut self, reqs: Vec<Req>, rotate: &[Arc<Completion>]) -> Result<Result<()>> {
@@ -1077,9 +1085,7 @@ impl Writer {
                             continue;
                         }
                         Err(e) => {
-                            let none = LsnRange { first: 0, last: 0 };
-                            self.pending.push((req.done, none));
-                            self.pending.extend(reqs.map(|r| (r.done, none)));
+                            self.hand_to_fail(req, reqs);
                             return Err(e);
                         }
                     }
@@ -1091,9 +1097,7 @@ impl Writer {
                         continue;
                     }
                     Err(e) => {
-                        let none = LsnRange { first: 0, last: 0 };
-                        self.pending.push((req.done, none));
-                        self.pending.extend(reqs.map(|r| (r.done, none)));
+                        self.hand_to_fail(req, reqs);
                         return Err(e);
                     }
                 }
@@ -1121,10 +1125,7 @@ impl Writer {
                     continue;
                 }
                 Err(e) => {
-                    // Hand this and every remaining request to `fail` via `pending`.
-                    let none = LsnRange { first: 0, last: 0 };
-                    self.pending.push((req.done, none));
-                    self.pending.extend(reqs.map(|r| (r.done, none)));
+                    self.hand_to_fail(req, reqs);
                     return Err(e);
                 }
             };

@@ -61,6 +61,14 @@ fn reopen(dir: &Path) -> (Wal, RecoveryReport) {
     Wal::open(dir, opts()).expect("recovery always opens")
 }
 
+/// The reported losses as (first, last, cause).
+fn loss_ranges(rep: &RecoveryReport) -> Vec<(u64, u64, LossCause)> {
+    rep.losses
+        .iter()
+        .map(|l| (l.first, l.last, l.cause))
+        .collect()
+}
+
 /// Every LSN in 1..=189 is a record or inside a reported loss; the next append gets 190.
 fn all_accounted(wal: &Wal, rep: &RecoveryReport) {
     let (lsns, _) = read(wal);
@@ -102,10 +110,7 @@ fn destroyed_tail_header_is_a_reported_loss_and_lsns_are_not_reused() {
     flip(&seg(dir.path(), 101), 33, 0xff);
     let (wal, rep) = reopen(dir.path());
     assert_eq!(
-        rep.losses
-            .iter()
-            .map(|l| (l.first, l.last, l.cause))
-            .collect::<Vec<_>>(),
+        loss_ranges(&rep),
         vec![(101, 189, LossCause::Corrupt)],
         "{rep:?}"
     );
@@ -142,10 +147,7 @@ fn damaged_length_field_in_the_middle_loses_only_that_record() {
         flip(&path, at, mask);
         let (wal, rep) = reopen(dir.path());
         assert_eq!(
-            rep.losses
-                .iter()
-                .map(|l| (l.first, l.last, l.cause))
-                .collect::<Vec<_>>(),
+            loss_ranges(&rep),
             vec![(150, 150, LossCause::Corrupt)],
             "mask {mask:#x}: {rep:?}"
         );
