@@ -2,36 +2,16 @@
 //! private test CA (`--api-tls-cert`/`--api-tls-key`), the `sentra` CLI verifying it with
 //! `--ca-cert`, refusing it clearly without, and a real `sentra-agent` enrolling over https.
 
+mod common;
+
 use std::{
-    net::{IpAddr, Ipv4Addr, TcpListener},
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output},
     time::{Duration, Instant},
 };
 
-const PASSWORD: &str = "a long enough passphrase\n";
-
-fn sentra() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sentra"))
-}
-
-fn sibling_bin(name: &str) -> PathBuf {
-    let p = sentra().with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `cargo build -p {name}` (cargo test --workspace does)",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{PASSWORD, Server, ok, run, sentra, sibling_bin};
 
 /// A test CA and a server certificate for `localhost` and `127.0.0.1`, as PEM files.
 struct Pki {
@@ -76,46 +56,6 @@ impl Pki {
     }
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(cli_dir: &Path, api: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write as _;
-    let mut child = Command::new(sentra())
-        .args(args)
-        .env("SENTRA_CLI_DIR", cli_dir)
-        .env("SENTRA_SERVER", api)
-        .env_remove("SENTRA_TOKEN")
-        .env_remove("SENTRA_CA_CERT")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -124,27 +64,13 @@ fn stderr(out: &Output) -> String {
 fn cli_and_agent_verify_the_rest_api_over_tls_with_a_private_ca() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::write(tmp.path());
-    let data = tmp.path().join("data");
-    let cli_dir = tmp.path().join("cli");
-    let (grpc, api_port) = (free_port(), free_port());
-    let api = format!("https://127.0.0.1:{api_port}");
-    let ca = pki.ca.to_str().unwrap();
-    let _server = Server(
-        Command::new(sibling_bin("sentra-server"))
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
-            .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
-            .arg("--api-tls-cert")
-            .arg(&pki.cert)
-            .arg("--api-tls-key")
-            .arg(&pki.key)
-            .args(["--status-interval", "0"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(tmp.path().join("server.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let server = Server::spawn(tmp.path(), &[], Some((&pki.cert, &pki.key)));
+    let (data, cli_dir, api) = (
+        server.data.clone(),
+        server.cli_dir.clone(),
+        server.api.clone(),
     );
+    let ca = pki.ca.to_str().unwrap();
 
     // Up when an unauthenticated `status` gets the API's 401 over verified TLS.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -217,7 +143,7 @@ fn cli_and_agent_verify_the_rest_api_over_tls_with_a_private_ca() {
     // Plain http to the TLS listener does not get an answer from the API.
     let out = run(
         &cli_dir,
-        &format!("http://127.0.0.1:{api_port}"),
+        &api.replacen("https://", "http://", 1),
         &["status"],
         None,
     );

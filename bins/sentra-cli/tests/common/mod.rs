@@ -14,14 +14,19 @@ pub(crate) fn sentra() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sentra"))
 }
 
-pub(crate) fn server_bin() -> PathBuf {
-    let p = sentra().with_file_name("sentra-server");
+/// A binary built next to `sentra` (`sentra-server`, `sentra-agent`).
+pub(crate) fn sibling_bin(name: &str) -> PathBuf {
+    let p = sentra().with_file_name(name);
     assert!(
         p.exists(),
-        "{} is missing: build it with `cargo build -p sentra-server` (cargo test --workspace does)",
+        "{} is missing: build it with `cargo build -p {name}` (cargo test --workspace does)",
         p.display()
     );
     p
+}
+
+pub(crate) fn server_bin() -> PathBuf {
+    sibling_bin("sentra-server")
 }
 
 pub(crate) fn free_port() -> u16 {
@@ -48,29 +53,7 @@ pub(crate) struct Server {
 impl Server {
     /// Starts a server on `root/data` (no local agent) and waits until its API answers.
     pub(crate) fn start(root: &Path, extra: &[&str]) -> Self {
-        let data = root.join("data");
-        let cli_dir = root.join("cli");
-        let (grpc, api_port) = (free_port(), free_port());
-        let api = format!("http://127.0.0.1:{api_port}");
-        let grpc = format!("127.0.0.1:{grpc}");
-        let child = Command::new(server_bin())
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--grpc-listen", &grpc])
-            .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
-            .args(["--status-interval", "0"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(root.join("server.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let s = Self {
-            child: Some(child),
-            api,
-            grpc,
-            data,
-            cli_dir,
-        };
+        let s = Self::spawn(root, extra, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = s.run(&["status"], None);
@@ -82,6 +65,44 @@ impl Server {
             std::thread::sleep(Duration::from_millis(200));
         }
         s
+    }
+
+    /// Spawns a server on `root/data` with `extra` arguments, without waiting for it (the
+    /// caller polls for readiness). With `tls = Some((cert, key))` the REST API serves https
+    /// with that certificate and `api` is an `https://` URL. Its stderr goes to
+    /// `root/server.log`.
+    pub(crate) fn spawn(root: &Path, extra: &[&str], tls: Option<(&Path, &Path)>) -> Self {
+        let data = root.join("data");
+        let cli_dir = root.join("cli");
+        let (grpc, api_port) = (free_port(), free_port());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let api = format!("{scheme}://127.0.0.1:{api_port}");
+        let grpc = format!("127.0.0.1:{grpc}");
+        let mut cmd = Command::new(server_bin());
+        cmd.arg("--data-dir")
+            .arg(&data)
+            .args(["--grpc-listen", &grpc])
+            .args(["--api-listen", &format!("127.0.0.1:{api_port}")]);
+        if let Some((cert, key)) = tls {
+            cmd.arg("--api-tls-cert")
+                .arg(cert)
+                .arg("--api-tls-key")
+                .arg(key);
+        }
+        let child = cmd
+            .args(["--status-interval", "0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(root.join("server.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child: Some(child),
+            api,
+            grpc,
+            data,
+            cli_dir,
+        }
     }
 
     /// Creates the admin user (first start only) and logs in.
@@ -145,6 +166,7 @@ pub(crate) fn run(cli_dir: &Path, api: &str, args: &[&str], stdin: Option<&str>)
         .env("SENTRA_CLI_DIR", cli_dir)
         .env("SENTRA_SERVER", api)
         .env_remove("SENTRA_TOKEN")
+        .env_remove("SENTRA_CA_CERT")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
