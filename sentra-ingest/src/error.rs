@@ -54,7 +54,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn storage(context: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+    /// Wraps a backend's error (boxed: no database type in the public API).
+    pub(crate) fn storage<E>(context: &'static str) -> impl FnOnce(E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         move |e| Self::Storage {
             context,
             source: Box::new(e),

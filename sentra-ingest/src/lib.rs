@@ -70,8 +70,12 @@
 //! progress stay intact) and no point is ever planted in the future. Timestamps within the
 //! window, and past timestamps (a backlog shipped after an outage), are stored as sent.
 #![forbid(unsafe_code)]
+// Without a backend feature the crate builds (for `cargo hack`), but nothing can open a
+// store: everything behind `open_with` is unused then.
+#![cfg_attr(not(feature = "sqlite"), allow(unused))]
 #![doc(test(attr(deny(warnings))))]
 
+mod backend;
 mod config;
 mod error;
 mod health;
@@ -79,6 +83,7 @@ mod maintenance;
 mod model;
 mod prom;
 mod query;
+mod replay;
 mod service;
 pub mod status;
 pub mod storage;
@@ -87,15 +92,12 @@ mod writer;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use sentra_core::{AgentId, Batch, Seq, UnixMillis};
-use sqlx::{
-    ConnectOptions as _, Row as _,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-};
 use tokio::{
     sync::{broadcast, mpsc, oneshot, watch},
     task::JoinHandle,
 };
 
+pub use backend::Backend;
 pub use config::{Config, PresenceConfig, QueryLimits};
 pub use error::{BoxError, Error, Result};
 pub use health::{AgentLedger, IngestHealth, StorageHealth};
@@ -108,6 +110,7 @@ pub use query::{
 pub use service::{IngestService, IngestStats, ResponseFuture};
 pub use status::{Presence, StatusCache, StatusSnapshot};
 
+use backend::{MetricReader as _, MetricStore, Reader};
 use maintenance::Maintainer;
 use writer::{Request, Writer};
 
@@ -176,60 +179,44 @@ impl std::fmt::Debug for Maintainer {
 impl Ingest {
     /// Opens or creates `data_dir/metrics.db`, migrates it, rebuilds the high-water marks,
     /// series index and status cache, and starts the writer and maintenance tasks on the
-    /// current tokio runtime.
+    /// current tokio runtime. The same as
+    /// [`Ingest::open_with`]`(`[`Backend::sqlite`]`(data_dir), config)`.
     ///
     /// # Errors
     ///
     /// [`Error::DataDir`] or [`Error::Storage`].
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub async fn open(data_dir: impl AsRef<Path>, config: Config) -> Result<Self> {
-        let dir = data_dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|source| Error::DataDir {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let path = dir.join(DB_FILE);
-        let write_opts = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("cache_size", format!("-{}", config.cache_size_kib))
-            .pragma("temp_store", "memory")
-            .statement_cache_capacity(256)
-            // multi-row inserts are thousands of placeholders long: never log them
-            .disable_statement_logging();
-        let mut conn = write_opts
-            .clone()
-            .connect()
-            .await
-            .map_err(Error::storage("opening the database"))?;
-        sqlx::migrate!("./migrations")
-            .run(&mut conn)
-            .await
-            .map_err(|e| Error::Storage {
-                context: "migrating the database",
-                source: Box::new(e),
-            })?;
-        let read_opts = SqliteConnectOptions::new()
-            .filename(&path)
-            .read_only(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("cache_size", "-16384")
-            .disable_statement_logging();
-        let pool = SqlitePoolOptions::new()
-            .max_connections(config.read_connections.max(1))
-            .connect_with(read_opts)
-            .await
-            .map_err(Error::storage("opening read connections"))?;
+        Self::open_with(Backend::sqlite(data_dir.as_ref()), config).await
+    }
 
+    /// Opens (creating and migrating it if needed) the store `backend` names, rebuilds the
+    /// high-water marks, series index and status cache, and starts the writer and
+    /// maintenance tasks on the current tokio runtime. Every backend keeps the same
+    /// contract: an ack means durable, the same replay rules, the same query limits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DataDir`] or [`Error::Storage`].
+    pub async fn open_with(backend: Backend, config: Config) -> Result<Self> {
+        match backend.0 {
+            #[cfg(feature = "sqlite")]
+            backend::BackendKind::Sqlite(dir) => {
+                let (store, reader) = backend::sqlite::open(&dir, &config).await?;
+                Self::start(store, Reader::Sqlite(reader), config).await
+            }
+        }
+    }
+
+    /// Starts the pipeline over an open store.
+    async fn start<S: MetricStore>(store: S, reader: Reader, config: Config) -> Result<Self> {
         let status = StatusCache::new(config.presence);
         let (events, _) = broadcast::channel(config.subscriber_capacity.max(1));
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         let health = watch::Sender::new(IngestHealth::ok());
         let mut writer = Writer::new(
-            conn,
-            write_opts,
+            store,
             rx,
             status.clone(),
             events.clone(),
@@ -238,7 +225,7 @@ impl Ingest {
         );
         writer.load().await?;
         let maintainer = Arc::new(Maintainer {
-            pool: pool.clone(),
+            reader: reader.clone(),
             tx: tx.clone(),
             dirty: Arc::clone(&writer.dirty),
             retention: (
@@ -272,7 +259,7 @@ impl Ingest {
                 max_future_skew_ms: config::millis(config.max_future_skew),
             },
             status,
-            query: Query::new(pool, config.limits, config.retention),
+            query: Query::new(reader, config.limits, config.retention),
             events: std::sync::Mutex::new(Some(events)),
             maintainer,
             health,
@@ -340,14 +327,9 @@ impl Ingest {
     /// # Errors
     ///
     /// [`Error::Storage`].
-    #[allow(clippy::cast_sign_loss)]
     pub async fn high_water(&self, agent: &AgentId) -> Result<Option<Seq>> {
-        let row = sqlx::query("SELECT high_water FROM agents WHERE agent_id = ?")
-            .bind(agent.as_str())
-            .fetch_optional(self.query.pool())
-            .await
-            .map_err(Error::storage("reading a high-water mark"))?;
-        Ok(row.and_then(|r| Seq::new(r.get::<i64, _>(0) as u64).ok()))
+        let high_water = self.query.reader().high_water(agent).await?;
+        Ok(high_water.and_then(|h| Seq::new(h).ok()))
     }
 
     /// The pipeline's health now: whether storage takes writes and whether every internal
@@ -371,27 +353,8 @@ impl Ingest {
     /// # Errors
     ///
     /// [`Error::Storage`].
-    #[allow(clippy::cast_sign_loss)]
     pub async fn agent_ledger(&self, agent: &AgentId) -> Result<Option<AgentLedger>> {
-        let row = sqlx::query(
-            "SELECT high_water, accepted, gaps, missing, rejected_stale, rejected_ahead \
-             FROM agents WHERE agent_id = ?",
-        )
-        .bind(agent.as_str())
-        .fetch_optional(self.query.pool())
-        .await
-        .map_err(Error::storage("reading an agent's ledger"))?;
-        Ok(row.map(|r| {
-            let n = |i: usize| r.get::<i64, _>(i) as u64;
-            AgentLedger {
-                high_water: Some(n(0)).filter(|h| *h > 0),
-                accepted: n(1),
-                gaps: n(2),
-                missing: n(3),
-                rejected_stale: n(4),
-                rejected_ahead: n(5),
-            }
-        }))
+        self.query.reader().ledger(agent).await
     }
 
     /// Forgets `agent`'s high-water mark and record of stored seqs, so the next batch it
@@ -422,27 +385,7 @@ impl Ingest {
     ///
     /// [`Error::Storage`] when the check itself cannot run.
     pub async fn integrity_check(&self) -> Result<Vec<String>> {
-        let rows = match sqlx::query("PRAGMA integrity_check")
-            .fetch_all(self.query.pool())
-            .await
-        {
-            Ok(rows) => rows,
-            // damage bad enough to stop the check is a finding, not a failure to check
-            Err(sqlx::Error::Database(e))
-                if e.code()
-                    .and_then(|c| c.parse::<i32>().ok())
-                    .is_some_and(|c| matches!(c & 0xff, 11 | 26)) =>
-            {
-                return Ok(vec![format!("integrity check stopped: {}", e.message())]);
-            }
-            Err(e) => return Err(Error::storage("running the integrity check")(e)),
-        };
-        let lines: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
-        Ok(if lines.len() == 1 && lines[0] == "ok" {
-            Vec::new()
-        } else {
-            lines
-        })
+        self.query.reader().integrity_check().await
     }
 
     /// Deletes everything stored for `agent`: samples, rollups, series, WireGuard status,
@@ -516,7 +459,7 @@ impl Ingest {
         // writer's side. Batches queued before this point are still committed and acked.
         let _ = self.service.tx.send(Request::Shutdown).await;
         let _ = writer.await;
-        self.query.pool().close().await;
+        self.query.reader().close().await;
         match self.health().dead_task {
             Some(dead) if dead.starts_with("writer") => Err(Error::Storage {
                 context: "stopping the writer",

@@ -11,11 +11,11 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use sqlx::{Row as _, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     Error, Result,
+    backend::{MetricReader, Reader},
     writer::{Dirty, Request},
 };
 
@@ -87,54 +87,6 @@ pub(crate) struct MaintenanceWrite {
     pub(crate) cutoffs: Option<(i64, i64, i64)>,
 }
 
-pub(crate) async fn apply_maintenance(
-    conn: &mut SqliteConnection,
-    job: &MaintenanceWrite,
-) -> sqlx::Result<()> {
-    use sqlx::Connection as _;
-    async {
-        let mut tx = conn.begin().await?;
-        for (table, rows) in [("rollup_1m", &job.rollup_1m), ("rollup_1h", &job.rollup_1h)] {
-            let sql = format!(
-                "INSERT OR REPLACE INTO {table} \
-                 (series_id, bucket, min, max, sum, count, last, last_ts) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            );
-            for b in rows.iter().filter(|b| b.count > 0) {
-                sqlx::query(&sql)
-                    .bind(b.series_id)
-                    .bind(b.bucket)
-                    .bind(b.min)
-                    .bind(b.max)
-                    .bind(b.sum)
-                    .bind(b.count)
-                    .bind(b.last)
-                    .bind(b.last_ts)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        if let Some((raw, m1, h1)) = job.cutoffs {
-            for (table, col, cut) in [
-                ("samples", "ts", raw),
-                ("rollup_1m", "bucket", m1),
-                ("rollup_1h", "bucket", h1),
-            ] {
-                // `series_id IN (…)` lets SQLite seek to the old end of every series instead
-                // of scanning the whole table.
-                sqlx::query(&format!(
-                    "DELETE FROM {table} WHERE series_id IN (SELECT id FROM series) AND {col} < ?"
-                ))
-                .bind(cut)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        tx.commit().await
-    }
-    .await
-}
-
 /// What one maintenance pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -148,7 +100,7 @@ pub struct MaintenanceReport {
 }
 
 pub(crate) struct Maintainer {
-    pub(crate) pool: SqlitePool,
+    pub(crate) reader: Reader,
     pub(crate) tx: mpsc::Sender<Request>,
     pub(crate) dirty: Dirty,
     pub(crate) retention: (Duration, Duration, Duration),
@@ -177,20 +129,12 @@ impl Maintainer {
 
     /// Marks every series dirty from its newest 1-minute bucket (startup).
     pub(crate) async fn mark_all_dirty(&self) -> Result<()> {
-        let rows = sqlx::query(
-            "SELECT s.id, (SELECT MAX(bucket) FROM rollup_1m r WHERE r.series_id = s.id) \
-             FROM series s",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::storage("reading rollup progress"))?;
+        let rows = self.reader.rollup_progress().await?;
         let mut dirty = self
             .dirty
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for r in rows {
-            let from: Option<i64> = r.get(1);
-            let id: i64 = r.get(0);
+        for (id, from) in rows {
             let from = from.unwrap_or(i64::MIN);
             dirty
                 .entry(id)
@@ -272,18 +216,9 @@ impl Maintainer {
     async fn rollup_series(&self, id: i64, from: i64, job: &mut MaintenanceWrite) -> Result<()> {
         let m_from = floor(from, MINUTE_MS);
         let h_from = floor(from, HOUR_MS);
-        let rows = sqlx::query(
-            "SELECT ts, CAST(v AS REAL) FROM samples WHERE series_id = ? AND ts >= ? ORDER BY ts",
-        )
-        .bind(id)
-        .bind(m_from)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::storage("reading samples for rollup"))?;
+        let rows = self.reader.samples_from(id, m_from).await?;
         let mut minutes: Vec<Bucket> = Vec::new();
-        for r in rows {
-            let ts: i64 = r.get(0);
-            let v: Option<f64> = r.get(1);
+        for (ts, v) in rows {
             let b = floor(ts, MINUTE_MS);
             if minutes.last().is_none_or(|m| m.bucket != b) {
                 minutes.push(Bucket::new(id, b));
@@ -294,28 +229,9 @@ impl Maintainer {
         }
         minutes.retain(|m| m.count > 0);
         // 1-hour buckets from the stored 1-minute buckets before `m_from` plus the new ones.
-        let stored = sqlx::query(
-            "SELECT bucket, min, max, sum, count, last, last_ts FROM rollup_1m \
-             WHERE series_id = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
-        )
-        .bind(id)
-        .bind(h_from)
-        .bind(m_from)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::storage("reading rollups"))?;
+        let earlier = self.reader.minute_buckets(id, h_from, m_from).await?;
         let mut hours: Vec<Bucket> = Vec::new();
-        let earlier = stored.into_iter().map(|r| Bucket {
-            series_id: id,
-            bucket: r.get(0),
-            min: r.get::<Option<f64>, _>(1).unwrap_or(f64::NAN),
-            max: r.get::<Option<f64>, _>(2).unwrap_or(f64::NAN),
-            sum: r.get::<Option<f64>, _>(3).unwrap_or(0.0),
-            count: r.get(4),
-            last: r.get::<Option<f64>, _>(5).unwrap_or(f64::NAN),
-            last_ts: r.get(6),
-        });
-        for m in earlier.chain(minutes.iter().copied()) {
+        for m in earlier.into_iter().chain(minutes.iter().copied()) {
             let b = floor(m.bucket, HOUR_MS);
             if hours.last().is_none_or(|h| h.bucket != b) {
                 hours.push(Bucket::new(id, b));

@@ -10,15 +10,15 @@ use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
 
 use sentra_core::{AgentId, LabelName, MetricName, UnixMillis};
 use serde::Serialize;
-use sqlx::{Row as _, SqlitePool, sqlite::SqliteRow};
 
 use crate::{
     Error, QueryLimits, Result,
+    backend::{MetricReader, Reader},
     maintenance::{HOUR_MS, MINUTE_MS},
-    model::parse_labels_json,
 };
 
-/// SQLite's bound on host parameters also bounds series per query.
+/// Bound on series per query whatever the configuration (SQLite's bound on host
+/// parameters once set it; every backend keeps it, so limits are the same everywhere).
 const HARD_MAX_SERIES: usize = 30_000;
 
 /// How a label matcher compares.
@@ -34,9 +34,9 @@ pub enum MatchOp {
 /// One label condition of a [`Selector`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LabelMatcher {
-    name: LabelName,
-    op: MatchOp,
-    value: String,
+    pub(crate) name: LabelName,
+    pub(crate) op: MatchOp,
+    pub(crate) value: String,
 }
 
 impl LabelMatcher {
@@ -76,9 +76,9 @@ impl LabelMatcher {
 /// Which series a query reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Selector {
-    name: Option<MetricName>,
-    agent: Option<AgentId>,
-    matchers: Vec<LabelMatcher>,
+    pub(crate) name: Option<MetricName>,
+    pub(crate) agent: Option<AgentId>,
+    pub(crate) matchers: Vec<LabelMatcher>,
 }
 
 impl Selector {
@@ -119,9 +119,9 @@ impl Selector {
 /// A time range `[from, to)` with a step, validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Range {
-    from: i64,
-    to: i64,
-    step: i64,
+    pub(crate) from: i64,
+    pub(crate) to: i64,
+    pub(crate) step: i64,
 }
 
 impl Range {
@@ -254,6 +254,25 @@ pub struct SeriesInfo {
     id: i64,
 }
 
+impl SeriesInfo {
+    /// A series as a backend found it; `kind` 1 is a counter, anything else a gauge.
+    pub(crate) fn new(
+        id: i64,
+        agent_id: String,
+        name: String,
+        labels: Vec<(String, String)>,
+        kind: i64,
+    ) -> Self {
+        Self {
+            agent_id,
+            name,
+            labels: labels.into_iter().collect(),
+            kind: if kind == 1 { "counter" } else { "gauge" },
+            id,
+        }
+    }
+}
+
 /// The newest sample of a series.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
@@ -327,7 +346,7 @@ impl Export {
 /// connections and never block ingest (SQLite WAL mode).
 #[derive(Clone)]
 pub struct Query {
-    pool: SqlitePool,
+    reader: Reader,
     limits: QueryLimits,
     raw_retention_ms: i64,
 }
@@ -340,26 +359,21 @@ impl fmt::Debug for Query {
     }
 }
 
-fn ids_json(series: &[SeriesInfo]) -> String {
-    let ids: Vec<String> = series.iter().map(|s| s.id.to_string()).collect();
-    format!("[{}]", ids.join(","))
-}
-
-fn get_f64(r: &SqliteRow, i: usize) -> f64 {
-    r.get::<Option<f64>, _>(i).unwrap_or(f64::NAN)
+fn ids(series: &[SeriesInfo]) -> Vec<i64> {
+    series.iter().map(|s| s.id).collect()
 }
 
 impl Query {
-    pub(crate) fn new(pool: SqlitePool, limits: QueryLimits, raw_retention: Duration) -> Self {
+    pub(crate) fn new(reader: Reader, limits: QueryLimits, raw_retention: Duration) -> Self {
         Self {
-            pool,
+            reader,
             limits,
             raw_retention_ms: i64::try_from(raw_retention.as_millis()).unwrap_or(i64::MAX),
         }
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
+    pub(crate) fn reader(&self) -> &Reader {
+        &self.reader
     }
 
     /// The limits in force.
@@ -375,18 +389,11 @@ impl Query {
     /// [`Error::TooManySeries`] past [`QueryLimits::max_names`], [`Error::Storage`].
     pub async fn names(&self, agent: Option<&AgentId>) -> Result<Vec<String>> {
         let limit = self.limits.max_names;
-        let rows = sqlx::query(
-            "SELECT DISTINCT name FROM series WHERE (?1 IS NULL OR agent = ?1) ORDER BY name LIMIT ?2",
-        )
-        .bind(agent.map(AgentId::as_str))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::storage("listing metric names"))?;
+        let rows = self.reader.names(agent, limit).await?;
         if rows.len() > limit {
             return Err(Error::TooManySeries { limit });
         }
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        Ok(rows)
     }
 
     /// The series a selector matches.
@@ -396,54 +403,11 @@ impl Query {
     /// [`Error::TooManySeries`], [`Error::Storage`].
     pub async fn series(&self, sel: &Selector) -> Result<Vec<SeriesInfo>> {
         let limit = self.limits.max_series.min(HARD_MAX_SERIES);
-        let mut sql = String::from("SELECT id, agent, name, labels, kind FROM series WHERE 1 = 1");
-        if sel.name.is_some() {
-            sql.push_str(" AND name = ?");
-        }
-        if sel.agent.is_some() {
-            sql.push_str(" AND agent = ?");
-        }
-        for m in &sel.matchers {
-            sql.push_str(match m.op {
-                MatchOp::Eq => " AND IFNULL(json_extract(labels, ?), '') = ?",
-                MatchOp::NotEq => " AND IFNULL(json_extract(labels, ?), '') != ?",
-            });
-        }
-        sql.push_str(" ORDER BY id LIMIT ?");
-        let mut q = sqlx::query(&sql);
-        if let Some(n) = &sel.name {
-            q = q.bind(n.as_str());
-        }
-        if let Some(a) = &sel.agent {
-            q = q.bind(a.as_str());
-        }
-        for m in &sel.matchers {
-            q = q
-                .bind(format!("$.{}", m.name.as_str()))
-                .bind(m.value.as_str());
-        }
-        let rows = q
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX) + 1)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(Error::storage("resolving series"))?;
+        let rows = self.reader.series(sel, limit).await?;
         if rows.len() > limit {
             return Err(Error::TooManySeries { limit });
         }
-        Ok(rows
-            .into_iter()
-            .map(|r| SeriesInfo {
-                id: r.get(0),
-                agent_id: r.get(1),
-                name: r.get(2),
-                labels: parse_labels_json(r.get(3)).into_iter().collect(),
-                kind: if r.get::<i64, _>(4) == 1 {
-                    "counter"
-                } else {
-                    "gauge"
-                },
-            })
-            .collect())
+        Ok(rows)
     }
 
     /// The newest sample of every matching series (series without samples are omitted).
@@ -456,18 +420,10 @@ impl Query {
         if series.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
-            "SELECT j.value, x.ts, CAST(x.v AS REAL) FROM json_each(?) j \
-             JOIN samples x ON x.series_id = j.value AND x.ts = \
-             (SELECT MAX(ts) FROM samples WHERE series_id = j.value)",
-        )
-        .bind(ids_json(&series))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::storage("reading latest values"))?;
+        let rows = self.reader.latest(&ids(&series)).await?;
         let mut by_id: BTreeMap<i64, (i64, f64)> = BTreeMap::new();
-        for r in rows {
-            by_id.insert(r.get(0), (r.get(1), get_f64(&r, 2)));
+        for (id, ts, v) in rows {
+            by_id.insert(id, (ts, v));
         }
         Ok(series
             .into_iter()
@@ -535,48 +491,13 @@ impl Query {
         if series.is_empty() {
             return Ok(Vec::new());
         }
-        let (table, ts) = match res {
-            Resolution::Minute => ("rollup_1m", "bucket"),
-            Resolution::Hour => ("rollup_1h", "bucket"),
-            _ => ("samples", "ts"),
-        };
-        let raw = table == "samples";
-        let expr = match (agg, raw) {
-            (Aggregation::Avg, true) => "AVG(v), 0",
-            (Aggregation::Min, true) => "CAST(MIN(v) AS REAL), 0",
-            (Aggregation::Max, true) => "CAST(MAX(v) AS REAL), 0",
-            (Aggregation::Sum, true) => "CAST(SUM(v) AS REAL), 0",
-            (Aggregation::Count, true) => "CAST(COUNT(v) AS REAL), 0",
-            (Aggregation::Last, true) => "CAST(v AS REAL), MAX(ts)",
-            (Aggregation::Avg, false) => "SUM(sum) / SUM(count), 0",
-            (Aggregation::Min, false) => "MIN(min), 0",
-            (Aggregation::Max, false) => "MAX(max), 0",
-            (Aggregation::Sum, false) => "SUM(sum), 0",
-            (Aggregation::Count, false) => "CAST(SUM(count) AS REAL), 0",
-            (Aggregation::Last, false) => "last, MAX(last_ts)",
-        };
-        // With exactly one MAX() aggregate SQLite takes bare columns from the row holding the
-        // maximum, which is how `last` is computed in one pass.
-        let sql = format!(
-            "SELECT series_id, CAST(({ts} - ?1) / ?2 AS INTEGER) AS b, {expr} FROM {table} \
-             WHERE series_id IN (SELECT value FROM json_each(?3)) AND {ts} >= ?1 AND {ts} < ?4 \
-             GROUP BY series_id, b ORDER BY series_id, b"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(range.from)
-            .bind(range.step)
-            .bind(ids_json(&series))
-            .bind(range.to)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(Error::storage("reading history"))?;
+        let rows = self.reader.history(&ids(&series), range, agg, res).await?;
         let mut points: BTreeMap<i64, Vec<(i64, f64)>> = BTreeMap::new();
-        for r in rows {
-            let b: i64 = r.get(1);
-            points.entry(r.get(0)).or_default().push((
-                range.from.saturating_add(b.saturating_mul(range.step)),
-                get_f64(&r, 2),
-            ));
+        for (id, b, v) in rows {
+            points
+                .entry(id)
+                .or_default()
+                .push((range.from.saturating_add(b.saturating_mul(range.step)), v));
         }
         Ok(series
             .into_iter()
@@ -708,28 +629,14 @@ impl Query {
         if series.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
-            "SELECT series_id, ts, CAST(v AS REAL) FROM samples \
-             WHERE series_id IN (SELECT value FROM json_each(?1)) AND ts >= ?2 AND ts < ?3 \
-             ORDER BY series_id, ts LIMIT ?4",
-        )
-        .bind(ids_json(series))
-        .bind(range.from)
-        .bind(range.to)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::storage("reading raw samples"))?;
+        let rows = self.reader.raw_rows(&ids(series), range, limit).await?;
         if rows.len() as u64 > limit {
             return Err(Error::TooManyPoints {
                 requested: rows.len() as u64,
                 limit,
             });
         }
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1), get_f64(&r, 2)))
-            .collect())
+        Ok(rows)
     }
 
     /// Raw samples of the matching series over `[from, to)`, encoded as CSV or JSON.

@@ -16,11 +16,7 @@ use sentra_core::{
 use tokio::sync::{mpsc, oneshot};
 use tower_service::Service;
 
-use crate::{
-    BoxError, Error,
-    model::prepare,
-    writer::{Outcome, Request},
-};
+use crate::{BoxError, Error, model::prepare, replay::Outcome, writer::Request};
 
 /// Counters of the pipeline, for the server's own `/metrics` (prometheus-client series;
 /// registered in the host's registry by [`Ingest::register_metrics`](crate::Ingest::register_metrics)).

@@ -1,0 +1,452 @@
+//! The writer's side of the SQLite backend: the staging log (`pending`) and every write.
+
+use sqlx::{
+    ConnectOptions as _, Connection as _, Row as _, SqliteConnection,
+    query::Query,
+    sqlite::{Sqlite, SqliteArguments, SqliteConnectOptions, SqliteRow},
+};
+
+use crate::{
+    backend::{ApplyPlan, Commit, MetricStore, SeriesRow, StagingLog, StoreResult, Unapplied},
+    maintenance::MaintenanceWrite,
+    model::{Stored, labels_json, parse_labels_json},
+    replay::{AgentMark, Ledger},
+};
+
+/// Largest multi-row `INSERT` (rows); 8192 × 3 parameters stays below SQLite's 32 766.
+const MAX_CHUNK: usize = 8192;
+
+/// The SQLite write connection and its prepared multi-row inserts.
+pub(crate) struct SqliteStore {
+    /// `None` after a failed write: reopened by the next call.
+    conn: Option<SqliteConnection>,
+    opts: SqliteConnectOptions,
+    /// Multi-row inserts by power-of-two row count.
+    samples_sql: Vec<String>,
+    series_sql: Vec<String>,
+}
+
+fn values_sql(head: &str, cols: usize, rows: usize, tail: &str) -> String {
+    let one = format!("({})", vec!["?"; cols].join(","));
+    let mut s = String::with_capacity(head.len() + rows * (one.len() + 1) + tail.len());
+    s.push_str(head);
+    for i in 0..rows {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&one);
+    }
+    s.push_str(tail);
+    s
+}
+
+/// Splits `total` rows into chunks whose sizes are powers of two at most [`MAX_CHUNK`], so a
+/// handful of prepared statements (cached per connection) cover every size.
+fn chunks(total: usize, max: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let left = total - start;
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(max);
+        let pow = usize::BITS - 1 - n.leading_zeros();
+        let len = 1usize << pow;
+        let s = start;
+        start += len;
+        Some((s, len, pow as usize))
+    })
+}
+
+fn sql_by_pow(head: &str, cols: usize, max: usize, tail: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut n = 1;
+    while n <= max {
+        v.push(values_sql(head, cols, n, tail));
+        n *= 2;
+    }
+    v
+}
+
+type Q<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
+
+#[allow(clippy::cast_possible_wrap)]
+fn bind_value(q: Q<'_>, v: Stored) -> Q<'_> {
+    match v {
+        Stored::Gauge(g) => q.bind(g),
+        Stored::Counter(c) => q.bind(c as i64),
+    }
+}
+
+impl SqliteStore {
+    pub(crate) fn new(conn: SqliteConnection, opts: SqliteConnectOptions) -> Self {
+        Self {
+            conn: Some(conn),
+            opts,
+            samples_sql: sql_by_pow(
+                "INSERT INTO samples (series_id, ts, v) VALUES ",
+                3,
+                MAX_CHUNK,
+                " ON CONFLICT DO NOTHING",
+            ),
+            series_sql: sql_by_pow(
+                "INSERT INTO series (id, agent, name, labels, kind) VALUES ",
+                5,
+                1024,
+                "",
+            ),
+        }
+    }
+
+    /// The write connection, reopened if a failure dropped it.
+    async fn connection(&mut self) -> sqlx::Result<&mut SqliteConnection> {
+        if self.conn.is_none() {
+            let c = self.opts.connect().await?;
+            tracing::info!("write connection reopened");
+            self.conn = Some(c);
+        }
+        self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    async fn fetch_all(&mut self, sql: &'static str) -> StoreResult<Vec<SqliteRow>> {
+        let conn = self.connection().await?;
+        Ok(sqlx::query(sql).fetch_all(conn).await?)
+    }
+}
+
+#[allow(clippy::cast_possible_wrap)]
+async fn write_commit(conn: &mut SqliteConnection, plan: &Commit) -> sqlx::Result<()> {
+    let mut tx = conn.begin().await?;
+    for s in &plan.staged {
+        sqlx::query(
+            "INSERT INTO pending (id, agent_id, seq, fingerprint, received_ms, payload) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.id)
+        .bind(s.agent.as_str())
+        .bind(s.seq as i64)
+        .bind(&s.fingerprint[..])
+        .bind(s.received_ms)
+        .bind(&s.payload[..])
+        .execute(&mut *tx)
+        .await?;
+    }
+    for row in &plan.agents {
+        let l = &row.ledger;
+        sqlx::query(
+            "INSERT INTO agents (agent_id, high_water, floor, last_seen_ms, accepted, gaps, \
+             missing, rejected_stale, rejected_ahead) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (agent_id) DO UPDATE SET high_water = excluded.high_water, \
+             floor = excluded.floor, last_seen_ms = excluded.last_seen_ms, \
+             accepted = excluded.accepted, gaps = excluded.gaps, missing = excluded.missing, \
+             rejected_stale = excluded.rejected_stale, rejected_ahead = excluded.rejected_ahead",
+        )
+        .bind(row.agent.as_str())
+        .bind(row.high_water as i64)
+        .bind(row.floor as i64)
+        .bind(row.last_seen)
+        .bind(l.accepted as i64)
+        .bind(l.gaps as i64)
+        .bind(l.missing as i64)
+        .bind(l.rejected_stale as i64)
+        .bind(l.rejected_ahead as i64)
+        .execute(&mut *tx)
+        .await?;
+        if row.floor > 0 {
+            sqlx::query("DELETE FROM accepted WHERE agent_id = ? AND seq <= ?")
+                .bind(row.agent.as_str())
+                .bind(row.floor as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    for (agent, lo) in &plan.ranges_removed {
+        sqlx::query("DELETE FROM seq_ranges WHERE agent_id = ? AND lo = ?")
+            .bind(agent.as_str())
+            .bind(*lo as i64)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (agent, lo, hi) in &plan.ranges_written {
+        sqlx::query("INSERT OR REPLACE INTO seq_ranges (agent_id, lo, hi) VALUES (?, ?, ?)")
+            .bind(agent.as_str())
+            .bind(*lo as i64)
+            .bind(*hi as i64)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (agent, seq, fp) in &plan.accepted {
+        sqlx::query("INSERT OR IGNORE INTO accepted (agent_id, seq, fingerprint) VALUES (?, ?, ?)")
+            .bind(agent.as_str())
+            .bind(*seq as i64)
+            .bind(&fp[..])
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (agent, seq, created, blob) in &plan.wg {
+        sqlx::query(
+            "INSERT INTO wg_status (agent_id, seq, created_ms, devices) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (agent_id) DO UPDATE SET seq = excluded.seq, \
+             created_ms = excluded.created_ms, devices = excluded.devices \
+             WHERE excluded.created_ms >= wg_status.created_ms",
+        )
+        .bind(agent.as_str())
+        .bind(*seq as i64)
+        .bind(*created)
+        .bind(&blob[..])
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+impl StagingLog for SqliteStore {
+    async fn append(&mut self, commit: &Commit) -> StoreResult<()> {
+        let conn = self.connection().await?;
+        Ok(write_commit(conn, commit).await?)
+    }
+
+    async fn unapplied(&mut self) -> StoreResult<Vec<Unapplied>> {
+        let rows = self
+            .fetch_all("SELECT id, fingerprint, received_ms, payload FROM pending ORDER BY id")
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Unapplied {
+                id: r.get(0),
+                fingerprint: r.get(1),
+                received_ms: r.get(2),
+                payload: bytes::Bytes::from(r.get::<Vec<u8>, _>(3)),
+            })
+            .collect())
+    }
+}
+
+impl MetricStore for SqliteStore {
+    #[allow(clippy::cast_sign_loss)]
+    async fn load_agents(&mut self) -> StoreResult<Vec<(String, AgentMark)>> {
+        let rows = self
+            .fetch_all(
+                "SELECT agent_id, high_water, floor, last_seen_ms, accepted, gaps, missing, \
+                 rejected_stale, rejected_ahead FROM agents",
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let n = |i: usize| r.get::<i64, _>(i) as u64;
+                let ledger = Ledger {
+                    accepted: n(4),
+                    gaps: n(5),
+                    missing: n(6),
+                    rejected_stale: n(7),
+                    rejected_ahead: n(8),
+                };
+                (r.get(0), AgentMark::restore(n(1), n(2), r.get(3), ledger))
+            })
+            .collect())
+    }
+
+    #[allow(clippy::cast_sign_loss)]
+    async fn load_seq_ranges(&mut self) -> StoreResult<Vec<(String, u64, u64)>> {
+        let rows = self
+            .fetch_all("SELECT agent_id, lo, hi FROM seq_ranges")
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get::<i64, _>(1) as u64,
+                    r.get::<i64, _>(2) as u64,
+                )
+            })
+            .collect())
+    }
+
+    #[allow(clippy::cast_sign_loss)]
+    async fn load_fingerprints(&mut self) -> StoreResult<Vec<(String, u64, Vec<u8>)>> {
+        let rows = self
+            .fetch_all("SELECT agent_id, seq, fingerprint FROM accepted")
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get::<i64, _>(1) as u64, r.get(2)))
+            .collect())
+    }
+
+    async fn load_series(&mut self) -> StoreResult<Vec<SeriesRow>> {
+        let rows = self
+            .fetch_all("SELECT id, agent, name, labels FROM series")
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SeriesRow {
+                id: r.get(0),
+                agent: r.get(1),
+                name: r.get(2),
+                labels: parse_labels_json(r.get(3)),
+            })
+            .collect())
+    }
+
+    async fn load_wg_status(&mut self) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let rows = self
+            .fetch_all("SELECT agent_id, devices FROM wg_status")
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn apply(&mut self, plan: &ApplyPlan) -> StoreResult<()> {
+        if self.conn.is_none() {
+            self.connection().await?;
+        }
+        let (samples_sql, series_sql) = (&self.samples_sql, &self.series_sql);
+        let conn = self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)?;
+        let mut tx = conn.begin().await?;
+        for (start, len, pow) in chunks(plan.new_series.len(), 1024) {
+            let mut q = sqlx::query(&series_sql[pow]);
+            for s in &plan.new_series[start..start + len] {
+                q = q
+                    .bind(s.id)
+                    .bind(s.agent.as_str())
+                    .bind(s.name.as_str())
+                    .bind(labels_json(&s.labels))
+                    .bind(s.kind);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for (start, len, pow) in chunks(plan.rows.len(), MAX_CHUNK) {
+            let mut q = sqlx::query(&samples_sql[pow]);
+            for &(id, ts, v) in &plan.rows[start..start + len] {
+                q = bind_value(q.bind(id).bind(ts), v);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        sqlx::query("DELETE FROM pending WHERE id <= ?")
+            .bind(plan.applied_up_to)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn reset_sequence(&mut self, agent: &sentra_core::AgentId) -> StoreResult<()> {
+        let mut tx = self.connection().await?.begin().await?;
+        sqlx::query("UPDATE agents SET high_water = 0, floor = 0, missing = 0 WHERE agent_id = ?")
+            .bind(agent.as_str())
+            .execute(&mut *tx)
+            .await?;
+        for table in ["accepted", "seq_ranges"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE agent_id = ?"))
+                .bind(agent.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx.commit().await?)
+    }
+
+    async fn delete_agent(&mut self, agent: &sentra_core::AgentId) -> StoreResult<()> {
+        let mut tx = self.connection().await?.begin().await?;
+        for table in ["samples", "rollup_1m", "rollup_1h"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE series_id IN (SELECT id FROM series WHERE agent = ?)"
+            ))
+            .bind(agent.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (table, col) in [
+            ("series", "agent"),
+            ("accepted", "agent_id"),
+            ("seq_ranges", "agent_id"),
+            ("agents", "agent_id"),
+            ("wg_status", "agent_id"),
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE {col} = ?"))
+                .bind(agent.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx.commit().await?)
+    }
+
+    async fn write_maintenance(&mut self, job: &MaintenanceWrite) -> StoreResult<()> {
+        let mut tx = self.connection().await?.begin().await?;
+        for (table, rows) in [("rollup_1m", &job.rollup_1m), ("rollup_1h", &job.rollup_1h)] {
+            let sql = format!(
+                "INSERT OR REPLACE INTO {table} \
+                 (series_id, bucket, min, max, sum, count, last, last_ts) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            );
+            for b in rows.iter().filter(|b| b.count > 0) {
+                sqlx::query(&sql)
+                    .bind(b.series_id)
+                    .bind(b.bucket)
+                    .bind(b.min)
+                    .bind(b.max)
+                    .bind(b.sum)
+                    .bind(b.count)
+                    .bind(b.last)
+                    .bind(b.last_ts)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if let Some((raw, m1, h1)) = job.cutoffs {
+            for (table, col, cut) in [
+                ("samples", "ts", raw),
+                ("rollup_1m", "bucket", m1),
+                ("rollup_1h", "bucket", h1),
+            ] {
+                // `series_id IN (…)` lets SQLite seek to the old end of every series instead
+                // of scanning the whole table.
+                sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE series_id IN (SELECT id FROM series) AND {col} < ?"
+                ))
+                .bind(cut)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        Ok(tx.commit().await?)
+    }
+
+    async fn probe(&mut self, now_ms: i64) -> StoreResult<()> {
+        let mut tx = self.connection().await?.begin().await?;
+        sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('storage_probe_ms', ?)")
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx.commit().await?)
+    }
+
+    fn drop_connection(&mut self) {
+        drop(self.conn.take());
+    }
+
+    async fn close(&mut self) -> StoreResult<()> {
+        match self.conn.take() {
+            Some(conn) => Ok(conn.close().await?),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    #[test]
+    fn chunking_covers_everything_with_powers_of_two() {
+        for total in [0, 1, 2, 3, 7, 8, 9, 100, 8192, 8193, 20_000] {
+            let mut next = 0;
+            for (start, len, pow) in chunks(total, 8192) {
+                assert_eq!(start, next);
+                assert_eq!(len, 1 << pow);
+                assert!(len <= 8192);
+                next += len;
+            }
+            assert_eq!(next, total);
+        }
+    }
+}
