@@ -1,0 +1,2 @@
+//! Instantiate + collect benchmark (filled in below).
+fn main() {}
