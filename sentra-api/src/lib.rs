@@ -139,34 +139,24 @@
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
-mod auth;
-mod desired;
-mod error;
 mod http;
-mod keyring;
 mod metrics;
 mod ratelimit;
 mod readiness;
-mod secret;
-mod store;
 mod util;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-pub use auth::{JWT_LEEWAY, MAX_ACCESS_TOKEN_TTL, PasswordCost, Role};
-pub use desired::{
-    DesiredStateService, MAX_ALLOWED_IPS_PER_PEER, MAX_PEERS_PER_INTERFACE, PeerSpec,
-};
-pub use error::{BoxError, Error, Result};
 pub use http::tls::{ApiTls, TlsListener};
-pub use keyring::DbKeyring;
 pub use readiness::Readiness;
-pub use secret::{Password, SecretString};
-pub use store::{
-    Actor, AgentInfo, AuditEntry, AuditQuery, BOOTSTRAP_TOKEN_PREFIX, BootstrapTokenInfo,
-    CONTROL_DB_FILE, ControlStore, DesiredInfo, DesiredInterfaceInfo, Enrolment,
-    IssuedBootstrapToken, KeyInfo, MAX_BOOTSTRAP_TOKEN_TTL, NewestKey, Rotation, StoreOptions,
-    User, UserUpdate,
+// The control plane lives in `sentra-control`; these re-exports keep the API's paths.
+pub use sentra_control::{
+    Actor, AgentInfo, AuditEntry, AuditQuery, BOOTSTRAP_TOKEN_PREFIX, BootstrapTokenInfo, BoxError,
+    CONTROL_DB_FILE, ControlStore, DbKeyring, DesiredInfo, DesiredInterfaceInfo,
+    DesiredStateService, Enrolment, Error, IssuedBootstrapToken, JWT_LEEWAY, KeyInfo,
+    MAX_ACCESS_TOKEN_TTL, MAX_ALLOWED_IPS_PER_PEER, MAX_BOOTSTRAP_TOKEN_TTL,
+    MAX_PEERS_PER_INTERFACE, NewestKey, Password, PasswordCost, PeerSpec, Result, Role, Rotation,
+    SecretString, StoreOptions, User, UserUpdate,
 };
 
 /// Configuration of [`Api::open`]. Start from [`ApiConfig::default`] and set fields.
@@ -264,7 +254,7 @@ impl Api {
         ingest: Option<Arc<sentra_ingest::Ingest>>,
     ) -> Result<Self> {
         let store = ControlStore::open(data_dir, config.store.clone()).await?;
-        let tokens = auth::Tokens::open(
+        let tokens = sentra_control::Tokens::open(
             data_dir,
             &config.issuer,
             &config.audience,

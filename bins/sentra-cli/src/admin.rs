@@ -182,18 +182,18 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
     let created = Created::before(&args.data_dir);
     let result = runtime()?.block_on(async {
         // The store creates the directory itself, 0700 (it holds password hashes and keys).
-        let store =
-            sentra_api::ControlStore::open(&args.data_dir, sentra_api::StoreOptions::default())
-                .await
-                .with_context(|| {
-                    format!("opening the control store in {}", args.data_dir.display())
-                })?;
+        let store = sentra_control::ControlStore::open(
+            &args.data_dir,
+            sentra_control::StoreOptions::default(),
+        )
+        .await
+        .with_context(|| format!("opening the control store in {}", args.data_dir.display()))?;
         let res = store
             .create_user(
-                &sentra_api::Actor::local(),
+                &sentra_control::Actor::local(),
                 &args.username,
-                sentra_api::Password::new(pw),
-                sentra_api::Role::Admin,
+                sentra_control::Password::new(pw),
+                sentra_control::Role::Admin,
             )
             .await
             .with_context(|| format!("creating admin user {:?}", args.username));
@@ -245,7 +245,7 @@ impl Created {
             dirs.push(d.to_path_buf());
             cur = d.parent();
         }
-        let db = data_dir.join(sentra_api::CONTROL_DB_FILE);
+        let db = data_dir.join(sentra_control::CONTROL_DB_FILE);
         let files = if db.exists() {
             Vec::new()
         } else {

@@ -32,9 +32,8 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Database(_) | Error::Io { .. } | Error::Internal(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        // Database, I/O, internal, and variants added later.
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

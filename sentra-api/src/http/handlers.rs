@@ -45,7 +45,7 @@ pub(crate) struct LoginRequest {
     description = "Exchange user name and password for a Bearer access token (15 min). Failed attempts are limited per account and per client address (429).",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "Access token", body = crate::auth::IssuedAccessToken),
+        (status = 200, description = "Access token", body = sentra_control::IssuedAccessToken),
         (status = 400, description = "Malformed request or a value outside the rules; nothing changed", body = ErrorBody),
         (status = 401, description = "Unknown user, wrong password or disabled user", body = ErrorBody),
         (status = 413, description = "Request body larger than the limit", body = ErrorBody),
@@ -187,7 +187,7 @@ pub(crate) struct CreateUser {
 impl CreateUser {
     /// The server's rules for a new user (for the document's example).
     pub(crate) fn check(&self) -> crate::Result<()> {
-        crate::store::check_username(&self.username)?;
+        sentra_control::check_username(&self.username)?;
         self.password.check_policy()
     }
 }
@@ -267,11 +267,10 @@ pub(crate) async fn update_user(
     Path(username): Path<String>,
     JsonBody(req): JsonBody<UpdateUser>,
 ) -> Res<Response> {
-    let update = crate::UserUpdate {
-        role: req.role,
-        disabled: req.disabled,
-        password: req.password,
-    };
+    let mut update = crate::UserUpdate::default();
+    update.role = req.role;
+    update.disabled = req.disabled;
+    update.password = req.password;
     let user = st
         .store
         .update_user(&admin.actor(), &username, update)
@@ -749,7 +748,7 @@ pub(crate) struct PutDesired {
 impl PutDesired {
     /// The server's rules for a declaration (for the document's example).
     pub(crate) fn check(&self) -> crate::Result<()> {
-        crate::desired::normalise(self.peers.clone()).map(drop)
+        sentra_control::normalise(self.peers.clone()).map(drop)
     }
 }
 
@@ -865,11 +864,10 @@ pub(crate) async fn audit_log(
     if p.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
         return Err(Error::invalid("limit", "must be between 1 and 1000").into());
     }
-    let q = AuditQuery {
-        before_id: p.before_id,
-        since_ms: p.since_ms,
-        limit: p.limit,
-    };
+    let mut q = AuditQuery::default();
+    q.before_id = p.before_id;
+    q.since_ms = p.since_ms;
+    q.limit = p.limit;
     Ok(Json(json!({ "entries": st.store.audit_log(&q).await? })).into_response())
 }
 

@@ -9,8 +9,7 @@ pub(crate) mod openapi;
 pub(crate) mod tls;
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -22,7 +21,7 @@ use axum::{
     response::Response,
     routing::{MethodRouter, delete, get, patch, post, put},
 };
-use sentra_core::{AgentId, UnixMillis, Verifier};
+use sentra_core::{AgentId, Verifier};
 use tower::ServiceBuilder;
 use tower_http::{
     limit::RequestBodyLimitLayer, sensitive_headers::SetSensitiveRequestHeadersLayer,
@@ -31,49 +30,18 @@ use tower_http::{
 
 pub(crate) use error::ApiError;
 
-use crate::{
-    Actor, ApiConfig, ControlStore, auth::Tokens, metrics::Metrics, ratelimit::FailureLimiter,
-};
-
-/// Remembers the fingerprints of signed agent requests inside the skew window, so a
-/// captured `POST /api/v1/agent/key` or `FetchDesiredState` envelope cannot be replayed.
-#[derive(Debug, Default)]
-pub(crate) struct ReplayGuard {
-    seen: Mutex<HashMap<[u8; 32], i64>>,
-}
-
-impl ReplayGuard {
-    /// `true` the first time a fingerprint is presented.
-    pub(crate) fn first_use(&self, fingerprint: &[u8; 32], now: UnixMillis) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = now.as_millis();
-        if seen.len() > 4096 {
-            seen.retain(|_, expiry| *expiry > now);
-        }
-        // Twice the skew window: an envelope is verifiable at most that long.
-        let expiry = now.saturating_add(
-            2 * i64::try_from(sentra_core::envelope::MAX_SKEW_LIMIT_MS).unwrap_or(i64::MAX),
-        );
-        match seen.get(fingerprint) {
-            Some(e) if *e > now => false,
-            _ => {
-                seen.insert(*fingerprint, expiry);
-                true
-            }
-        }
-    }
-}
+use crate::{Actor, ApiConfig, ControlStore, metrics::Metrics, ratelimit::FailureLimiter};
 
 /// Shared by every handler.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) store: ControlStore,
-    pub(crate) tokens: Arc<Tokens>,
+    pub(crate) tokens: Arc<sentra_control::Tokens>,
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) login_user_limit: Arc<FailureLimiter>,
     pub(crate) login_ip_limit: Arc<FailureLimiter>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) replay: Arc<ReplayGuard>,
+    pub(crate) replay: Arc<sentra_control::ReplayGuard>,
     pub(crate) verifier: Verifier,
     pub(crate) ingest: Option<Arc<sentra_ingest::Ingest>>,
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
@@ -84,7 +52,7 @@ pub(crate) struct AppState {
 impl AppState {
     pub(crate) fn new(
         store: ControlStore,
-        tokens: Tokens,
+        tokens: sentra_control::Tokens,
         config: ApiConfig,
         ingest: Option<Arc<sentra_ingest::Ingest>>,
     ) -> Self {

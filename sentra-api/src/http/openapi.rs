@@ -19,9 +19,11 @@ use utoipa::{
 };
 
 use super::{fleet, handlers, ingest_ledger};
+use sentra_control::IssuedAccessToken;
+
 use crate::{
     AgentInfo, AuditEntry, BootstrapTokenInfo, DesiredInfo, DesiredInterfaceInfo,
-    IssuedBootstrapToken, KeyInfo, PeerSpec, Role, Rotation, User, auth::IssuedAccessToken,
+    IssuedBootstrapToken, KeyInfo, PeerSpec, Role, Rotation, User,
 };
 
 /// An agent id in a path: 1–64 of `a-z`, `0-9`, `-`, not starting or ending with `-`.

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 /// A boxed error, as `tower` services return them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Every error of `sentra-api`.
+/// Every error of `sentra-control` (and of `sentra-api`, which re-exports it).
 ///
 /// The `Display` text is for operators and logs. It never contains a password, a bootstrap
 /// token, an agent secret or a JWT. The HTTP layer maps each variant to a status code and a
@@ -76,21 +76,24 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// An [`Error::Invalid`] for `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid {
             field: field.into(),
             reason: reason.into(),
         }
     }
 
-    pub(crate) fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+    /// An [`Error::NotFound`] of `kind` `id`.
+    pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
         Self::NotFound {
             kind,
             id: id.into(),
         }
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An [`Error::Io`] on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
             source,
@@ -114,8 +117,10 @@ impl Error {
         }
     }
 
-    /// The audit outcome recorded for a failed mutation.
-    pub(crate) fn outcome(&self) -> &'static str {
+    /// The audit outcome recorded for a failed mutation (`"not_found"`, `"conflict"`,
+    /// `"invalid"`, `"forbidden"`, `"denied"` or `"error"`).
+    #[must_use]
+    pub fn outcome(&self) -> &'static str {
         match self {
             Self::NotFound { .. } => "not_found",
             Self::Conflict(_) => "conflict",
@@ -129,12 +134,16 @@ impl Error {
     }
 }
 
+#[cfg(feature = "sqlite")]
+#[doc(hidden)]
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         Self::Database(Box::new(e))
     }
 }
 
+#[cfg(feature = "sqlite")]
+#[doc(hidden)]
 impl From<sqlx::migrate::MigrateError> for Error {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         Self::Database(Box::new(e))

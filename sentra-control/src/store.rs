@@ -29,8 +29,9 @@ use tokio::sync::Mutex;
 
 use crate::{
     DbKeyring, Error, Password, PasswordCost, Result, Role, SecretString,
-    auth::PasswordHasher,
     desired::{self, PeerSpec},
+    password::PasswordHasher,
+    replay::ReplayGuard,
     util,
 };
 
@@ -86,9 +87,9 @@ impl Actor {
         Self("local".to_owned())
     }
 
-    /// The holder of the bootstrap token with this id.
+    /// The holder of the bootstrap token with this id (the actor of an enrolment).
     #[must_use]
-    pub(crate) fn bootstrap_token(token_id: &str) -> Self {
+    pub fn bootstrap_token(token_id: &str) -> Self {
         Self(format!("bootstrap-token:{token_id}"))
     }
 
@@ -100,7 +101,8 @@ impl Actor {
 }
 
 /// A user account (never its password hash).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct User {
     /// Login name.
@@ -150,17 +152,20 @@ impl UserUpdate {
 
 /// What an access token is checked against on every request: the user as it is now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct TokenSubject {
+#[non_exhaustive]
+pub struct TokenSubject {
     /// The current role (not the one in the token).
-    pub(crate) role: Role,
+    pub role: Role,
     /// Tokens carrying another version were ended (logout, password change, disable, or
     /// a deleted and re-created user).
-    pub(crate) token_version: u64,
-    pub(crate) disabled: bool,
+    pub token_version: u64,
+    /// Whether the user is disabled.
+    pub disabled: bool,
 }
 
 /// Public facts about one agent key (never the secret).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct KeyInfo {
     /// Key id (1 at enrolment, +1 per rotation).
@@ -174,7 +179,8 @@ pub struct KeyInfo {
 }
 
 /// An enrolled agent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct AgentInfo {
     /// The agent's id (used in every signed envelope).
@@ -204,20 +210,22 @@ pub struct Enrolment {
 }
 
 /// A bootstrap token just issued. The token is shown once; only its SHA-256 is stored.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct IssuedBootstrapToken {
     /// Public id of the token (for listing and audit), not a secret.
     pub token_id: String,
     /// The token an agent presents to enrol. Single use.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub token: SecretString,
     /// Expiry, Unix milliseconds.
     pub expires_ms: i64,
 }
 
 /// A stored bootstrap token (never the token).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct BootstrapTokenInfo {
     /// Public id.
@@ -237,7 +245,8 @@ pub struct BootstrapTokenInfo {
 }
 
 /// The outcome of a key rotation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct Rotation {
     /// The agent.
@@ -261,7 +270,8 @@ pub struct NewestKey {
 }
 
 /// One declared interface.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct DesiredInterfaceInfo {
     /// Interface name.
@@ -273,7 +283,8 @@ pub struct DesiredInterfaceInfo {
 }
 
 /// Everything declared for one agent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct DesiredInfo {
     /// The agent.
@@ -285,7 +296,8 @@ pub struct DesiredInfo {
 }
 
 /// One audit-log entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct AuditEntry {
     /// Monotonic id.
@@ -330,7 +342,7 @@ struct Inner {
     hasher: PasswordHasher,
     /// Signed agent requests seen inside the skew window (`POST /api/v1/agent/key` and
     /// `FetchDesiredState` share it), so a captured envelope cannot be replayed.
-    replay: Arc<crate::http::ReplayGuard>,
+    replay: Arc<ReplayGuard>,
     /// Bumped after every committed change that can end tokens (delete, update, logout,
     /// password change), so long-lived requests re-check their session only when needed.
     user_epoch: std::sync::atomic::AtomicU64,
@@ -349,7 +361,12 @@ fn agent_id_of(s: &str) -> Result<AgentId> {
     AgentId::new(s).map_err(|e| Error::invalid("agent_id", e.to_string()))
 }
 
-pub(crate) fn check_username(name: &str) -> Result<()> {
+/// Validates a user name (1 to 64 characters of `a-z A-Z 0-9 _ - . @`).
+///
+/// # Errors
+///
+/// [`Error::Invalid`].
+pub fn check_username(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -418,8 +435,9 @@ impl ControlStore {
     }
 
     /// Changes whenever a user was deleted, updated, logged out or changed its password in
-    /// this process.
-    pub(crate) fn user_epoch(&self) -> u64 {
+    /// this process (or, seen by the control-version poller, in another process).
+    #[must_use]
+    pub fn user_epoch(&self) -> u64 {
         self.inner
             .user_epoch
             .load(std::sync::atomic::Ordering::Acquire)
@@ -433,7 +451,7 @@ impl ControlStore {
 
     /// Whether a token of `username` with `token_version` is still good (the user exists,
     /// is enabled and has that version). A database error counts as "no".
-    pub(crate) async fn session_valid(&self, username: &str, token_version: u64) -> bool {
+    pub async fn session_valid(&self, username: &str, token_version: u64) -> bool {
         match self.token_subject(username).await {
             Ok(Some(s)) => !s.disabled && s.token_version == token_version,
             Ok(None) => false,
@@ -445,7 +463,8 @@ impl ControlStore {
     }
 
     /// The replay guard of signed agent requests.
-    pub(crate) fn replay_guard(&self) -> Arc<crate::http::ReplayGuard> {
+    #[must_use]
+    pub fn replay_guard(&self) -> Arc<ReplayGuard> {
         Arc::clone(&self.inner.replay)
     }
 
@@ -667,7 +686,11 @@ impl ControlStore {
 
     /// The user a token names, as it is now (one primary-key lookup; called on every
     /// authenticated request). `None` if the user does not exist.
-    pub(crate) async fn token_subject(&self, username: &str) -> Result<Option<TokenSubject>> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`].
+    pub async fn token_subject(&self, username: &str) -> Result<Option<TokenSubject>> {
         let row =
             sqlx::query("SELECT role, token_version, disabled_ms FROM users WHERE username = ?")
                 .bind(username)
@@ -875,7 +898,11 @@ impl ControlStore {
 
     /// As [`ControlStore::authenticate`], also returning the token version to put in the
     /// access token. A disabled user is refused like a wrong password.
-    pub(crate) async fn authenticate_session(
+    ///
+    /// # Errors
+    ///
+    /// As [`ControlStore::authenticate`].
+    pub async fn authenticate_session(
         &self,
         username: &str,
         password: Password,
@@ -1384,8 +1411,8 @@ impl ControlStore {
         })
     }
 
-    /// Records that an agent collected its newest key.
-    pub(crate) async fn audit_key_fetch(&self, agent: &AgentId, key_id: KeyId, signed_with: KeyId) {
+    /// Records that an agent collected its newest key (a failure is logged, not returned).
+    pub async fn audit_key_fetch(&self, agent: &AgentId, key_id: KeyId, signed_with: KeyId) {
         let res = async {
             let mut conn = self.inner.pool.acquire().await?;
             audit(

@@ -1,17 +1,14 @@
-//! Desired peers: validation and normalisation, and the `FetchDesiredState` service.
+//! Desired peers: validation and normalisation.
 
 use std::{
     collections::{HashMap, HashSet},
-    future::Future,
     net::{IpAddr, SocketAddr},
-    pin::Pin,
-    task::{Context, Poll},
 };
 
-use sentra_core::{IpPrefix, UnixMillis, Verified, proto};
+use sentra_core::{IpPrefix, proto};
 use serde::{Deserialize, Serialize};
 
-use crate::{BoxError, ControlStore, Error, Result, util};
+use crate::{Error, Result, util};
 
 /// Most peers accepted on one interface.
 pub const MAX_PEERS_PER_INTERFACE: usize = 10_000;
@@ -22,28 +19,35 @@ pub const MAX_ALLOWED_IPS_PER_PEER: usize = 1_024;
 //
 // The schema's patterns describe a subset of what the server accepts (IPv4 only, no
 // surrounding blanks): every value they allow is accepted, and IPv6 is in the docs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
-#[schema(example = json!({"public_key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "endpoint": "192.0.2.1:51820", "allowed_ips": ["10.0.0.2/32"], "persistent_keepalive_s": 25}))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"public_key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "endpoint": "192.0.2.1:51820", "allowed_ips": ["10.0.0.2/32"], "persistent_keepalive_s": 25})))]
 pub struct PeerSpec {
     /// Curve25519 public key, standard base64 (44 characters, as `wg` prints it).
-    #[schema(pattern = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
+    )]
     pub public_key: String,
     /// `ip:port` or `[ipv6]:port`; empty or absent for a peer without endpoint.
     #[serde(default)]
-    #[schema(
-        pattern = r"^(|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))$"
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^(|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))$"
+        )
     )]
     pub endpoint: String,
     /// Allowed IPs as prefixes (`10.0.0.0/24`); a bare address means a host route, and
     /// host bits are cleared (`10.0.0.1/24` becomes `10.0.0.0/24`).
     #[serde(default)]
-    #[schema(schema_with = allowed_ips_schema)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = allowed_ips_schema))]
     pub allowed_ips: Vec<String>,
     /// Persistent keepalive in seconds; 0 or absent means off.
     #[serde(default, deserialize_with = "util::integral")]
-    #[schema(minimum = 0, maximum = 65535)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 65535))]
     pub persistent_keepalive_s: u16,
 }
 
@@ -75,8 +79,10 @@ impl PeerSpec {
 }
 
 /// An IPv4 address with an optional prefix length.
+#[cfg(feature = "openapi")]
 const ALLOWED_IP_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(/(3[0-2]|[12]?[0-9]))?$";
 
+#[cfg(feature = "openapi")]
 /// The OpenAPI schema of `allowed_ips` (IPv4 prefixes; IPv6 is accepted too, see the docs).
 fn allowed_ips_schema() -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
@@ -94,7 +100,11 @@ fn allowed_ips_schema() -> utoipa::openapi::schema::Array {
 }
 
 /// Validates an interface name like the kernel does (1–15 bytes, no `/`, whitespace or `:`).
-pub(crate) fn check_interface(name: &str) -> Result<()> {
+///
+/// # Errors
+///
+/// [`Error::Invalid`].
+pub fn check_interface(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 15
         && name != "."
@@ -116,7 +126,11 @@ pub(crate) fn check_interface(name: &str) -> Result<()> {
 /// addresses, prefixes are normalised, sorted and de-duplicated. Two peers with the same
 /// key, or an allowed IP claimed by two peers, is a [`Error::Conflict`] (WireGuard would
 /// silently move the route to whichever peer comes last).
-pub(crate) fn normalise(peers: Vec<PeerSpec>) -> Result<Vec<PeerSpec>> {
+///
+/// # Errors
+///
+/// [`Error::Invalid`] or [`Error::Conflict`].
+pub fn normalise(peers: Vec<PeerSpec>) -> Result<Vec<PeerSpec>> {
     if peers.len() > MAX_PEERS_PER_INTERFACE {
         return Err(Error::invalid(
             "peers",
@@ -207,84 +221,6 @@ pub(crate) fn to_proto(peer: &PeerSpec) -> proto::DesiredPeer {
         endpoint: peer.endpoint.clone(),
         allowed_ips: peer.allowed_ips.clone(),
         persistent_keepalive_s: u32::from(peer.persistent_keepalive_s),
-    }
-}
-
-/// Metadata key of the machine-readable reject reason (`sentra-transport`'s
-/// `status::REJECT_REASON_KEY`; a test checks they agree).
-const REJECT_REASON_KEY: &str = "sentra-reject-reason";
-
-/// The answer to a replayed envelope: `UNAUTHENTICATED` (not retryable: the same envelope
-/// can never succeed) with reason `REJECT_REASON_REPLAY`.
-fn replay_status() -> tonic::Status {
-    let mut s = tonic::Status::unauthenticated(
-        "replayed envelope: sign each FetchDesiredState request with a fresh nonce",
-    );
-    if let Ok(v) = proto::RejectReason::Replay.as_str_name().parse() {
-        s.metadata_mut().insert(REJECT_REASON_KEY, v);
-    }
-    s
-}
-
-/// Serves `FetchDesiredState` from the control store.
-///
-/// A `tower_service::Service<Verified>`: `sentra-transport` verifies the envelope (method
-/// `FetchDesiredState`) and calls this service with the [`Verified`] envelope. The payload is
-/// decoded as a `DesiredStateQuery` (whose agent id must match the authenticated one); the
-/// answer is `unchanged = true` with no interfaces when the agent's `known_revision` is the
-/// current revision, and otherwise every declared interface with its peers. An interface
-/// that is not listed is not managed: the agent leaves its peers alone.
-///
-/// Each envelope is served once: a replay inside the skew window is refused with a
-/// `tonic::Status` `UNAUTHENTICATED` (reason `REJECT_REASON_REPLAY`), like
-/// `POST /api/v1/agent/key` refuses replays.
-///
-/// Errors are boxed: the `sentra_core::Error` of an undecodable payload or a query for
-/// another agent (gRPC `INVALID_ARGUMENT`), the replay status above, and
-/// [`Error::NotFound`] for an agent that was deleted or revoked after verification.
-#[derive(Clone, Debug)]
-pub struct DesiredStateService {
-    store: ControlStore,
-}
-
-impl DesiredStateService {
-    /// A service over `store`.
-    #[must_use]
-    pub fn new(store: ControlStore) -> Self {
-        Self { store }
-    }
-}
-
-impl tower_service::Service<Verified> for DesiredStateService {
-    type Response = proto::DesiredState;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<proto::DesiredState, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, verified: Verified) -> Self::Future {
-        let store = self.store.clone();
-        Box::pin(async move {
-            // A `sentra_core::Error` keeps its meaning over gRPC: INVALID_ARGUMENT, not
-            // retried (a `crate::Error` would be read as a backend failure, UNAVAILABLE).
-            let query = verified.decode_desired_state_query().map_err(|e| {
-                tracing::info!(agent_id = %verified.agent_id(), error = %e, "FetchDesiredState: undecodable query");
-                BoxError::from(e)
-            })?;
-            if !store
-                .replay_guard()
-                .first_use(verified.fingerprint(), UnixMillis::now())
-            {
-                tracing::info!(agent_id = %verified.agent_id(), "FetchDesiredState refused: replayed envelope");
-                return Err(replay_status().into());
-            }
-            let state = store
-                .desired_state(verified.agent_id(), query.known_revision)
-                .await?;
-            Ok(state)
-        })
     }
 }
 

@@ -30,7 +30,11 @@ impl Password {
     }
 
     /// Checks the length policy for a new password (no composition rules, ASVS 6.2.5).
-    pub(crate) fn check_policy(&self) -> crate::Result<()> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`](crate::Error::Invalid) outside 8–128 characters.
+    pub fn check_policy(&self) -> crate::Result<()> {
         let n = self.0.chars().count();
         if n < Self::MIN_CHARS {
             return Err(crate::Error::invalid(

@@ -1,0 +1,36 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+mod desired;
+mod error;
+#[cfg(feature = "grpc")]
+mod grpc;
+mod keyring;
+mod password;
+mod replay;
+mod secret;
+#[cfg(feature = "sqlite")]
+mod store;
+mod token;
+mod util;
+
+pub use desired::{
+    MAX_ALLOWED_IPS_PER_PEER, MAX_PEERS_PER_INTERFACE, PeerSpec, check_interface, normalise,
+};
+pub use error::{BoxError, Error, Result};
+#[cfg(feature = "grpc")]
+pub use grpc::DesiredStateService;
+pub use keyring::DbKeyring;
+pub use password::{PasswordCost, Role};
+pub use replay::ReplayGuard;
+pub use secret::{Password, SecretString};
+#[cfg(feature = "sqlite")]
+pub use store::{
+    Actor, AgentInfo, AuditEntry, AuditQuery, BOOTSTRAP_TOKEN_PREFIX, BootstrapTokenInfo,
+    CONTROL_DB_FILE, ControlStore, DesiredInfo, DesiredInterfaceInfo, Enrolment,
+    IssuedBootstrapToken, KeyInfo, MAX_BOOTSTRAP_TOKEN_TTL, NewestKey, Rotation, StoreOptions,
+    TokenSubject, User, UserUpdate, check_username,
+};
+pub use token::{Claims, IssuedAccessToken, JWT_LEEWAY, MAX_ACCESS_TOKEN_TTL, Tokens};
