@@ -28,6 +28,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another pipeline (in this or another process) has the data directory open.
+    #[error(
+        "data directory {path} is in use by {holder}: only one pipeline may use a data \
+         directory at a time; stop the other one or use a different directory"
+    )]
+    DataDirInUse {
+        /// The directory.
+        path: String,
+        /// Who holds it (`another process (pid N)` when known).
+        holder: String,
+    },
     /// The pipeline has been shut down; nothing was stored.
     #[error("ingest pipeline is shut down")]
     Closed,

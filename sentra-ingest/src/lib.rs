@@ -6,7 +6,7 @@
 //! ([`sentra_core::Verified`]) and turns them into durable, de-duplicated data:
 //!
 //! ```text
-//! Verified ─▶ decode + validate ─▶ writer queue ─▶ group commit (SQLite, WAL, synchronous=FULL)
+//! Verified ─▶ decode + validate ─▶ writer queue ─▶ group commit (backend: SQLite by default)
 //!    │             │ bad: REJECTED        │ seq already stored: DUPLICATE
 //!    │             ▼                      │ seq out of bounds: REJECTED (SEQ_*)
 //!    │                                    ▼
@@ -26,6 +26,18 @@
 //!   live views); a slow subscriber lags, it never slows ingest.
 //!
 //! The design notes on durability and the storage layout are in [`storage`].
+//!
+//! ## Backends
+//!
+//! The pipeline is backend-free: the replay decision is a pure state machine, the writer
+//! drives a metric store through a small internal seam (staging log, metric store, metric
+//! reader; see the `backend` module's docs in the source), and every backend keeps the
+//! same contract (an ack means durable, the same replay rules, the same query limits).
+//! Pick one with a cargo feature and [`Ingest::open_with`]:
+//!
+//! | feature | backend | open with |
+//! |---|---|---|
+//! | `sqlite` (default) | embedded SQLite, `metrics.db` in a data directory | [`Ingest::open`], [`Backend::sqlite`] |
 //!
 //! ## Storage failures ("an ack means durable")
 //!
@@ -59,7 +71,8 @@
 //!   (with a key rotation) lets such an agent in again.
 //!
 //! [`Ingest::agent_ledger`] returns the durable counters (accepted, gaps, missing,
-//! rejected below / ahead); [`Ingest::integrity_check`] runs SQLite's integrity check.
+//! rejected below / ahead); [`Ingest::integrity_check`] runs the store's integrity check
+//! (SQLite's `PRAGMA integrity_check`).
 //!
 //! ## Clock skew
 //!
@@ -182,9 +195,15 @@ impl Ingest {
     /// current tokio runtime. The same as
     /// [`Ingest::open_with`]`(`[`Backend::sqlite`]`(data_dir), config)`.
     ///
+    /// The directory is locked (`ingest.lock`, an OS file lock that ends with the process)
+    /// while the writer runs, i.e. until [`Ingest::shutdown`] (or, after a drop, until the
+    /// writer has finished what was queued): a second pipeline on the same directory, in
+    /// this process or another, is refused (after waiting up to 2 s for a previous one of
+    /// this process to finish).
+    ///
     /// # Errors
     ///
-    /// [`Error::DataDir`] or [`Error::Storage`].
+    /// [`Error::DataDirInUse`], [`Error::DataDir`] or [`Error::Storage`].
     #[cfg(feature = "sqlite")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub async fn open(data_dir: impl AsRef<Path>, config: Config) -> Result<Self> {
@@ -198,7 +217,7 @@ impl Ingest {
     ///
     /// # Errors
     ///
-    /// [`Error::DataDir`] or [`Error::Storage`].
+    /// [`Error::DataDirInUse`], [`Error::DataDir`] or [`Error::Storage`].
     pub async fn open_with(backend: Backend, config: Config) -> Result<Self> {
         match backend.0 {
             #[cfg(feature = "sqlite")]
@@ -377,7 +396,8 @@ impl Ingest {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    /// Runs SQLite's `PRAGMA integrity_check` on the database: an empty list means no
+    /// Runs the store's integrity check (SQLite: `PRAGMA integrity_check` on the
+    /// database): an empty list means no
     /// problem was found; otherwise one line per problem, as SQLite reports them (damage
     /// that stops the check, `database disk image is malformed`, is one such line).
     ///

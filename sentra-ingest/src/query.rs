@@ -342,8 +342,10 @@ impl Export {
     }
 }
 
-/// Query interface over the metrics store. Cheap to clone; reads use a pool of read-only
-/// connections and never block ingest (SQLite WAL mode).
+/// Query interface over the metrics store. Cheap to clone; reads go to the backend's read
+/// side and never block ingest (SQLite: a pool of read-only connections in WAL mode). The
+/// plan (validation, limits, resolution, quantiles, export encoding) is the same for every
+/// backend.
 #[derive(Clone)]
 pub struct Query {
     reader: Reader,

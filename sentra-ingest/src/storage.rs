@@ -1,5 +1,11 @@
 //! Design notes: durability and the storage layout.
 //!
+//! These notes describe the embedded SQLite backend (feature `sqlite`). The rules that
+//! make up the contract of every backend — the ack only after a durable commit of the
+//! staged batch *and* its replay state, at-least-once apply that is idempotent by
+//! `(series, ts)`, the replay decision, the query limits — live in the backend-free
+//! pipeline (the replay window, the writer, the query plan) and are the same for all.
+//!
 //! # Durability
 //!
 //! `metrics.db` runs in WAL journal mode with `synchronous=FULL`: every commit fsyncs the

@@ -1,4 +1,5 @@
-//! Issue 10, server ingest side: maintenance after a restart (item 2), accepted sequence gaps
+//! Issue 10, server ingest side: maintenance after a restart (item 2), one pipeline per data
+//! directory (item 3), accepted sequence gaps
 //! and the integrity check (item 4), skewed agent clocks (item 5), bounded seqs and
 //! sequence reset (item 13). Real SQLite files, the real service, real signed envelopes.
 
@@ -406,4 +407,48 @@ async fn only_a_stored_seq_is_duplicate_and_a_reset_reopens_the_sequence() {
         (Some(5), 6, 2)
     );
     ingest.shutdown().await.unwrap();
+}
+
+// ---- item 3 (moved into the library: an embedder may open a directory twice) -----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_pipeline_on_one_data_directory_is_refused_until_the_first_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Ingest::open(dir.path(), Config::default()).await.unwrap();
+    let err = Ingest::open(dir.path(), Config::default())
+        .await
+        .expect_err("the directory is in use");
+    assert!(
+        matches!(&err, sentra_ingest::Error::DataDirInUse { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    // the refused open changed nothing: the first pipeline still stores
+    let a = agent("lock-1");
+    let ack = first.service().push(one(&a, 1, now())).await.unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    first.shutdown().await.unwrap();
+    // released at shutdown (while `first` itself is still alive)
+    let second = Ingest::open(dir.path(), Config::default()).await.unwrap();
+    assert_eq!(
+        second.high_water(&a).await.unwrap().map(|s| s.get()),
+        Some(1)
+    );
+    second.shutdown().await.unwrap();
+    drop(first);
+    drop(second);
+    // and at drop, without shutdown
+    let third = Ingest::open(dir.path(), Config::default()).await.unwrap();
+    drop(third);
+    Ingest::open(dir.path(), Config::default())
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
 }

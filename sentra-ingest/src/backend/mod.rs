@@ -32,9 +32,9 @@
 //! parameter on the public API, and a new backend is a new variant behind its feature.
 //!
 //! **Errors.** Writer-side methods return a [`BoxError`]: the writer records it in the
-//! storage health and wraps it into [`Error::Storage`] with what it was doing. Read-side
-//! methods return [`Error::Storage`] with their own context. No database type leaks into
-//! the public API.
+//! storage health and wraps it into [`Error::Storage`](crate::Error::Storage) with what it
+//! was doing. Read-side methods return [`Error::Storage`](crate::Error::Storage) with their
+//! own context. No database type leaks into the public API.
 
 use std::{fmt, future::Future, path::PathBuf};
 

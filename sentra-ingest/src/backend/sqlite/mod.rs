@@ -3,6 +3,7 @@
 //! read-only connections. The layout and why are in the [`storage`](crate::storage) docs;
 //! the schema is `migrations/`.
 
+mod lock;
 mod query;
 mod store;
 
@@ -18,13 +19,15 @@ pub(crate) use store::SqliteStore;
 
 use crate::{Config, DB_FILE, Error, Result};
 
-/// Opens (creating it if missing) and migrates `data_dir/metrics.db`: the writer's store
-/// and the read side.
+/// Locks the data directory (see `lock.rs`; the writer's store holds the lock), opens
+/// (creating it if missing) and migrates `data_dir/metrics.db`: the writer's store and
+/// the read side.
 pub(crate) async fn open(data_dir: &Path, config: &Config) -> Result<(SqliteStore, SqliteReader)> {
     std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir {
         path: data_dir.display().to_string(),
         source,
     })?;
+    let dir_lock = lock::lock(data_dir).await?;
     let path = data_dir.join(DB_FILE);
     let write_opts = SqliteConnectOptions::new()
         .filename(&path)
@@ -57,5 +60,8 @@ pub(crate) async fn open(data_dir: &Path, config: &Config) -> Result<(SqliteStor
         .connect_with(read_opts)
         .await
         .map_err(Error::storage("opening read connections"))?;
-    Ok((SqliteStore::new(conn, write_opts), SqliteReader::new(pool)))
+    Ok((
+        SqliteStore::new(conn, write_opts, dir_lock),
+        SqliteReader::new(pool),
+    ))
 }

@@ -24,6 +24,8 @@ pub(crate) struct SqliteStore {
     /// Multi-row inserts by power-of-two row count.
     samples_sql: Vec<String>,
     series_sql: Vec<String>,
+    /// The data directory's lock: held as long as this writer exists.
+    _dir_lock: std::fs::File,
 }
 
 fn values_sql(head: &str, cols: usize, rows: usize, tail: &str) -> String {
@@ -79,8 +81,13 @@ fn bind_value(q: Q<'_>, v: Stored) -> Q<'_> {
 }
 
 impl SqliteStore {
-    pub(crate) fn new(conn: SqliteConnection, opts: SqliteConnectOptions) -> Self {
+    pub(crate) fn new(
+        conn: SqliteConnection,
+        opts: SqliteConnectOptions,
+        dir_lock: std::fs::File,
+    ) -> Self {
         Self {
+            _dir_lock: dir_lock,
             conn: Some(conn),
             opts,
             samples_sql: sql_by_pow(
