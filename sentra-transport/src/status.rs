@@ -34,7 +34,9 @@ use std::time::Duration;
 use sentra_core::{UnixMillis, proto::RejectReason};
 use tonic::{Code, Status, metadata::MetadataValue};
 
-use crate::{BoxError, auth, concurrency, rate_limit, size_limit, timeout};
+use crate::{BoxError, timeout};
+#[cfg(feature = "server")]
+use crate::{auth, concurrency, rate_limit, size_limit};
 
 /// Metadata key holding the machine-readable [`RejectReason`], e.g. `REJECT_REASON_CLOCK_SKEW`.
 pub const REJECT_REASON_KEY: &str = "sentra-reject-reason";
@@ -116,6 +118,7 @@ fn with_number(mut status: Status, key: &'static str, n: i128) -> Status {
     status
 }
 
+#[cfg(feature = "server")]
 fn with_retry_after(status: Status, after: Duration) -> Status {
     with_number(status, RETRY_AFTER_KEY, after.as_millis().max(1) as i128)
 }
@@ -199,6 +202,25 @@ fn known(err: &(dyn std::error::Error + 'static)) -> Option<Status> {
     if let Some(s) = err.downcast_ref::<Status>() {
         return Some(s.clone());
     }
+    #[cfg(feature = "server")]
+    if let Some(s) = known_server(err) {
+        return Some(s);
+    }
+    if err.is::<timeout::Elapsed>() {
+        return Some(Status::deadline_exceeded("request timed out"));
+    }
+    if err.is::<tonic::TimeoutExpired>() {
+        return Some(Status::cancelled("request timed out"));
+    }
+    if let Some(e) = err.downcast_ref::<sentra_core::Error>() {
+        return Some(core_status(e, None));
+    }
+    None
+}
+
+/// The server layers' errors.
+#[cfg(feature = "server")]
+fn known_server(err: &(dyn std::error::Error + 'static)) -> Option<Status> {
     if let Some(e) = err.downcast_ref::<auth::AuthError>() {
         return Some(auth_status(e));
     }
@@ -228,18 +250,10 @@ fn known(err: &(dyn std::error::Error + 'static)) -> Option<Status> {
             RejectReason::TooLarge,
         ));
     }
-    if err.is::<timeout::Elapsed>() {
-        return Some(Status::deadline_exceeded("request timed out"));
-    }
-    if err.is::<tonic::TimeoutExpired>() {
-        return Some(Status::cancelled("request timed out"));
-    }
-    if let Some(e) = err.downcast_ref::<sentra_core::Error>() {
-        return Some(core_status(e, None));
-    }
     None
 }
 
+#[cfg(feature = "server")]
 fn auth_status(e: &auth::AuthError) -> Status {
     if e.is_identity_mismatch() {
         return with_reason(
@@ -259,7 +273,7 @@ fn core_status(e: &sentra_core::Error, now: Option<UnixMillis>) -> Status {
             let s = Status::failed_precondition(
                 "envelope signing time outside the allowed clock skew; see sentra-server-time-ms",
             );
-            let now = now.unwrap_or_else(auth::system_clock);
+            let now = now.unwrap_or_else(UnixMillis::now);
             with_number(s, SERVER_TIME_KEY, i128::from(now.as_millis()))
         }
         RejectReason::TooLarge => Status::out_of_range(e.to_string()),
@@ -291,6 +305,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "server")]
     fn rate_limit_carries_hint_and_reason() {
         let s = to_status(Box::new(rate_limit::RateLimited::new(
             Duration::from_millis(250),
@@ -301,6 +316,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "server")]
     fn too_large_and_timeouts() {
         let s = to_status(Box::new(size_limit::PayloadTooLarge::new(10, 5)));
         assert_eq!(s.code(), Code::OutOfRange);

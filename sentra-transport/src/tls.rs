@@ -12,7 +12,9 @@
 
 use std::{path::Path, sync::Arc};
 
-use rustls::{RootCertStore, ServerConfig, crypto::CryptoProvider, server::WebPkiClientVerifier};
+use rustls::crypto::CryptoProvider;
+#[cfg(feature = "server")]
+use rustls::{RootCertStore, ServerConfig, server::WebPkiClientVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use crate::Error;
@@ -93,11 +95,13 @@ pub fn load_private_key(path: impl AsRef<Path>) -> Result<PrivateKeyDer<'static>
 }
 
 /// The server's TLS configuration (rustls, ALPN `h2`).
+#[cfg(feature = "server")]
 #[derive(Clone, Debug)]
 pub struct ServerTls {
     config: Arc<ServerConfig>,
 }
 
+#[cfg(feature = "server")]
 impl ServerTls {
     /// A server certificate chain and key; with `client_ca`, clients must present a
     /// certificate issued by one of those CAs (mutual TLS).
@@ -113,21 +117,23 @@ impl ServerTls {
     ) -> Result<Self, Error> {
         let provider = crypto_provider();
         let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?;
+            .with_safe_default_protocol_versions()
+            .map_err(Error::tls)?;
         let builder = match client_ca {
             None => builder.with_no_client_auth(),
             Some(cas) => {
                 let mut roots = RootCertStore::empty();
                 for ca in cas {
-                    roots.add(ca)?;
+                    roots.add(ca).map_err(Error::tls)?;
                 }
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()?;
+                        .build()
+                        .map_err(|e| Error::ClientVerifier(Box::new(e)))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let config = builder.with_single_cert(chain, key)?;
+        let config = builder.with_single_cert(chain, key).map_err(Error::tls)?;
         Ok(Self::from_config(config))
     }
 

@@ -19,7 +19,9 @@ use std::{fmt, sync::Arc, time::Duration};
 
 pub use retry::RetryConfig;
 use sentra_core::proto::{Ack, DesiredState, SignedBatch};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
+#[cfg(feature = "server")]
+use tokio::sync::mpsc;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tower::{
     ServiceBuilder, ServiceExt as _, limit::GlobalConcurrencyLimitLayer, retry::RetryLayer,
@@ -30,9 +32,11 @@ use tower_service::Service;
 
 use self::{call::GrpcCall, retry::RetryPolicy};
 use crate::{
-    BoxError, CallService, Error, Wrap, in_process::InProcess, pb::ingest_client::IngestClient,
-    server::Conn, timeout::TimeoutLayer, tls, wrap_with,
+    BoxError, CallService, Error, Wrap, pb::ingest_client::IngestClient, timeout::TimeoutLayer,
+    tls, wrap_with,
 };
+#[cfg(feature = "server")]
+use crate::{in_process::InProcess, server::Conn};
 
 /// Client settings; every field has a documented default.
 #[derive(Clone, Debug)]
@@ -87,6 +91,7 @@ impl Default for ClientConfig {
 
 enum Target {
     Uri(String),
+    #[cfg(feature = "server")]
     InProcess(mpsc::Sender<Conn>),
 }
 
@@ -127,6 +132,7 @@ impl ClientBuilder {
         }
     }
 
+    #[cfg(feature = "server")]
     pub(crate) fn in_process(tx: mpsc::Sender<Conn>) -> Self {
         Self::new(Target::InProcess(tx))
     }
@@ -266,6 +272,7 @@ impl ClientBuilder {
     fn endpoint(&self) -> Result<Endpoint, Error> {
         let c = &self.config;
         let (uri, https) = match &self.target {
+            #[cfg(feature = "server")]
             Target::InProcess(_) => ("http://in-process.sentra.invalid".to_owned(), false),
             Target::Uri(u) => {
                 let https = if u.starts_with("https://") {
@@ -317,7 +324,7 @@ impl ClientBuilder {
             if let Some(d) = &self.domain {
                 tls_cfg = tls_cfg.domain_name(d.clone());
             }
-            ep = ep.tls_config(tls_cfg)?;
+            ep = ep.tls_config(tls_cfg).map_err(Error::transport)?;
         } else if self.identity_pem.is_some() || self.ca_pem.is_some() {
             return Err(Error::InvalidEndpoint {
                 endpoint: uri,
@@ -338,6 +345,7 @@ impl ClientBuilder {
         let endpoint = self.endpoint()?;
         let channel = match &self.target {
             Target::Uri(_) => endpoint.connect_lazy(),
+            #[cfg(feature = "server")]
             Target::InProcess(tx) => InProcess::channel(tx.clone(), endpoint),
         };
         Ok(self.build_with_channel(channel))

@@ -64,6 +64,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    #[cfg(feature = "client")]
     pub(crate) fn in_process(io: tokio::io::DuplexStream) -> Self {
         Self {
             io: Box::new(io),

@@ -49,7 +49,6 @@ use crate::{
     BoxError, CallService, Error, Wrap,
     auth::{AuthLayer, Clock},
     concurrency::ConcurrencyLimitLayer,
-    in_process::InProcess,
     metrics::{Metrics, MetricsLayer},
     pb::ingest_server::{Ingest, IngestServer},
     rate_limit::{Quota, RateLimitLayer, SourceLimiter},
@@ -311,13 +310,15 @@ impl Server {
             .serve_with_incoming_shutdown(incoming(rx), signal)
             .await;
         accept.abort();
-        res.map_err(Error::Transport)
+        res.map_err(Error::transport)
     }
 
     /// Runs the server in-process, without a socket: clients connect over in-memory pipes
-    /// through the same tonic stack and middleware. For tests and examples.
+    /// through the same tonic stack and middleware. For tests and examples (needs the
+    /// `client` feature too).
+    #[cfg(feature = "client")]
     #[must_use]
-    pub fn in_process(self) -> InProcess {
+    pub fn in_process(self) -> crate::InProcess {
         let (tx, rx) = mpsc::channel(16);
         let metrics = self.metrics.clone();
         let router = self.tonic_server();
@@ -329,7 +330,7 @@ impl Server {
                 tracing::warn!(error = %e, "in-process server stopped");
             }
         });
-        InProcess::new(tx, task, metrics)
+        crate::InProcess::new(tx, task, metrics)
     }
 }
 
