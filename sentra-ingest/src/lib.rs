@@ -225,6 +225,11 @@ impl Ingest {
                 let (store, reader) = backend::sqlite::open(&dir, &config).await?;
                 Self::start(store, Reader::Sqlite(reader), config).await
             }
+            #[cfg(feature = "postgres")]
+            backend::BackendKind::Postgres(url) => {
+                let (store, reader) = backend::postgres::open(&url, &config).await?;
+                Self::start(store, Reader::Postgres(reader), config).await
+            }
         }
     }
 

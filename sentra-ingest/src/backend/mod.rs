@@ -49,6 +49,8 @@ use crate::{
     replay::{AgentMark, Ledger},
 };
 
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -65,6 +67,9 @@ pub(crate) enum BackendKind {
     /// `metrics.db` in this data directory.
     #[cfg(feature = "sqlite")]
     Sqlite(PathBuf),
+    /// A `postgres://` URL (may hold a password: never printed).
+    #[cfg(feature = "postgres")]
+    Postgres(String),
 }
 
 impl Backend {
@@ -76,6 +81,17 @@ impl Backend {
     pub fn sqlite(data_dir: impl Into<PathBuf>) -> Self {
         Self(BackendKind::Sqlite(data_dir.into()))
     }
+
+    /// PostgreSQL at `url` (`postgres://user:password@host:port/database`): the database
+    /// must exist; its tables are created and migrated on open (`migrations-pg/`). Raw
+    /// samples live in daily range partitions, created ahead and dropped for retention.
+    /// The URL is never logged nor repeated in errors or `Debug`.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    #[must_use]
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Self(BackendKind::Postgres(url.into()))
+    }
 }
 
 impl fmt::Debug for Backend {
@@ -83,6 +99,8 @@ impl fmt::Debug for Backend {
         match &self.0 {
             #[cfg(feature = "sqlite")]
             BackendKind::Sqlite(dir) => f.debug_tuple("Sqlite").field(dir).finish(),
+            #[cfg(feature = "postgres")]
+            BackendKind::Postgres(_) => f.write_str("Postgres(..)"),
             #[allow(unreachable_patterns)]
             _ => f.write_str("Backend"),
         }
@@ -296,6 +314,9 @@ pub(crate) enum Reader {
     /// SQLite: a pool of read-only connections (WAL: reads never block the writer).
     #[cfg(feature = "sqlite")]
     Sqlite(sqlite::SqliteReader),
+    /// PostgreSQL: a connection pool.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PgReader),
 }
 
 /// Forwards a call to the open backend's reader.
@@ -304,6 +325,8 @@ macro_rules! each_reader {
         match *$self {
             #[cfg(feature = "sqlite")]
             Reader::Sqlite(ref $r) => $call,
+            #[cfg(feature = "postgres")]
+            Reader::Postgres(ref $r) => $call,
         }
     };
 }

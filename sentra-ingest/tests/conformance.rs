@@ -1,0 +1,604 @@
+//! One conformance suite for every metric-store backend: the same test functions run
+//! against SQLite (a temp dir) and PostgreSQL (a fresh database on the test server:
+//! `SENTRA_TEST_PG_URL`, or a cluster `sentra-testkit` starts; PostgreSQL missing fails
+//! with an install hint, never a skip).
+//!
+//! Covered: ingest, dedup, replay after a restart, every query kind (names, series with
+//! matchers, latest, history raw and from rollups, aggregate, top-N, percentiles, export),
+//! sequence reset and agent delete, and failure semantics: a storage error never acks and
+//! the writer recovers by itself. PostgreSQL only: the server stopped (like a crash) and
+//! started again mid-ingest loses no acknowledged batch and the writer reconnects on its
+//! own (health Failing, then Ok).
+
+mod support;
+
+use std::time::Duration;
+
+use sentra_core::{AgentId, Seq, UnixMillis, proto::AckStatus};
+use sentra_ingest::{
+    Aggregation, Backend, Config, ExportFormat, Ingest, LabelMatcher, MatchOp, Order, Range,
+    Resolution, Selector, StorageHealth,
+};
+use sentra_testkit::{PgServer, TestDb};
+use sqlx::Connection as _;
+use support::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// One backend's storage; it outlives [`Ingest`] instances, so reopening is a restart.
+struct Store {
+    kind: Kind,
+    dir: tempfile::TempDir,
+    db: Option<TestDb>,
+}
+
+impl Store {
+    async fn new(kind: Kind) -> Self {
+        let db = match kind {
+            Kind::Sqlite => None,
+            Kind::Postgres => Some(
+                TestDb::new()
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL for the conformance suite: {e}")),
+            ),
+        };
+        Self {
+            kind,
+            dir: tempfile::tempdir().unwrap(),
+            db,
+        }
+    }
+
+    fn backend(&self) -> Backend {
+        match self.kind {
+            Kind::Sqlite => Backend::sqlite(self.dir.path()),
+            Kind::Postgres => Backend::postgres(self.db.as_ref().unwrap().url()),
+        }
+    }
+
+    async fn open(&self) -> Ingest {
+        Ingest::open_with(self.backend(), config()).await.unwrap()
+    }
+
+    /// Runs statements on a side connection (fault injection).
+    async fn exec(&self, sql: &[&str]) {
+        match self.kind {
+            Kind::Sqlite => {
+                let url = format!("sqlite://{}", self.dir.path().join("metrics.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                for s in sql {
+                    sqlx::query(s).execute(&mut c).await.unwrap();
+                }
+                c.close().await.unwrap();
+            }
+            Kind::Postgres => {
+                let url = self.db.as_ref().unwrap().url();
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                for s in sql {
+                    sqlx::query(s).execute(&mut c).await.unwrap();
+                }
+                c.close().await.unwrap();
+            }
+        }
+    }
+
+    /// Makes every append to the staging log fail (a trigger), or stops doing so.
+    async fn inject_failure(&self, on: bool) {
+        match (self.kind, on) {
+            (Kind::Sqlite, true) => {
+                self.exec(&["CREATE TRIGGER inject_failure BEFORE INSERT ON pending \
+                    BEGIN SELECT RAISE(ABORT, 'injected failure'); END"])
+                    .await;
+            }
+            (Kind::Sqlite, false) => self.exec(&["DROP TRIGGER inject_failure"]).await,
+            (Kind::Postgres, true) => {
+                self.exec(&[
+                    "CREATE FUNCTION inject_failure() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+                    "CREATE TRIGGER inject_failure BEFORE INSERT ON pending \
+                     FOR EACH ROW EXECUTE FUNCTION inject_failure()",
+                ])
+                .await;
+            }
+            (Kind::Postgres, false) => {
+                self.exec(&["DROP TRIGGER inject_failure ON pending"]).await;
+            }
+        }
+    }
+}
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.apply_delay = Duration::from_millis(100);
+    c.maintenance_interval = Duration::from_secs(3600);
+    c
+}
+
+fn now() -> i64 {
+    UnixMillis::now().as_millis()
+}
+
+fn one(a: &AgentId, seq: u64, ts: i64) -> sentra_core::Verified {
+    #[allow(clippy::cast_precision_loss)]
+    verify(&batch(a, seq, ts, vec![gauge("g", &[], ts, seq as f64)]))
+}
+
+async fn wait_health(ingest: &Ingest, ok: bool, within: Duration) {
+    let mut rx = ingest.watch_health();
+    let reached = tokio::time::timeout(within, async {
+        loop {
+            let is_ok = rx.borrow_and_update().storage == StorageHealth::Ok;
+            if is_ok == ok {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "storage health not {} within {within:?}: {:?}",
+        if ok { "Ok" } else { "Failing" },
+        ingest.health()
+    );
+}
+
+// ---- the suite ---------------------------------------------------------------------------
+
+async fn ingest_dedup_and_replay_after_restart(kind: Kind) {
+    let store = Store::new(kind).await;
+    let a = agent("conf-1");
+    let t = now();
+    let ingest = store.open().await;
+    let svc = ingest.service();
+    let b1 = batch(&a, 1, t, vec![gauge("temp", &[("zone", "a")], t, 1.5)]);
+    let v1 = verify(&b1);
+    assert_eq!(
+        svc.push(v1.clone()).await.unwrap().status(),
+        AckStatus::Accepted
+    );
+    let ack = svc.push(v1.clone()).await.unwrap();
+    assert_eq!(ack.status(), AckStatus::Duplicate);
+    let b2 = batch(
+        &a,
+        2,
+        t,
+        vec![gauge("temp", &[("zone", "a")], t + 1000, 2.5)],
+    );
+    assert_eq!(
+        svc.push(verify(&b2)).await.unwrap().status(),
+        AckStatus::Accepted
+    );
+    // a re-signed envelope of a stored seq: duplicate, counted as a conflict
+    let ack = svc.push(verify_with_nonce(&b2, 9)).await.unwrap();
+    assert_eq!(ack.status(), AckStatus::Duplicate);
+    assert!(ack.detail.contains("different envelope"), "{}", ack.detail);
+    // out of order within the window
+    let b4 = batch(
+        &a,
+        4,
+        t,
+        vec![gauge("temp", &[("zone", "a")], t + 3000, 4.5)],
+    );
+    assert_eq!(
+        svc.push(verify(&b4)).await.unwrap().status(),
+        AckStatus::Accepted
+    );
+    ingest.flush().await.unwrap();
+    let latest = ingest
+        .query()
+        .latest(&Selector::metric("temp").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!((latest[0].timestamp_ms, latest[0].value), (t + 3000, 4.5));
+    let stats = ingest.stats();
+    assert_eq!(
+        (stats.accepted, stats.duplicates, stats.seq_conflicts),
+        (3, 2, 1)
+    );
+    ingest.shutdown().await.unwrap();
+
+    // restart: the durable high-water mark, stored ranges and window decide
+    let ingest = store.open().await;
+    let svc = ingest.service();
+    assert_eq!(ingest.high_water(&a).await.unwrap(), Seq::new(4).ok());
+    assert_eq!(svc.push(v1).await.unwrap().status(), AckStatus::Duplicate);
+    assert_eq!(
+        svc.push(verify(&b4)).await.unwrap().status(),
+        AckStatus::Duplicate
+    );
+    let b3 = batch(
+        &a,
+        3,
+        t,
+        vec![gauge("temp", &[("zone", "a")], t + 2000, 3.5)],
+    );
+    assert_eq!(
+        svc.push(verify(&b3)).await.unwrap().status(),
+        AckStatus::Accepted
+    );
+    ingest.flush().await.unwrap();
+    let from = UnixMillis::from_millis(t - 1);
+    let to = UnixMillis::from_millis(t + 10_000);
+    let sel = Selector::metric("temp").unwrap();
+    let n = ingest
+        .query()
+        .aggregate(&sel, from, to, Aggregation::Count)
+        .await
+        .unwrap();
+    assert_eq!(n[0].value, 4.0, "every accepted batch stored once");
+    let l = ingest.agent_ledger(&a).await.unwrap().unwrap();
+    assert_eq!(
+        (l.high_water, l.accepted, l.gaps, l.missing),
+        (Some(4), 4, 1, 0)
+    );
+    ingest.shutdown().await.unwrap();
+}
+
+#[allow(clippy::too_many_lines)]
+async fn every_query_kind(kind: Kind) {
+    let store = Store::new(kind).await;
+    let a = agent("conf-q");
+    // twelve samples 10 s apart, in two whole minutes, ten minutes ago
+    let t0 = (now() / 60_000 - 10) * 60_000;
+    let mut samples = Vec::new();
+    for i in 0..12u32 {
+        let ts = t0 + i64::from(i) * 10_000;
+        samples.push(gauge("temp", &[("zone", "a")], ts, f64::from(i)));
+        samples.push(gauge("temp", &[("zone", "b")], ts, 100.0 + f64::from(i)));
+        samples.push(counter(
+            "bytes",
+            &[("iface", "wg0")],
+            ts,
+            1000 * u64::from(i),
+        ));
+    }
+    let ingest = store.open().await;
+    let ack = ingest
+        .service()
+        .push(verify(&batch(&a, 1, t0, samples)))
+        .await
+        .unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    ingest.flush().await.unwrap();
+    let q = ingest.query();
+    let temp = Selector::metric("temp").unwrap();
+    let zone_a = temp
+        .clone()
+        .with(LabelMatcher::new("zone", MatchOp::Eq, "a").unwrap());
+    let (from, to) = (
+        UnixMillis::from_millis(t0),
+        UnixMillis::from_millis(t0 + 120_000),
+    );
+
+    // names
+    assert_eq!(q.names(None).await.unwrap(), ["bytes", "temp"]);
+    assert_eq!(q.names(Some(&a)).await.unwrap(), ["bytes", "temp"]);
+    assert!(q.names(Some(&agent("other"))).await.unwrap().is_empty());
+    // series and label matchers
+    assert_eq!(q.series(&temp).await.unwrap().len(), 2);
+    let s = q.series(&zone_a).await.unwrap();
+    assert_eq!(
+        (s.len(), s[0].labels["zone"].as_str(), s[0].kind),
+        (1, "a", "gauge")
+    );
+    let not_a = temp
+        .clone()
+        .with(LabelMatcher::new("zone", MatchOp::NotEq, "a").unwrap());
+    assert_eq!(q.series(&not_a).await.unwrap()[0].labels["zone"], "b");
+    let absent = Selector::any().with(LabelMatcher::new("nope", MatchOp::Eq, "").unwrap());
+    assert_eq!(
+        q.series(&absent).await.unwrap().len(),
+        3,
+        "empty value matches absent"
+    );
+    let bytes = q.series(&Selector::metric("bytes").unwrap()).await.unwrap();
+    assert_eq!(
+        (bytes[0].kind, bytes[0].agent_id.as_str()),
+        ("counter", "conf-q")
+    );
+    assert_eq!(
+        q.series(&Selector::any().agent(agent("x")))
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    // latest
+    let l = q.latest(&zone_a).await.unwrap();
+    assert_eq!((l[0].timestamp_ms, l[0].value), (t0 + 110_000, 11.0));
+    let l = q.latest(&Selector::metric("bytes").unwrap()).await.unwrap();
+    assert_eq!(l[0].value, 11_000.0);
+    // history from raw samples, one point per minute
+    let range = Range::new(from, to, Duration::from_secs(60)).unwrap();
+    let expect = [
+        (Aggregation::Avg, [2.5, 8.5]),
+        (Aggregation::Min, [0.0, 6.0]),
+        (Aggregation::Max, [5.0, 11.0]),
+        (Aggregation::Sum, [15.0, 51.0]),
+        (Aggregation::Count, [6.0, 6.0]),
+        (Aggregation::Last, [5.0, 11.0]),
+    ];
+    for (agg, [v0, v1]) in expect {
+        let h = q
+            .history(&zone_a, range, agg, Resolution::Raw)
+            .await
+            .unwrap();
+        assert_eq!(h.len(), 1, "{agg:?}");
+        assert_eq!(h[0].points, [(t0, v0), (t0 + 60_000, v1)], "raw {agg:?}");
+    }
+    // aggregate, top-N, percentiles, export
+    let sums = q
+        .aggregate(&temp, from, to, Aggregation::Sum)
+        .await
+        .unwrap();
+    let mut sums: Vec<(String, f64)> = sums
+        .into_iter()
+        .map(|v| (v.series.labels["zone"].clone(), v.value))
+        .collect();
+    sums.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(sums, [("a".to_owned(), 66.0), ("b".to_owned(), 1266.0)]);
+    let top = q
+        .top_n(&temp, from, to, Aggregation::Max, 1, Order::Desc)
+        .await
+        .unwrap();
+    assert_eq!((top.len(), top[0].value), (1, 111.0));
+    let bottom = q
+        .top_n(&temp, from, to, Aggregation::Min, 1, Order::Asc)
+        .await
+        .unwrap();
+    assert_eq!(bottom[0].value, 0.0);
+    let p = q
+        .percentiles(&zone_a, from, to, &[0.0, 0.5, 1.0])
+        .await
+        .unwrap();
+    assert_eq!(p[0].samples, 12);
+    assert_eq!(p[0].values, [(0.0, 0.0), (0.5, 5.5), (1.0, 11.0)]);
+    let csv = q
+        .export(&Selector::any(), from, to, ExportFormat::Csv)
+        .await
+        .unwrap();
+    assert_eq!(csv.rows, 36);
+    let json = q
+        .export(&zone_a, from, to, ExportFormat::Json)
+        .await
+        .unwrap();
+    assert_eq!(json.rows, 12);
+    // history from 1-minute rollups after a maintenance pass: the same answers
+    let report = ingest.run_maintenance(UnixMillis::now()).await.unwrap();
+    assert!(report.minute_buckets >= 6, "{report:?}");
+    for (agg, [v0, v1]) in expect {
+        let h = q
+            .history(&zone_a, range, agg, Resolution::Minute)
+            .await
+            .unwrap();
+        assert_eq!(h[0].points, [(t0, v0), (t0 + 60_000, v1)], "1m {agg:?}");
+    }
+    assert!(ingest.integrity_check().await.unwrap().is_empty());
+    ingest.shutdown().await.unwrap();
+}
+
+async fn reset_and_delete(kind: Kind) {
+    let store = Store::new(kind).await;
+    let (a, b) = (agent("conf-r"), agent("conf-keep"));
+    let t = now();
+    let ingest = store.open().await;
+    let svc = ingest.service();
+    for seq in 1..=3 {
+        let ack = svc.push(one(&a, seq, t + seq as i64)).await.unwrap();
+        assert_eq!(ack.status(), AckStatus::Accepted);
+    }
+    assert_eq!(
+        svc.push(one(&b, 1, t)).await.unwrap().status(),
+        AckStatus::Accepted
+    );
+    ingest.flush().await.unwrap();
+    // reset: the previous high-water mark comes back; seq 1 is accepted again
+    assert_eq!(ingest.reset_sequence(&a).await.unwrap(), Seq::new(3).ok());
+    assert_eq!(ingest.high_water(&a).await.unwrap(), None);
+    let ack = svc.push(one(&a, 1, t + 100)).await.unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    ingest.flush().await.unwrap();
+    let l = ingest.agent_ledger(&a).await.unwrap().unwrap();
+    assert_eq!((l.high_water, l.accepted), (Some(1), 4));
+    // delete: everything of the agent goes, the other agent stays
+    assert!(ingest.delete_agent(&a).await.unwrap());
+    assert!(!ingest.delete_agent(&agent("never")).await.unwrap());
+    let q = ingest.query();
+    assert!(
+        q.series(&Selector::any().agent(a.clone()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(q.series(&Selector::any()).await.unwrap().len(), 1);
+    assert_eq!(ingest.high_water(&a).await.unwrap(), None);
+    assert!(ingest.agent_ledger(&a).await.unwrap().is_none());
+    ingest.shutdown().await.unwrap();
+    // and durably so
+    let ingest = store.open().await;
+    assert_eq!(ingest.high_water(&a).await.unwrap(), None);
+    assert_eq!(ingest.high_water(&b).await.unwrap(), Seq::new(1).ok());
+    let ack = ingest.service().push(one(&a, 1, t + 200)).await.unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    ingest.shutdown().await.unwrap();
+}
+
+async fn storage_error_never_acks(kind: Kind) {
+    let store = Store::new(kind).await;
+    let a = agent("conf-fail");
+    let t = now();
+    let ingest = store.open().await;
+    let svc = ingest.service();
+    assert_eq!(
+        svc.push(one(&a, 1, t)).await.unwrap().status(),
+        AckStatus::Accepted
+    );
+    ingest.flush().await.unwrap();
+
+    store.inject_failure(true).await;
+    for _ in 0..3 {
+        let r = svc.push(one(&a, 2, t + 2)).await;
+        assert!(
+            !matches!(&r, Ok(ack) if ack.status() == AckStatus::Accepted),
+            "a failed commit was answered {r:?}"
+        );
+    }
+    wait_health(&ingest, false, Duration::from_secs(5)).await;
+    assert!(!ingest.health().is_ready());
+    assert_eq!(ingest.high_water(&a).await.unwrap(), Seq::new(1).ok());
+
+    store.inject_failure(false).await;
+    // the writer retries by itself
+    wait_health(&ingest, true, Duration::from_secs(60)).await;
+    // seq 2 was never stored: it is accepted now, not a duplicate
+    let ack = svc.push(one(&a, 2, t + 2)).await.unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    ingest.flush().await.unwrap();
+    let n = ingest
+        .query()
+        .aggregate(
+            &Selector::metric("g").unwrap(),
+            UnixMillis::from_millis(t - 1),
+            UnixMillis::from_millis(t + 10),
+            Aggregation::Count,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n[0].value, 2.0);
+    ingest.shutdown().await.unwrap();
+}
+
+/// Instantiates every suite function once per backend.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    ingest_dedup_and_replay_after_restart,
+    every_query_kind,
+    reset_and_delete,
+    storage_error_never_acks,
+);
+
+// ---- PostgreSQL only ---------------------------------------------------------------------
+
+/// The server stops like a crash (`pg_ctl stop -m immediate`) while batches are pushed and
+/// applied, and starts again: every acknowledged batch is stored, pushes fail (never ack)
+/// while it is down, and the writer reconnects by itself (health Failing, then Ok).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_mid_ingest_loses_no_acked_batch() {
+    let server = tokio::task::spawn_blocking(PgServer::start)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("a PostgreSQL cluster of this test: {e}"));
+    let db = TestDb::on(&server).await.unwrap();
+    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
+        .await
+        .unwrap();
+    let a = agent("conf-restart");
+    let t = now();
+    let mut health = ingest.watch_health();
+    let states = std::sync::Arc::new(std::sync::Mutex::new(vec![true]));
+    let seen = {
+        let states = std::sync::Arc::clone(&states);
+        tokio::spawn(async move {
+            while health.changed().await.is_ok() {
+                let ok = health.borrow_and_update().storage == StorageHealth::Ok;
+                let mut s = states.lock().unwrap();
+                if s.last() != Some(&ok) {
+                    s.push(ok);
+                }
+            }
+        })
+    };
+
+    let total = 60u64;
+    let mut acked = Vec::new();
+    let mut refused_while_down = 0;
+    let server = std::sync::Arc::new(server);
+    let mut restart = None;
+    for seq in 1..=total {
+        if seq == 20 {
+            // crash while batches 1..19 are staged and being applied
+            let s = std::sync::Arc::clone(&server);
+            tokio::task::spawn_blocking(move || s.crash())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        loop {
+            match ingest.service().push(one(&a, seq, t + seq as i64)).await {
+                Ok(ack) if ack.status() == AckStatus::Accepted => {
+                    acked.push(seq);
+                    break;
+                }
+                Ok(ack) => panic!("seq {seq}: unexpected {ack:?}"),
+                Err(_) => {
+                    refused_while_down += 1;
+                    if refused_while_down == 3 && restart.is_none() {
+                        let s = std::sync::Arc::clone(&server);
+                        restart = Some(tokio::task::spawn_blocking(move || {
+                            std::thread::sleep(Duration::from_secs(1));
+                            s.start_again()
+                        }));
+                    }
+                    assert!(refused_while_down < 2000, "the writer never recovered");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    restart
+        .expect("pushes failed while the server was down")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acked.len() as u64, total);
+    ingest.flush().await.unwrap();
+    assert!(ingest.health().is_ready(), "{:?}", ingest.health());
+    let count = ingest
+        .query()
+        .aggregate(
+            &Selector::metric("g").unwrap(),
+            UnixMillis::from_millis(t),
+            UnixMillis::from_millis(t + total as i64 + 1),
+            Aggregation::Count,
+        )
+        .await
+        .unwrap();
+    assert_eq!(count[0].value, total as f64, "acknowledged batches lost");
+    assert_eq!(ingest.high_water(&a).await.unwrap(), Seq::new(total).ok());
+    ingest.shutdown().await.unwrap();
+    seen.abort();
+    let states = states.lock().unwrap().clone();
+    assert!(
+        states.windows(2).any(|w| w == [false, true]),
+        "health went {states:?}, expected Failing then Ok"
+    );
+    drop(db);
+}
