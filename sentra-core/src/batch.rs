@@ -78,7 +78,7 @@ impl Batch {
     /// the offending field.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         crate::prescan::scan_metric_batch(bytes)?;
-        Self::try_from(proto::MetricBatch::decode(bytes)?)
+        Self::try_from(proto::MetricBatch::decode(bytes).map_err(Error::decode)?)
     }
 }
 

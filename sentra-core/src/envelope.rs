@@ -421,7 +421,7 @@ impl Verified {
     /// [`Error::HeaderMismatch`].
     pub fn decode_batch(&self) -> Result<Batch> {
         crate::prescan::scan_metric_batch(&self.payload)?;
-        let wire = proto::MetricBatch::decode(self.payload.clone())?;
+        let wire = proto::MetricBatch::decode(self.payload.clone()).map_err(Error::decode)?;
         let batch = Batch::try_from(wire)?;
         if batch.agent_id != self.agent_id {
             return Err(Error::HeaderMismatch { field: "agent_id" });
@@ -439,7 +439,8 @@ impl Verified {
     ///
     /// [`Error::Decode`] or [`Error::HeaderMismatch`].
     pub fn decode_desired_state_query(&self) -> Result<proto::DesiredStateQuery> {
-        let query = proto::DesiredStateQuery::decode(self.payload.clone())?;
+        let query =
+            proto::DesiredStateQuery::decode(self.payload.clone()).map_err(Error::decode)?;
         if query.agent_id != self.agent_id.as_str() {
             return Err(Error::HeaderMismatch { field: "agent_id" });
         }

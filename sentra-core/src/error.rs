@@ -69,9 +69,10 @@ pub enum Error {
         /// Allowed absolute skew.
         limit_ms: u64,
     },
-    /// The payload bytes are not valid protobuf for the expected message.
+    /// The payload bytes are not valid protobuf for the expected message. The source is the
+    /// protobuf decoder's error, boxed so that its crate's version is not part of this API.
     #[error("payload does not decode: {0}")]
-    Decode(#[from] prost::DecodeError),
+    Decode(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The decoded payload disagrees with the authenticated envelope header.
     #[error("payload {field} does not match the envelope")]
     HeaderMismatch {
@@ -86,6 +87,10 @@ impl Error {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+
+    pub(crate) fn decode(e: prost::DecodeError) -> Self {
+        Self::Decode(Box::new(e))
     }
 
     /// Prefixes the field path of a [`Error::Malformed`] error (`"labels[0]"` + `"name"`).
