@@ -6,7 +6,7 @@
 //! Covered: ingest, dedup, replay after a restart, every query kind (names, series with
 //! matchers, latest, history raw and from rollups, aggregate, top-N, percentiles, export),
 //! sequence reset and agent delete, and failure semantics: a storage error never acks and
-//! the writer recovers by itself. PostgreSQL only: the server stopped (like a crash) and
+//! the writer recovers by itself; one writer per store (a second pipeline is refused). PostgreSQL only: the server stopped (like a crash) and
 //! started again mid-ingest loses no acknowledged batch and the writer reconnects on its
 //! own (health Failing, then Ok).
 
@@ -476,6 +476,29 @@ async fn storage_error_never_acks(kind: Kind) {
     ingest.shutdown().await.unwrap();
 }
 
+async fn a_second_writer_is_refused(kind: Kind) {
+    let store = Store::new(kind).await;
+    let a = agent("conf-lock");
+    let first = store.open().await;
+    let err = Ingest::open_with(store.backend(), config())
+        .await
+        .err()
+        .expect("a second pipeline on the same store was allowed");
+    let text = format!("{err} {:?}", std::error::Error::source(&err));
+    assert!(
+        text.contains("in use by") || text.contains("another sentra-ingest writer"),
+        "{text}"
+    );
+    // the first one is unaffected and, once it is shut down, the store opens again
+    let ack = first.service().push(one(&a, 1, now())).await.unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    first.shutdown().await.unwrap();
+    drop(first);
+    let again = store.open().await;
+    assert_eq!(again.high_water(&a).await.unwrap(), Seq::new(1).ok());
+    again.shutdown().await.unwrap();
+}
+
 /// Instantiates every suite function once per backend.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -503,6 +526,7 @@ conformance!(
     every_query_kind,
     reset_and_delete,
     storage_error_never_acks,
+    a_second_writer_is_refused,
 );
 
 // ---- PostgreSQL only ---------------------------------------------------------------------

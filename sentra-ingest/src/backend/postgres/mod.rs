@@ -17,6 +17,8 @@
 //!   whole days older than the retention with `DROP TABLE` (no row-by-row DELETE, no
 //!   bloat), deleting only the rows of the one day that straddles the cutoff. There is no
 //!   DEFAULT partition (creating a day would then scan it).
+//! * **One writer per database**, as one per SQLite file: the writer holds a session
+//!   advisory lock; a second `Ingest` on the same database is refused at open.
 //! * **Failures.** A failed write drops the connection; the next call reconnects (the
 //!   writer's health retry does that on its own after PostgreSQL comes back). Reads use a
 //!   pool, which reconnects by itself.
@@ -61,6 +63,12 @@ pub(crate) async fn open(url: &str, config: &Config) -> Result<(PgStore, PgReade
         .connect()
         .await
         .map_err(Error::storage("connecting to PostgreSQL"))?;
+    store::lock_writer(&mut conn)
+        .await
+        .map_err(|source| Error::Storage {
+            context: "taking the PostgreSQL writer lock",
+            source,
+        })?;
     sqlx::migrate!("./migrations-pg")
         .run(&mut conn)
         .await

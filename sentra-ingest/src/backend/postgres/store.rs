@@ -19,6 +19,35 @@ use crate::{
 /// Days of partitions maintenance keeps ready after today.
 const DAYS_AHEAD: i64 = 2;
 
+/// The session advisory lock a writer holds on its database (advisory locks are per
+/// database): one writer per database, as one writer per SQLite file. It ends with the
+/// session, so a writer whose connection died (a server restart) takes it again.
+const WRITER_LOCK: i64 = 0x5345_4e54_5241_0001;
+
+/// Takes the writer lock on `conn`, or says who holds it.
+pub(crate) async fn lock_writer(conn: &mut PgConnection) -> StoreResult<()> {
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(WRITER_LOCK)
+        .fetch_one(&mut *conn)
+        .await?;
+    if got {
+        return Ok(());
+    }
+    let holder: Option<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND ((classid::int8 << 32) | objid::int8) = $1 LIMIT 1",
+    )
+    .bind(WRITER_LOCK)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Err(format!(
+        "another sentra-ingest writer uses this database (PostgreSQL backend pid {})",
+        holder.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+    )
+    .into())
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -64,14 +93,16 @@ impl PgStore {
         }
     }
 
-    /// The write connection, reconnected if a failure dropped it.
-    async fn connection(&mut self) -> sqlx::Result<&mut PgConnection> {
+    /// The write connection, reconnected (and the writer lock taken again) if a failure
+    /// dropped it.
+    async fn connection(&mut self) -> StoreResult<&mut PgConnection> {
         if self.conn.is_none() {
-            let c = self.opts.connect().await?;
+            let mut c = self.opts.connect().await?;
+            lock_writer(&mut c).await?;
             tracing::info!("PostgreSQL write connection reopened");
             self.conn = Some(c);
         }
-        self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)
+        Ok(self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)?)
     }
 
     async fn fetch_all(&mut self, sql: &'static str) -> StoreResult<Vec<PgRow>> {
