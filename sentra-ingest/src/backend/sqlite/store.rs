@@ -7,10 +7,10 @@ use sqlx::{
 };
 
 use crate::{
-    backend::{ApplyPlan, Commit, MetricStore, SeriesRow, StagingLog, StoreResult, Unapplied},
+    backend::{ApplyPlan, Commit, MetricStore, SeriesRow, StagingLog, StoreResult, Unapplied, sql},
     maintenance::MaintenanceWrite,
     model::{Stored, labels_json, parse_labels_json},
-    replay::{AgentMark, Ledger},
+    replay::AgentMark,
 };
 
 /// Largest multi-row `INSERT` (rows); 8192 × 3 parameters stays below SQLite's 32 766.
@@ -230,35 +230,14 @@ impl StagingLog for SqliteStore {
 }
 
 impl MetricStore for SqliteStore {
-    #[allow(clippy::cast_sign_loss)]
     async fn load_agents(&mut self) -> StoreResult<Vec<(String, AgentMark)>> {
-        let rows = self
-            .fetch_all(
-                "SELECT agent_id, high_water, floor, last_seen_ms, accepted, gaps, missing, \
-                 rejected_stale, rejected_ahead FROM agents",
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let n = |i: usize| r.get::<i64, _>(i) as u64;
-                let ledger = Ledger {
-                    accepted: n(4),
-                    gaps: n(5),
-                    missing: n(6),
-                    rejected_stale: n(7),
-                    rejected_ahead: n(8),
-                };
-                (r.get(0), AgentMark::restore(n(1), n(2), r.get(3), ledger))
-            })
-            .collect())
+        let rows = self.fetch_all(sql::LOAD_AGENTS).await?;
+        Ok(rows.iter().map(sql::agent_mark).collect())
     }
 
     #[allow(clippy::cast_sign_loss)]
     async fn load_seq_ranges(&mut self) -> StoreResult<Vec<(String, u64, u64)>> {
-        let rows = self
-            .fetch_all("SELECT agent_id, lo, hi FROM seq_ranges")
-            .await?;
+        let rows = self.fetch_all(sql::LOAD_SEQ_RANGES).await?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -273,9 +252,7 @@ impl MetricStore for SqliteStore {
 
     #[allow(clippy::cast_sign_loss)]
     async fn load_fingerprints(&mut self) -> StoreResult<Vec<(String, u64, Vec<u8>)>> {
-        let rows = self
-            .fetch_all("SELECT agent_id, seq, fingerprint FROM accepted")
-            .await?;
+        let rows = self.fetch_all(sql::LOAD_FINGERPRINTS).await?;
         Ok(rows
             .into_iter()
             .map(|r| (r.get(0), r.get::<i64, _>(1) as u64, r.get(2)))
@@ -298,9 +275,7 @@ impl MetricStore for SqliteStore {
     }
 
     async fn load_wg_status(&mut self) -> StoreResult<Vec<(String, Vec<u8>)>> {
-        let rows = self
-            .fetch_all("SELECT agent_id, devices FROM wg_status")
-            .await?;
+        let rows = self.fetch_all(sql::LOAD_WG_STATUS).await?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -338,43 +313,13 @@ impl MetricStore for SqliteStore {
     }
 
     async fn reset_sequence(&mut self, agent: &sentra_core::AgentId) -> StoreResult<()> {
-        let mut tx = self.connection().await?.begin().await?;
-        sqlx::query("UPDATE agents SET high_water = 0, floor = 0, missing = 0 WHERE agent_id = ?")
-            .bind(agent.as_str())
-            .execute(&mut *tx)
-            .await?;
-        for table in ["accepted", "seq_ranges"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE agent_id = ?"))
-                .bind(agent.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(tx.commit().await?)
+        let conn = self.connection().await?;
+        Ok(sql::exec_for_agent::<Sqlite>(conn, &sql::RESET_SEQUENCE, agent.as_str()).await?)
     }
 
     async fn delete_agent(&mut self, agent: &sentra_core::AgentId) -> StoreResult<()> {
-        let mut tx = self.connection().await?.begin().await?;
-        for table in ["samples", "rollup_1m", "rollup_1h"] {
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE series_id IN (SELECT id FROM series WHERE agent = ?)"
-            ))
-            .bind(agent.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (table, col) in [
-            ("series", "agent"),
-            ("accepted", "agent_id"),
-            ("seq_ranges", "agent_id"),
-            ("agents", "agent_id"),
-            ("wg_status", "agent_id"),
-        ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE {col} = ?"))
-                .bind(agent.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(tx.commit().await?)
+        let conn = self.connection().await?;
+        Ok(sql::exec_for_agent::<Sqlite>(conn, &sql::DELETE_AGENT, agent.as_str()).await?)
     }
 
     async fn write_maintenance(&mut self, job: &MaintenanceWrite) -> StoreResult<()> {

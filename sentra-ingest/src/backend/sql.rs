@@ -1,0 +1,139 @@
+//! What the SQL backends share: the statements that read the same on SQLite and
+//! PostgreSQL (parameters are `$N`, which SQLite accepts too) and the decoding of their
+//! rows, generic over the [`sqlx::Database`]. Dialect-specific SQL (bulk inserts, JSON label
+//! filters, partitions, `last` aggregates) stays in each backend.
+
+use sqlx::{ColumnIndex, Database, Decode, Executor, IntoArguments, Row, Type};
+
+use crate::{
+    AgentLedger,
+    maintenance::Bucket,
+    replay::{AgentMark, Ledger},
+};
+
+/// The durable replay state of every agent (decode with [`agent_mark`]).
+pub(crate) const LOAD_AGENTS: &str = "SELECT agent_id, high_water, floor, last_seen_ms, \
+     accepted, gaps, missing, rejected_stale, rejected_ahead FROM agents";
+/// Every stored-seq range: agent, lo, hi.
+pub(crate) const LOAD_SEQ_RANGES: &str = "SELECT agent_id, lo, hi FROM seq_ranges";
+/// The fingerprint window: agent, seq, fingerprint.
+pub(crate) const LOAD_FINGERPRINTS: &str = "SELECT agent_id, seq, fingerprint FROM accepted";
+/// The latest WireGuard status per agent: agent, encoded devices.
+pub(crate) const LOAD_WG_STATUS: &str = "SELECT agent_id, devices FROM wg_status";
+/// An agent's high-water mark (`$1`: agent).
+pub(crate) const HIGH_WATER: &str = "SELECT high_water FROM agents WHERE agent_id = $1";
+/// An agent's ledger (`$1`: agent; decode with [`ledger`]).
+pub(crate) const LEDGER: &str = "SELECT high_water, accepted, gaps, missing, rejected_stale, \
+     rejected_ahead FROM agents WHERE agent_id = $1";
+/// The 1-minute buckets of one series in `[$2, $3)` (decode with [`bucket`]).
+pub(crate) const MINUTE_BUCKETS: &str = "SELECT bucket, min, max, sum, count, last, last_ts \
+     FROM rollup_1m WHERE series_id = $1 AND bucket >= $2 AND bucket < $3 ORDER BY bucket";
+
+/// [`MetricStore::reset_sequence`](super::MetricStore::reset_sequence), `$1`: agent.
+pub(crate) const RESET_SEQUENCE: [&str; 3] = [
+    "UPDATE agents SET high_water = 0, floor = 0, missing = 0 WHERE agent_id = $1",
+    "DELETE FROM accepted WHERE agent_id = $1",
+    "DELETE FROM seq_ranges WHERE agent_id = $1",
+];
+
+/// [`MetricStore::delete_agent`](super::MetricStore::delete_agent), `$1`: agent; samples and
+/// rollups before the series they belong to.
+pub(crate) const DELETE_AGENT: [&str; 8] = [
+    "DELETE FROM samples WHERE series_id IN (SELECT id FROM series WHERE agent = $1)",
+    "DELETE FROM rollup_1m WHERE series_id IN (SELECT id FROM series WHERE agent = $1)",
+    "DELETE FROM rollup_1h WHERE series_id IN (SELECT id FROM series WHERE agent = $1)",
+    "DELETE FROM series WHERE agent = $1",
+    "DELETE FROM accepted WHERE agent_id = $1",
+    "DELETE FROM seq_ranges WHERE agent_id = $1",
+    "DELETE FROM agents WHERE agent_id = $1",
+    "DELETE FROM wg_status WHERE agent_id = $1",
+];
+
+/// Runs `statements`, each with `agent` bound to `$1`, in one transaction.
+pub(crate) async fn exec_for_agent<DB>(
+    conn: &mut DB::Connection,
+    statements: &[&'static str],
+    agent: &str,
+) -> sqlx::Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    for sql in statements {
+        sqlx::query::<DB>(sql).bind(agent).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+/// A stored unsigned counter (`INTEGER`/`int8` holding the `u64`'s value).
+#[allow(clippy::cast_sign_loss)]
+fn u<R>(r: &R, i: usize) -> u64
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    r.get::<i64, _>(i) as u64
+}
+
+/// A row of [`LOAD_AGENTS`].
+pub(crate) fn agent_mark<R>(r: &R) -> (String, AgentMark)
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let ledger = Ledger {
+        accepted: u(r, 4),
+        gaps: u(r, 5),
+        missing: u(r, 6),
+        rejected_stale: u(r, 7),
+        rejected_ahead: u(r, 8),
+    };
+    (
+        r.get(0),
+        AgentMark::restore(u(r, 1), u(r, 2), r.get(3), ledger),
+    )
+}
+
+/// A row of [`LEDGER`].
+pub(crate) fn ledger<R>(r: &R) -> AgentLedger
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    AgentLedger {
+        high_water: Some(u(r, 0)).filter(|h| *h > 0),
+        accepted: u(r, 1),
+        gaps: u(r, 2),
+        missing: u(r, 3),
+        rejected_stale: u(r, 4),
+        rejected_ahead: u(r, 5),
+    }
+}
+
+/// A row of [`MINUTE_BUCKETS`] of `series` (SQL `NULL` for NaN).
+pub(crate) fn bucket<R>(series: i64, r: &R) -> Bucket
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let f = |i: usize, none: f64| r.get::<Option<f64>, _>(i).unwrap_or(none);
+    Bucket {
+        series_id: series,
+        bucket: r.get(0),
+        min: f(1, f64::NAN),
+        max: f(2, f64::NAN),
+        sum: f(3, 0.0),
+        count: r.get(4),
+        last: f(5, f64::NAN),
+        last_ts: r.get(6),
+    }
+}
