@@ -69,7 +69,7 @@ impl Applier {
         &mut self,
         ingest: &dyn Ingest,
         creds: &KeyState,
-        wg: &mut WgCollector,
+        wg: &tokio::sync::Mutex<WgCollector>,
     ) {
         let creds = current(creds);
         let query = proto::DesiredStateQuery {
@@ -102,7 +102,9 @@ impl Applier {
         if state.unchanged || (state.revision == self.applied_revision && state.revision != 0) {
             return;
         }
-        let client = match wg.client().await {
+        // The netlink client is shared with the WireGuard collector: hold the lock only to
+        // get (or connect) it, not across the applying.
+        let client = match wg.lock().await.client().await {
             Ok(c) => c.clone(),
             Err(e) => {
                 tracing::debug!(

@@ -21,12 +21,20 @@
 //!   a batch overtaken by a later one would be misread as a duplicate: the shipper therefore
 //!   sends strictly in order, one at a time.
 //! * **Nothing is dropped silently.** Every drop is logged and counted (see [`health`]).
+//!
+//! # Collectors
+//!
+//! Host metrics, WireGuard status and any collector added with
+//! [`Agent::with_collector`] implement one trait, [`Collector`], and run under one
+//! scheduler: a collector that fails, panics or hangs is isolated, backed off and visible in
+//! per-collector health, and never stops the others (see [`collector`]).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod apply;
 mod atomic_file;
 mod collect;
+pub mod collector;
 pub mod config;
 pub mod credentials;
 mod error;
@@ -35,11 +43,13 @@ pub mod host;
 pub mod output;
 mod runtime;
 pub mod samples;
+mod scheduler;
 pub mod ship;
 pub mod store;
 pub mod wireguard;
 
 pub use collect::collect_once;
+pub use collector::{CollectContext, CollectError, Collection, Collector, Schedule};
 pub use config::{Config, LogFormat, Overrides, WalFullPolicy};
 pub use credentials::Credentials;
 pub use error::{Error, Result};

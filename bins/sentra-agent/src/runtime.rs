@@ -4,21 +4,22 @@ use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 
-use sentra_core::UnixMillis;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::api::{ApiClient, KeyCheck, check_key};
 use crate::apply::Applier;
-use crate::collect::host_samples;
+use crate::collect::{HostSource, WireGuardSource};
+use crate::collector::Collector;
 use crate::credentials::Credentials;
 use crate::health::Health;
 use crate::host::HostCollector;
 use crate::output::Snapshot;
+use crate::scheduler::Entry;
 use crate::ship::{Backoff, Ingest, KeyState, Shipper};
 use crate::store::{Appended, Store};
-use crate::wireguard::{WgCollection, WgCollector};
+use crate::wireguard::WgCollector;
 use crate::{Config, Error, Result};
 
 /// The agent runtime.
@@ -37,6 +38,7 @@ pub struct Agent {
     ingest: Option<Arc<dyn Ingest>>,
     health: Arc<Health>,
     wireguard: bool,
+    collectors: Vec<Entry>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -44,6 +46,7 @@ impl std::fmt::Debug for Agent {
         f.debug_struct("Agent")
             .field("config", &self.config)
             .field("custom_ingest", &self.ingest.is_some())
+            .field("collectors", &self.collectors)
             .finish_non_exhaustive()
     }
 }
@@ -103,7 +106,20 @@ impl Agent {
             ingest: None,
             health: Arc::new(Health::default()),
             wireguard: true,
+            collectors: Vec::new(),
         })
+    }
+
+    /// Adds a collector, run by the same scheduler as the built-in `host` and `wireguard`
+    /// collectors; its collections are stored, signed and shipped like theirs. See
+    /// [`collector`](crate::collector) for the contract.
+    ///
+    /// Its name and schedule are read now; a name used twice (or `host`, `wireguard`) or a
+    /// zero interval or timeout makes the agent refuse to start ([`Error::Config`]).
+    #[must_use]
+    pub fn with_collector(mut self, collector: impl Collector) -> Self {
+        self.collectors.push(Entry::new(collector));
+        self
     }
 
     /// Ships through `ingest` instead of a gRPC client built from `config.server` (an
@@ -157,6 +173,7 @@ impl Agent {
     }
 
     async fn run_until(self, stop: watch::Receiver<bool>) -> Result<()> {
+        check_collectors(&self.collectors)?;
         let cfg = self.config;
         let (creds, from_file) = match &cfg.credentials {
             Some(c) => (c.clone(), false),
@@ -207,8 +224,7 @@ impl Agent {
         let wake = Arc::new(Notify::new());
         let key_check = Arc::new(Notify::new());
         let health = self.health;
-        let mut tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
-        let episode = Arc::new(FullEpisode::default());
+        let mut tasks: JoinSet<(String, Result<()>)> = JoinSet::new();
 
         // Shipper.
         let shipper = Shipper {
@@ -223,98 +239,53 @@ impl Agent {
         };
         // The shipper watches the stop signal itself, to persist its cursor before it ends.
         let shipper_stop = stop.clone();
-        tasks.spawn(async move { ("shipper", shipper.run(shipper_stop).await) });
+        tasks.spawn(async move { ("shipper".to_owned(), shipper.run(shipper_stop).await) });
 
-        // Host collector.
+        // Collectors: the built-in ones first, then those added with `with_collector`, all
+        // under the one scheduler. The WireGuard collector and the peer applier share one
+        // netlink client.
+        let mut collectors = vec![Entry::new(HostSource {
+            host: HostCollector::new(&cfg.proc_root).filesystems(cfg.collect_filesystems),
+            every: cfg.host_interval,
+            health: health.clone(),
+            store: store.clone(),
+        })];
+        let wg = (self.wireguard && cfg.wireguard)
+            .then(|| Arc::new(tokio::sync::Mutex::new(WgCollector::new())));
+        if let Some(wg) = &wg {
+            collectors.push(Entry::new(WireGuardSource {
+                wg: wg.clone(),
+                every: cfg.wireguard_interval,
+                health: health.clone(),
+            }));
+        }
+        collectors.extend(self.collectors);
+        let pipeline = Arc::new(Pipeline {
+            store: store.clone(),
+            health: health.clone(),
+            agent_id: agent_id.clone(),
+            wake: wake.clone(),
+            episode: FullEpisode::default(),
+        });
+        for c in collectors {
+            tasks.spawn(with_stop(c.start(pipeline.clone()), stop.clone()));
+        }
+        drop(pipeline);
+
+        // Peer applier.
+        if let Some(wg) = wg
+            && !cfg.desired_state_interval.is_zero()
         {
-            let host = HostCollector::new(&cfg.proc_root).filesystems(cfg.collect_filesystems);
-            let (store, health, wake, agent_id, episode) = (
-                store.clone(),
-                health.clone(),
-                wake.clone(),
-                agent_id.clone(),
-                episode.clone(),
-            );
-            let every = cfg.host_interval;
+            let every = cfg.desired_state_interval;
+            let (ingest, creds) = (ingest.clone(), creds.clone());
             tasks.spawn(with_stop(
                 async move {
+                    let mut applier = Applier::default();
                     let mut tick = tokio::time::interval(every);
                     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                     loop {
                         tick.tick().await;
-                        let now = UnixMillis::now();
-                        let stats = store.wal().stats();
-                        let (samples, problems) =
-                            host_samples(&host, Some(&health), Some(&stats), now).await;
-                        for p in &problems {
-                            tracing::debug!(problem = %p, "host source unreadable");
-                        }
-                        let snap = Snapshot {
-                            created: now,
-                            samples,
-                            wg_devices: Vec::new(),
-                            wg_unavailable: None,
-                            problems,
-                        };
-                        if let Err(e) =
-                            append(&store, &health, &agent_id, &snap, &wake, &episode).await
-                        {
-                            return ("host collector", Err(e));
-                        }
-                    }
-                },
-                stop.clone(),
-            ));
-        }
-
-        // WireGuard collector and peer applier share one netlink client.
-        if self.wireguard && cfg.wireguard {
-            let (store, health, wake, agent_id, episode) = (
-                store.clone(),
-                health.clone(),
-                wake.clone(),
-                agent_id.clone(),
-                episode.clone(),
-            );
-            let every = cfg.wireguard_interval;
-            let apply_every = cfg.desired_state_interval;
-            let (ingest, creds) = (ingest.clone(), creds.clone());
-            tasks.spawn(with_stop(
-                async move {
-                    let mut wg = WgCollector::new();
-                    let mut applier = Applier::default();
-                    let mut tick = tokio::time::interval(every);
-                    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                    let mut apply_tick = tokio::time::interval(if apply_every.is_zero() {
-                        std::time::Duration::from_secs(3600)
-                    } else {
-                        apply_every
-                    });
-                    apply_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                    loop {
-                        tokio::select! {
-                            _ = tick.tick() => {
-                                let now = UnixMillis::now();
-                                let collected = wg.collect().await;
-                                health.set_wireguard_up(matches!(collected, WgCollection::Devices { .. }));
-                                if let WgCollection::Devices { devices, skipped } = collected {
-                                    health.collect_error("wireguard", skipped.len());
-                                    let snap = Snapshot {
-                                        created: now,
-                                        samples: Vec::new(),
-                                        wg_devices: devices,
-                                        wg_unavailable: None,
-                                        problems: skipped,
-                                    };
-                                    if let Err(e) = append(&store, &health, &agent_id, &snap, &wake, &episode).await {
-                                        return ("wireguard collector", Err(e));
-                                    }
-                                }
-                            }
-                            _ = apply_tick.tick(), if !apply_every.is_zero() => {
-                                applier.round(&*ingest, &creds, &mut wg).await;
-                            }
-                        }
+                        applier.round(&*ingest, &creds, &wg).await;
                     }
                 },
                 stop.clone(),
@@ -370,7 +341,7 @@ impl Agent {
             match joined {
                 Ok((_, Ok(()))) => {}
                 Ok((name, Err(e))) => {
-                    tracing::error!(task = name, error = %e, "agent task failed; stopping");
+                    tracing::error!(task = %name, error = %e, "agent task failed; stopping");
                     if result.is_ok() {
                         result = Err(e);
                     }
@@ -473,6 +444,54 @@ fn log_recovery(report: &sentra_wal::RecoveryReport) {
     }
 }
 
+/// Refuses duplicate collector names (the built-in ones included) and unusable schedules.
+fn check_collectors(collectors: &[Entry]) -> Result<()> {
+    let mut seen =
+        std::collections::BTreeSet::from([crate::collect::HOST, crate::collect::WIREGUARD]);
+    for c in collectors {
+        if c.name.is_empty() {
+            return Err(Error::Config("a collector has an empty name".into()));
+        }
+        if !seen.insert(c.name.as_str()) {
+            return Err(Error::Config(format!(
+                "two collectors are named {:?}: names must be unique (host and wireguard are taken)",
+                c.name
+            )));
+        }
+        c.schedule.validate(&c.name)?;
+    }
+    Ok(())
+}
+
+/// Where every collector's collections go: the WAL (then the shipper, woken).
+#[derive(Debug)]
+pub(crate) struct Pipeline {
+    store: Store,
+    health: Arc<Health>,
+    agent_id: sentra_core::AgentId,
+    wake: Arc<Notify>,
+    episode: FullEpisode,
+}
+
+impl Pipeline {
+    pub(crate) fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Stores one collection (see [`append`]).
+    pub(crate) async fn deliver(&self, snap: &Snapshot) -> Result<()> {
+        append(
+            &self.store,
+            &self.health,
+            &self.agent_id,
+            snap,
+            &self.wake,
+            &self.episode,
+        )
+        .await
+    }
+}
+
 /// One "no space" episode (the WAL cap reached, or the file system full before the cap):
 /// logged once when it starts and once when it ends, not per dropped collection.
 #[derive(Debug, Default)]
@@ -534,20 +553,20 @@ async fn append(
 }
 
 /// Makes a task end (successfully) when the stop signal is raised.
-async fn with_stop<F>(task: F, mut stop: watch::Receiver<bool>) -> (&'static str, Result<()>)
+async fn with_stop<F>(task: F, mut stop: watch::Receiver<bool>) -> (String, Result<()>)
 where
-    F: Future<Output = (&'static str, Result<()>)> + Send,
+    F: Future<Output = (String, Result<()>)> + Send,
 {
     tokio::pin!(task);
     loop {
         if *stop.borrow() {
-            return ("", Ok(()));
+            return (String::new(), Ok(()));
         }
         tokio::select! {
             r = &mut task => return r,
             changed = stop.changed() => {
                 if changed.is_err() {
-                    return ("", Ok(()));
+                    return (String::new(), Ok(()));
                 }
             }
         }

@@ -195,8 +195,8 @@ impl Store {
     /// WAL's checksums, or a record from a foreign writer).
     pub fn prepare(&self, lsn: Lsn, payload: Vec<u8>) -> Result<Prepared> {
         let seq = self.seq_for(lsn)?;
-        let mut batch =
-            proto::MetricBatch::decode(payload.as_slice()).map_err(sentra_core::Error::from)?;
+        let mut batch = proto::MetricBatch::decode(payload.as_slice())
+            .map_err(|e| sentra_core::Error::Decode(Box::new(e)))?;
         let created_ms = batch.created_ms;
         let payload = if batch.seq == seq.get() {
             bytes::Bytes::from(payload)
