@@ -38,6 +38,7 @@
 //! | feature | backend | open with |
 //! |---|---|---|
 //! | `sqlite` (default) | embedded SQLite, `metrics.db` in a data directory | [`Ingest::open`], [`Backend::sqlite`] |
+//! | `postgres` | PostgreSQL: daily range partitions, rollup tables, one writer per database | `Backend::postgres(url)` |
 //!
 //! ## Storage failures ("an ack means durable")
 //!
