@@ -69,6 +69,15 @@ pub(crate) struct Cli {
     /// Add wireguard_peer_endpoint_info{endpoint=...} 1 per peer to /metrics.
     #[arg(long, env = "SENTRA_METRICS_PEER_ENDPOINTS")]
     pub(crate) metrics_peer_endpoints: bool,
+    /// Open gRPC connections at most per client address (IPv6: per /64); more are refused.
+    /// Agents behind one NAT share it: raise it for large fleets behind one address.
+    /// Default 256.
+    #[arg(long, env = "SENTRA_GRPC_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub(crate) grpc_max_connections_per_address: Option<usize>,
+    /// Failed gRPC authentications allowed per client address and second before that
+    /// address is refused (burst 5x). 0 turns the budget off. Default 20.
+    #[arg(long, env = "SENTRA_GRPC_AUTH_FAILURES_PER_SECOND")]
+    pub(crate) grpc_auth_failures_per_second: Option<u32>,
 }
 
 const AFTER_HELP: &str = "\
@@ -106,6 +115,22 @@ struct FileConfig {
     retention_days: Option<u64>,
     log_format: Option<LogFormat>,
     api: Option<ApiSection>,
+    grpc: Option<GrpcSection>,
+}
+
+/// `[grpc]` in the TOML file: the ingest listener's limits (sentra_transport::Limits).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrpcSection {
+    /// Open connections at most (beyond, they wait in the listen backlog).
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    /// Requests per agent and second, and the burst above it.
+    per_agent_requests_per_second: Option<u32>,
+    per_agent_burst: Option<u32>,
+    /// Failed authentications per client address and second (0: off), and the burst.
+    auth_failures_per_second: Option<u32>,
+    auth_failure_burst: Option<u32>,
 }
 
 /// `[api]` in the TOML file.
@@ -136,6 +161,8 @@ pub(crate) struct Config {
     /// `/metrics` requires `Authorization: Bearer <this>` when set.
     pub(crate) metrics_token: Option<sentra_api::SecretString>,
     pub(crate) metrics_peer_endpoints: bool,
+    /// The gRPC ingest listener's limits.
+    pub(crate) grpc_limits: sentra_transport::Limits,
 }
 
 /// Largest config file accepted; anything bigger is a mistake, not a config.
@@ -188,6 +215,7 @@ impl Config {
         if retention_days == 0 || retention_days > 36_500 {
             bail!("retention_days must be between 1 and 36500, got {retention_days}");
         }
+        let grpc_limits = grpc_limits(cli, file.grpc.unwrap_or_default())?;
         let config = Self {
             data_dir: cli
                 .data_dir
@@ -214,6 +242,7 @@ impl Config {
                 .unwrap_or(LogFormat::Text),
             metrics_token,
             metrics_peer_endpoints,
+            grpc_limits,
         };
         config.check()?;
         Ok(config)
@@ -235,6 +264,53 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The transport's defaults with the `[grpc]` section and the flags applied (flags win).
+fn grpc_limits(cli: &Cli, file: GrpcSection) -> anyhow::Result<sentra_transport::Limits> {
+    let mut limits = sentra_transport::Limits::default();
+    let positive = |name: &str, v: Option<usize>| -> anyhow::Result<Option<usize>> {
+        match v {
+            Some(0) => bail!("[grpc] {name} must be at least 1"),
+            v => Ok(v),
+        }
+    };
+    if let Some(n) = positive("max_connections", file.max_connections)? {
+        limits.max_connections = n;
+    }
+    if let Some(n) = positive(
+        "max_connections_per_address",
+        cli.grpc_max_connections_per_address
+            .or(file.max_connections_per_address),
+    )? {
+        limits.max_connections_per_address = n;
+    }
+    if file.per_agent_requests_per_second.is_some() || file.per_agent_burst.is_some() {
+        let rate = file.per_agent_requests_per_second.unwrap_or(20);
+        if rate == 0 {
+            bail!("[grpc] per_agent_requests_per_second must be at least 1");
+        }
+        let burst = file
+            .per_agent_burst
+            .unwrap_or(rate.saturating_mul(2))
+            .max(1);
+        limits.per_agent_quota =
+            sentra_transport::rate_limit::Quota::per_second(f64::from(rate)).burst(burst);
+    }
+    let failures = cli
+        .grpc_auth_failures_per_second
+        .or(file.auth_failures_per_second);
+    if failures.is_some() || file.auth_failure_burst.is_some() {
+        let rate = failures.unwrap_or(20);
+        limits.per_ip_failure_quota = (rate > 0).then(|| {
+            let burst = file
+                .auth_failure_burst
+                .unwrap_or(rate.saturating_mul(5))
+                .max(1);
+            sentra_transport::rate_limit::Quota::per_second(f64::from(rate)).burst(burst)
+        });
+    }
+    Ok(limits)
 }
 
 /// Reads a scrape token file (surrounding whitespace trimmed; empty is an error).
@@ -351,6 +427,50 @@ mod tests {
             .is_ok()
         );
         assert!(Config::load(&cli(&["--retention-days", "0"])).is_err());
+    }
+
+    #[test]
+    fn grpc_limits_from_file_and_flags() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(c.grpc_limits.max_connections_per_address, 256);
+        assert!(c.grpc_limits.per_ip_failure_quota.is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            "[grpc]\nmax_connections = 4096\nmax_connections_per_address = 2000\n\
+             auth_failures_per_second = 0\nper_agent_requests_per_second = 50\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let c = Config::load(&cli(&["--config", file])).unwrap();
+        assert_eq!(c.grpc_limits.max_connections, 4096);
+        assert_eq!(c.grpc_limits.max_connections_per_address, 2000);
+        assert!(
+            c.grpc_limits.per_ip_failure_quota.is_none(),
+            "0 turns it off"
+        );
+        let c = Config::load(&cli(&[
+            "--config",
+            file,
+            "--grpc-max-connections-per-address",
+            "3",
+            "--grpc-auth-failures-per-second",
+            "7",
+        ]))
+        .unwrap();
+        assert_eq!(c.grpc_limits.max_connections_per_address, 3, "flag wins");
+        assert!(c.grpc_limits.per_ip_failure_quota.is_some());
+        for (text, want) in [
+            ("[grpc]\nmax_connections_per_address = 0\n", "at least 1"),
+            ("[grpc]\nper_agent_requests_per_second = 0\n", "at least 1"),
+            ("[grpc]\nmax_conections = 5\n", "unknown field"),
+            ("[grpc]\nmax_connections = -5\n", "max_connections"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", Config::load(&cli(&["--config", file])).unwrap_err());
+            assert!(err.contains(want), "{text:?} -> {err}");
+        }
     }
 
     #[test]

@@ -122,6 +122,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     api.register_metrics(|r| transport_metrics.register(r));
     let mut builder = sentra_transport::Server::builder(api.keyring(), ingest.service())
         .desired_state(api.desired_state_service())
+        .limits(config.grpc_limits.clone())
         .metrics(transport_metrics);
     if let Some((cert, key)) = &config.tls {
         builder = builder.tls(

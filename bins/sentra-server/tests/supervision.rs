@@ -385,3 +385,53 @@ fn failing_storage_shows_in_readyz_metrics_and_the_log_once_and_clears() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// Whether the server closes a fresh TCP connection to `addr` within 2 s (reset or EOF)
+/// rather than holding it open waiting for the client's first request.
+fn closed_at_once(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return true; // refused outright
+    };
+    if s.set_read_timeout(Some(Duration::from_secs(2))).is_err() {
+        return true; // already reset
+    }
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn grpc_connection_limit_per_address_comes_from_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        &["--grpc-max-connections-per-address", "1"],
+    );
+    server.wait_ready();
+    let _first = TcpStream::connect(server.grpc).unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // let the accept loop count it
+    assert!(
+        closed_at_once(server.grpc),
+        "a second connection from 127.0.0.1 must be refused with the limit at 1:\n{}",
+        server.log_text()
+    );
+    drop(server);
+
+    // The default (256) holds a second connection open.
+    let mut server = Server::start(
+        &dir.path().join("data2"),
+        &dir.path().join("server2.log"),
+        &[],
+    );
+    server.wait_ready();
+    let _first = TcpStream::connect(server.grpc).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!closed_at_once(server.grpc), "{}", server.log_text());
+}
