@@ -133,8 +133,8 @@ impl Counters {
 ///   `SEQ_TOO_FAR_AHEAD`; a `seq` below the high-water mark, older than the replay window and
 ///   never stored is `REJECTED` with `SEQ_BELOW_HIGH_WATER` (the agent's data cannot be
 ///   stored until its sequence is reset: [`Ingest::reset_sequence`](crate::Ingest::reset_sequence)).
-/// * Otherwise the batch is stored, and the high-water mark advanced, in one SQLite
-///   transaction; the `ACCEPTED` ack is sent only after that transaction is durable.
+/// * Otherwise the batch is stored, and the high-water mark advanced, in one transaction
+///   of the store; the `ACCEPTED` ack is sent only after that transaction is durable.
 /// * `Err` means the store failed (full disk, I/O error) or the pipeline is shut down:
 ///   nothing was stored and nothing acknowledged; retry.
 ///

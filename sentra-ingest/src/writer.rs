@@ -114,7 +114,7 @@ pub(crate) struct Writer<S> {
     unapplied: Vec<Prepared>,
     unapplied_rows: usize,
     unapplied_since: Option<Instant>,
-    next_pending_id: i64,
+    next_staged_id: i64,
     apply_delay: Duration,
     apply_samples: usize,
 }
@@ -141,7 +141,7 @@ impl<S: MetricStore> Writer<S> {
             unapplied: Vec::new(),
             unapplied_rows: 0,
             unapplied_since: None,
-            next_pending_id: 1,
+            next_staged_id: 1,
             apply_delay: config.apply_delay,
             apply_samples: config.apply_samples.max(1),
             status,
@@ -212,7 +212,7 @@ impl<S: MetricStore> Writer<S> {
         let max_future_skew_ms = self.max_future_skew_ms;
         for u in staged {
             let id = u.id;
-            self.next_pending_id = self.next_pending_id.max(id + 1);
+            self.next_staged_id = self.next_staged_id.max(id + 1);
             let payload = u.payload;
             let prepared = sentra_core::Batch::decode(&payload)
                 .map_err(|e| e.to_string())
@@ -229,7 +229,7 @@ impl<S: MetricStore> Writer<S> {
                 Ok(p) => self.stage(p),
                 // It was validated before it was acked; only a corrupted file gets here.
                 Err(e) => {
-                    tracing::error!(pending_id = id, error = %e, "staged batch unreadable; skipped")
+                    tracing::error!(staged_id = id, error = %e, "staged batch unreadable; skipped")
                 }
             }
         }
@@ -249,8 +249,8 @@ impl<S: MetricStore> Writer<S> {
         self.unapplied.push(p);
     }
 
-    /// Moves every staged batch into `samples` (and new series into `series`) and deletes
-    /// them from `pending`, in one transaction.
+    /// Applies every staged batch (its samples, and the series first seen in them) and
+    /// marks it applied in the staging log, in one transaction ([`MetricStore::apply`]).
     async fn apply(&mut self) -> Result<()> {
         if self.unapplied.is_empty() {
             return Ok(());
@@ -259,7 +259,7 @@ impl<S: MetricStore> Writer<S> {
         let mut plan = ApplyPlan {
             rows: Vec::with_capacity(self.unapplied_rows),
             new_series: Vec::new(),
-            applied_up_to: self.next_pending_id - 1,
+            applied_up_to: self.next_staged_id - 1,
         };
         for p in &self.unapplied {
             let agent = p.agent();
@@ -500,7 +500,7 @@ impl<S: MetricStore> Writer<S> {
                 v.insert(self.replay.get(p.agent()).cloned());
             }
         }
-        let pending_before = self.next_pending_id;
+        let staged_before = self.next_staged_id;
         let mut plan = Commit::default();
         let mut outcomes = Vec::with_capacity(group.len());
         for (p, _) in &group {
@@ -515,8 +515,8 @@ impl<S: MetricStore> Writer<S> {
                 continue;
             }
             let agent = p.agent();
-            let id = self.next_pending_id;
-            self.next_pending_id += 1;
+            let id = self.next_staged_id;
+            self.next_staged_id += 1;
             plan.staged.push(StagedBatch {
                 id,
                 agent: agent.clone(),
@@ -595,7 +595,7 @@ impl<S: MetricStore> Writer<S> {
                 for (agent, before) in undo {
                     self.replay.put_back(agent, before);
                 }
-                self.next_pending_id = pending_before;
+                self.next_staged_id = staged_before;
                 let msg = e.to_string();
                 for (_, reply) in group {
                     let _ = reply.send(Err(Error::Storage {
