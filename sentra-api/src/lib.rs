@@ -41,8 +41,10 @@
 //!   # Ok(()) }
 //!   ```
 //!
-//!   Only users may be created this way while a server runs; agents, keys and tokens go
-//!   through the REST API so the server's in-memory keyring stays in step.
+//!   The control plane is the `sentra-control` crate (no HTTP framework); this crate
+//!   re-exports its types. A change made this way while a server runs reaches the server's
+//!   in-memory keyring through the durable control version within one poll interval
+//!   (250 ms by default, [`StoreOptions`]`::reload_interval`).
 //! * `sentra login` → `POST /api/v1/auth/login` `{"username","password"}` → `{"access_token",
 //!   "token_type":"Bearer","expires_in","role"}`; later calls send
 //!   `Authorization: Bearer <access_token>`.

@@ -852,11 +852,13 @@ async fn revoke_takes_effect_at_once_and_delete_removes() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    // A restart reloads the keyring from the database: still revoked.
-    let reopened =
-        sentra_api::ControlStore::open(&s.data_dir(), sentra_api::StoreOptions::default())
-            .await
-            .unwrap();
+    // A restart reloads the keyring from the database: still revoked. (Without the
+    // control-version poller, this second store only sees what it loaded at open.)
+    let mut no_poll = sentra_api::StoreOptions::default();
+    no_poll.reload_interval = None;
+    let reopened = sentra_api::ControlStore::open(&s.data_dir(), no_poll)
+        .await
+        .unwrap();
     assert!(reopened.keyring().lookup(&a.agent_id, a.key_id).is_none());
 
     let b = s.enroll(&admin, "edge-del").await;

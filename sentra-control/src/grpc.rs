@@ -41,7 +41,7 @@ fn replay_status() -> tonic::Status {
 ///
 /// Errors are boxed: the `sentra_core::Error` of an undecodable payload or a query for
 /// another agent (gRPC `INVALID_ARGUMENT`), the replay status above, and
-/// [`Error::NotFound`] for an agent that was deleted or revoked after verification.
+/// [`Error::NotFound`](crate::Error::NotFound) for an agent that was deleted or revoked after verification.
 #[derive(Clone, Debug)]
 pub struct DesiredStateService {
     store: ControlStore,

@@ -14,7 +14,9 @@ type Keys = HashMap<AgentId, HashMap<KeyId, AgentKey>>;
 ///
 /// An in-memory copy of the `agent_keys` table, loaded when the
 /// [`ControlStore`](crate::ControlStore) opens and replaced agent by agent right after
-/// every committed change (enrolment, rotation, revocation, deletion). [`Keyring::lookup`]
+/// every committed change (enrolment, rotation, revocation, deletion), and reloaded whole
+/// when the control store's poller sees that another process sharing the database changed
+/// something (see [`ControlStore::refresh`](crate::ControlStore::refresh)). [`Keyring::lookup`]
 /// is one read-lock and one hash lookup: no database access, no allocation beyond cloning
 /// the key schedule. Cheap to clone; all clones share one table.
 ///

@@ -3,6 +3,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod backend;
 mod desired;
 mod error;
 #[cfg(feature = "grpc")]
@@ -11,11 +12,12 @@ mod keyring;
 mod password;
 mod replay;
 mod secret;
-#[cfg(feature = "sqlite")]
 mod store;
 mod token;
 mod util;
 
+#[cfg(feature = "sqlite")]
+pub use backend::sqlite::CONTROL_DB_FILE;
 pub use desired::{
     MAX_ALLOWED_IPS_PER_PEER, MAX_PEERS_PER_INTERFACE, PeerSpec, check_interface, normalise,
 };
@@ -26,11 +28,10 @@ pub use keyring::DbKeyring;
 pub use password::{PasswordCost, Role};
 pub use replay::ReplayGuard;
 pub use secret::{Password, SecretString};
-#[cfg(feature = "sqlite")]
 pub use store::{
     Actor, AgentInfo, AuditEntry, AuditQuery, BOOTSTRAP_TOKEN_PREFIX, BootstrapTokenInfo,
-    CONTROL_DB_FILE, ControlStore, DesiredInfo, DesiredInterfaceInfo, Enrolment,
-    IssuedBootstrapToken, KeyInfo, MAX_BOOTSTRAP_TOKEN_TTL, NewestKey, Rotation, StoreOptions,
-    TokenSubject, User, UserUpdate, check_username,
+    ControlStore, DesiredInfo, DesiredInterfaceInfo, Enrolment, IssuedBootstrapToken, KeyInfo,
+    MAX_BOOTSTRAP_TOKEN_TTL, NewestKey, Rotation, StoreOptions, TokenSubject, User, UserUpdate,
+    check_username,
 };
 pub use token::{Claims, IssuedAccessToken, JWT_LEEWAY, MAX_ACCESS_TOKEN_TTL, Tokens};
