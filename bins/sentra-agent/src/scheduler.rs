@@ -223,6 +223,18 @@ mod tests {
         }
     }
 
+    #[test]
+    fn jitter_stays_below_its_bound() {
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+        let max = Duration::from_millis(30);
+        let draws: Vec<Duration> = (0..1000).map(|_| jitter(max)).collect();
+        assert!(draws.iter().all(|d| *d < max));
+        assert!(
+            draws.iter().any(|d| *d > max / 2) && draws.iter().any(|d| *d < max / 2),
+            "spread over the range"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn one_run_turns_panic_hang_and_error_into_failures() {
         // Popped from the back: ok, error, hang, panic, ok.

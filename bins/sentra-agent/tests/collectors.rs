@@ -1,6 +1,7 @@
 //! The collector seam against a real gRPC server (sentra-transport on loopback, HMAC
 //! verification included): a collector that panics on every run, one that hangs past its
-//! timeout, and one that errors every time run next to a good collector and the built-in
+//! timeout (awaiting forever, or stuck in a blocking read), and one that errors every time
+//! run next to a good collector and the built-in
 //! host collector. The good collector's samples keep arriving at the server, in order and
 //! without gaps; each bad one shows up in per-collector health with its kind and reason —
 //! in `Health::snapshot` and in the `sentra_agent_collector_*` samples the server receives —
@@ -43,6 +44,8 @@ impl Collector for Good {
 enum Bad {
     Panics,
     Hangs,
+    /// Stuck in a blocking read (an unresponsive NFS mount), on a blocking thread.
+    Blocks,
     Fails,
 }
 
@@ -51,6 +54,7 @@ impl Collector for Bad {
         match self {
             Self::Panics => "panics",
             Self::Hangs => "hangs",
+            Self::Blocks => "blocks",
             Self::Fails => "fails",
         }
     }
@@ -61,6 +65,9 @@ impl Collector for Bad {
             Self::Hangs => Schedule::every(TICK)
                 .timeout(Duration::from_millis(300))
                 .max_backoff(TICK),
+            Self::Blocks => Schedule::every(TICK)
+                .timeout(Duration::from_millis(200))
+                .max_backoff(TICK),
             // Default backoff: up to 8 × the interval.
             Self::Fails => Schedule::every(TICK),
         }
@@ -69,6 +76,12 @@ impl Collector for Bad {
         match self {
             Self::Panics => panic!("hostile collector panics"),
             Self::Hangs => std::future::pending().await,
+            Self::Blocks => {
+                tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_secs(1)))
+                    .await
+                    .map(|()| Collection::new())
+                    .map_err(|e| CollectError::new(e.to_string()))
+            }
             Self::Fails => Err(CollectError::new("always fails: /dev/sensor0 is gone")),
         }
     }
@@ -118,6 +131,7 @@ async fn a_panicking_hanging_or_failing_collector_never_stops_the_others() {
         .with_collector(Bad::Panics)
         .with_collector(Good(0))
         .with_collector(Bad::Hangs)
+        .with_collector(Bad::Blocks)
         .with_collector(Bad::Fails)
         .spawn();
 
@@ -151,6 +165,7 @@ async fn a_panicking_hanging_or_failing_collector_never_stops_the_others() {
         let done = good_values(&stored).len() >= 20
             && c("panics").panics >= 5
             && c("hangs").timeouts >= 3
+            && c("blocks").timeouts >= 3
             && c("fails").errors >= 3
             && shipped_failures(&stored, "panics", "panic").is_some_and(|n| n >= 2)
             && shipped_failures(&stored, "hangs", "timeout").is_some_and(|n| n >= 2)
@@ -215,6 +230,12 @@ async fn a_panicking_hanging_or_failing_collector_never_stops_the_others() {
         hg.last_duration >= Duration::from_millis(300),
         "abandoned at the timeout, not before: {hg:?}"
     );
+    let b = &h.collectors["blocks"];
+    assert_eq!(b.last_ok_ms, None, "{b:?}");
+    assert!(
+        matches!(&b.last_error, Some((FailureKind::Timeout, r)) if r.contains("200ms")),
+        "{b:?}"
+    );
     let f = &h.collectors["fails"];
     assert_eq!(
         f.last_error,
@@ -273,4 +294,71 @@ async fn duplicate_or_reserved_names_and_zero_intervals_are_refused() {
         .with_collector(Named("zero", Duration::ZERO));
     let e = err(a).await;
     assert!(e.contains("\"zero\"") && e.contains("interval"), "{e}");
+}
+
+/// The built-in WireGuard collector on the seam: readable or not on this machine, it shows in
+/// per-collector health (an unavailable WireGuard as a failure with its reason) and is not
+/// backed off — it keeps being re-read every `wireguard_interval`, as before the seam —
+/// while host collections keep arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wireguard_collector_reports_its_state_and_is_not_backed_off() {
+    let (creds, keyring) = common::creds("edge-wg-seam", 6);
+    let stored = Arc::new(Mutex::new(0u64));
+    let svc = {
+        let stored = stored.clone();
+        tower::service_fn(move |v: Verified| {
+            let stored = stored.clone();
+            async move {
+                v.decode_batch()?;
+                *lock(&stored) += 1;
+                Ok::<_, BoxError>(Ack {
+                    agent_id: v.agent_id().to_string(),
+                    seq: v.seq().get(),
+                    status: AckStatus::Accepted.into(),
+                    ..Default::default()
+                })
+            }
+        })
+    };
+    let server = common::start_server(any_port(), keyring, svc).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = common::config(&dir.path().join("agent"), server.addr, &creds, TICK * 2);
+    cfg.wireguard_interval = TICK;
+    cfg.desired_state_interval = Duration::ZERO; // read-only: no peer applier
+    let agent = Agent::new(cfg).expect("agent").spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let h = loop {
+        let h = agent.health().snapshot();
+        if h.collectors.get("host").is_some_and(|c| c.runs >= 8) && *lock(&stored) >= 8 {
+            break h;
+        }
+        assert!(!agent.is_finished(), "the agent stopped");
+        assert!(Instant::now() < deadline, "no progress: {:?}", h.collectors);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    agent.shutdown().await.expect("graceful stop");
+    stop_server(server).await;
+
+    let (w, host) = (&h.collectors["wireguard"], &h.collectors["host"]);
+    match &w.last_error {
+        None => assert!(
+            w.last_ok_ms.is_some() && w.consecutive_failures == 0,
+            "{w:?}"
+        ),
+        Some((kind, reason)) => {
+            assert_eq!(*kind, FailureKind::Error, "{w:?}");
+            assert!(reason.starts_with("WireGuard unavailable ("), "{reason}");
+            // Whatever it is, it does not change between runs here: all failed or none.
+            assert_eq!(u64::from(w.consecutive_failures), w.runs, "{w:?}");
+        }
+    }
+    // Every 100 ms against the host collector's 200 ms: with backoff (up to 8 × 100 ms) an
+    // unavailable WireGuard would fall far behind.
+    assert!(
+        w.runs >= host.runs,
+        "wireguard {} runs, host {} runs",
+        w.runs,
+        host.runs
+    );
+    assert_eq!(host.failures(), 0, "{host:?}");
 }
