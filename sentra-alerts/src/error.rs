@@ -60,9 +60,63 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// A saved evaluator state cannot be restored.
+    /// A saved evaluator or router state cannot be restored.
     #[error("cannot restore alert state: {0}")]
     State(String),
+    /// A routing, silence or notifier setting is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Nothing with this identity (a silence, a dead letter, a receiver).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A receiver did not answer within the timeout, on every attempt.
+    #[error(
+        "receiver {receiver:?} ({endpoint}): no answer within {timeout:?} after {attempts} attempt(s)"
+    )]
+    Timeout {
+        /// Receiver name.
+        receiver: String,
+        /// Scheme, host and port of the receiver (no path or query: they may hold tokens).
+        endpoint: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The per-attempt timeout.
+        timeout: std::time::Duration,
+    },
+    /// A receiver could not be reached (connection refused, DNS, TLS), on every attempt.
+    #[error(
+        "receiver {receiver:?} ({endpoint}) unreachable after {attempts} attempt(s): {message}"
+    )]
+    Unreachable {
+        /// Receiver name.
+        receiver: String,
+        /// Scheme, host and port of the receiver.
+        endpoint: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        message: String,
+    },
+    /// A receiver answered with an error status: a 4xx other than 408/429 at once (not
+    /// retried), a 5xx, 408 or 429 after the last attempt.
+    #[error(
+        "receiver {receiver:?} ({endpoint}) answered {status} after {attempts} attempt(s): {body:?}"
+    )]
+    Rejected {
+        /// Receiver name.
+        receiver: String,
+        /// Scheme, host and port of the receiver.
+        endpoint: String,
+        /// Attempts made.
+        attempts: u32,
+        /// HTTP status code.
+        status: u16,
+        /// The start of the answer's body (at most 256 bytes, lossy UTF-8).
+        body: String,
+    },
+    /// The dispatcher has shut down.
+    #[error("the notification dispatcher has shut down")]
+    Closed,
 }
 
 /// `Result` with this crate's [`Error`].

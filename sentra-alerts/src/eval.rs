@@ -146,6 +146,34 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// A transition built by hand (replays, tests): `alertname` is set to `rule`, labels
+    /// are sorted, the fingerprint is computed as the evaluator does; severity `warning`,
+    /// value 0, empty summary and description (the fields are public: set them).
+    #[must_use]
+    pub fn new(
+        rule: &str,
+        status: Status,
+        labels: Vec<(String, String)>,
+        active_since: UnixMillis,
+        at: UnixMillis,
+    ) -> Self {
+        let mut m: std::collections::BTreeMap<String, String> = labels.into_iter().collect();
+        m.insert("alertname".to_owned(), rule.to_owned());
+        let labels: Vec<(String, String)> = m.into_iter().collect();
+        Self {
+            fingerprint: Fingerprint::of(rule, &labels),
+            rule: rule.to_owned(),
+            status,
+            severity: Severity::Warning.as_str().to_owned(),
+            labels,
+            value: 0.0,
+            active_since,
+            at,
+            summary: String::new(),
+            description: String::new(),
+        }
+    }
+
     /// Whether this should be sent to receivers (firing or resolved; not pending).
     #[must_use]
     pub fn is_notification(&self) -> bool {

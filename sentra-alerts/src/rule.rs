@@ -85,10 +85,29 @@ impl Matcher {
                 c => value.push(c),
             }
         }
+        Self::new(name, op, value).map_err(|e| match e {
+            Error::Matcher { message, .. } => bad(&message),
+            e => e,
+        })
+    }
+
+    /// Builds a matcher from its parts (the value unquoted). Regexes are anchored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Matcher`] for a bad label name or regex.
+    pub fn new(name: &str, op: MatchOp, value: impl Into<String>) -> Result<Self> {
+        let value = value.into();
+        let bad = |m: String| Error::Matcher {
+            matcher: format!("{name}{}{value:?}", op.as_str()),
+            message: m,
+        };
+        sentra_core::LabelName::new(name)
+            .map_err(|e| bad(format!("invalid label name {name:?}: {e}")))?;
         let re = match op {
             MatchOp::Re | MatchOp::NotRe => Some(
                 Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| bad(&format!("invalid regex: {e}")))?,
+                    .map_err(|e| bad(format!("invalid regex: {e}")))?,
             ),
             _ => None,
         };
@@ -98,6 +117,24 @@ impl Matcher {
             value,
             re,
         })
+    }
+
+    /// The label name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The operator.
+    #[must_use]
+    pub fn op(&self) -> MatchOp {
+        self.op
+    }
+
+    /// The value (unquoted; the regex source for `=~` and `!~`).
+    #[must_use]
+    pub fn value(&self) -> &str {
+        &self.value
     }
 
     /// Whether a sorted label set satisfies this matcher.
@@ -116,15 +153,22 @@ impl Matcher {
     }
 }
 
+impl MatchOp {
+    /// The operator as written: `=`, `!=`, `=~` or `!~`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eq => "=",
+            Self::Ne => "!=",
+            Self::Re => "=~",
+            Self::NotRe => "!~",
+        }
+    }
+}
+
 impl fmt::Display for Matcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let op = match self.op {
-            MatchOp::Eq => "=",
-            MatchOp::Ne => "!=",
-            MatchOp::Re => "=~",
-            MatchOp::NotRe => "!~",
-        };
-        write!(f, "{}{op}{:?}", self.name, self.value)
+        write!(f, "{}{}{:?}", self.name, self.op.as_str(), self.value)
     }
 }
 
@@ -401,7 +445,7 @@ struct RawRule {
     description: String,
 }
 
-fn line_of(src: &str, offset: usize) -> usize {
+pub(crate) fn line_of(src: &str, offset: usize) -> usize {
     src.as_bytes()[..offset.min(src.len())]
         .iter()
         .filter(|b| **b == b'\n')

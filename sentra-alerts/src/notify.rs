@@ -1,0 +1,385 @@
+//! Notifiers: the [`Notifier`] trait and the generic [`Webhook`].
+//!
+//! The webhook POSTs a JSON body compatible with Alertmanager's webhook payload
+//! (`version: "4"`, `groupKey`, `status`, `receiver`, `groupLabels`, `commonLabels`,
+//! `commonAnnotations`, `externalURL`, `alerts[]` with `status`, `labels`, `annotations`,
+//! `startsAt`, `endsAt`, `generatorURL`, `fingerprint`), so receivers written for
+//! Alertmanager work unchanged.
+//!
+//! **Signature.** With a [`Secret`], every attempt carries
+//! `Sentra-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>` — the
+//! scheme of Stripe's webhook signatures: the receiver recomputes the HMAC over the
+//! timestamp and the raw body, compares in constant time and rejects old timestamps
+//! (replays). See [`signature`].
+//!
+//! **Delivery.** Each attempt has a timeout ([`WebhookConfig::timeout`]). Connection
+//! failures, timeouts, 5xx, 408 and 429 are retried up to [`WebhookConfig::max_attempts`]
+//! with exponential backoff (`backoff`, doubled per retry, capped at `max_backoff`); any
+//! other 4xx is final at once (the request will not get better). Redirects are not
+//! followed. The outcome is a [`Delivery`] or one clear error: [`Error::Timeout`],
+//! [`Error::Unreachable`], [`Error::Rejected`]. Errors and logs name the receiver and the
+//! URL's scheme, host and port only — webhook URLs often carry a token in the path.
+
+use std::{fmt, future::Future, pin::Pin, time::Duration};
+
+use sentra_core::UnixMillis;
+use zeroize::Zeroizing;
+
+use crate::{
+    error::{Error, Result},
+    eval::Status,
+    route::Notification,
+};
+
+/// A boxed future, as returned by [`Notifier::notify`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A successful delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Delivery {
+    /// Attempts it took (1 = first try).
+    pub attempts: u32,
+    /// The receiver's HTTP status.
+    pub status: u16,
+    /// The start of the receiver's answer (at most 256 bytes, lossy UTF-8).
+    pub body: String,
+}
+
+/// Something that delivers notifications to one receiver.
+pub trait Notifier: Send + Sync + fmt::Debug {
+    /// The receiver name routes refer to.
+    fn name(&self) -> &str;
+
+    /// Delivers one notification, retrying as the notifier sees fit.
+    ///
+    /// # Errors
+    ///
+    /// A delivery error of [`Error`] naming the receiver, after the notifier gave up.
+    fn notify<'a>(&'a self, notification: &'a Notification) -> BoxFuture<'a, Result<Delivery>>;
+}
+
+/// A webhook signing secret: zeroized on drop, never printed.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    /// Wraps secret bytes.
+    #[must_use]
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(Zeroizing::new(bytes.into()))
+    }
+
+    /// The secret bytes.
+    #[must_use]
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The `Sentra-Signature` header value for `body` sent at `timestamp` (Unix seconds):
+/// `t=<timestamp>,v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
+///
+/// ```
+/// use sentra_alerts::notify::{Secret, signature};
+///
+/// let sig = signature(&Secret::new("s3cret"), 1_700_000_000, br#"{"a":1}"#);
+/// assert!(sig.starts_with("t=1700000000,v1="));
+/// assert_eq!(sig.len(), "t=1700000000,v1=".len() + 64);
+/// ```
+#[must_use]
+pub fn signature(secret: &Secret, timestamp: i64, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.expose());
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(timestamp.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    format!("t={timestamp},v1={}", hex::encode(ctx.sign().as_ref()))
+}
+
+/// Webhook settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WebhookConfig {
+    /// Receiver name (routes refer to it).
+    pub name: String,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Signing secret (none: no `Sentra-Signature` header).
+    pub secret: Option<Secret>,
+    /// Per-attempt timeout, connecting included (default 10 s).
+    pub timeout: Duration,
+    /// Attempts in all, at least 1 (default 3).
+    pub max_attempts: u32,
+    /// Wait before the first retry, doubled per retry (default 1 s).
+    pub backoff: Duration,
+    /// Longest wait between retries (default 30 s).
+    pub max_backoff: Duration,
+    /// `externalURL` in the payload (this server's address for humans; default empty).
+    pub external_url: String,
+    /// At most this many alerts per request (0: all); the rest is counted in
+    /// `truncatedAlerts`.
+    pub max_alerts: usize,
+}
+
+impl WebhookConfig {
+    /// Defaults for a receiver `name` at `url`.
+    #[must_use]
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            secret: None,
+            timeout: Duration::from_secs(10),
+            max_attempts: 3,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            external_url: String::new(),
+            max_alerts: 0,
+        }
+    }
+}
+
+/// The generic webhook notifier. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Webhook {
+    config: WebhookConfig,
+    endpoint: String,
+    client: reqwest::Client,
+}
+
+const BODY_SNIPPET: usize = 256;
+
+fn snippet(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_SNIPPET)]).into_owned()
+}
+
+impl Webhook {
+    /// A webhook notifier.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a URL that does not parse or is not http(s), a zero timeout
+    /// or zero attempts, or an HTTP client that cannot be built.
+    pub fn new(config: WebhookConfig) -> Result<Self> {
+        let url = reqwest::Url::parse(&config.url).map_err(|e| {
+            Error::Config(format!(
+                "receiver {:?}: webhook URL does not parse: {e}",
+                config.name
+            ))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::Config(format!(
+                "receiver {:?}: webhook URL must be http or https, not {:?}",
+                config.name,
+                url.scheme()
+            )));
+        }
+        if config.timeout.is_zero() || config.max_attempts == 0 {
+            return Err(Error::Config(format!(
+                "receiver {:?}: timeout and max_attempts must be positive",
+                config.name
+            )));
+        }
+        let endpoint = format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("sentra-alerts/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            config,
+            endpoint,
+            client,
+        })
+    }
+
+    /// Scheme, host and port of the URL (what errors show).
+    #[must_use]
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The JSON body sent for `n` (Alertmanager webhook payload, version 4).
+    #[must_use]
+    pub fn payload(&self, n: &Notification) -> Vec<u8> {
+        payload(
+            n,
+            &self.config.name,
+            &self.config.external_url,
+            self.config.max_alerts,
+        )
+    }
+
+    async fn attempt(&self, body: &[u8]) -> std::result::Result<(u16, String), Failure> {
+        let mut req = self
+            .client
+            .post(&self.config.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+        if let Some(secret) = &self.config.secret {
+            let t = UnixMillis::now().as_millis() / 1000;
+            req = req.header("Sentra-Signature", signature(secret, t, body));
+        }
+        let resp = req.send().await.map_err(|e| classify(&e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
+        Ok((status, snippet(&bytes)))
+    }
+}
+
+enum Failure {
+    Timeout,
+    Unreachable(String),
+}
+
+fn classify(e: &reqwest::Error) -> Failure {
+    if e.is_timeout() {
+        return Failure::Timeout;
+    }
+    // the chain without the URL (it may carry a token)
+    let mut msg = if e.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    Failure::Unreachable(msg)
+}
+
+impl Notifier for Webhook {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn notify<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Delivery>> {
+        Box::pin(async move {
+            let body = self.payload(n);
+            let mut wait = self.config.backoff;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let last = attempt >= self.config.max_attempts;
+                let outcome = self.attempt(&body).await;
+                let err = match outcome {
+                    Ok((status, body)) if (200..300).contains(&status) => {
+                        tracing::debug!(receiver = %self.config.name, attempt, status, "notification delivered");
+                        return Ok(Delivery {
+                            attempts: attempt,
+                            status,
+                            body,
+                        });
+                    }
+                    Ok((status, body)) => {
+                        let e = Error::Rejected {
+                            receiver: self.config.name.clone(),
+                            endpoint: self.endpoint.clone(),
+                            attempts: attempt,
+                            status,
+                            body,
+                        };
+                        if !(status >= 500 || status == 408 || status == 429) {
+                            return Err(e);
+                        }
+                        e
+                    }
+                    Err(Failure::Timeout) => Error::Timeout {
+                        receiver: self.config.name.clone(),
+                        endpoint: self.endpoint.clone(),
+                        attempts: attempt,
+                        timeout: self.config.timeout,
+                    },
+                    Err(Failure::Unreachable(message)) => Error::Unreachable {
+                        receiver: self.config.name.clone(),
+                        endpoint: self.endpoint.clone(),
+                        attempts: attempt,
+                        message,
+                    },
+                };
+                if last {
+                    return Err(err);
+                }
+                tracing::warn!(receiver = %self.config.name, attempt, error = %err, retry_in = ?wait, "notification attempt failed");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(self.config.max_backoff);
+            }
+        })
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn status_str(s: Status) -> &'static str {
+    match s {
+        Status::Resolved => "resolved",
+        _ => "firing",
+    }
+}
+
+fn object(labels: &[(String, String)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        labels
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// The Alertmanager-compatible webhook body (version 4) for `n`, as bytes.
+fn payload(n: &Notification, receiver: &str, external_url: &str, max_alerts: usize) -> Vec<u8> {
+    let keep = if max_alerts == 0 {
+        n.alerts.len()
+    } else {
+        max_alerts.min(n.alerts.len())
+    };
+    let alerts: Vec<serde_json::Value> = n.alerts[..keep]
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "status": status_str(a.status),
+                "labels": object(&a.labels),
+                "annotations": object(&a.annotations),
+                "startsAt": rfc3339(a.starts_at.as_millis()),
+                "endsAt": a.ends_at.map_or_else(
+                    || "0001-01-01T00:00:00Z".to_owned(),
+                    |e| rfc3339(e.as_millis()),
+                ),
+                "generatorURL": "",
+                "fingerprint": a.fingerprint.to_string(),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "version": "4",
+        "groupKey": n.group_key,
+        "truncatedAlerts": n.alerts.len() - keep,
+        "status": status_str(n.status),
+        "receiver": receiver,
+        "groupLabels": object(&n.group_labels),
+        "commonLabels": object(&n.common_labels()),
+        "commonAnnotations": object(&n.common_annotations()),
+        "externalURL": external_url,
+        "alerts": alerts,
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
