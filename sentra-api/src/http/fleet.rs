@@ -48,12 +48,7 @@ struct Params(Vec<(String, String)>);
 
 impl Params {
     fn parse(raw: Option<String>) -> Result<Self, ApiError> {
-        let mut out = Vec::new();
-        for part in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            out.push((decode(k)?, decode(v)?));
-        }
-        Ok(Self(out))
+        Ok(Self(decode_query(raw.as_deref().unwrap_or_default())?))
     }
 
     fn one(&self, key: &str) -> Option<&str> {
@@ -118,27 +113,41 @@ impl Params {
     }
 }
 
-fn decode(s: &str) -> Result<String, ApiError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| Error::invalid("query", "bad percent-encoding"))?;
-                out.push(hex);
-                i += 2;
-            }
-            b => out.push(b),
+/// Decodes `application/x-www-form-urlencoded` query text with `form_urlencoded`, strictly.
+///
+/// `form_urlencoded` is lossy where a query is wrong: it keeps a bad `%` escape as literal
+/// text and replaces bytes that are not UTF-8 with U+FFFD. Both are refused here (400)
+/// instead of being answered for a parameter the client did not send:
+/// * every `%` must start a two-hex-digit escape (checked on the raw text);
+/// * the decoded text may hold U+FFFD only as often as the raw text spells that character
+///   itself (`%EF%BF%BD`, any case, or the character literally): each invalid byte sequence
+///   yields at least one more, since U+FFFD's own encoding never merges with a neighbouring
+///   invalid sequence (0xEF is not a continuation byte).
+fn decode_query(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let bytes = raw.as_bytes();
+    for (i, _) in raw.match_indices('%') {
+        let ok = bytes
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+        if !ok {
+            return Err(Error::invalid(
+                "query",
+                format!("bad percent-encoding at byte {i}: '%' must be followed by two hex digits"),
+            )
+            .into());
         }
-        i += 1;
     }
-    String::from_utf8(out).map_err(|_| Error::invalid("query", "not UTF-8").into())
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(bytes).into_owned().collect();
+    let spelled =
+        raw.to_ascii_uppercase().matches("%EF%BF%BD").count() + raw.matches('\u{FFFD}').count();
+    let decoded: usize = pairs
+        .iter()
+        .map(|(k, v)| k.matches('\u{FFFD}').count() + v.matches('\u{FFFD}').count())
+        .sum();
+    if decoded > spelled {
+        return Err(Error::invalid("query", "percent-encoded bytes are not UTF-8").into());
+    }
+    Ok(pairs)
 }
 
 /// Largest `n` of `GET /api/v1/metrics/top`.
@@ -683,4 +692,79 @@ fn agent_event(ingest: &Ingest, agent: &AgentId, seq: u64) -> SseEvent {
         .id(format!("{agent}:{seq}"))
         .json_data(json!({ "agent_id": agent.as_str(), "seq": seq, "status": status }))
         .unwrap_or_else(|_| SseEvent::default().event("error").data("encoding failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_query;
+
+    fn ok(raw: &str) -> Vec<(String, String)> {
+        decode_query(raw).unwrap_or_else(|e| panic!("{raw:?} refused: {e:?}"))
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn decodes_like_a_form() {
+        assert_eq!(ok(""), pairs(&[]));
+        assert_eq!(ok("&&"), pairs(&[]));
+        assert_eq!(
+            ok("name=wg_peer_rx&label=iface%3Dwg0&label=a+b"),
+            pairs(&[
+                ("name", "wg_peer_rx"),
+                ("label", "iface=wg0"),
+                ("label", "a b")
+            ])
+        );
+        // '=' after the first belongs to the value; a key alone has an empty value.
+        assert_eq!(ok("a=b=c&flag"), pairs(&[("a", "b=c"), ("flag", "")]));
+        // Escaped '+', '&', '%' are data; hex digits in either case.
+        assert_eq!(ok("k=%2b%26%25%2F"), pairs(&[("k", "+&%/")]));
+        assert_eq!(ok("k=%E2%9C%93"), pairs(&[("k", "\u{2713}")]));
+        // U+FFFD spelled out by the client is kept.
+        assert_eq!(
+            ok("k=%ef%bf%bd&j=%EF%BF%BD"),
+            pairs(&[("k", "\u{FFFD}"), ("j", "\u{FFFD}")])
+        );
+    }
+
+    #[test]
+    fn refuses_bad_escapes() {
+        for raw in [
+            "name=%ZZ",
+            "name=%",
+            "name=%4",
+            "%=x",
+            "a=1&b=%G0",
+            "k=%%41",
+            "k=%+1",
+        ] {
+            let e = decode_query(raw).expect_err(raw);
+            let text = e.0.to_string();
+            assert!(text.contains("bad percent-encoding"), "{raw}: {text}");
+        }
+    }
+
+    #[test]
+    fn refuses_bytes_that_are_not_utf8() {
+        for raw in [
+            "k=%FF",
+            "k=%C3%28",
+            "%80=v",
+            "k=%ED%A0%80",          // a UTF-16 surrogate
+            "k=%C0%AF",             // overlong '/'
+            "k=%E2%9C",             // cut short
+            "k=%EF%BF%BD%FF",       // a real U+FFFD next to a bad byte
+            "k=%EF%EF%BF%BD",       // a bad lead byte before a real U+FFFD
+            "a=%EF%BF%BD&b=%BF%BD", // counts across pairs
+        ] {
+            let e = decode_query(raw).expect_err(raw);
+            let text = e.0.to_string();
+            assert!(text.contains("not UTF-8"), "{raw}: {text}");
+        }
+    }
 }
