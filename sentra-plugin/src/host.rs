@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
@@ -18,8 +18,9 @@ use crate::plugin::Plugin;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct HostConfig {
-    /// Epoch tick: the resolution of deadlines. A runaway plugin is killed at most one
-    /// tick after its deadline.
+    /// Epoch tick: the resolution of deadlines. A run is interrupted between
+    /// `timeout - epoch_tick` and `timeout` after it starts, plus the ticker thread's
+    /// wake-up latency.
     pub epoch_tick: Duration,
     /// Max linear memory of one plugin instance, in bytes (a manifest may ask for less).
     pub max_memory: usize,
@@ -102,9 +103,20 @@ impl Host {
             std::thread::Builder::new()
                 .name("sentra-plugin-epoch".to_owned())
                 .spawn(move || {
+                    // Ticks on an absolute schedule so sleep overshoot does not accumulate
+                    // (a late tick is followed by a short sleep, not a full one).
+                    let mut next = Instant::now() + tick;
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::park_timeout(tick);
+                        let now = Instant::now();
+                        if now < next {
+                            std::thread::park_timeout(next - now);
+                            continue;
+                        }
                         engine.increment_epoch();
+                        next += tick;
+                        if next + tick < now {
+                            next = now + tick; // far behind (suspended): resynchronise
+                        }
                     }
                 })
                 .map_err(|e| Error::Config(format!("cannot start the epoch ticker: {e}")))?
