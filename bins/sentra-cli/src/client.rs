@@ -83,20 +83,37 @@ pub(crate) fn save_token(
         access_token: access_token.to_owned(),
         expires_at_s: now_s() + expires_in_s,
     };
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(&serde_json::to_vec(&saved)?)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, &path)?;
+    write_private_atomic(&path, &serde_json::to_vec(&saved)?)?;
     Ok(path)
+}
+
+/// Replaces `path` with `bytes`, readable by the owner only, atomically and durably: a
+/// temporary file in the same directory (`tempfile`: `O_EXCL`, mode 0600 from creation, a
+/// random name, removed again on any failure) is written and `fsync`ed, renamed over `path`
+/// (`persist`), then the directory is `fsync`ed so the rename survives a crash. Readers see
+/// the old token or the new one, never a torn or world-readable file.
+fn write_private_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".token.").suffix(".tmp");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing directory {}", dir.display()))?;
+    Ok(())
 }
 
 /// An API client bound to one server.
@@ -299,7 +316,63 @@ pub(crate) fn enc(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::enc;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::{enc, write_private_atomic};
+
+    fn mode(p: &std::path::Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    fn entries(d: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn token_file_is_private_and_replaced_atomically() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("token.json");
+        write_private_atomic(&p, b"{\"a\":1}").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"{\"a\":1}");
+        assert_eq!(mode(&p), 0o600);
+        // An existing world-readable file (an old CLI, a hand copy) is replaced, not
+        // rewritten in place: the new file is 0600 and no temporary file is left behind.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let old_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&p).unwrap());
+        write_private_atomic(&p, b"{\"a\":2}").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"{\"a\":2}");
+        assert_eq!(mode(&p), 0o600);
+        let new_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&p).unwrap());
+        assert_ne!(old_inode, new_inode, "written in place instead of renamed");
+        assert_eq!(entries(d.path()), ["token.json"]);
+    }
+
+    #[test]
+    fn failed_write_leaves_the_old_token_and_no_temporary() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("token.json");
+        write_private_atomic(&p, b"old").unwrap();
+        // The target is now a non-empty directory: the rename fails after the temporary
+        // file was written; the temporary file must be gone and the error must say what.
+        let target = d.path().join("dir");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("x"), b"x").unwrap();
+        let e = write_private_atomic(&target, b"new").unwrap_err();
+        assert!(format!("{e:#}").contains("replacing"), "{e:#}");
+        assert_eq!(entries(d.path()), ["dir", "token.json"]);
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        // A missing directory is a clear error too.
+        let e = write_private_atomic(&d.path().join("nope/token.json"), b"x").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("creating a temporary file"),
+            "{e:#}"
+        );
+    }
 
     #[test]
     fn percent_encoding() {
