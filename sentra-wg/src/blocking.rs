@@ -1,115 +1,144 @@
-//! Blocking convenience wrapper around [`crate::Client`] for programs without a tokio runtime.
+//! The blocking WireGuard client, for programs without an async runtime: blocking netlink
+//! sockets, no tokio (it builds without the `tokio` feature). It runs the very code of the
+//! async client, whose awaits never pend on blocking sockets.
 //!
-//! It owns a current-thread runtime; do not call it from inside an async context.
+//! Calls block the calling thread for the duration of the kernel request; inside an async
+//! runtime use the async `Client` (feature `tokio`) instead.
 
 use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::client::{ApplyReport, Interface, Stats};
+#[cfg(doc)]
+use crate::Error;
+use crate::client::{ApplyReport, Core, Interface, Stats, block_on};
 use crate::error::Result;
 use crate::key::Key;
 use crate::model::{Device, DeviceConfig, DeviceRef, DeviceUpdate, PeerConfig};
 
-/// Blocking WireGuard client: the same operations as [`crate::Client`].
-#[derive(Debug)]
+/// Blocking WireGuard client: the same operations as the async `Client`. Requests from
+/// several threads are serialised on its two sockets.
 pub struct Client {
-    rt: tokio::runtime::Runtime,
-    inner: crate::Client,
+    core: Mutex<Core>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
 }
 
 impl Client {
-    /// Opens the sockets.
+    /// Opens the sockets. Does not fail when WireGuard is missing: that shows up as
+    /// [`Error::NotAvailable`] on the first WireGuard request.
     pub fn connect() -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()?;
-        let inner = rt.block_on(crate::Client::connect())?;
-        Ok(Self { rt, inner })
+        Ok(Self {
+            core: Mutex::new(Core::blocking()?),
+        })
     }
-    /// See [`crate::Client::probe`].
+
+    fn core(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock leaves the sockets usable: every request starts
+        // with a fresh sequence number and skips replies that are not its own.
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    /// Resolves the `wireguard` family now (it is otherwise resolved lazily): a cheap way to
+    /// learn up front whether WireGuard is usable ([`Error::is_unavailable`]).
     pub fn probe(&self) -> Result<()> {
-        self.rt.block_on(self.inner.probe())
+        block_on(self.core().probe())
     }
-    /// See [`crate::Client::stats`].
+    /// Counters since [`Client::connect`]: dumps repeated because a concurrent change
+    /// interrupted them (`NLM_F_DUMP_INTR`), and family-id resolutions (more than one means
+    /// the module was reloaded and the id re-resolved).
     pub fn stats(&self) -> Stats {
-        self.rt.block_on(self.inner.stats())
+        self.core().stats()
     }
-    /// See [`crate::Client::get_device`].
+    /// Reads a device with all its peers (one dump, repeated if a concurrent change
+    /// interrupted it, up to [`MAX_DUMP_ATTEMPTS`](crate::MAX_DUMP_ATTEMPTS) times).
     pub fn get_device(&self, device: impl Into<DeviceRef>) -> Result<Device> {
-        self.rt.block_on(self.inner.get_device(device))
+        block_on(self.core().get_device(device.into()))
     }
-    /// See [`crate::Client::get_device_raw`].
+    /// The raw reply datagrams of one `WG_CMD_GET_DEVICE` dump, concatenated, exactly as the
+    /// kernel sent them (for captures and debugging; parse with [`crate::proto::parse_dump`]).
+    /// The bytes contain the device's private key.
     pub fn get_device_raw(&self, device: impl Into<DeviceRef>) -> Result<Vec<u8>> {
-        self.rt.block_on(self.inner.get_device_raw(device))
+        block_on(self.core().get_device_raw(device.into()))
     }
-    /// See [`crate::Client::list_interfaces`].
+    /// Lists WireGuard interfaces (rtnetlink link dump filtered by kind).
     pub fn list_interfaces(&self) -> Result<Vec<Interface>> {
-        self.rt.block_on(self.inner.list_interfaces())
+        block_on(self.core().list_interfaces())
     }
-    /// See [`crate::Client::link_names`].
+    /// Every link's index and name (rtnetlink link dump, all kinds): what
+    /// [`show::endpoint_named`](crate::show::endpoint_named) needs to print a scoped link-local
+    /// endpoint the way `wg` does (`[fe80::1%eth0]:51820`).
     pub fn link_names(&self) -> Result<crate::show::ScopeNames> {
-        self.rt.block_on(self.inner.link_names())
+        block_on(self.core().link_names())
     }
-    /// See [`crate::Client::devices`].
+    /// Every WireGuard device with all peers: what a collector polls. A device deleted
+    /// between listing and reading is skipped.
     pub fn devices(&self) -> Result<Vec<Device>> {
-        self.rt.block_on(self.inner.devices())
+        block_on(self.core().devices())
     }
-    /// See [`crate::Client::set`].
+    /// Sends an update, split into as few messages as the 64 KiB limit allows. Returns the
+    /// number of messages. On failure after the first message, [`Error::Partial`] says how far
+    /// it got.
     pub fn set(&self, device: impl Into<DeviceRef>, update: &DeviceUpdate) -> Result<usize> {
-        self.rt.block_on(self.inner.set(device, update))
+        block_on(self.core().set(device.into(), update))
     }
-    /// See [`crate::Client::upsert_peers`].
+    /// Adds peers, or updates them to exactly these settings if they exist (allowed IPs
+    /// replaced). Other peers are untouched.
     pub fn upsert_peers(
         &self,
         device: impl Into<DeviceRef>,
         peers: &[PeerConfig],
     ) -> Result<usize> {
-        self.rt.block_on(self.inner.upsert_peers(device, peers))
+        block_on(self.core().upsert_peers(device.into(), peers))
     }
-    /// See [`crate::Client::remove_peers`].
+    /// Removes peers (absent ones are ignored by the kernel).
     pub fn remove_peers(&self, device: impl Into<DeviceRef>, keys: &[Key]) -> Result<usize> {
-        self.rt.block_on(self.inner.remove_peers(device, keys))
+        block_on(self.core().remove_peers(device.into(), keys))
     }
-    /// See [`crate::Client::configure_device`].
+    /// Sets device attributes (private key, listen port, fwmark) from `config`, leaving peers
+    /// alone.
     pub fn configure_device(
         &self,
         device: impl Into<DeviceRef>,
         config: &DeviceConfig,
     ) -> Result<usize> {
-        self.rt
-            .block_on(self.inner.configure_device(device, config))
+        block_on(self.core().configure_device(device.into(), config))
     }
-    /// See [`crate::Client::apply`].
+    /// Makes the device match `desired`: reads it, computes the minimal diff
+    /// ([`crate::diff()`]) and sends only that. Sends nothing when already in sync.
     pub fn apply(
         &self,
         device: impl Into<DeviceRef>,
         desired: &DeviceConfig,
     ) -> Result<ApplyReport> {
-        self.rt.block_on(self.inner.apply(device, desired))
+        block_on(self.core().apply(device.into(), desired))
     }
-    /// See [`crate::Client::create_link`].
+    /// Creates a WireGuard link (fails with [`Error::Kernel`] `EEXIST` if the name is taken)
+    /// and returns its index.
     pub fn create_link(&self, name: &str) -> Result<u32> {
-        self.rt.block_on(self.inner.create_link(name))
+        block_on(self.core().create_link(name))
     }
-    /// See [`crate::Client::delete_link`].
+    /// Deletes a link.
     pub fn delete_link(&self, device: impl Into<DeviceRef>) -> Result<()> {
-        self.rt.block_on(self.inner.delete_link(device))
+        block_on(self.core().delete_link(device.into()))
     }
-    /// See [`crate::Client::set_link_up`].
+    /// Brings a link up (`up = true`) or down.
     pub fn set_link_up(&self, device: impl Into<DeviceRef>, up: bool) -> Result<()> {
-        self.rt.block_on(self.inner.set_link_up(device, up))
+        block_on(self.core().set_link_up(device.into(), up))
     }
-    /// See [`crate::Client::set_mtu`].
+    /// Sets a link's MTU.
     pub fn set_mtu(&self, device: impl Into<DeviceRef>, mtu: u32) -> Result<()> {
-        self.rt.block_on(self.inner.set_mtu(device, mtu))
+        block_on(self.core().set_mtu(device.into(), mtu))
     }
-    /// See [`crate::Client::add_address`].
+    /// Adds an address (`addr/prefix_len`) to a link.
     pub fn add_address(
         &self,
         device: impl Into<DeviceRef>,
         addr: IpAddr,
         prefix_len: u8,
     ) -> Result<()> {
-        self.rt
-            .block_on(self.inner.add_address(device, addr, prefix_len))
+        block_on(self.core().add_address(device.into(), addr, prefix_len))
     }
 }

@@ -1,13 +1,33 @@
-//! The async shell: a generic-netlink socket owned by this crate plus an rtnetlink handle.
+//! The I/O shell: two netlink sockets owned by this crate, one generic-netlink socket for
+//! WireGuard and one rtnetlink socket for links and addresses, each either blocking or
+//! registered with tokio ([`Sock`]).
+//!
+//! Every request is written once, as an `async fn` over [`Core`]: the tokio [`Client`]
+//! awaits it on non-blocking sockets, and [`blocking::Client`](crate::blocking::Client) runs
+//! the same code on blocking sockets with [`block_on`], where no await ever pends (each
+//! send and receive completes in its system call). So the sync API needs no runtime, and
+//! builds without the `tokio` feature.
 
+use std::future::Future;
 use std::net::IpAddr;
+#[cfg(feature = "tokio")]
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
-use futures_util::TryStreamExt as _;
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
-use netlink_sys::{Socket, protocols::NETLINK_GENERIC};
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, Parseable as _,
+};
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    address::{AddressAttribute, AddressMessage},
+    link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+};
+use netlink_sys::{
+    Socket,
+    protocols::{NETLINK_GENERIC, NETLINK_ROUTE},
+};
+#[cfg(feature = "tokio")]
 use tokio::io::unix::AsyncFd;
-use tokio::sync::Mutex;
 use zeroize::Zeroize as _;
 
 use crate::diff::diff;
@@ -36,7 +56,7 @@ pub struct Interface {
     pub name: String,
 }
 
-/// Counters of a [`Client`], see [`Client::stats`].
+/// Counters of a client, see [`Client::stats`](crate::blocking::Client::stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Stats {
@@ -46,7 +66,7 @@ pub struct Stats {
     pub family_resolutions: u64,
 }
 
-/// What [`Client::apply`] (or [`Client::set`]) did.
+/// What `apply` did (of [`Client`](crate::blocking::Client::apply) or the blocking client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ApplyReport {
@@ -62,39 +82,148 @@ pub struct ApplyReport {
     pub messages: usize,
 }
 
-struct Genl {
-    fd: AsyncFd<Socket>,
-    seq: u32,
-    family: Option<u16>,
-    buf: Vec<u8>,
-    dump_retries: u64,
-    family_resolutions: u64,
+/// `RTM_NEWLINK`.
+const RTM_NEWLINK: u16 = 16;
+
+enum Fd {
+    Blocking(Socket),
+    #[cfg(feature = "tokio")]
+    Async(AsyncFd<Socket>),
 }
 
-impl Genl {
-    fn open() -> Result<Self> {
-        let mut sock = Socket::new(NETLINK_GENERIC)?;
+/// One netlink socket and its receive buffer.
+pub(crate) struct Sock {
+    fd: Fd,
+    buf: Vec<u8>,
+}
+
+impl Sock {
+    fn socket(protocol: isize) -> Result<Socket> {
+        let mut sock = Socket::new(protocol)?;
         sock.bind_auto()?;
-        sock.set_non_blocking(true)?;
         // Best effort: do not echo whole requests in error replies (a failed 64 KiB SET would
         // otherwise produce an error message larger than the receive buffer); extended acks.
         let _ = sock.set_cap_ack(true);
         let _ = sock.set_ext_ack(true);
         let _ = sock.set_rx_buf_sz(1 << 20);
+        Ok(sock)
+    }
+
+    fn with(fd: Fd) -> Self {
+        Self {
+            fd,
+            buf: Vec::with_capacity(RECV_BUF),
+        }
+    }
+
+    /// A blocking socket: `send` and `recv` complete in their system call.
+    pub(crate) fn blocking(protocol: isize) -> Result<Self> {
+        Ok(Self::with(Fd::Blocking(Self::socket(protocol)?)))
+    }
+
+    /// A non-blocking socket registered with the current tokio runtime.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn tokio(protocol: isize) -> Result<Self> {
+        let sock = Self::socket(protocol)?;
+        sock.set_non_blocking(true)?;
         // `AsyncFd::new` is deprecated in favour of the `unsafe` `register` because a caller
         // could close the descriptor behind tokio's back. Here the socket is moved into the
         // `AsyncFd` and only closed when it is dropped (after deregistration), so the safe
         // constructor is sound and the crate stays `forbid(unsafe_code)`.
         #[allow(deprecated)]
         let fd = AsyncFd::new(sock)?;
-        Ok(Self {
-            fd,
+        Ok(Self::with(Fd::Async(fd)))
+    }
+
+    async fn send(&self, bytes: &[u8]) -> Result<()> {
+        let n = match &self.fd {
+            Fd::Blocking(s) => loop {
+                match s.send(bytes, 0) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    other => break other?,
+                }
+            },
+            #[cfg(feature = "tokio")]
+            Fd::Async(fd) => loop {
+                let mut guard = fd.writable().await?;
+                match guard.try_io(|s| s.get_ref().send(bytes, 0)) {
+                    Ok(res) => break res?,
+                    Err(_would_block) => {}
+                }
+            },
+        };
+        if n != bytes.len() {
+            return Err(Error::Malformed(format!(
+                "short netlink send: {n} of {}",
+                bytes.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Receives one datagram into `self.buf`.
+    async fn recv(&mut self) -> Result<()> {
+        let Self { fd, buf } = self;
+        buf.clear();
+        let n = match fd {
+            Fd::Blocking(s) => loop {
+                match s.recv(&mut *buf, MSG_TRUNC) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    other => break other?,
+                }
+            },
+            #[cfg(feature = "tokio")]
+            Fd::Async(fd) => loop {
+                let mut guard = fd.readable().await?;
+                match guard.try_io(|s| s.get_ref().recv(&mut *buf, MSG_TRUNC)) {
+                    Ok(res) => break res?,
+                    Err(_would_block) => {}
+                }
+            },
+        };
+        if n > buf.capacity() {
+            return Err(Error::Malformed(format!(
+                "netlink datagram of {n} bytes truncated to {}",
+                buf.capacity()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Runs a future of [`Core`] over blocking sockets to completion on this thread.
+///
+/// Such a future never returns `Pending`: its only await points are [`Sock`]'s `send` and
+/// `recv`, which on a blocking socket finish inside the system call. The loop is there only
+/// so that this stays correct (if slow) should that ever change.
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
+}
+
+struct Genl {
+    sock: Sock,
+    seq: u32,
+    family: Option<u16>,
+    dump_retries: u64,
+    family_resolutions: u64,
+}
+
+impl Genl {
+    fn new(sock: Sock) -> Self {
+        Self {
+            sock,
             seq: 0,
             family: None,
-            buf: Vec::with_capacity(RECV_BUF),
             dump_retries: 0,
             family_resolutions: 0,
-        })
+        }
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -102,53 +231,16 @@ impl Genl {
         self.seq
     }
 
-    async fn send(&self, bytes: &[u8]) -> Result<()> {
-        loop {
-            let mut guard = self.fd.writable().await?;
-            match guard.try_io(|s| s.get_ref().send(bytes, 0)) {
-                Ok(Ok(n)) if n == bytes.len() => return Ok(()),
-                Ok(Ok(n)) => {
-                    return Err(Error::Malformed(format!(
-                        "short netlink send: {n} of {}",
-                        bytes.len()
-                    )));
-                }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    /// Receives one datagram into `self.buf`.
-    async fn recv(&mut self) -> Result<()> {
-        let Self { fd, buf, .. } = self;
-        buf.clear();
-        loop {
-            let mut guard = fd.readable().await?;
-            match guard.try_io(|s| s.get_ref().recv(&mut *buf, MSG_TRUNC)) {
-                Ok(Ok(n)) if n > buf.capacity() => {
-                    return Err(Error::Malformed(format!(
-                        "netlink datagram of {n} bytes truncated to {}",
-                        buf.capacity()
-                    )));
-                }
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
     async fn family(&mut self) -> Result<u16> {
         if let Some(f) = self.family {
             return Ok(f);
         }
         let seq = self.next_seq();
-        self.send(&proto::resolve_family_request(seq)).await?;
+        self.sock.send(&proto::resolve_family_request(seq)).await?;
         let mut family = None;
         loop {
-            self.recv().await?;
-            for m in messages(&self.buf) {
+            self.sock.recv().await?;
+            for m in messages(&self.sock.buf) {
                 let m = m?;
                 if m.seq != seq {
                     continue;
@@ -177,22 +269,23 @@ impl Genl {
     /// One dump; `Ok(None)` if it was interrupted by a concurrent change.
     async fn dump_once(&mut self, family: u16, device: &DeviceRef) -> Result<Option<Device>> {
         let seq = self.next_seq();
-        self.send(&proto::get_device_request(family, seq, device)?)
+        self.sock
+            .send(&proto::get_device_request(family, seq, device)?)
             .await?;
         let mut parser = DumpParser::with_seq(seq);
         let name = device.to_string();
         let result = loop {
-            if let Err(e) = self.recv().await {
+            if let Err(e) = self.sock.recv().await {
                 break Err(e);
             }
-            match parser.feed_for(&self.buf, &name) {
+            match parser.feed_for(&self.sock.buf, &name) {
                 Ok(DumpStatus::Done) => break Ok(()),
                 Ok(_) => {}
                 Err(e) => break Err(e),
             }
         };
         // The replies contain the private key.
-        self.buf.zeroize();
+        self.sock.buf.zeroize();
         result?;
         if parser.interrupted() {
             return Ok(None);
@@ -204,15 +297,16 @@ impl Genl {
     async fn dump_raw(&mut self, device: &DeviceRef) -> Result<Vec<u8>> {
         let family = self.family().await?;
         let seq = self.next_seq();
-        self.send(&proto::get_device_request(family, seq, device)?)
+        self.sock
+            .send(&proto::get_device_request(family, seq, device)?)
             .await?;
         let mut parser = DumpParser::with_seq(seq);
         let mut out = Vec::new();
         loop {
-            self.recv().await?;
-            out.extend_from_slice(&self.buf);
-            if parser.feed_for(&self.buf, &device.to_string())? == DumpStatus::Done {
-                self.buf.zeroize();
+            self.sock.recv().await?;
+            out.extend_from_slice(&self.sock.buf);
+            if parser.feed_for(&self.sock.buf, &device.to_string())? == DumpStatus::Done {
+                self.sock.buf.zeroize();
                 return Ok(out);
             }
         }
@@ -260,7 +354,7 @@ impl Genl {
         for (i, m) in msgs.iter_mut().enumerate() {
             let seq = self.next_seq();
             proto::set_seq(m.bytes_mut(), seq);
-            let res = match self.send(m.bytes()).await {
+            let res = match self.sock.send(m.bytes()).await {
                 Ok(()) => self.ack(seq, &name).await,
                 Err(e) => Err(e),
             };
@@ -282,8 +376,8 @@ impl Genl {
 
     async fn ack(&mut self, seq: u32, device: &str) -> Result<()> {
         loop {
-            self.recv().await?;
-            for m in messages(&self.buf) {
+            self.sock.recv().await?;
+            for m in messages(&self.sock.buf) {
                 let m = m?;
                 if m.seq == seq && m.ty == NLMSG_ERROR {
                     return match payload_errno(m.payload)? {
@@ -296,30 +390,97 @@ impl Genl {
     }
 }
 
-/// An async WireGuard client on tokio.
-///
-/// It owns one generic-netlink socket (requests are serialised on it; clone the client to
-/// share it) and one rtnetlink connection for links, both created by [`Client::connect`]
-/// inside a tokio runtime. All WireGuard requests need `CAP_NET_ADMIN`, even reads.
-#[derive(Clone)]
-pub struct Client {
-    genl: Arc<Mutex<Genl>>,
-    rt: rtnetlink::Handle,
+/// The rtnetlink side: links and addresses.
+struct Route {
+    sock: Sock,
+    seq: u32,
 }
 
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").finish_non_exhaustive()
+impl Route {
+    fn new(sock: Sock) -> Self {
+        Self { sock, seq: 0 }
     }
-}
 
-fn link_err(e: rtnetlink::Error, device: &str) -> Error {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => match m.code {
-            Some(code) => Error::from_errno(code.get().saturating_neg(), Op::Link, device),
-            None => Error::Malformed("rtnetlink NACK without code".into()),
-        },
-        other => Error::Malformed(format!("rtnetlink: {other}")),
+    /// Sends one request and collects the `RTM_NEWLINK` messages answering it, up to its
+    /// acknowledgement (`NLM_F_ACK`) or the end of the dump (`NLM_F_DUMP`).
+    async fn exchange(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        device: &str,
+    ) -> Result<Vec<LinkMessage>> {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let seq = self.seq;
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = flags;
+        req.header.sequence_number = seq;
+        self.sock.send(&proto::serialize(req)).await?;
+        let mut links = Vec::new();
+        loop {
+            self.sock.recv().await?;
+            for m in messages(&self.sock.buf) {
+                let m = m?;
+                if m.seq != seq {
+                    continue;
+                }
+                match m.ty {
+                    NLMSG_ERROR | NLMSG_DONE => {
+                        // An ack is an error message with errno 0; a dump's DONE may carry
+                        // an errno too.
+                        let errno = if m.payload.len() >= 4 || m.ty == NLMSG_ERROR {
+                            payload_errno(m.payload)?
+                        } else {
+                            0
+                        };
+                        if errno != 0 {
+                            return Err(Error::from_errno(errno, Op::Link, device));
+                        }
+                        return Ok(links);
+                    }
+                    RTM_NEWLINK => {
+                        links.push(LinkMessage::parse(m.payload).map_err(|e| {
+                            Error::Malformed(format!("rtnetlink link message: {e}"))
+                        })?)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    async fn dump_links(&mut self) -> Result<Vec<LinkMessage>> {
+        let req = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        self.exchange(req, NLM_F_REQUEST | NLM_F_DUMP, "links")
+            .await
+    }
+
+    /// Sends a change and waits for its acknowledgement.
+    async fn change(&mut self, msg: RouteNetlinkMessage, flags: u16, device: &str) -> Result<()> {
+        self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK | flags, device)
+            .await
+            .map(drop)
+    }
+
+    async fn index_of(&mut self, device: &DeviceRef) -> Result<u32> {
+        match device {
+            DeviceRef::Index(i) => Ok(*i),
+            DeviceRef::Name(n) => {
+                device.validate()?;
+                let mut get = LinkMessage::default();
+                get.attributes.push(LinkAttribute::IfName(n.clone()));
+                let links = self
+                    .exchange(
+                        RouteNetlinkMessage::GetLink(get),
+                        NLM_F_REQUEST | NLM_F_ACK,
+                        n,
+                    )
+                    .await?;
+                links
+                    .first()
+                    .map(|l| l.header.index)
+                    .ok_or_else(|| Error::NoDevice { device: n.clone() })
+            }
+        }
     }
 }
 
@@ -342,83 +503,107 @@ fn link_name(link: &LinkMessage) -> String {
         .unwrap_or_default()
 }
 
-impl Client {
-    /// Opens the sockets. Must be called inside a tokio runtime (the rtnetlink connection
-    /// task is spawned on it). Does not fail when WireGuard is missing: that shows up as
-    /// [`Error::NotAvailable`] on the first WireGuard request.
-    pub async fn connect() -> Result<Self> {
-        let genl = Genl::open()?;
-        let (conn, rt, _) = rtnetlink::new_connection()?;
-        tokio::spawn(conn);
+/// The address message `ip address add addr/prefix_len dev #index` sends.
+fn address_message(index: u32, addr: IpAddr, prefix_len: u8) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.index = index;
+    m.header.prefix_len = prefix_len;
+    match addr {
+        IpAddr::V4(a) => {
+            m.header.family = AddressFamily::Inet;
+            if !a.is_multicast() {
+                m.attributes.push(AddressAttribute::Address(addr));
+                m.attributes.push(AddressAttribute::Local(addr));
+                if prefix_len < 31 {
+                    let host_bits = u32::MAX.checked_shr(u32::from(prefix_len)).unwrap_or(0);
+                    m.attributes.push(AddressAttribute::Broadcast(
+                        (u32::from(a) | host_bits).into(),
+                    ));
+                }
+            }
+        }
+        IpAddr::V6(a) => {
+            m.header.family = AddressFamily::Inet6;
+            if a.is_multicast() {
+                m.attributes.push(AddressAttribute::Multicast(a));
+            } else {
+                m.attributes.push(AddressAttribute::Address(addr));
+                m.attributes.push(AddressAttribute::Local(addr));
+            }
+        }
+    }
+    m
+}
+
+/// Both sockets and every operation, shared by the tokio and the blocking client.
+pub(crate) struct Core {
+    genl: Genl,
+    route: Route,
+}
+
+impl Core {
+    /// Opens both sockets blocking.
+    pub(crate) fn blocking() -> Result<Self> {
         Ok(Self {
-            genl: Arc::new(Mutex::new(genl)),
-            rt,
+            genl: Genl::new(Sock::blocking(NETLINK_GENERIC)?),
+            route: Route::new(Sock::blocking(NETLINK_ROUTE)?),
         })
     }
 
-    /// Resolves the `wireguard` family now (it is otherwise resolved lazily): a cheap way to
-    /// learn up front whether WireGuard is usable ([`Error::is_unavailable`]).
-    pub async fn probe(&self) -> Result<()> {
-        self.genl.lock().await.family().await.map(drop)
+    /// Opens both sockets on the current tokio runtime.
+    #[cfg(feature = "tokio")]
+    fn tokio() -> Result<Self> {
+        Ok(Self {
+            genl: Genl::new(Sock::tokio(NETLINK_GENERIC)?),
+            route: Route::new(Sock::tokio(NETLINK_ROUTE)?),
+        })
     }
 
-    /// Counters since [`Client::connect`]: dumps repeated because a concurrent change
-    /// interrupted them (`NLM_F_DUMP_INTR`), and family-id resolutions (more than one means
-    /// the module was reloaded and the id re-resolved).
-    pub async fn stats(&self) -> Stats {
-        let g = self.genl.lock().await;
+    pub(crate) async fn probe(&mut self) -> Result<()> {
+        self.genl.family().await.map(drop)
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
         Stats {
-            dump_retries: g.dump_retries,
-            family_resolutions: g.family_resolutions,
+            dump_retries: self.genl.dump_retries,
+            family_resolutions: self.genl.family_resolutions,
         }
     }
 
-    /// Reads a device with all its peers (one dump, repeated if a concurrent change
-    /// interrupted it, up to [`MAX_DUMP_ATTEMPTS`] times).
-    pub async fn get_device(&self, device: impl Into<DeviceRef>) -> Result<Device> {
-        self.genl.lock().await.get(&device.into()).await
+    pub(crate) async fn get_device(&mut self, device: DeviceRef) -> Result<Device> {
+        self.genl.get(&device).await
     }
 
-    /// The raw reply datagrams of one `WG_CMD_GET_DEVICE` dump, concatenated, exactly as the
-    /// kernel sent them (for captures and debugging; parse with [`crate::proto::parse_dump`]).
-    /// The bytes contain the device's private key.
-    pub async fn get_device_raw(&self, device: impl Into<DeviceRef>) -> Result<Vec<u8>> {
-        self.genl.lock().await.dump_raw(&device.into()).await
+    pub(crate) async fn get_device_raw(&mut self, device: DeviceRef) -> Result<Vec<u8>> {
+        self.genl.dump_raw(&device).await
     }
 
-    /// Lists WireGuard interfaces (rtnetlink link dump filtered by kind).
-    pub async fn list_interfaces(&self) -> Result<Vec<Interface>> {
-        let mut links = self.rt.link().get().execute();
-        let mut out = Vec::new();
-        while let Some(link) = links.try_next().await.map_err(|e| link_err(e, "links"))? {
-            if is_wireguard(&link) {
-                out.push(Interface {
-                    index: link.header.index,
-                    name: link_name(&link),
-                });
-            }
-        }
-        Ok(out)
+    pub(crate) async fn list_interfaces(&mut self) -> Result<Vec<Interface>> {
+        Ok(self
+            .route
+            .dump_links()
+            .await?
+            .iter()
+            .filter(|l| is_wireguard(l))
+            .map(|l| Interface {
+                index: l.header.index,
+                name: link_name(l),
+            })
+            .collect())
     }
 
-    /// Every link's index and name (rtnetlink link dump, all kinds): what
-    /// [`show::endpoint_named`](crate::show::endpoint_named) needs to print a scoped link-local
-    /// endpoint the way `wg` does (`[fe80::1%eth0]:51820`).
-    pub async fn link_names(&self) -> Result<crate::show::ScopeNames> {
-        let mut links = self.rt.link().get().execute();
+    pub(crate) async fn link_names(&mut self) -> Result<crate::show::ScopeNames> {
         let mut out = crate::show::ScopeNames::new();
-        while let Some(link) = links.try_next().await.map_err(|e| link_err(e, "links"))? {
-            out.insert(link.header.index, link_name(&link));
+        for l in self.route.dump_links().await? {
+            out.insert(l.header.index, link_name(&l));
         }
         Ok(out)
     }
 
-    /// Every WireGuard device with all peers: what a collector polls. A device deleted
-    /// between listing and reading is skipped.
-    pub async fn devices(&self) -> Result<Vec<Device>> {
+    pub(crate) async fn devices(&mut self) -> Result<Vec<Device>> {
         let mut out = Vec::new();
         for i in self.list_interfaces().await? {
-            match self.get_device(DeviceRef::Index(i.index)).await {
+            match self.genl.get(&DeviceRef::Index(i.index)).await {
                 Ok(d) => out.push(d),
                 Err(e) if e.is_no_device() => {}
                 Err(e) => return Err(e),
@@ -427,56 +612,44 @@ impl Client {
         Ok(out)
     }
 
-    /// Sends an update, split into as few messages as the 64 KiB limit allows. Returns the
-    /// number of messages. On failure after the first message, [`Error::Partial`] says how far
-    /// it got.
-    pub async fn set(&self, device: impl Into<DeviceRef>, update: &DeviceUpdate) -> Result<usize> {
-        self.genl.lock().await.set(&device.into(), update).await
+    pub(crate) async fn set(&mut self, device: DeviceRef, update: &DeviceUpdate) -> Result<usize> {
+        self.genl.set(&device, update).await
     }
 
-    /// Adds peers, or updates them to exactly these settings if they exist (allowed IPs
-    /// replaced). Other peers are untouched.
-    pub async fn upsert_peers(
-        &self,
-        device: impl Into<DeviceRef>,
+    pub(crate) async fn upsert_peers(
+        &mut self,
+        device: DeviceRef,
         peers: &[PeerConfig],
     ) -> Result<usize> {
         let mut u = DeviceUpdate::new();
         u.peers = peers.iter().map(PeerUpdate::from_config).collect();
-        self.set(device, &u).await
+        self.genl.set(&device, &u).await
     }
 
-    /// Removes peers (absent ones are ignored by the kernel).
-    pub async fn remove_peers(&self, device: impl Into<DeviceRef>, keys: &[Key]) -> Result<usize> {
+    pub(crate) async fn remove_peers(&mut self, device: DeviceRef, keys: &[Key]) -> Result<usize> {
         let mut u = DeviceUpdate::new();
         u.peers = keys.iter().copied().map(PeerUpdate::remove).collect();
-        self.set(device, &u).await
+        self.genl.set(&device, &u).await
     }
 
-    /// Sets device attributes (private key, listen port, fwmark) from `config`, leaving peers
-    /// alone.
-    pub async fn configure_device(
-        &self,
-        device: impl Into<DeviceRef>,
+    pub(crate) async fn configure_device(
+        &mut self,
+        device: DeviceRef,
         config: &DeviceConfig,
     ) -> Result<usize> {
         let mut u = DeviceUpdate::new();
         u.private_key = config.private_key.clone();
         u.listen_port = config.listen_port;
         u.fwmark = config.fwmark;
-        self.set(device, &u).await
+        self.genl.set(&device, &u).await
     }
 
-    /// Makes the device match `desired`: reads it, computes the minimal diff
-    /// ([`crate::diff()`]) and sends only that. Sends nothing when already in sync.
-    pub async fn apply(
-        &self,
-        device: impl Into<DeviceRef>,
+    pub(crate) async fn apply(
+        &mut self,
+        device: DeviceRef,
         desired: &DeviceConfig,
     ) -> Result<ApplyReport> {
-        let device = device.into();
-        let mut genl = self.genl.lock().await;
-        let actual = genl.get(&device).await?;
+        let actual = self.genl.get(&device).await?;
         let update = diff(&actual, desired)?;
         let mut report = ApplyReport {
             device_changed: update.private_key.is_some()
@@ -493,76 +666,231 @@ impl Client {
                 report.added += 1;
             }
         }
-        report.messages = genl.set(&device, &update).await?;
+        report.messages = self.genl.set(&device, &update).await?;
         Ok(report)
     }
 
-    async fn index_of(&self, device: &DeviceRef) -> Result<u32> {
-        match device {
-            DeviceRef::Index(i) => Ok(*i),
-            DeviceRef::Name(n) => {
-                device.validate()?;
-                let mut links = self.rt.link().get().match_name(n.clone()).execute();
-                match links.try_next().await {
-                    Ok(Some(l)) => Ok(l.header.index),
-                    Ok(None) => Err(Error::NoDevice { device: n.clone() }),
-                    Err(e) => Err(link_err(e, n)),
-                }
-            }
-        }
+    pub(crate) async fn create_link(&mut self, name: &str) -> Result<u32> {
+        let dev = DeviceRef::from(name);
+        dev.validate()?;
+        let mut link = LinkMessage::default();
+        link.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        link.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Wireguard,
+            )]));
+        self.route
+            .change(
+                RouteNetlinkMessage::NewLink(link),
+                NLM_F_EXCL | NLM_F_CREATE,
+                name,
+            )
+            .await?;
+        self.route.index_of(&dev).await
+    }
+
+    pub(crate) async fn delete_link(&mut self, device: DeviceRef) -> Result<()> {
+        let mut link = LinkMessage::default();
+        link.header.index = self.route.index_of(&device).await?;
+        self.route
+            .change(RouteNetlinkMessage::DelLink(link), 0, &device.to_string())
+            .await
+    }
+
+    async fn set_link(
+        &mut self,
+        device: &DeviceRef,
+        edit: impl FnOnce(&mut LinkMessage),
+    ) -> Result<()> {
+        let mut link = LinkMessage::default();
+        link.header.index = self.route.index_of(device).await?;
+        edit(&mut link);
+        self.route
+            .change(
+                RouteNetlinkMessage::SetLink(link),
+                NLM_F_EXCL | NLM_F_CREATE,
+                &device.to_string(),
+            )
+            .await
+    }
+
+    pub(crate) async fn set_link_up(&mut self, device: DeviceRef, up: bool) -> Result<()> {
+        self.set_link(&device, |l| {
+            l.header.flags.set(LinkFlags::Up, up);
+            l.header.change_mask |= LinkFlags::Up;
+        })
+        .await
+    }
+
+    pub(crate) async fn set_mtu(&mut self, device: DeviceRef, mtu: u32) -> Result<()> {
+        self.set_link(&device, |l| l.attributes.push(LinkAttribute::Mtu(mtu)))
+            .await
+    }
+
+    pub(crate) async fn add_address(
+        &mut self,
+        device: DeviceRef,
+        addr: IpAddr,
+        prefix_len: u8,
+    ) -> Result<()> {
+        let index = self.route.index_of(&device).await?;
+        self.route
+            .change(
+                RouteNetlinkMessage::NewAddress(address_message(index, addr, prefix_len)),
+                NLM_F_EXCL | NLM_F_CREATE,
+                &device.to_string(),
+            )
+            .await
+    }
+}
+
+/// An async WireGuard client on tokio (feature `tokio`, on by default).
+///
+/// It owns one generic-netlink socket and one rtnetlink socket (requests are serialised on
+/// them; clone the client to share it), created by [`Client::connect`] inside a tokio
+/// runtime. All WireGuard requests need `CAP_NET_ADMIN`, even reads. Without a runtime, use
+/// [`blocking::Client`](crate::blocking::Client): the same operations, the same code.
+#[cfg(feature = "tokio")]
+#[derive(Clone)]
+pub struct Client {
+    core: Arc<tokio::sync::Mutex<Core>>,
+}
+
+#[cfg(feature = "tokio")]
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Client {
+    /// Opens the sockets. Must be called inside a tokio runtime (they are registered with
+    /// its reactor). Does not fail when WireGuard is missing: that shows up as
+    /// [`Error::NotAvailable`] on the first WireGuard request.
+    pub async fn connect() -> Result<Self> {
+        Ok(Self {
+            core: Arc::new(tokio::sync::Mutex::new(Core::tokio()?)),
+        })
+    }
+
+    /// Resolves the `wireguard` family now (it is otherwise resolved lazily): a cheap way to
+    /// learn up front whether WireGuard is usable ([`Error::is_unavailable`]).
+    pub async fn probe(&self) -> Result<()> {
+        self.core.lock().await.probe().await
+    }
+
+    /// Counters since [`Client::connect`]: dumps repeated because a concurrent change
+    /// interrupted them (`NLM_F_DUMP_INTR`), and family-id resolutions (more than one means
+    /// the module was reloaded and the id re-resolved).
+    pub async fn stats(&self) -> Stats {
+        self.core.lock().await.stats()
+    }
+
+    /// Reads a device with all its peers (one dump, repeated if a concurrent change
+    /// interrupted it, up to [`MAX_DUMP_ATTEMPTS`] times).
+    pub async fn get_device(&self, device: impl Into<DeviceRef>) -> Result<Device> {
+        self.core.lock().await.get_device(device.into()).await
+    }
+
+    /// The raw reply datagrams of one `WG_CMD_GET_DEVICE` dump, concatenated, exactly as the
+    /// kernel sent them (for captures and debugging; parse with [`crate::proto::parse_dump`]).
+    /// The bytes contain the device's private key.
+    pub async fn get_device_raw(&self, device: impl Into<DeviceRef>) -> Result<Vec<u8>> {
+        self.core.lock().await.get_device_raw(device.into()).await
+    }
+
+    /// Lists WireGuard interfaces (rtnetlink link dump filtered by kind).
+    pub async fn list_interfaces(&self) -> Result<Vec<Interface>> {
+        self.core.lock().await.list_interfaces().await
+    }
+
+    /// Every link's index and name (rtnetlink link dump, all kinds): what
+    /// [`show::endpoint_named`](crate::show::endpoint_named) needs to print a scoped link-local
+    /// endpoint the way `wg` does (`[fe80::1%eth0]:51820`).
+    pub async fn link_names(&self) -> Result<crate::show::ScopeNames> {
+        self.core.lock().await.link_names().await
+    }
+
+    /// Every WireGuard device with all peers: what a collector polls. A device deleted
+    /// between listing and reading is skipped.
+    pub async fn devices(&self) -> Result<Vec<Device>> {
+        self.core.lock().await.devices().await
+    }
+
+    /// Sends an update, split into as few messages as the 64 KiB limit allows. Returns the
+    /// number of messages. On failure after the first message, [`Error::Partial`] says how far
+    /// it got.
+    pub async fn set(&self, device: impl Into<DeviceRef>, update: &DeviceUpdate) -> Result<usize> {
+        self.core.lock().await.set(device.into(), update).await
+    }
+
+    /// Adds peers, or updates them to exactly these settings if they exist (allowed IPs
+    /// replaced). Other peers are untouched.
+    pub async fn upsert_peers(
+        &self,
+        device: impl Into<DeviceRef>,
+        peers: &[PeerConfig],
+    ) -> Result<usize> {
+        self.core
+            .lock()
+            .await
+            .upsert_peers(device.into(), peers)
+            .await
+    }
+
+    /// Removes peers (absent ones are ignored by the kernel).
+    pub async fn remove_peers(&self, device: impl Into<DeviceRef>, keys: &[Key]) -> Result<usize> {
+        self.core
+            .lock()
+            .await
+            .remove_peers(device.into(), keys)
+            .await
+    }
+
+    /// Sets device attributes (private key, listen port, fwmark) from `config`, leaving peers
+    /// alone.
+    pub async fn configure_device(
+        &self,
+        device: impl Into<DeviceRef>,
+        config: &DeviceConfig,
+    ) -> Result<usize> {
+        self.core
+            .lock()
+            .await
+            .configure_device(device.into(), config)
+            .await
+    }
+
+    /// Makes the device match `desired`: reads it, computes the minimal diff
+    /// ([`crate::diff()`]) and sends only that. Sends nothing when already in sync.
+    pub async fn apply(
+        &self,
+        device: impl Into<DeviceRef>,
+        desired: &DeviceConfig,
+    ) -> Result<ApplyReport> {
+        self.core.lock().await.apply(device.into(), desired).await
     }
 
     /// Creates a WireGuard link (fails with [`Error::Kernel`] `EEXIST` if the name is taken)
     /// and returns its index.
     pub async fn create_link(&self, name: &str) -> Result<u32> {
-        let dev = DeviceRef::from(name);
-        dev.validate()?;
-        self.rt
-            .link()
-            .add(rtnetlink::LinkWireguard::new(name).build())
-            .execute()
-            .await
-            .map_err(|e| link_err(e, name))?;
-        self.index_of(&dev).await
+        self.core.lock().await.create_link(name).await
     }
 
     /// Deletes a link.
     pub async fn delete_link(&self, device: impl Into<DeviceRef>) -> Result<()> {
-        let device = device.into();
-        let idx = self.index_of(&device).await?;
-        self.rt
-            .link()
-            .del(idx)
-            .execute()
-            .await
-            .map_err(|e| link_err(e, &device.to_string()))
+        self.core.lock().await.delete_link(device.into()).await
     }
 
     /// Brings a link up (`up = true`) or down.
     pub async fn set_link_up(&self, device: impl Into<DeviceRef>, up: bool) -> Result<()> {
-        let device = device.into();
-        let idx = self.index_of(&device).await?;
-        let b = rtnetlink::LinkUnspec::new_with_index(idx);
-        let msg = if up { b.up() } else { b.down() }.build();
-        self.rt
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| link_err(e, &device.to_string()))
+        self.core.lock().await.set_link_up(device.into(), up).await
     }
 
     /// Sets a link's MTU.
     pub async fn set_mtu(&self, device: impl Into<DeviceRef>, mtu: u32) -> Result<()> {
-        let device = device.into();
-        let idx = self.index_of(&device).await?;
-        let msg = rtnetlink::LinkUnspec::new_with_index(idx).mtu(mtu).build();
-        self.rt
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| link_err(e, &device.to_string()))
+        self.core.lock().await.set_mtu(device.into(), mtu).await
     }
 
     /// Adds an address (`addr/prefix_len`) to a link.
@@ -572,13 +900,10 @@ impl Client {
         addr: IpAddr,
         prefix_len: u8,
     ) -> Result<()> {
-        let device = device.into();
-        let idx = self.index_of(&device).await?;
-        self.rt
-            .address()
-            .add(idx, addr, prefix_len)
-            .execute()
+        self.core
+            .lock()
             .await
-            .map_err(|e| link_err(e, &device.to_string()))
+            .add_address(device.into(), addr, prefix_len)
+            .await
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! ## Crate overview
 //!
-//! * [`Client`] (async, tokio) and [`blocking::Client`] talk to the kernel: read devices
+//! * [`Client`] (async, tokio: feature `tokio`, on by default) and [`blocking::Client`] (no
+//!   runtime; builds without tokio) talk to the kernel over netlink sockets of their own,
+//!   with one implementation of every request: read devices
 //!   ([`Client::get_device`], [`Client::devices`]), configure them ([`Client::apply`],
 //!   [`Client::set`], [`Client::upsert_peers`], [`Client::remove_peers`]) and manage links
 //!   ([`Client::create_link`], [`Client::set_link_up`], [`Client::set_mtu`],
@@ -12,6 +14,8 @@
 //!   minimal update; [`show`] formats like `wg show`.
 //! * [`Error`] is typed: [`Error::is_unavailable`] tells a collector that WireGuard cannot be
 //!   used here (no kernel support, or no `CAP_NET_ADMIN`) so it can say so once and go on.
+// Without the `tokio` feature the crate docs still name the async `Client`.
+#![cfg_attr(not(feature = "tokio"), allow(rustdoc::broken_intra_doc_links))]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
@@ -34,5 +38,7 @@ pub use model::{
 pub mod blocking;
 #[cfg(target_os = "linux")]
 mod client;
+#[cfg(all(target_os = "linux", feature = "tokio"))]
+pub use client::Client;
 #[cfg(target_os = "linux")]
-pub use client::{ApplyReport, Client, Interface, MAX_DUMP_ATTEMPTS, Stats};
+pub use client::{ApplyReport, Interface, MAX_DUMP_ATTEMPTS, Stats};

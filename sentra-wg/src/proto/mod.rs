@@ -144,7 +144,7 @@ pub(crate) fn payload_errno(payload: &[u8]) -> Result<i32> {
     }
 }
 
-fn serialize<I>(mut msg: NetlinkMessage<I>) -> Vec<u8>
+pub(crate) fn serialize<I>(mut msg: NetlinkMessage<I>) -> Vec<u8>
 where
     I: netlink_packet_core::NetlinkSerializable,
 {
