@@ -1,24 +1,28 @@
 //! Sustained ingest throughput of the pipeline, in process (no network): many agents push
 //! pre-signed, pre-verified batches concurrently through [`IngestService`]; the clock covers
-//! decode, validation, replay check, group commit into SQLite (WAL, synchronous=FULL) and
-//! the acks.
+//! decode, validation, replay check, group commit and the acks, then the apply of every
+//! staged batch (`flush`). The same workload runs against each backend in the same run:
+//! SQLite (WAL, synchronous=FULL) and PostgreSQL (loopback, fsync and synchronous_commit
+//! on; `SENTRA_TEST_PG_URL`, or a cluster `sentra-testkit` starts). `BENCH_BACKENDS=sqlite`
+//! runs one.
 //!
 //! ```text
 //! cargo bench -p sentra-ingest --bench pipeline
 //! BENCH_AGENTS=20 BENCH_SERIES=500 BENCH_POINTS=10 BENCH_BATCHES=30 cargo bench -p sentra-ingest --bench pipeline
 //! ```
 //!
-//! Prints samples/s and bytes on disk per sample (database + WAL after a checkpoint).
+//! Prints samples/s and bytes on disk per sample (SQLite: pages in use; PostgreSQL: tables,
+//! partitions and indexes, without its WAL).
 #![allow(missing_docs)]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sentra_core::{
     AgentId, Batch, KeyId, Labels, MemoryKeyring, Method, Nonce, Sample, SecretKey, Seq, Signer,
     UnixMillis, Validity, Value, Verified, Verifier, proto::AckStatus,
 };
-use sentra_ingest::{Config, Ingest};
+use sentra_ingest::{Backend, Config, Ingest};
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux;
 /// `CLK_TCK` = 100). The machine is shared, so wall-clock throughput understates what the
@@ -110,10 +114,43 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    println!(
+        "pipeline: {agents} agents x {batches} batches x {} samples ({series} series x {points} points) = {total} samples, payload {:.1} B/sample",
+        series * points,
+        payload_bytes as f64 / total as f64,
+    );
+    let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    for name in backends.split(',') {
+        let work = work.clone();
+        let (acked, applied, cpu, db_bytes) = rt.block_on(run(name, work));
+        let (a, s) = (acked.as_secs_f64(), applied.as_secs_f64());
+        println!(
+            "  {name:>8}: acked {:.0} samples/s ({:.0} batches/s, {a:.2} s); acked + applied {:.0} samples/s ({s:.2} s); on disk {:.1} B/sample; process CPU {cpu:.2} s ({:.0} samples per CPU-second)",
+            total as f64 / a,
+            (agents * batches) as f64 / a,
+            total as f64 / s,
+            db_bytes as f64 / total as f64,
+            total as f64 / cpu,
+        );
+    }
+}
+
+/// One backend's run: (time to the last ack, time until everything is applied, process CPU
+/// seconds, bytes on disk).
+async fn run(name: &str, work: Vec<Vec<Verified>>) -> (Duration, Duration, f64, u64) {
     let dir = tempfile::tempdir().unwrap();
+    let db = match name {
+        "postgres" => Some(sentra_testkit::TestDb::new().await.unwrap()),
+        "sqlite" => None,
+        other => panic!("BENCH_BACKENDS: unknown backend {other:?} (sqlite, postgres)"),
+    };
+    let backend = match &db {
+        Some(db) => Backend::postgres(db.url()),
+        None => Backend::sqlite(dir.path()),
+    };
     let cpu_before = cpu_seconds();
-    let (elapsed, cpu, db_bytes) = rt.block_on(async {
-        let ingest = Ingest::open(dir.path(), Config::default()).await.unwrap();
+    {
+        let ingest = Ingest::open_with(backend, Config::default()).await.unwrap();
         let start = Instant::now();
         let mut tasks = Vec::new();
         for mine in work {
@@ -128,9 +165,24 @@ fn main() {
         for t in tasks {
             t.await.unwrap();
         }
-        let elapsed = start.elapsed();
+        let acked = start.elapsed();
+        ingest.flush().await.unwrap();
+        let applied = start.elapsed();
         let cpu = cpu_seconds() - cpu_before;
         ingest.shutdown().await.unwrap();
+        if let Some(db) = &db {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+                .await
+                .unwrap();
+            let bytes: i64 = sqlx::query_scalar(
+                "SELECT sum(pg_total_relation_size(oid))::int8 FROM pg_class \
+                 WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            return (acked, applied, cpu, bytes as u64);
+        }
         // Pages in use (the file also holds free pages left by the staging table, which
         // later staging reuses).
         let url = format!(
@@ -151,23 +203,6 @@ fn main() {
             .fetch_one(&mut c)
             .await
             .unwrap();
-        (elapsed, cpu, (used * page) as u64)
-    });
-    let secs = elapsed.as_secs_f64();
-    println!(
-        "pipeline: {agents} agents x {batches} batches x {} samples ({series} series x {points} points) = {total} samples",
-        series * points
-    );
-    println!(
-        "  wall: {:.0} samples/s, {:.0} batches/s, {secs:.2} s; payload {:.1} B/sample; in use on disk {:.1} B/sample ({db_bytes} bytes of pages)",
-        total as f64 / secs,
-        (agents * batches) as f64 / secs,
-        payload_bytes as f64 / total as f64,
-        db_bytes as f64 / total as f64,
-    );
-    println!(
-        "  CPU: {cpu:.2} s, {:.2} cores busy on average, {:.0} samples per CPU-second",
-        cpu / secs,
-        total as f64 / cpu,
-    );
+        (acked, applied, cpu, (used * page) as u64)
+    }
 }

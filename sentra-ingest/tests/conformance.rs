@@ -482,8 +482,7 @@ async fn a_second_writer_is_refused(kind: Kind) {
     let first = store.open().await;
     let err = Ingest::open_with(store.backend(), config())
         .await
-        .err()
-        .expect("a second pipeline on the same store was allowed");
+        .expect_err("a second pipeline on the same store was allowed");
     let text = format!("{err} {:?}", std::error::Error::source(&err));
     assert!(
         text.contains("in use by") || text.contains("another sentra-ingest writer"),
