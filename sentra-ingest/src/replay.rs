@@ -165,6 +165,26 @@ impl AgentMark {
         }
     }
 
+    /// What the durable copy of the stored-seq ranges must change to go from `before`'s
+    /// ranges (`None`: the agent had no mark) to this mark's: the ranges to delete (by
+    /// `lo`) and the ranges to write (insert or replace by `lo`).
+    pub(crate) fn range_changes(&self, before: Option<&Self>) -> (Vec<u64>, Vec<(u64, u64)>) {
+        let empty = BTreeMap::new();
+        let old = before.map_or(&empty, |b| &b.stored);
+        let removed = old
+            .keys()
+            .filter(|lo| !self.stored.contains_key(lo))
+            .copied()
+            .collect();
+        let written = self
+            .stored
+            .iter()
+            .filter(|(lo, hi)| old.get(lo) != Some(hi))
+            .map(|(lo, hi)| (*lo, *hi))
+            .collect();
+        (removed, written)
+    }
+
     /// Forgets the high-water mark, floor, window and stored seqs (the ledger stays, its
     /// `missing` count restarts); returns the previous high-water mark.
     fn reset(&mut self) -> u64 {

@@ -3,7 +3,7 @@
 //! [`MetricStore`] (see [`crate::backend`]).
 
 use std::{
-    collections::{BTreeMap, HashMap, hash_map::Entry},
+    collections::{HashMap, hash_map::Entry},
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -548,18 +548,11 @@ impl<S: MetricStore> Writer<S> {
                 floor: m.floor,
                 ledger: m.ledger.clone(),
             });
-            let empty = BTreeMap::new();
-            let old = before.as_ref().map_or(&empty, |b| &b.stored);
-            for lo in old.keys() {
-                if !m.stored.contains_key(lo) {
-                    plan.ranges_removed.push((agent.clone(), *lo));
-                }
-            }
-            for (lo, hi) in &m.stored {
-                if old.get(lo) != Some(hi) {
-                    plan.ranges_written.push((agent.clone(), *lo, *hi));
-                }
-            }
+            let (removed, written) = m.range_changes(before.as_ref());
+            plan.ranges_removed
+                .extend(removed.into_iter().map(|lo| (agent.clone(), lo)));
+            plan.ranges_written
+                .extend(written.into_iter().map(|(lo, hi)| (agent.clone(), lo, hi)));
         }
 
         let result = self.store.append(&plan).await;

@@ -1,8 +1,10 @@
 //! The replay window against a model: a set of every stored seq per agent and the rules of
-//! the crate docs, over random interleavings of pushes, restarts (the window rebuilt from
-//! exactly the parts the writer makes durable) and sequence resets.
+//! the crate docs, over random interleavings of pushes, failed group commits (undone with
+//! `put_back`), restarts (the window rebuilt from a durable image kept the way the writer's
+//! statements keep tables `agents`, `seq_ranges` and `accepted`), sequence resets and
+//! agent deletions.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use proptest::prelude::*;
 use sentra_core::AgentId;
@@ -91,6 +93,8 @@ enum Op {
     },
     /// The window rebuilt from its durable parts, as the writer does at start.
     Restart,
+    /// A group whose commit failed: decided, then every mark put back.
+    Failed(Vec<(usize, u64)>),
     Reset(usize),
     Forget(usize),
 }
@@ -109,6 +113,7 @@ fn op() -> impl Strategy<Value = Op> {
         20 => (0usize..3, seq(), 0u8..3, prop_oneof![4 => Just(0i64), 1 => -5i64..5, 1 => Just(i64::MAX)])
             .prop_map(|(agent, seq, fp, received)| Op::Push { agent, seq, fp, received }),
         2 => Just(Op::Restart),
+        1 => prop::collection::vec((0usize..3, seq()), 1..6).prop_map(Op::Failed),
         1 => (0usize..3).prop_map(Op::Reset),
         1 => (0usize..3).prop_map(Op::Forget),
     ]
@@ -120,22 +125,73 @@ fn agents() -> Vec<AgentId> {
         .collect()
 }
 
-/// What the writer makes durable (table `agents`, `seq_ranges`, `accepted`), loaded back.
-fn restart(old: &ReplayWindow) -> ReplayWindow {
-    let mut new = ReplayWindow::new(old.window, old.max_jump);
-    for (agent, m) in old.iter() {
-        new.restore(
-            agent.clone(),
-            AgentMark::restore(m.high_water, m.floor, m.last_seen, m.ledger.clone()),
-        );
-        for (lo, hi) in &m.stored {
-            new.restore_range(agent, *lo, *hi);
+/// The durable image: tables `agents` (scalars and ledger), `seq_ranges` and `accepted`,
+/// changed as the writer's commit, reset and delete statements change them.
+#[derive(Debug, Default)]
+struct Durable {
+    agents: BTreeMap<usize, (u64, u64, i64, Ledger)>,
+    ranges: BTreeMap<(usize, u64), u64>,
+    accepted: BTreeMap<(usize, u64), [u8; 32]>,
+}
+
+impl Durable {
+    /// One committed decision of agent `i` (its mark `before` and now `m`).
+    fn commit(
+        &mut self,
+        i: usize,
+        before: Option<&AgentMark>,
+        m: &AgentMark,
+        stored: Option<(u64, [u8; 32])>,
+    ) {
+        self.agents
+            .insert(i, (m.high_water, m.floor, m.last_seen, m.ledger.clone()));
+        if m.floor > 0 {
+            self.accepted.retain(|(a, s), _| *a != i || *s > m.floor);
         }
-        for (seq, fp) in &m.seen {
-            new.restore_seen(agent, *seq, *fp);
+        let (removed, written) = m.range_changes(before);
+        for lo in removed {
+            self.ranges.remove(&(i, lo));
+        }
+        for (lo, hi) in written {
+            self.ranges.insert((i, lo), hi);
+        }
+        if let Some((seq, fp)) = stored {
+            self.accepted.entry((i, seq)).or_insert(fp);
         }
     }
-    new
+
+    fn reset(&mut self, i: usize) {
+        if let Some((hw, floor, _, ledger)) = self.agents.get_mut(&i) {
+            *hw = 0;
+            *floor = 0;
+            ledger.missing = 0;
+        }
+        self.ranges.retain(|(a, _), _| *a != i);
+        self.accepted.retain(|(a, _), _| *a != i);
+    }
+
+    fn delete(&mut self, i: usize) {
+        self.agents.remove(&i);
+        self.reset(i);
+    }
+
+    /// The writer's start: a window rebuilt from the image.
+    fn load(&self, window: u64, jump: u64, agents: &[AgentId]) -> ReplayWindow {
+        let mut w = ReplayWindow::new(window, jump);
+        for (i, (hw, floor, last_seen, ledger)) in &self.agents {
+            w.restore(
+                agents[*i].clone(),
+                AgentMark::restore(*hw, *floor, *last_seen, ledger.clone()),
+            );
+        }
+        for ((i, lo), hi) in &self.ranges {
+            w.restore_range(&agents[*i], *lo, *hi);
+        }
+        for ((i, seq), fp) in &self.accepted {
+            w.restore_seen(&agents[*i], *seq, *fp);
+        }
+        w
+    }
 }
 
 fn check(w: &ReplayWindow, agent: &AgentId, model: Option<&Model>) -> Result<(), TestCaseError> {
@@ -185,23 +241,39 @@ proptest! {
     ) {
         let agents = agents();
         let mut w = ReplayWindow::new(window, jump);
+        let mut durable = Durable::default();
         let mut models: Vec<Option<Model>> = vec![None; 3];
         for op in ops {
             match op {
                 Op::Push { agent, seq, fp, received } => {
                     let model = models[agent].get_or_insert_with(Model::default);
                     let want = model.decide(seq, [fp; 32], received, window, jump);
+                    let before = w.get(&agents[agent]).cloned();
                     let got = w.decide(&agents[agent], seq, [fp; 32], received);
                     prop_assert_eq!(got, want, "agent {} seq {}", agent, seq);
+                    let stored = matches!(got, Outcome::Accepted { .. }).then_some((seq, [fp; 32]));
+                    let m = w.get(&agents[agent]).expect("decided");
+                    durable.commit(agent, before.as_ref(), m, stored);
                 }
-                Op::Restart => w = restart(&w),
+                Op::Failed(group) => {
+                    let saved: Vec<_> = agents.iter().map(|a| w.get(a).cloned()).collect();
+                    for (agent, seq) in group {
+                        w.decide(&agents[agent], seq, [7; 32], 0);
+                    }
+                    for (a, m) in agents.iter().zip(saved) {
+                        w.put_back(a.clone(), m);
+                    }
+                }
+                Op::Restart => w = durable.load(window, jump, &agents),
                 Op::Reset(agent) => {
                     let want = models[agent].as_mut().map(Model::reset);
                     prop_assert_eq!(w.reset(&agents[agent]), want);
+                    durable.reset(agent);
                 }
                 Op::Forget(agent) => {
                     let had = models[agent].take().is_some();
                     prop_assert_eq!(w.forget(&agents[agent]), had);
+                    durable.delete(agent);
                 }
             }
             for (i, a) in agents.iter().enumerate() {
