@@ -86,6 +86,30 @@ impl Store {
         }
     }
 
+    /// The days (since the epoch) that have a `samples` partition (PostgreSQL).
+    async fn pg_partition_days(&self) -> Vec<i64> {
+        let mut c = sqlx::PgConnection::connect(self.db.as_ref().unwrap().url())
+            .await
+            .unwrap();
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'samples'::regclass",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        names
+            .iter()
+            .filter_map(|n| {
+                let d = n.strip_prefix("samples_d")?;
+                match d.strip_prefix('m') {
+                    Some(neg) => neg.parse::<i64>().ok().map(|x| -x),
+                    None => d.parse().ok(),
+                }
+            })
+            .collect()
+    }
+
     /// Makes every append to the staging log fail (a trigger), or stops doing so.
     async fn inject_failure(&self, on: bool) {
         match (self.kind, on) {
@@ -498,6 +522,76 @@ async fn a_second_writer_is_refused(kind: Kind) {
     again.shutdown().await.unwrap();
 }
 
+async fn retention_removes_old_samples(kind: Kind) {
+    const DAY: i64 = 86_400_000;
+    let store = Store::new(kind).await;
+    let a = agent("conf-ret");
+    let t = now();
+    // three and two days ago (outside the partitions made ahead), and an hour ago
+    let old = [t - 3 * DAY, t - 2 * DAY, t - 3_600_000];
+    let samples = old.iter().map(|&ts| gauge("ret", &[], ts, 1.0)).collect();
+    let mut c = config();
+    c.retention = Duration::from_secs(24 * 3600);
+    let ingest = Ingest::open_with(store.backend(), c).await.unwrap();
+    let ack = ingest
+        .service()
+        .push(verify(&batch(&a, 1, t, samples)))
+        .await
+        .unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    ingest.flush().await.unwrap();
+    let sel = Selector::metric("ret").unwrap();
+    let (from, to) = (
+        UnixMillis::from_millis(t - 4 * DAY),
+        UnixMillis::from_millis(t),
+    );
+    let raw_count = || async {
+        let h = ingest
+            .query()
+            .history(
+                &sel,
+                Range::whole(from, to).unwrap(),
+                Aggregation::Count,
+                Resolution::Raw,
+            )
+            .await
+            .unwrap();
+        h[0].points[0].1
+    };
+    assert_eq!(raw_count().await, 3.0);
+    if kind == Kind::Postgres {
+        let days = store.pg_partition_days().await;
+        for ts in old {
+            assert!(
+                days.contains(&ts.div_euclid(DAY)),
+                "no partition for {ts}: {days:?}"
+            );
+        }
+    }
+    ingest.run_maintenance(UnixMillis::now()).await.unwrap();
+    assert_eq!(
+        raw_count().await,
+        1.0,
+        "samples older than the retention survived"
+    );
+    if kind == Kind::Postgres {
+        // whole days before the cutoff are dropped partitions, not deleted rows
+        let days = store.pg_partition_days().await;
+        for ts in &old[..2] {
+            assert!(
+                !days.contains(&ts.div_euclid(DAY)),
+                "day of {ts} kept: {days:?}"
+            );
+        }
+        assert!(days.contains(&old[2].div_euclid(DAY)));
+        assert!(
+            days.contains(&(t.div_euclid(DAY) + 2)),
+            "days ahead: {days:?}"
+        );
+    }
+    ingest.shutdown().await.unwrap();
+}
+
 /// Instantiates every suite function once per backend.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -526,6 +620,7 @@ conformance!(
     reset_and_delete,
     storage_error_never_acks,
     a_second_writer_is_refused,
+    retention_removes_old_samples,
 );
 
 // ---- PostgreSQL only ---------------------------------------------------------------------
