@@ -182,3 +182,40 @@ impl ServerTls {
         tokio_rustls::TlsAcceptor::from(self.config.clone())
     }
 }
+
+#[cfg(all(test, feature = "server"))]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    fn self_signed() -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key = private_key_from_pem(c.key_pair.serialize_pem().as_bytes()).unwrap();
+        (vec![c.cert.der().clone()], key)
+    }
+
+    #[test]
+    fn rustls_errors_are_sources_not_payloads() {
+        // An empty client CA set: the verifier builder refuses it.
+        let (chain, key) = self_signed();
+        let e = ServerTls::new(chain, key, Some(Vec::new())).unwrap_err();
+        assert!(matches!(e, Error::ClientVerifier(_)), "{e:?}");
+        let source = e.source().expect("source");
+        assert!(
+            source.is::<rustls::server::VerifierBuilderError>(),
+            "{source:?}"
+        );
+        assert!(
+            e.to_string().starts_with("client certificate verifier: "),
+            "{e}"
+        );
+
+        // A key that does not belong to the certificate: rustls' own error.
+        let (chain, _) = self_signed();
+        let (_, other_key) = self_signed();
+        let e = ServerTls::new(chain, other_key, None).unwrap_err();
+        assert!(matches!(e, Error::Tls(_)), "{e:?}");
+        assert!(e.source().expect("source").is::<rustls::Error>(), "{e:?}");
+    }
+}
