@@ -16,11 +16,11 @@ use sentra_plugin::{Capabilities, Error, FailureKind, Host, HostConfig, Plugin};
 const DEADLINE: Duration = Duration::from_millis(50);
 
 /// A host with the default limits except the quarantine threshold and a sample bound of
-/// 1 000 (the flood case stays well inside the deadline in a debug build).
+/// 100 (the flood case stays well inside the deadline in a loaded debug build).
 fn host(quarantine_after: u32) -> Host {
     let mut cfg = HostConfig::default();
     cfg.quarantine_after = quarantine_after;
-    cfg.output.max_samples = 1000;
+    cfg.output.max_samples = 100;
     Host::new(cfg).expect("host")
 }
 
