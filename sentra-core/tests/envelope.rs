@@ -462,7 +462,15 @@ fn verified_garbage_payload_gives_decode_error() {
     let v = Verifier::new()
         .verify(&env, Method::Push, UnixMillis::from_millis(NOW), &keyring)
         .unwrap();
-    assert!(matches!(v.decode_batch(), Err(Error::Decode(_))));
+    let e = v.decode_batch().unwrap_err();
+    assert!(matches!(e, Error::Decode(_)), "{e:?}");
+    // The protobuf error is kept as the source, not as a public payload type.
+    let source = std::error::Error::source(&e).expect("source");
+    assert!(source.is::<prost::DecodeError>(), "{source:?}");
+    assert_eq!(
+        e.reject_reason(),
+        sentra_core::proto::RejectReason::Malformed
+    );
 }
 
 // ---- property tests ----
