@@ -7,7 +7,10 @@ use sqlx::{ColumnIndex, Database, Decode, Executor, IntoArguments, Row, Type};
 
 use crate::{
     AgentLedger,
+    backend::{SeriesRow, Unapplied},
     maintenance::Bucket,
+    model::parse_labels_json,
+    query::SeriesInfo,
     replay::{AgentMark, Ledger},
 };
 
@@ -18,6 +21,9 @@ pub(crate) const LOAD_AGENTS: &str = "SELECT agent_id, high_water, floor, last_s
 pub(crate) const LOAD_SEQ_RANGES: &str = "SELECT agent_id, lo, hi FROM seq_ranges";
 /// The fingerprint window: agent, seq, fingerprint.
 pub(crate) const LOAD_FINGERPRINTS: &str = "SELECT agent_id, seq, fingerprint FROM accepted";
+/// The staging log's unapplied entries, in order (decode with [`unapplied`]).
+pub(crate) const UNAPPLIED: &str =
+    "SELECT id, fingerprint, received_ms, payload FROM pending ORDER BY id";
 /// The latest WireGuard status per agent: agent, encoded devices.
 pub(crate) const LOAD_WG_STATUS: &str = "SELECT agent_id, devices FROM wg_status";
 /// An agent's high-water mark (`$1`: agent).
@@ -136,4 +142,54 @@ where
         last: f(5, f64::NAN),
         last_ts: r.get(6),
     }
+}
+
+/// A row of [`UNAPPLIED`].
+pub(crate) fn unapplied<R>(r: &R) -> Unapplied
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Unapplied {
+        id: r.get(0),
+        fingerprint: r.get(1),
+        received_ms: r.get(2),
+        payload: bytes::Bytes::from(r.get::<Vec<u8>, _>(3)),
+    }
+}
+
+/// A row `id, agent, name, labels` (labels as canonical JSON text) of table `series`.
+pub(crate) fn series_row<R>(r: &R) -> SeriesRow
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    SeriesRow {
+        id: r.get(0),
+        agent: r.get(1),
+        name: r.get(2),
+        labels: parse_labels_json(&r.get::<String, _>(3)),
+    }
+}
+
+/// A row `id, agent, name, labels, kind` (labels as canonical JSON text, kind as a 64-bit
+/// integer) of a series query.
+pub(crate) fn series_info<R>(r: &R) -> SeriesInfo
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    SeriesInfo::new(
+        r.get(0),
+        r.get(1),
+        r.get(2),
+        parse_labels_json(&r.get::<String, _>(3)),
+        r.get(4),
+    )
 }

@@ -7,7 +7,6 @@ use crate::{
     AgentLedger, Error, Result,
     backend::{MetricReader, sql},
     maintenance::Bucket,
-    model::parse_labels_json,
     query::{Aggregation, MatchOp, Range, Resolution, Selector, SeriesInfo},
 };
 
@@ -82,18 +81,7 @@ impl MetricReader for SqliteReader {
             .fetch_all(&self.pool)
             .await
             .map_err(Error::storage("resolving series"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                SeriesInfo::new(
-                    r.get(0),
-                    r.get(1),
-                    r.get(2),
-                    parse_labels_json(r.get(3)),
-                    r.get::<i64, _>(4),
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(sql::series_info).collect())
     }
 
     async fn latest(&self, ids: &[i64]) -> Result<Vec<(i64, i64, f64)>> {

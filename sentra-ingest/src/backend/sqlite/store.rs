@@ -9,7 +9,7 @@ use sqlx::{
 use crate::{
     backend::{ApplyPlan, Commit, MetricStore, SeriesRow, StagingLog, StoreResult, Unapplied, sql},
     maintenance::MaintenanceWrite,
-    model::{Stored, labels_json, parse_labels_json},
+    model::{Stored, labels_json},
     replay::AgentMark,
 };
 
@@ -214,18 +214,8 @@ impl StagingLog for SqliteStore {
     }
 
     async fn unapplied(&mut self) -> StoreResult<Vec<Unapplied>> {
-        let rows = self
-            .fetch_all("SELECT id, fingerprint, received_ms, payload FROM pending ORDER BY id")
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Unapplied {
-                id: r.get(0),
-                fingerprint: r.get(1),
-                received_ms: r.get(2),
-                payload: bytes::Bytes::from(r.get::<Vec<u8>, _>(3)),
-            })
-            .collect())
+        let rows = self.fetch_all(sql::UNAPPLIED).await?;
+        Ok(rows.iter().map(sql::unapplied).collect())
     }
 }
 
@@ -263,15 +253,7 @@ impl MetricStore for SqliteStore {
         let rows = self
             .fetch_all("SELECT id, agent, name, labels FROM series")
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| SeriesRow {
-                id: r.get(0),
-                agent: r.get(1),
-                name: r.get(2),
-                labels: parse_labels_json(r.get(3)),
-            })
-            .collect())
+        Ok(rows.iter().map(sql::series_row).collect())
     }
 
     async fn load_wg_status(&mut self) -> StoreResult<Vec<(String, Vec<u8>)>> {
