@@ -720,3 +720,60 @@ async fn postgres_restart_mid_ingest_loses_no_acked_batch() {
     );
     drop(db);
 }
+
+/// An unreachable server, a wrong password and a missing database are clear errors at open
+/// that never repeat the password.
+#[tokio::test]
+async fn postgres_open_errors_are_clear_and_hide_the_password() {
+    let server = PgServer::shared().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let secret = "s3cr3t-pw-do-not-print";
+    let good = server.url_for("postgres");
+    let wrong_pw = {
+        // postgres://user:password@host...: swap the password
+        let (head, rest) = good.split_once("://").unwrap();
+        let (cred, host) = rest.split_once('@').unwrap();
+        let user = cred.split(':').next().unwrap();
+        format!("{head}://{user}:{secret}@{host}")
+    };
+    let cases = [
+        (
+            format!("postgres://sentra:{secret}@127.0.0.1:{port}/postgres"),
+            "connecting to PostgreSQL",
+        ),
+        (wrong_pw, "connecting to PostgreSQL"),
+        (
+            server.url_for("sentra_no_such_database"),
+            "connecting to PostgreSQL",
+        ),
+        (
+            format!("postgres://u:{secret}@[::1:5432/x"),
+            "PostgreSQL URL",
+        ),
+    ];
+    for (url, context) in cases {
+        let err = Ingest::open_with(Backend::postgres(url.as_str()), config())
+            .await
+            .expect_err("opened a store that cannot work");
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            text.push_str(" / ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        eprintln!("open error: {text}");
+        assert!(text.contains(context), "{text}");
+        assert!(!text.contains(secret), "password in the error: {text}");
+        assert!(!text.contains(&good), "URL in the error: {text}");
+        assert!(
+            !format!("{err:?}").contains(secret),
+            "password in Debug: {err:?}"
+        );
+    }
+    let b = Backend::postgres(format!("postgres://u:{secret}@h/db"));
+    assert!(!format!("{b:?}").contains(secret));
+}

@@ -59,10 +59,18 @@ pub(crate) fn connect_options(url: &str) -> Result<PgConnectOptions> {
 /// may start at once), creates the partitions of the next days, and opens the read pool.
 pub(crate) async fn open(url: &str, config: &Config) -> Result<(PgStore, PgReader)> {
     let opts = connect_options(url)?;
-    let mut conn = opts
-        .connect()
-        .await
-        .map_err(Error::storage("connecting to PostgreSQL"))?;
+    let mut conn = opts.connect().await.map_err(|e| Error::Storage {
+        context: "connecting to PostgreSQL",
+        // where (never the password) and why
+        source: format!(
+            "{}:{} database {:?} user {:?}: {e}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or_default(),
+            opts.get_username(),
+        )
+        .into(),
+    })?;
     store::lock_writer(&mut conn)
         .await
         .map_err(|source| Error::Storage {
