@@ -134,7 +134,7 @@ impl Error {
     }
 }
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[doc(hidden)]
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
@@ -142,7 +142,7 @@ impl From<sqlx::Error> for Error {
     }
 }
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[doc(hidden)]
 impl From<sqlx::migrate::MigrateError> for Error {
     fn from(e: sqlx::migrate::MigrateError) -> Self {

@@ -11,6 +11,8 @@
 //! sharing the database sees that something changed with one cheap read
 //! ([`ControlBackend::control_version`]).
 
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 

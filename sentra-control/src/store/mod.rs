@@ -124,6 +124,20 @@ impl ControlStore {
         Self::build(Arc::new(backend), Some(path), options).await
     }
 
+    /// Connects to the PostgreSQL control store at `url` (`postgres://user:pass@host/db`)
+    /// and runs its migrations; otherwise as [`ControlStore::open`]. Every server sharing
+    /// the database sees the others' changes within one poll interval.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a malformed URL, [`Error::Database`] for an unreachable or
+    /// wrong database. Neither message contains the URL (it may carry a password).
+    #[cfg(feature = "postgres")]
+    pub async fn open_postgres(url: &str, options: StoreOptions) -> Result<Self> {
+        let backend = crate::backend::postgres::PostgresBackend::connect(url).await?;
+        Self::build(Arc::new(backend), None, options).await
+    }
+
     /// A store over any [`ControlBackend`] ([`ControlStore::open`] is the SQLite one).
     /// Loads the keyring and starts the poller like [`ControlStore::open`].
     ///

@@ -1,0 +1,514 @@
+//! One conformance suite for every control-store backend: the same test functions run
+//! against SQLite (`control.db` in a temp dir) and PostgreSQL (a fresh database on a real
+//! server from `sentra-testkit`: `SENTRA_TEST_PG_URL`, or a cluster started with
+//! `initdb`/`pg_ctl`; a missing PostgreSQL fails with an install hint, never a skip).
+
+use std::time::{Duration, Instant};
+
+use sentra_control::{
+    Actor, AuditQuery, ControlStore, Error, Password, PasswordCost, PeerSpec, Role, StoreOptions,
+    UserUpdate,
+};
+use sentra_core::{KeyId, Keyring as _};
+
+const K1: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const K2: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+fn options(reload: Option<Duration>) -> StoreOptions {
+    let mut o = StoreOptions::default();
+    o.password_cost = PasswordCost::insecure_for_tests();
+    o.reload_interval = reload;
+    o
+}
+
+/// Where a test's database lives; opens any number of stores on it.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(sentra_testkit::TestDb),
+}
+
+impl Db {
+    async fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    async fn postgres() -> Self {
+        Self::Postgres(
+            sentra_testkit::TestDb::new()
+                .await
+                .unwrap_or_else(|e| panic!("test PostgreSQL: {e}")),
+        )
+    }
+
+    async fn open(&self, reload: Option<Duration>) -> ControlStore {
+        match self {
+            Self::Sqlite(dir) => ControlStore::open(dir.path(), options(reload)).await,
+            Self::Postgres(db) => ControlStore::open_postgres(db.url(), options(reload)).await,
+        }
+        .unwrap()
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    users_and_the_last_admin,
+    sessions_end_with_token_version,
+    enrolment_rotation_revocation,
+    one_token_enrols_once_across_stores,
+    desired_state_revisions,
+    every_mutation_is_audited_in_its_transaction,
+    changes_reach_another_store_within_1s,
+);
+
+async fn users_and_the_last_admin(db: Db) {
+    let s = db.open(None).await;
+    let me = Actor::local();
+    s.create_user(&me, "root", Password::new("root password"), Role::Admin)
+        .await
+        .unwrap();
+    let dup = s
+        .create_user(&me, "root", Password::new("other password"), Role::Viewer)
+        .await;
+    assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
+    assert!(matches!(
+        s.create_user(&me, "bad name", Password::new("long enough"), Role::Viewer)
+            .await,
+        Err(Error::Invalid { .. })
+    ));
+    assert!(matches!(
+        s.delete_user(&me, "root").await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        s.update_user(&me, "root", UserUpdate::default().role(Role::Viewer))
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        s.update_user(&me, "root", UserUpdate::default().disabled(true))
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    s.create_user(&me, "second", Password::new("second password"), Role::Admin)
+        .await
+        .unwrap();
+    let u = s
+        .update_user(&me, "root", UserUpdate::default().role(Role::Viewer))
+        .await
+        .unwrap();
+    assert_eq!(u.role, Role::Viewer);
+    assert_eq!(s.get_user("root").await.unwrap().role, Role::Viewer);
+    let names: Vec<_> = s
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["root", "second"]);
+    s.delete_user(&me, "root").await.unwrap();
+    assert!(matches!(
+        s.get_user("root").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.delete_user(&me, "root").await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn sessions_end_with_token_version(db: Db) {
+    let s = db.open(None).await;
+    let me = Actor::local();
+    s.create_user(&me, "admin", Password::new("admin password"), Role::Admin)
+        .await
+        .unwrap();
+    s.create_user(&me, "alice", Password::new("alice password"), Role::Viewer)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.authenticate("alice", Password::new("wrong password"))
+            .await,
+        Err(Error::Unauthenticated)
+    ));
+    assert!(matches!(
+        s.authenticate("nobody", Password::new("alice password"))
+            .await,
+        Err(Error::Unauthenticated)
+    ));
+    let (_, v1) = s
+        .authenticate_session("alice", Password::new("alice password"))
+        .await
+        .unwrap();
+    assert!(s.session_valid("alice", v1).await);
+    // Logout ends the token.
+    s.end_sessions(&Actor::user("alice"), "alice")
+        .await
+        .unwrap();
+    assert!(!s.session_valid("alice", v1).await);
+    let (_, v2) = s
+        .authenticate_session("alice", Password::new("alice password"))
+        .await
+        .unwrap();
+    assert_ne!(v1, v2);
+    // A password change needs the current password and ends the tokens.
+    assert!(matches!(
+        s.change_password(
+            "alice",
+            Password::new("not it at all"),
+            Password::new("new password 1")
+        )
+        .await,
+        Err(Error::Unauthenticated)
+    ));
+    assert!(s.session_valid("alice", v2).await);
+    s.change_password(
+        "alice",
+        Password::new("alice password"),
+        Password::new("new password 1"),
+    )
+    .await
+    .unwrap();
+    assert!(!s.session_valid("alice", v2).await);
+    assert!(
+        s.authenticate("alice", Password::new("alice password"))
+            .await
+            .is_err()
+    );
+    let (_, v3) = s
+        .authenticate_session("alice", Password::new("new password 1"))
+        .await
+        .unwrap();
+    // A role change keeps the token but the current role applies.
+    s.update_user(&me, "alice", UserUpdate::default().role(Role::Admin))
+        .await
+        .unwrap();
+    let subj = s.token_subject("alice").await.unwrap().unwrap();
+    assert_eq!((subj.role, subj.token_version), (Role::Admin, v3));
+    // Disabling ends the tokens and refuses logins.
+    s.update_user(&me, "alice", UserUpdate::default().disabled(true))
+        .await
+        .unwrap();
+    assert!(!s.session_valid("alice", v3).await);
+    assert!(matches!(
+        s.authenticate("alice", Password::new("new password 1"))
+            .await,
+        Err(Error::Unauthenticated)
+    ));
+    // A deleted and re-created user does not inherit old tokens.
+    s.update_user(&me, "alice", UserUpdate::default().disabled(false))
+        .await
+        .unwrap();
+    let (_, v4) = s
+        .authenticate_session("alice", Password::new("new password 1"))
+        .await
+        .unwrap();
+    s.delete_user(&me, "alice").await.unwrap();
+    assert!(s.token_subject("alice").await.unwrap().is_none());
+    s.create_user(&me, "alice", Password::new("alice password"), Role::Viewer)
+        .await
+        .unwrap();
+    assert!(!s.session_valid("alice", v4).await);
+}
+
+async fn enrolment_rotation_revocation(db: Db) {
+    let s = db.open(None).await;
+    let me = Actor::local();
+    let tok = s
+        .issue_bootstrap_token(&me, Duration::from_secs(600), "edge")
+        .await
+        .unwrap();
+    assert!(tok.token.expose_secret().starts_with("sntb_"));
+    let e = s.enroll(&tok.token, "Edge Router #1").await.unwrap();
+    assert!(
+        e.agent_id.as_str().starts_with("edge-router-1-"),
+        "{}",
+        e.agent_id
+    );
+    assert!(matches!(
+        s.enroll(&tok.token, "again").await,
+        Err(Error::InvalidBootstrapToken)
+    ));
+    let listed = s.list_bootstrap_tokens().await.unwrap();
+    assert_eq!(
+        listed[0].used_by_agent.as_deref(),
+        Some(e.agent_id.as_str())
+    );
+    assert!(s.keyring().lookup(&e.agent_id, e.key_id).is_some());
+
+    let before = sentra_core::UnixMillis::now().as_millis();
+    let r = s
+        .rotate_key(&me, &e.agent_id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(r.new_key_id, 2);
+    assert!(r.previous_keys_not_after_ms >= before + 3_600_000);
+    let newest = s.newest_key(&e.agent_id).await.unwrap();
+    assert_eq!(newest.key_id, KeyId::new(2));
+    assert!(s.keyring().lookup(&e.agent_id, KeyId::new(1)).is_some());
+    assert!(s.keyring().lookup(&e.agent_id, KeyId::new(2)).is_some());
+    let info = s.get_agent(&e.agent_id).await.unwrap();
+    assert_eq!(info.keys.len(), 2);
+    assert_eq!(
+        info.keys[0].not_after_ms,
+        Some(r.previous_keys_not_after_ms)
+    );
+    assert_eq!(info.keys[1].not_after_ms, None);
+    // Zero overlap: older keys expire now and are pruned in the same rotation; numbering
+    // stays monotonic.
+    s.rotate_key(&me, &e.agent_id, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(s.keyring().lookup(&e.agent_id, KeyId::new(2)).is_none());
+    let r4 = s
+        .rotate_key(&me, &e.agent_id, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(r4.new_key_id, 4);
+    let ids: Vec<_> = s
+        .get_agent(&e.agent_id)
+        .await
+        .unwrap()
+        .keys
+        .iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(ids, [4]);
+
+    s.revoke_agent(&me, &e.agent_id).await.unwrap();
+    assert_eq!(s.keyring().agents(), 0);
+    assert!(matches!(
+        s.revoke_agent(&me, &e.agent_id).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        s.rotate_key(&me, &e.agent_id, Duration::ZERO).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        s.newest_key(&e.agent_id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(s.get_agent(&e.agent_id).await.unwrap().revoked_ms.is_some());
+    s.delete_agent(&me, &e.agent_id).await.unwrap();
+    assert!(matches!(
+        s.get_agent(&e.agent_id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(s.list_agents().await.unwrap().is_empty());
+    // Reopened: the keyring is loaded from the database.
+    let tok = s
+        .issue_bootstrap_token(&me, Duration::from_secs(600), "")
+        .await
+        .unwrap();
+    let e2 = s.enroll(&tok.token, "edge").await.unwrap();
+    drop(s);
+    let again = db.open(None).await;
+    assert!(again.keyring().lookup(&e2.agent_id, e2.key_id).is_some());
+    assert_eq!(again.keyring().agents(), 1);
+}
+
+/// Two stores on one database (two servers): of many concurrent enrolments with one
+/// token exactly one succeeds.
+async fn one_token_enrols_once_across_stores(db: Db) {
+    let a = db.open(None).await;
+    let b = db.open(None).await;
+    let tok = a
+        .issue_bootstrap_token(&Actor::local(), Duration::from_secs(600), "")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let t = tok.token.clone();
+        tasks.push(tokio::spawn(async move { s.enroll(&t, "edge").await }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(Error::InvalidBootstrapToken) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(a.list_agents().await.unwrap().len(), 1);
+}
+
+async fn desired_state_revisions(db: Db) {
+    let s = db.open(None).await;
+    let me = Actor::local();
+    let tok = s
+        .issue_bootstrap_token(&me, Duration::from_secs(600), "")
+        .await
+        .unwrap();
+    let e = s.enroll(&tok.token, "edge").await.unwrap();
+    let peers = vec![PeerSpec::new(K1).with_allowed_ips(["10.0.0.7/24"])];
+    assert_eq!(
+        s.set_desired_interface(&me, &e.agent_id, "wg0", peers.clone())
+            .await
+            .unwrap(),
+        1
+    );
+    // The same declaration again changes nothing.
+    assert_eq!(
+        s.set_desired_interface(&me, &e.agent_id, "wg0", peers)
+            .await
+            .unwrap(),
+        1
+    );
+    let two = vec![
+        PeerSpec::new(K1),
+        PeerSpec::new(K2).with_endpoint("192.0.2.1:51820"),
+    ];
+    assert_eq!(
+        s.set_desired_interface(&me, &e.agent_id, "wg0", two)
+            .await
+            .unwrap(),
+        2
+    );
+    let info = s.desired(&e.agent_id).await.unwrap();
+    assert_eq!((info.revision, info.interfaces.len()), (2, 1));
+    assert_eq!(info.interfaces[0].peers.len(), 2);
+    let unchanged = s.desired_state(&e.agent_id, 2).await.unwrap();
+    assert!(unchanged.unchanged && unchanged.interfaces.is_empty());
+    let full = s.desired_state(&e.agent_id, 0).await.unwrap();
+    assert_eq!((full.revision, full.interfaces[0].peers.len()), (2, 2));
+    assert!(matches!(
+        s.set_desired_interface(&me, &e.agent_id, "0123456789abcdef", vec![])
+            .await,
+        Err(Error::Invalid { .. })
+    ));
+    let conflict = vec![PeerSpec::new(K1), PeerSpec::new(K1)];
+    assert!(matches!(
+        s.set_desired_interface(&me, &e.agent_id, "wg1", conflict)
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        s.delete_desired_interface(&me, &e.agent_id, "wg0")
+            .await
+            .unwrap(),
+        3
+    );
+    assert!(matches!(
+        s.delete_desired_interface(&me, &e.agent_id, "wg0").await,
+        Err(Error::NotFound { .. })
+    ));
+    s.revoke_agent(&me, &e.agent_id).await.unwrap();
+    assert!(matches!(
+        s.set_desired_interface(&me, &e.agent_id, "wg0", vec![])
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        s.desired_state(&e.agent_id, 0).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn every_mutation_is_audited_in_its_transaction(db: Db) {
+    let s = db.open(None).await;
+    let me = Actor::local();
+    s.create_user(&me, "root", Password::new("root password"), Role::Admin)
+        .await
+        .unwrap();
+    assert!(s.delete_user(&me, "root").await.is_err());
+    s.authenticate("root", Password::new("wrong password"))
+        .await
+        .unwrap_err();
+    s.record_audit(&me, "data.delete", "edge-1", "success", "rows=3")
+        .await
+        .unwrap();
+    let log = s.audit_log(&AuditQuery::default()).await.unwrap();
+    let seen: Vec<_> = log
+        .iter()
+        .map(|e| (e.action.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("data.delete", "success"),
+            ("auth.login", "denied"),
+            ("user.delete", "conflict"),
+            ("user.create", "success"),
+        ]
+    );
+    assert!(log.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(log[3].actor, "local");
+    assert_eq!(log[3].detail, "role=admin");
+    // Paging: before an id, with a limit.
+    let mut q = AuditQuery::default();
+    q.before_id = Some(log[1].id);
+    q.limit = Some(1);
+    let page = s.audit_log(&q).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, log[2].id);
+}
+
+/// Two stores on one database (as two servers): a change through one reaches the other's
+/// keyring and user epoch within 1 s through the control version and its poller.
+async fn changes_reach_another_store_within_1s(db: Db) {
+    let poll = Some(Duration::from_millis(250));
+    let a = db.open(poll).await;
+    let b = db.open(poll).await;
+    let me = Actor::local();
+    let tok = a
+        .issue_bootstrap_token(&me, Duration::from_secs(600), "")
+        .await
+        .unwrap();
+    let e = a.enroll(&tok.token, "edge").await.unwrap();
+    let t0 = Instant::now();
+    while b.keyring().lookup(&e.agent_id, e.key_id).is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "enrolment not seen in 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t_enrol = t0.elapsed();
+    a.revoke_agent(&me, &e.agent_id).await.unwrap();
+    let t1 = Instant::now();
+    while b.keyring().lookup(&e.agent_id, e.key_id).is_some() {
+        assert!(
+            t1.elapsed() < Duration::from_secs(1),
+            "revocation not seen in 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t_revoke = t1.elapsed();
+    let epoch = b.user_epoch();
+    a.create_user(&me, "alice", Password::new("alice password"), Role::Viewer)
+        .await
+        .unwrap();
+    let t2 = Instant::now();
+    while b.user_epoch() == epoch {
+        assert!(
+            t2.elapsed() < Duration::from_secs(1),
+            "user change not seen in 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t_user = t2.elapsed();
+    eprintln!("propagation (poll 250 ms): enrol {t_enrol:?}, revoke {t_revoke:?}, user {t_user:?}");
+}
