@@ -154,7 +154,10 @@ pub(crate) struct Commit {
     /// Stored-seq ranges removed (agent, lo) and written (agent, lo, hi).
     pub(crate) ranges_removed: Vec<(AgentId, u64)>,
     pub(crate) ranges_written: Vec<(AgentId, u64, u64)>,
-    /// Fingerprints of accepted seqs (the window), keyed by (agent, seq).
+    /// Fingerprints of accepted seqs (the window), keyed by (agent, seq). Insert them
+    /// before deleting each agent's fingerprints at or below its [`AgentRow::floor`]: a
+    /// late seq accepted after the window shrank can already lie below the new floor, and
+    /// the memory side has dropped it (`replay/tests.rs` checks the durable image).
     pub(crate) accepted: Vec<(AgentId, u64, [u8; 32])>,
     /// Latest WireGuard status: agent, seq, created (ms), encoded devices. Kept only if
     /// newer (`created`) than the stored one.

@@ -91,8 +91,9 @@ enum Op {
         fp: u8,
         received: i64,
     },
-    /// The window rebuilt from its durable parts, as the writer does at start.
-    Restart,
+    /// The window rebuilt from its durable parts, as the writer does at start, with this
+    /// (maybe changed) `Config::replay_window`.
+    Restart(u64),
     /// A group whose commit failed: decided, then every mark put back.
     Failed(Vec<(usize, u64)>),
     Reset(usize),
@@ -112,7 +113,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         20 => (0usize..3, seq(), 0u8..3, prop_oneof![4 => Just(0i64), 1 => -5i64..5, 1 => Just(i64::MAX)])
             .prop_map(|(agent, seq, fp, received)| Op::Push { agent, seq, fp, received }),
-        2 => Just(Op::Restart),
+        2 => (1u64..10).prop_map(Op::Restart),
         1 => prop::collection::vec((0usize..3, seq()), 1..6).prop_map(Op::Failed),
         1 => (0usize..3).prop_map(Op::Reset),
         1 => (0usize..3).prop_map(Op::Forget),
@@ -143,6 +144,10 @@ impl Durable {
         m: &AgentMark,
         stored: Option<(u64, [u8; 32])>,
     ) {
+        // the window's fingerprint first, then the pruning below the (new) floor
+        if let Some((seq, fp)) = stored {
+            self.accepted.entry((i, seq)).or_insert(fp);
+        }
         self.agents
             .insert(i, (m.high_water, m.floor, m.last_seen, m.ledger.clone()));
         if m.floor > 0 {
@@ -154,9 +159,6 @@ impl Durable {
         }
         for (lo, hi) in written {
             self.ranges.insert((i, lo), hi);
-        }
-        if let Some((seq, fp)) = stored {
-            self.accepted.entry((i, seq)).or_insert(fp);
         }
     }
 
@@ -235,11 +237,12 @@ proptest! {
 
     #[test]
     fn decisions_match_the_model(
-        window in 1u64..10,
+        first_window in 1u64..10,
         jump in prop_oneof![Just(50u64), Just(1u64 << 42)],
         ops in prop::collection::vec(op(), 1..200),
     ) {
         let agents = agents();
+        let mut window = first_window;
         let mut w = ReplayWindow::new(window, jump);
         let mut durable = Durable::default();
         let mut models: Vec<Option<Model>> = vec![None; 3];
@@ -264,7 +267,10 @@ proptest! {
                         w.put_back(a.clone(), m);
                     }
                 }
-                Op::Restart => w = durable.load(window, jump, &agents),
+                Op::Restart(new_window) => {
+                    window = new_window;
+                    w = durable.load(window, jump, &agents);
+                }
                 Op::Reset(agent) => {
                     let want = models[agent].as_mut().map(Model::reset);
                     prop_assert_eq!(w.reset(&agents[agent]), want);

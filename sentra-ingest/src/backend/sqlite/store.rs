@@ -138,6 +138,17 @@ async fn write_commit(conn: &mut SqliteConnection, plan: &Commit) -> sqlx::Resul
         .execute(&mut *tx)
         .await?;
     }
+    // The window's fingerprints before the pruning below each agent's floor: a late seq can
+    // land at or below a floor that rose in this same group (the window shrank since the
+    // last start), and must not outlive the pruning on disk when it is gone from memory.
+    for (agent, seq, fp) in &plan.accepted {
+        sqlx::query("INSERT OR IGNORE INTO accepted (agent_id, seq, fingerprint) VALUES (?, ?, ?)")
+            .bind(agent.as_str())
+            .bind(*seq as i64)
+            .bind(&fp[..])
+            .execute(&mut *tx)
+            .await?;
+    }
     for row in &plan.agents {
         let l = &row.ledger;
         sqlx::query(
@@ -179,14 +190,6 @@ async fn write_commit(conn: &mut SqliteConnection, plan: &Commit) -> sqlx::Resul
             .bind(agent.as_str())
             .bind(*lo as i64)
             .bind(*hi as i64)
-            .execute(&mut *tx)
-            .await?;
-    }
-    for (agent, seq, fp) in &plan.accepted {
-        sqlx::query("INSERT OR IGNORE INTO accepted (agent_id, seq, fingerprint) VALUES (?, ?, ?)")
-            .bind(agent.as_str())
-            .bind(*seq as i64)
-            .bind(&fp[..])
             .execute(&mut *tx)
             .await?;
     }
