@@ -49,15 +49,18 @@ CREATE INDEX series_by_name ON series (name, agent);
 -- Raw samples, one partition per UTC day of `ts` (Unix ms): `samples_d<days since epoch>`.
 -- The writer creates a day's partition before inserting into it, maintenance creates the
 -- next days ahead and DROPs whole days older than the retention (a metadata operation, no
--- row-by-row DELETE, no bloat). No DEFAULT partition: attaching a day would then have to
--- scan it. `v` is NULL for a NaN gauge (as in SQLite: aggregates skip it); counters are
--- stored as float8 (every query answers f64).
+-- row-by-row DELETE, no bloat). Samples of days already older than the retention (an agent
+-- sending a backlog, or a wrong clock) get no partition of their own: they go to
+-- `samples_default` until the next maintenance pass deletes them, so no agent can make
+-- thousands of partitions. `v` is NULL for a NaN gauge (as in SQLite: aggregates skip it);
+-- counters are stored as float8 (every query answers f64).
 CREATE TABLE samples (
     series_id BIGINT NOT NULL,
     ts        BIGINT NOT NULL,
     v         DOUBLE PRECISION,
     PRIMARY KEY (series_id, ts)
 ) PARTITION BY RANGE (ts);
+CREATE TABLE samples_default PARTITION OF samples DEFAULT;
 
 -- Rollups: one row per series and bucket (bucket = start of the minute / hour, ms).
 CREATE TABLE rollup_1m (

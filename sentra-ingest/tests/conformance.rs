@@ -530,9 +530,7 @@ async fn retention_removes_old_samples(kind: Kind) {
     // three and two days ago (outside the partitions made ahead), and an hour ago
     let old = [t - 3 * DAY, t - 2 * DAY, t - 3_600_000];
     let samples = old.iter().map(|&ts| gauge("ret", &[], ts, 1.0)).collect();
-    let mut c = config();
-    c.retention = Duration::from_secs(24 * 3600);
-    let ingest = Ingest::open_with(store.backend(), c).await.unwrap();
+    let ingest = store.open().await; // the default retention: 30 days
     let ack = ingest
         .service()
         .push(verify(&batch(&a, 1, t, samples)))
@@ -540,25 +538,6 @@ async fn retention_removes_old_samples(kind: Kind) {
         .unwrap();
     assert_eq!(ack.status(), AckStatus::Accepted);
     ingest.flush().await.unwrap();
-    let sel = Selector::metric("ret").unwrap();
-    let (from, to) = (
-        UnixMillis::from_millis(t - 4 * DAY),
-        UnixMillis::from_millis(t),
-    );
-    let raw_count = || async {
-        let h = ingest
-            .query()
-            .history(
-                &sel,
-                Range::whole(from, to).unwrap(),
-                Aggregation::Count,
-                Resolution::Raw,
-            )
-            .await
-            .unwrap();
-        h[0].points[0].1
-    };
-    assert_eq!(raw_count().await, 3.0);
     if kind == Kind::Postgres {
         let days = store.pg_partition_days().await;
         for ts in old {
@@ -568,6 +547,28 @@ async fn retention_removes_old_samples(kind: Kind) {
             );
         }
     }
+    ingest.shutdown().await.unwrap();
+    drop(ingest);
+
+    // reopened with a 1-day retention
+    let mut c = config();
+    c.retention = Duration::from_secs(24 * 3600);
+    let ingest = Ingest::open_with(store.backend(), c).await.unwrap();
+    let sel = Selector::metric("ret").unwrap();
+    let range = Range::whole(
+        UnixMillis::from_millis(t - 4 * DAY),
+        UnixMillis::from_millis(t),
+    )
+    .unwrap();
+    let raw_count = || async {
+        let h = ingest
+            .query()
+            .history(&sel, range, Aggregation::Count, Resolution::Raw)
+            .await
+            .unwrap();
+        h[0].points[0].1
+    };
+    assert_eq!(raw_count().await, 3.0);
     ingest.run_maintenance(UnixMillis::now()).await.unwrap();
     assert_eq!(
         raw_count().await,
@@ -588,6 +589,92 @@ async fn retention_removes_old_samples(kind: Kind) {
             days.contains(&(t.div_euclid(DAY) + 2)),
             "days ahead: {days:?}"
         );
+    }
+    ingest.shutdown().await.unwrap();
+}
+
+/// A sample older than a short retention, then the retention made longer and another
+/// sample of the same day: both are stored (on PostgreSQL the first waits in the default
+/// partition, so that day must not get a partition of its own).
+async fn longer_retention_after_old_samples(kind: Kind) {
+    const DAY: i64 = 86_400_000;
+    let store = Store::new(kind).await;
+    let a = agent("conf-grow");
+    let t = now();
+    let day_start = (t - 3 * DAY).div_euclid(DAY) * DAY;
+    let mut c = config();
+    c.retention = Duration::from_secs(24 * 3600);
+    let ingest = Ingest::open_with(store.backend(), c).await.unwrap();
+    let b1 = batch(&a, 1, t, vec![gauge("grow", &[], day_start + 1000, 1.0)]);
+    let ack = ingest.service().push(verify(&b1)).await.unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    ingest.shutdown().await.unwrap();
+    drop(ingest);
+
+    let ingest = store.open().await; // 30 days
+    let b2 = batch(&a, 2, t, vec![gauge("grow", &[], day_start + 2000, 2.0)]);
+    let ack = ingest.service().push(verify(&b2)).await.unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    ingest.flush().await.unwrap();
+    assert!(ingest.health().is_ready(), "{:?}", ingest.health());
+    let range = Range::whole(
+        UnixMillis::from_millis(day_start),
+        UnixMillis::from_millis(day_start + DAY),
+    )
+    .unwrap();
+    let h = ingest
+        .query()
+        .history(
+            &Selector::metric("grow").unwrap(),
+            range,
+            Aggregation::Sum,
+            Resolution::Raw,
+        )
+        .await
+        .unwrap();
+    assert_eq!(h[0].points[0].1, 3.0);
+    ingest.shutdown().await.unwrap();
+}
+
+/// Samples spread over hundreds of past days are stored and queryable; on PostgreSQL the
+/// days older than the retention make no partition each (their number stays bounded).
+async fn samples_over_many_past_days(kind: Kind) {
+    const DAY: i64 = 86_400_000;
+    let store = Store::new(kind).await;
+    let a = agent("conf-days");
+    let t = now();
+    let first = t - 40 * DAY; // beyond the default 30-day retention
+    let samples = (0..400)
+        .map(|i| gauge("old", &[], first - i * DAY, 1.0))
+        .collect();
+    let ingest = store.open().await;
+    let ack = ingest
+        .service()
+        .push(verify(&batch(&a, 1, t, samples)))
+        .await
+        .unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    ingest.flush().await.unwrap();
+    assert!(ingest.health().is_ready(), "{:?}", ingest.health());
+    let range = Range::whole(
+        UnixMillis::from_millis(first - 500 * DAY),
+        UnixMillis::from_millis(t),
+    )
+    .unwrap();
+    let h = ingest
+        .query()
+        .history(
+            &Selector::metric("old").unwrap(),
+            range,
+            Aggregation::Count,
+            Resolution::Raw,
+        )
+        .await
+        .unwrap();
+    assert_eq!(h[0].points[0].1, 400.0);
+    if kind == Kind::Postgres {
+        let days = store.pg_partition_days().await;
+        assert!(days.len() < 10, "{} partitions: {days:?}", days.len());
     }
     ingest.shutdown().await.unwrap();
 }
@@ -621,6 +708,8 @@ conformance!(
     storage_error_never_acks,
     a_second_writer_is_refused,
     retention_removes_old_samples,
+    samples_over_many_past_days,
+    longer_retention_after_old_samples,
 );
 
 // ---- PostgreSQL only ---------------------------------------------------------------------

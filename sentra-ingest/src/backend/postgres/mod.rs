@@ -15,8 +15,10 @@
 //! * **Partitions.** The writer creates a day's partition (in the apply transaction)
 //!   before the first row of that day; maintenance creates the next days ahead and drops
 //!   whole days older than the retention with `DROP TABLE` (no row-by-row DELETE, no
-//!   bloat), deleting only the rows of the one day that straddles the cutoff. There is no
-//!   DEFAULT partition (creating a day would then scan it).
+//!   bloat), deleting only the rows of the one day that straddles the cutoff. Samples of
+//!   days already older than the retention go to the DEFAULT partition (deleted by the
+//!   next pass): the number of partitions stays bounded by the retention, whatever
+//!   timestamps agents send.
 //! * **One writer per database**, as one per SQLite file: the writer holds a session
 //!   advisory lock; a second `Ingest` on the same database is refused at open.
 //! * **Failures.** A failed write drops the connection; the next call reconnects (the
@@ -86,7 +88,8 @@ pub(crate) async fn open(url: &str, config: &Config) -> Result<(PgStore, PgReade
         .connect_with(opts.clone())
         .await
         .map_err(Error::storage("opening PostgreSQL read connections"))?;
-    let mut store = PgStore::new(conn, opts);
+    let retention_ms = i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX);
+    let mut store = PgStore::new(conn, opts, retention_ms);
     store
         .ensure_days_ahead(store::now_ms())
         .await

@@ -62,6 +62,9 @@ pub(crate) struct PgStore {
     /// Days whose partition is known to exist (cleared with the connection after a failure:
     /// another server's retention may have dropped one).
     days: BTreeSet<i64>,
+    /// Raw retention (ms): days entirely older get no partition (rows go to the default
+    /// partition until maintenance deletes them).
+    retention_ms: i64,
 }
 
 #[allow(clippy::cast_possible_wrap)]
@@ -85,11 +88,12 @@ fn value(v: Stored) -> Option<f64> {
 }
 
 impl PgStore {
-    pub(crate) fn new(conn: PgConnection, opts: PgConnectOptions) -> Self {
+    pub(crate) fn new(conn: PgConnection, opts: PgConnectOptions, retention_ms: i64) -> Self {
         Self {
             conn: Some(conn),
             opts,
             days: BTreeSet::new(),
+            retention_ms,
         }
     }
 
@@ -421,16 +425,33 @@ impl MetricStore for PgStore {
     }
 
     async fn apply(&mut self, plan: &ApplyPlan) -> StoreResult<()> {
-        let missing: Vec<i64> = plan
+        // days older than the retention get no partition (see the migration)
+        let oldest = now_ms().saturating_sub(self.retention_ms);
+        let wanted: Vec<i64> = plan
             .rows
             .iter()
             .map(|(_, ts, _)| ts.div_euclid(DAY_MS))
             .collect::<BTreeSet<_>>()
             .into_iter()
-            .filter(|d| !self.days.contains(d))
+            .filter(|d| !self.days.contains(d) && (d + 1).saturating_mul(DAY_MS) > oldest)
             .collect();
         let conn = self.connection().await?;
         let mut tx = conn.begin().await?;
+        let mut missing = Vec::with_capacity(wanted.len());
+        for d in wanted {
+            // a day whose rows went to the default partition (the retention grew since)
+            // keeps them there: creating its partition would fail
+            let in_default: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM samples_default WHERE ts >= $1 AND ts < $2)",
+            )
+            .bind(d.saturating_mul(DAY_MS))
+            .bind((d + 1).saturating_mul(DAY_MS))
+            .fetch_one(&mut *tx)
+            .await?;
+            if !in_default {
+                missing.push(d);
+            }
+        }
         if !plan.new_series.is_empty() {
             let s = &plan.new_series;
             sqlx::query(
