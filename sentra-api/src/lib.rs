@@ -256,6 +256,24 @@ impl Api {
         ingest: Option<Arc<sentra_ingest::Ingest>>,
     ) -> Result<Self> {
         let store = ControlStore::open(data_dir, config.store.clone()).await?;
+        Self::open_with_store(data_dir, store, config, ingest).await
+    }
+
+    /// As [`Api::open_with_ingest`], over a control store opened by the caller, e.g.
+    /// [`ControlStore::open_postgres`](sentra_control::ControlStore::open_postgres) for
+    /// servers sharing one control database. The JWT key is still `jwt-hs256.key` in
+    /// `data_dir` (created 0600 at first start): servers that should accept each other's
+    /// access tokens need the same key file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the JWT key cannot be read or created.
+    pub async fn open_with_store(
+        data_dir: &Path,
+        store: ControlStore,
+        config: ApiConfig,
+        ingest: Option<Arc<sentra_ingest::Ingest>>,
+    ) -> Result<Self> {
         let tokens = sentra_control::Tokens::open(
             data_dir,
             &config.issuer,

@@ -512,3 +512,21 @@ async fn changes_reach_another_store_within_1s(db: Db) {
     let t_user = t2.elapsed();
     eprintln!("propagation (poll 250 ms): enrol {t_enrol:?}, revoke {t_revoke:?}, user {t_user:?}");
 }
+
+/// An unreachable or malformed PostgreSQL URL fails clearly, without the password.
+#[tokio::test]
+async fn postgres_errors_never_carry_the_url() {
+    let unreachable = "postgres://sentra:hunter2-canary@127.0.0.1:1/control";
+    let e = ControlStore::open_postgres(unreachable, options(None))
+        .await
+        .unwrap_err();
+    let text = format!("{e} {e:?}");
+    assert!(matches!(e, Error::Database(_)), "{text}");
+    assert!(!text.contains("hunter2-canary"), "{text}");
+    let e = ControlStore::open_postgres("not a url hunter2-canary", options(None))
+        .await
+        .unwrap_err();
+    let text = format!("{e} {e:?}");
+    assert!(matches!(e, Error::Invalid { .. }), "{text}");
+    assert!(!text.contains("hunter2-canary"), "{text}");
+}

@@ -78,6 +78,13 @@ pub(crate) struct Cli {
     /// address is refused (burst 5x). 0 turns the budget off. Default 20.
     #[arg(long, env = "SENTRA_GRPC_AUTH_FAILURES_PER_SECOND")]
     pub(crate) grpc_auth_failures_per_second: Option<u32>,
+    /// File holding a postgres:// URL: the control plane (users, agents, keys, desired
+    /// peers, audit) then lives in that PostgreSQL database, shared by every server given
+    /// the same URL (changes reach the others within 250 ms); metrics stay in the data
+    /// directory. Default: control.db in the data directory. The URL may also come from
+    /// SENTRA_CONTROL_DATABASE_URL.
+    #[arg(long, env = "SENTRA_CONTROL_DATABASE_URL_FILE")]
+    pub(crate) control_database_url_file: Option<PathBuf>,
 }
 
 const AFTER_HELP: &str = "\
@@ -116,6 +123,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     api: Option<ApiSection>,
     grpc: Option<GrpcSection>,
+    /// A file holding the control database's postgres:// URL (see --control-database-url-file).
+    control_database_url_file: Option<PathBuf>,
 }
 
 /// `[grpc]` in the TOML file: the ingest listener's limits (sentra_transport::Limits).
@@ -163,6 +172,9 @@ pub(crate) struct Config {
     pub(crate) metrics_peer_endpoints: bool,
     /// The gRPC ingest listener's limits.
     pub(crate) grpc_limits: sentra_transport::Limits,
+    /// The PostgreSQL control database (`None`: `control.db` in the data directory).
+    /// Carries a password: never log it.
+    pub(crate) control_database_url: Option<sentra_api::SecretString>,
 }
 
 /// Largest config file accepted; anything bigger is a mistake, not a config.
@@ -216,6 +228,18 @@ impl Config {
             bail!("retention_days must be between 1 and 36500, got {retention_days}");
         }
         let grpc_limits = grpc_limits(cli, file.grpc.unwrap_or_default())?;
+        let control_database_url = match (
+            cli.control_database_url_file.as_ref(),
+            file.control_database_url_file,
+            std::env::var("SENTRA_CONTROL_DATABASE_URL").ok(),
+        ) {
+            (Some(path), _, _) => Some(read_secret(path, "control database URL")?),
+            (None, _, Some(url)) if !url.trim().is_empty() => {
+                Some(sentra_api::SecretString::new(url.trim()))
+            }
+            (None, Some(path), _) => Some(read_secret(&path, "control database URL")?),
+            (None, None, _) => None,
+        };
         let config = Self {
             data_dir: cli
                 .data_dir
@@ -243,6 +267,7 @@ impl Config {
             metrics_token,
             metrics_peer_endpoints,
             grpc_limits,
+            control_database_url,
         };
         config.check()?;
         Ok(config)
@@ -315,15 +340,20 @@ fn grpc_limits(cli: &Cli, file: GrpcSection) -> anyhow::Result<sentra_transport:
 
 /// Reads a scrape token file (surrounding whitespace trimmed; empty is an error).
 fn read_token(path: &Path) -> anyhow::Result<sentra_api::SecretString> {
+    read_secret(path, "metrics token")
+}
+
+/// Reads a one-line secret (trimmed) from `path`; errors name the file, never its content.
+fn read_secret(path: &Path, what: &str) -> anyhow::Result<sentra_api::SecretString> {
     let mut text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the metrics token file {}", path.display()))?;
+        .with_context(|| format!("reading the {what} file {}", path.display()))?;
     // Trim in place: the one copy of the secret ends up in the (zeroing) SecretString.
     let end = text.trim_end().len();
     text.truncate(end);
     let start = text.len() - text.trim_start().len();
     text.drain(..start);
     if text.is_empty() {
-        bail!("the metrics token file {} is empty", path.display());
+        bail!("the {what} file {} is empty", path.display());
     }
     Ok(sentra_api::SecretString::new(text))
 }

@@ -105,9 +105,35 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut api_config = sentra_api::ApiConfig::default();
     api_config.metrics_token = config.metrics_token.clone();
     api_config.metrics_peer_endpoints = config.metrics_peer_endpoints;
-    let api = sentra_api::Api::open_with_ingest(&config.data_dir, api_config, Some(ingest.clone()))
-        .await
-        .with_context(|| format!("opening the control store in {}", config.data_dir.display()))?;
+    let api = match &config.control_database_url {
+        None => {
+            sentra_api::Api::open_with_ingest(&config.data_dir, api_config, Some(ingest.clone()))
+                .await
+                .with_context(|| {
+                    format!("opening the control store in {}", config.data_dir.display())
+                })?
+        }
+        Some(url) => {
+            // The error names what failed, never the URL (it may carry a password).
+            let store = sentra_control::ControlStore::open_postgres(
+                url.expose_secret(),
+                api_config.store.clone(),
+            )
+            .await
+            .context("opening the PostgreSQL control database")?;
+            info!(
+                "control plane: PostgreSQL (shared; changes from other servers apply within 250 ms)"
+            );
+            sentra_api::Api::open_with_store(
+                &config.data_dir,
+                store,
+                api_config,
+                Some(ingest.clone()),
+            )
+            .await
+            .with_context(|| format!("opening the API in {}", config.data_dir.display()))?
+        }
+    };
 
     let readiness = api.readiness().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
