@@ -26,7 +26,7 @@ use sentra_alerts::{
 use sentra_core::UnixMillis;
 
 const N: usize = 2_000;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn transitions(round: usize) -> Vec<Transition> {
     let now = UnixMillis::now();
@@ -63,13 +63,39 @@ fn config(url: &str) -> WebhookConfig {
     c
 }
 
-async fn wait_count(count: &AtomicU64, target: u64) {
-    while count.load(Ordering::Relaxed) < target {
-        tokio::time::sleep(Duration::from_micros(200)).await;
+/// Requests received; wakes the waiter when `target` is reached (no polling: a polling
+/// waiter would compete with the measured tasks for the two worker threads).
+#[derive(Default)]
+struct Counter {
+    count: AtomicU64,
+    target: AtomicU64,
+    done: tokio::sync::Notify,
+}
+
+impl Counter {
+    fn hit(&self) {
+        let c = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        if c == self.target.load(Ordering::SeqCst) {
+            self.done.notify_one();
+        }
     }
 }
 
-async fn baseline(url: &str, count: &AtomicU64, round: usize) -> Duration {
+impl Counter {
+    /// Arms the target; call before the first request of a round. Returns the target.
+    fn arm(&self) -> u64 {
+        let target = self.count.load(Ordering::SeqCst) + N as u64;
+        self.target.store(target, Ordering::SeqCst);
+        target
+    }
+
+    /// Waits for the armed target (exactly one notification per armed round).
+    async fn wait(&self) {
+        self.done.notified().await;
+    }
+}
+
+async fn baseline(url: &str, count: &Counter, round: usize) -> Duration {
     // the same bodies the dispatcher sends
     let hook = Webhook::new(config(url)).unwrap();
     let mut router = Router::new(RouterConfig::new(vec![route()])).unwrap();
@@ -85,7 +111,7 @@ async fn baseline(url: &str, count: &AtomicU64, round: usize) -> Duration {
     assert_eq!(bodies.len(), N);
     let client = reqwest::Client::new();
     let secret = Secret::new("bench-secret");
-    let start_count = count.load(Ordering::Relaxed);
+    count.arm();
     let started = Instant::now();
     for body in bodies {
         let t = UnixMillis::now().as_millis() / 1000;
@@ -100,11 +126,28 @@ async fn baseline(url: &str, count: &AtomicU64, round: usize) -> Duration {
         assert!(resp.status().is_success());
         resp.bytes().await.unwrap();
     }
-    wait_count(count, start_count + N as u64).await;
+    count.wait().await;
     started.elapsed()
 }
 
-async fn dispatched(url: &str, count: &AtomicU64, round: usize) -> Duration {
+async fn webhook_only(url: &str, count: &Counter, round: usize) -> Duration {
+    // the webhook notifier alone (payload, signature, POST), no router or dispatcher
+    let hook = Webhook::new(config(url)).unwrap();
+    let mut router = Router::new(RouterConfig::new(vec![route()])).unwrap();
+    for t in &transitions(round) {
+        router.push(t);
+    }
+    let ns = router.tick(UnixMillis::now());
+    count.arm();
+    let started = Instant::now();
+    for n in &ns {
+        hook.notify(n).await.unwrap();
+    }
+    count.wait().await;
+    started.elapsed()
+}
+
+async fn dispatched(url: &str, count: &Counter, round: usize) -> Duration {
     let hook: Arc<dyn Notifier> = Arc::new(Webhook::new(config(url)).unwrap());
     let router = Router::new(RouterConfig::new(vec![route()])).unwrap();
     let mut dc = DispatcherConfig::default();
@@ -112,13 +155,17 @@ async fn dispatched(url: &str, count: &AtomicU64, round: usize) -> Duration {
     dc.receiver_queue = N;
     let d = Dispatcher::spawn(router, vec![hook], dc).unwrap();
     let ts = transitions(round);
-    let start_count = count.load(Ordering::Relaxed);
+    count.arm();
     let started = Instant::now();
     for chunk in ts.chunks(100) {
         assert!(d.push(chunk.to_vec()));
     }
-    wait_count(count, start_count + N as u64).await;
+    count.wait().await;
     let elapsed = started.elapsed();
+    // the worker counts a delivery after reading the answer: let the last one land
+    while d.stats().delivered < N as u64 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let stats = d.stats();
     assert_eq!(stats.delivered, N as u64);
     assert_eq!(stats.notifications_dropped + stats.transitions_dropped, 0);
@@ -133,7 +180,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let count = Arc::new(AtomicU64::new(0));
+        let count = Arc::new(Counter::default());
         let c = Arc::clone(&count);
         let app = axum::Router::new().route(
             "/hook",
@@ -141,7 +188,7 @@ fn main() {
                 let c = Arc::clone(&c);
                 async move {
                     assert!(!body.is_empty());
-                    c.fetch_add(1, Ordering::Relaxed);
+                    c.hit();
                     "ok"
                 }
             }),
@@ -152,11 +199,18 @@ fn main() {
 
         let mut base = Vec::new();
         let mut disp = Vec::new();
+        let mut hook = Vec::new();
         for round in 0..ROUNDS {
             // both on a runtime worker (as the dispatcher's tasks are), not on block_on's
             let (u, c) = (url.clone(), Arc::clone(&count));
             base.push(
                 tokio::spawn(async move { baseline(&u, &c, round).await })
+                    .await
+                    .unwrap(),
+            );
+            let (u, c) = (url.clone(), Arc::clone(&count));
+            hook.push(
+                tokio::spawn(async move { webhook_only(&u, &c, round).await })
                     .await
                     .unwrap(),
             );
@@ -169,11 +223,16 @@ fn main() {
         }
         base.sort();
         disp.sort();
+        hook.sort();
         let rate = |d: Duration| N as f64 / d.as_secs_f64();
-        let (b, d) = (base[ROUNDS / 2], disp[ROUNDS / 2]);
+        let (b, d, h) = (base[ROUNDS / 2], disp[ROUNDS / 2], hook[ROUNDS / 2]);
         println!(
             "notify/baseline_reqwest_post_loop   {N} requests  median {b:?}  {:.0} notifications/s",
             rate(b)
+        );
+        println!(
+            "notify/webhook_notify_loop        {N} requests  median {h:?}  {:.0} notifications/s",
+            rate(h)
         );
         println!(
             "notify/router_dispatcher_webhook    {N} requests  median {d:?}  {:.0} notifications/s",

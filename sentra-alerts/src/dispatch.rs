@@ -439,6 +439,26 @@ impl Dispatcher {
     }
 }
 
+fn dispatch(
+    notifications: Vec<Notification>,
+    queues: &HashMap<String, mpsc::Sender<Notification>>,
+    shared: &Shared,
+) {
+    for n in notifications {
+        let Some(q) = queues.get(&n.receiver) else {
+            continue;
+        };
+        match q.try_send(n) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n)) => {
+                shared.notifications_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(receiver = %n.receiver, "receiver queue full: notification dropped (kept as a dead letter)");
+                shared.bury(n, "receiver queue full: dropped before sending".to_owned());
+            }
+        }
+    }
+}
+
 async fn run_router(
     mut router: Router,
     mut rx: mpsc::Receiver<Command>,
@@ -446,10 +466,18 @@ async fn run_router(
     shared: Arc<Shared>,
 ) -> Router {
     loop {
-        let wait = router.next_deadline().map(|d| {
-            let ms = d.as_millis().saturating_sub(UnixMillis::now().as_millis());
-            Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-        });
+        let now = UnixMillis::now();
+        let wait = match router.next_deadline() {
+            // due: flush now rather than through a zero-length timer (1 ms resolution)
+            Some(d) if d <= now => {
+                dispatch(router.tick(now), &queues, &shared);
+                continue;
+            }
+            Some(d) => Some(Duration::from_millis(
+                u64::try_from(d.as_millis() - now.as_millis()).unwrap_or(0),
+            )),
+            None => None,
+        };
         let tick = async {
             match wait {
                 Some(w) => tokio::time::sleep(w).await,
@@ -477,21 +505,7 @@ async fn run_router(
                     let _ = reply.send(router.snapshot());
                 }
             },
-            () = tick => {
-                for n in router.tick(UnixMillis::now()) {
-                    let Some(q) = queues.get(&n.receiver) else {
-                        continue;
-                    };
-                    match q.try_send(n) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n)) => {
-                            shared.notifications_dropped.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(receiver = %n.receiver, "receiver queue full: notification dropped (kept as a dead letter)");
-                            shared.bury(n, "receiver queue full: dropped before sending".to_owned());
-                        }
-                    }
-                }
-            }
+            () = tick => {}
         }
     }
     router

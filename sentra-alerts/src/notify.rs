@@ -336,13 +336,47 @@ fn status_str(s: Status) -> &'static str {
     }
 }
 
-fn object(labels: &[(String, String)]) -> serde_json::Value {
-    serde_json::Value::Object(
-        labels
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect(),
-    )
+/// A label set serialized as a JSON object.
+struct Object<'a>(&'a [(String, String)]);
+
+impl serde::Serialize for Object<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AlertBody<'a> {
+    status: &'static str,
+    labels: Object<'a>,
+    annotations: Object<'a>,
+    starts_at: String,
+    ends_at: String,
+    #[serde(rename = "generatorURL")]
+    generator_url: &'static str,
+    fingerprint: String,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    version: &'static str,
+    group_key: &'a str,
+    truncated_alerts: usize,
+    status: &'static str,
+    receiver: &'a str,
+    group_labels: Object<'a>,
+    common_labels: Object<'a>,
+    common_annotations: Object<'a>,
+    #[serde(rename = "externalURL")]
+    external_url: &'a str,
+    alerts: Vec<AlertBody<'a>>,
 }
 
 /// The Alertmanager-compatible webhook body (version 4) for `n`, as bytes.
@@ -352,34 +386,33 @@ fn payload(n: &Notification, receiver: &str, external_url: &str, max_alerts: usi
     } else {
         max_alerts.min(n.alerts.len())
     };
-    let alerts: Vec<serde_json::Value> = n.alerts[..keep]
-        .iter()
-        .map(|a| {
-            serde_json::json!({
-                "status": status_str(a.status),
-                "labels": object(&a.labels),
-                "annotations": object(&a.annotations),
-                "startsAt": rfc3339(a.starts_at.as_millis()),
-                "endsAt": a.ends_at.map_or_else(
+    let common_labels = n.common_labels();
+    let common_annotations = n.common_annotations();
+    let body = Body {
+        version: "4",
+        group_key: &n.group_key,
+        truncated_alerts: n.alerts.len() - keep,
+        status: status_str(n.status),
+        receiver,
+        group_labels: Object(&n.group_labels),
+        common_labels: Object(&common_labels),
+        common_annotations: Object(&common_annotations),
+        external_url,
+        alerts: n.alerts[..keep]
+            .iter()
+            .map(|a| AlertBody {
+                status: status_str(a.status),
+                labels: Object(&a.labels),
+                annotations: Object(&a.annotations),
+                starts_at: rfc3339(a.starts_at.as_millis()),
+                ends_at: a.ends_at.map_or_else(
                     || "0001-01-01T00:00:00Z".to_owned(),
                     |e| rfc3339(e.as_millis()),
                 ),
-                "generatorURL": "",
-                "fingerprint": a.fingerprint.to_string(),
+                generator_url: "",
+                fingerprint: a.fingerprint.to_string(),
             })
-        })
-        .collect();
-    let body = serde_json::json!({
-        "version": "4",
-        "groupKey": n.group_key,
-        "truncatedAlerts": n.alerts.len() - keep,
-        "status": status_str(n.status),
-        "receiver": receiver,
-        "groupLabels": object(&n.group_labels),
-        "commonLabels": object(&n.common_labels()),
-        "commonAnnotations": object(&n.common_annotations()),
-        "externalURL": external_url,
-        "alerts": alerts,
-    });
+            .collect(),
+    };
     serde_json::to_vec(&body).unwrap_or_default()
 }

@@ -25,6 +25,12 @@
 //!   group's firing alerts and (with `send_resolved`) its resolved ones; resolved alerts
 //!   leave the group after the flush, and an empty group is deleted. An alert that fires
 //!   and resolves again between two flushes is never notified.
+//! - **Muted alerts** (silenced or inhibited) are left out of the comparison above. When a
+//!   flush finds nothing but muted alerts it neither notifies nor records anything, and a
+//!   muted alert the receiver was told fires, and that still fires, stays in the record of
+//!   what the receiver was told — so when the silence ends the receiver is not told again
+//!   what it already knows. *Difference:* Alertmanager records only the unmuted alerts and
+//!   re-notifies such an alert when its silence ends.
 //! - **Silences** ([`Silence`]): matchers and a time window. A silenced alert is left out
 //!   of notifications, firing *and* resolved (as in Alertmanager: a receiver that saw an
 //!   alert fire and then had it silenced does not see it resolve). Silences are created
