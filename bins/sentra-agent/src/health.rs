@@ -20,6 +20,7 @@
 //! | `sentra_agent_collector_consecutive_failures{collector}` | gauge | failures since the last successful run (0 = healthy) |
 //! | `sentra_agent_collector_last_success_timestamp_seconds{collector}` | gauge | Unix time of the last successful run (absent before the first) |
 //! | `sentra_agent_collector_duration_seconds{collector}` | gauge | duration of the last run |
+//! | `sentra_agent_collector_duration_seconds_total{collector}` | gauge | time spent in all runs (a fractional total: `rate()` of it over `rate()` of the runs is the mean duration) |
 //! | `sentra_agent_collector_samples_total{collector}` | counter | samples the collector emitted |
 //!
 //! The reason of a collector's last failure is in [`HealthSnapshot::collectors`] and in the
@@ -83,6 +84,8 @@ pub struct CollectorHealth {
     pub last_error_ms: Option<i64>,
     /// How long the last run took.
     pub last_duration: Duration,
+    /// Time spent in all runs.
+    pub total_duration: Duration,
     /// Samples emitted by successful runs.
     pub samples: u64,
 }
@@ -201,6 +204,7 @@ impl Health {
             c.consecutive_failures = 0;
             c.last_ok_ms = Some(at.as_millis());
             c.last_duration = took;
+            c.total_duration = c.total_duration.saturating_add(took);
             c.samples += samples as u64;
         });
     }
@@ -225,6 +229,7 @@ impl Health {
             c.last_error = Some((kind, reason.to_owned()));
             c.last_error_ms = Some(at.as_millis());
             c.last_duration = took;
+            c.total_duration = c.total_duration.saturating_add(took);
             c.consecutive_failures
         })
     }
@@ -372,6 +377,11 @@ impl Health {
                 &l,
                 c.last_duration.as_secs_f64(),
             );
+            out.gauge(
+                "sentra_agent_collector_duration_seconds_total",
+                &l,
+                c.total_duration.as_secs_f64(),
+            );
             out.counter("sentra_agent_collector_samples_total", &l, c.samples);
         }
     }
@@ -482,6 +492,7 @@ mod tests {
             Some((FailureKind::Timeout, "did not finish within 1s".to_owned()))
         );
         assert_eq!(c.samples, 3);
+        assert_eq!(c.total_duration, Duration::from_millis(1_012));
 
         let mut out = SampleSet::new(t(4_000));
         h.push_samples(&mut out, None);
@@ -521,6 +532,10 @@ mod tests {
         assert_eq!(
             get("sentra_agent_collector_duration_seconds", None),
             Some(Value::Gauge(1.0))
+        );
+        assert_eq!(
+            get("sentra_agent_collector_duration_seconds_total", None),
+            Some(Value::Gauge(1.012))
         );
         assert_eq!(
             get("sentra_agent_collector_samples_total", None),
