@@ -5,9 +5,8 @@ use sqlx::{PgPool, Row as _, postgres::PgRow};
 
 use crate::{
     AgentLedger, Error, Result,
-    backend::MetricReader,
+    backend::{MetricReader, sql},
     maintenance::Bucket,
-    model::parse_labels_json,
     query::{Aggregation, MatchOp, Range, Resolution, Selector, SeriesInfo},
 };
 
@@ -89,18 +88,7 @@ impl MetricReader for PgReader {
             .fetch_all(&self.pool)
             .await
             .map_err(Error::storage("resolving series"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                SeriesInfo::new(
-                    r.get(0),
-                    r.get(1),
-                    r.get(2),
-                    parse_labels_json(r.get(3)),
-                    r.get::<i64, _>(4),
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(sql::series_info).collect())
     }
 
     async fn latest(&self, ids: &[i64]) -> Result<Vec<(i64, i64, f64)>> {
@@ -181,7 +169,7 @@ impl MetricReader for PgReader {
 
     #[allow(clippy::cast_sign_loss)]
     async fn high_water(&self, agent: &AgentId) -> Result<Option<u64>> {
-        let row = sqlx::query("SELECT high_water FROM agents WHERE agent_id = $1")
+        let row = sqlx::query(sql::HIGH_WATER)
             .bind(agent.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -189,27 +177,13 @@ impl MetricReader for PgReader {
         Ok(row.map(|r| r.get::<i64, _>(0) as u64))
     }
 
-    #[allow(clippy::cast_sign_loss)]
     async fn ledger(&self, agent: &AgentId) -> Result<Option<AgentLedger>> {
-        let row = sqlx::query(
-            "SELECT high_water, accepted, gaps, missing, rejected_stale, rejected_ahead \
-             FROM agents WHERE agent_id = $1",
-        )
-        .bind(agent.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(Error::storage("reading an agent's ledger"))?;
-        Ok(row.map(|r| {
-            let n = |i: usize| r.get::<i64, _>(i) as u64;
-            AgentLedger {
-                high_water: Some(n(0)).filter(|h| *h > 0),
-                accepted: n(1),
-                gaps: n(2),
-                missing: n(3),
-                rejected_stale: n(4),
-                rejected_ahead: n(5),
-            }
-        }))
+        let row = sqlx::query(sql::LEDGER)
+            .bind(agent.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(Error::storage("reading an agent's ledger"))?;
+        Ok(row.as_ref().map(sql::ledger))
     }
 
     /// PostgreSQL checks its own pages (checksums, WAL); this checks the store's own
@@ -279,29 +253,14 @@ impl MetricReader for PgReader {
     }
 
     async fn minute_buckets(&self, series: i64, from: i64, to: i64) -> Result<Vec<Bucket>> {
-        let rows = sqlx::query(
-            "SELECT bucket, min, max, sum, count, last, last_ts FROM rollup_1m \
-             WHERE series_id = $1 AND bucket >= $2 AND bucket < $3 ORDER BY bucket",
-        )
-        .bind(series)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::storage("reading rollups"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Bucket {
-                series_id: series,
-                bucket: r.get(0),
-                min: r.get::<Option<f64>, _>(1).unwrap_or(f64::NAN),
-                max: r.get::<Option<f64>, _>(2).unwrap_or(f64::NAN),
-                sum: r.get::<Option<f64>, _>(3).unwrap_or(0.0),
-                count: r.get(4),
-                last: r.get::<Option<f64>, _>(5).unwrap_or(f64::NAN),
-                last_ts: r.get(6),
-            })
-            .collect())
+        let rows = sqlx::query(sql::MINUTE_BUCKETS)
+            .bind(series)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::storage("reading rollups"))?;
+        Ok(rows.iter().map(|r| sql::bucket(series, r)).collect())
     }
 
     async fn close(&self) {

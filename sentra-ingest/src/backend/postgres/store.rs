@@ -4,16 +4,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{
-    ConnectOptions as _, Connection as _, PgConnection, Row as _,
+    ConnectOptions as _, Connection as _, PgConnection, Postgres, Row as _,
     postgres::{PgConnectOptions, PgRow},
 };
 
 use super::{DAY_MS, partition_day, partition_name};
 use crate::{
-    backend::{ApplyPlan, Commit, MetricStore, SeriesRow, StagingLog, StoreResult, Unapplied},
+    backend::{ApplyPlan, Commit, MetricStore, SeriesRow, StagingLog, StoreResult, Unapplied, sql},
     maintenance::MaintenanceWrite,
-    model::{Stored, labels_json, parse_labels_json},
-    replay::{AgentMark, Ledger},
+    model::{Stored, labels_json},
+    replay::AgentMark,
 };
 
 /// Days of partitions maintenance keeps ready after today.
@@ -343,49 +343,19 @@ impl StagingLog for PgStore {
     }
 
     async fn unapplied(&mut self) -> StoreResult<Vec<Unapplied>> {
-        let rows = self
-            .fetch_all("SELECT id, fingerprint, received_ms, payload FROM pending ORDER BY id")
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Unapplied {
-                id: r.get(0),
-                fingerprint: r.get(1),
-                received_ms: r.get(2),
-                payload: bytes::Bytes::from(r.get::<Vec<u8>, _>(3)),
-            })
-            .collect())
+        let rows = self.fetch_all(sql::UNAPPLIED).await?;
+        Ok(rows.iter().map(sql::unapplied).collect())
     }
 }
 
 impl MetricStore for PgStore {
     async fn load_agents(&mut self) -> StoreResult<Vec<(String, AgentMark)>> {
-        let rows = self
-            .fetch_all(
-                "SELECT agent_id, high_water, floor, last_seen_ms, accepted, gaps, missing, \
-                 rejected_stale, rejected_ahead FROM agents",
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let n = |i: usize| u(r.get::<i64, _>(i));
-                let ledger = Ledger {
-                    accepted: n(4),
-                    gaps: n(5),
-                    missing: n(6),
-                    rejected_stale: n(7),
-                    rejected_ahead: n(8),
-                };
-                (r.get(0), AgentMark::restore(n(1), n(2), r.get(3), ledger))
-            })
-            .collect())
+        let rows = self.fetch_all(sql::LOAD_AGENTS).await?;
+        Ok(rows.iter().map(sql::agent_mark).collect())
     }
 
     async fn load_seq_ranges(&mut self) -> StoreResult<Vec<(String, u64, u64)>> {
-        let rows = self
-            .fetch_all("SELECT agent_id, lo, hi FROM seq_ranges")
-            .await?;
+        let rows = self.fetch_all(sql::LOAD_SEQ_RANGES).await?;
         Ok(rows
             .into_iter()
             .map(|r| (r.get(0), u(r.get(1)), u(r.get(2))))
@@ -393,9 +363,7 @@ impl MetricStore for PgStore {
     }
 
     async fn load_fingerprints(&mut self) -> StoreResult<Vec<(String, u64, Vec<u8>)>> {
-        let rows = self
-            .fetch_all("SELECT agent_id, seq, fingerprint FROM accepted")
-            .await?;
+        let rows = self.fetch_all(sql::LOAD_FINGERPRINTS).await?;
         Ok(rows
             .into_iter()
             .map(|r| (r.get(0), u(r.get(1)), r.get(2)))
@@ -406,21 +374,11 @@ impl MetricStore for PgStore {
         let rows = self
             .fetch_all("SELECT id, agent, name, labels::text FROM series")
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| SeriesRow {
-                id: r.get(0),
-                agent: r.get(1),
-                name: r.get(2),
-                labels: parse_labels_json(r.get(3)),
-            })
-            .collect())
+        Ok(rows.iter().map(sql::series_row).collect())
     }
 
     async fn load_wg_status(&mut self) -> StoreResult<Vec<(String, Vec<u8>)>> {
-        let rows = self
-            .fetch_all("SELECT agent_id, devices FROM wg_status")
-            .await?;
+        let rows = self.fetch_all(sql::LOAD_WG_STATUS).await?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -486,43 +444,13 @@ impl MetricStore for PgStore {
     }
 
     async fn reset_sequence(&mut self, agent: &sentra_core::AgentId) -> StoreResult<()> {
-        let mut tx = self.connection().await?.begin().await?;
-        sqlx::query("UPDATE agents SET high_water = 0, floor = 0, missing = 0 WHERE agent_id = $1")
-            .bind(agent.as_str())
-            .execute(&mut *tx)
-            .await?;
-        for table in ["accepted", "seq_ranges"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE agent_id = $1"))
-                .bind(agent.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(tx.commit().await?)
+        let conn = self.connection().await?;
+        Ok(sql::exec_for_agent::<Postgres>(conn, &sql::RESET_SEQUENCE, agent.as_str()).await?)
     }
 
     async fn delete_agent(&mut self, agent: &sentra_core::AgentId) -> StoreResult<()> {
-        let mut tx = self.connection().await?.begin().await?;
-        for table in ["samples", "rollup_1m", "rollup_1h"] {
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE series_id IN (SELECT id FROM series WHERE agent = $1)"
-            ))
-            .bind(agent.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (table, col) in [
-            ("series", "agent"),
-            ("accepted", "agent_id"),
-            ("seq_ranges", "agent_id"),
-            ("agents", "agent_id"),
-            ("wg_status", "agent_id"),
-        ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE {col} = $1"))
-                .bind(agent.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(tx.commit().await?)
+        let conn = self.connection().await?;
+        Ok(sql::exec_for_agent::<Postgres>(conn, &sql::DELETE_AGENT, agent.as_str()).await?)
     }
 
     async fn write_maintenance(&mut self, job: &MaintenanceWrite) -> StoreResult<()> {
