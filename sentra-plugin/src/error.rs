@@ -126,6 +126,14 @@ pub enum Error {
         /// The failure that triggered it.
         reason: String,
     },
+    /// A module signature is malformed or does not verify.
+    #[error("plugin {plugin}: signature: {message}")]
+    Signature {
+        /// Plugin name.
+        plugin: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Reading a manifest or module file failed.
     #[error("{path}: {source}")]
     Io {

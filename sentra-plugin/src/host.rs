@@ -150,6 +150,18 @@ impl Host {
         Plugin::new(self, manifest, &module)
     }
 
+    /// Loads the plugin and runs it once under its limits: what `sentra plugin check`
+    /// prints; the loaded plugin is returned for `inspect`-style output.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load), then the run's [`Error::Run`].
+    pub fn check(&self, manifest: Manifest, wasm: &[u8]) -> Result<(Plugin, crate::Collection)> {
+        let plugin = self.load(manifest, wasm)?;
+        let collection = plugin.collect()?;
+        Ok((plugin, collection))
+    }
+
     /// Reads the manifest's module file and [`load`](Self::load)s it.
     ///
     /// # Errors

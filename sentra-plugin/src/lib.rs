@@ -7,6 +7,7 @@ mod grants;
 mod host;
 pub mod manifest;
 mod plugin;
+pub mod signature;
 
 pub use abi::{
     HOST_FUNCTIONS, IMPORT_MODULE, LogLevel, LogLine, MAX_LABELS_BYTES, MAX_LOG_BYTES,
@@ -17,3 +18,4 @@ pub use grants::MAX_READ;
 pub use host::{Host, HostConfig};
 pub use manifest::{Capabilities, DirGrant, Manifest};
 pub use plugin::{COLLECT_EXPORT, Collection, INITIALIZE_EXPORT, Plugin, Stats};
+pub use signature::verify_module;

@@ -201,3 +201,38 @@ fn manifest_file_resolves_module_next_to_it() {
     let p = host.load_file(m).unwrap();
     assert_eq!(p.collect().unwrap().samples.len(), 2);
 }
+
+#[test]
+fn check_runs_once_and_signatures_guard_the_module_bytes() {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let host = host(5);
+    let bytes = wat("uptime");
+    let (p, c) = host.check(manifest("uptime", T), &bytes).unwrap();
+    assert_eq!((c.samples.len(), p.stats().runs), (2, 1));
+
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let public = key.public_key().as_ref().to_vec();
+    let sig = key.sign(&bytes);
+    sentra_plugin::verify_module("uptime", &bytes, sig.as_ref(), &public).unwrap();
+
+    let mut tampered = bytes.clone();
+    *tampered.last_mut().unwrap() ^= 1;
+    let err = sentra_plugin::verify_module("uptime", &tampered, sig.as_ref(), &public).unwrap_err();
+    assert!(matches!(err, Error::Signature { .. }), "{err}");
+    assert!(err.to_string().contains("does not match"), "{err}");
+    let other =
+        Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+    let err =
+        sentra_plugin::verify_module("uptime", &bytes, sig.as_ref(), other.public_key().as_ref())
+            .unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    let err =
+        sentra_plugin::verify_module("uptime", &bytes, &sig.as_ref()[..10], &public).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("signature is 10 bytes, expected 64"),
+        "{err}"
+    );
+}
