@@ -242,7 +242,13 @@ impl PgServer {
         } else {
             None
         };
-        let dir = std::env::temp_dir().join(format!(
+        // As root the cluster belongs to an unprivileged user, who may not reach $TMPDIR.
+        let base = if owner.is_some() {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!(
             "sentra-testkit-pg.{}.{}",
             std::process::id(),
             random_hex(6)?
