@@ -1,7 +1,8 @@
-//! The C plugin `plugins/c/netsnmp.c`, built with Debian's clang/lld/wasi-libc, parsing a
-//! captured `/proc/net/snmp` and the live one through a read-only directory grant.
+//! The C plugins, built with Debian's clang/lld/wasi-libc: `plugins/c/netsnmp.c` parsing a
+//! captured `/proc/net/snmp` and the live one through a read-only directory grant, and
+//! `plugins/c/counters.c` exporting an operator's counters file.
 //!
-//! The module comes from `$SENTRA_PLUGIN_WASM_DIR/netsnmp.wasm` (set by
+//! Modules come from `$SENTRA_PLUGIN_WASM_DIR/<name>.wasm` (set by
 //! `scripts/check-plugins`, which builds it) or is built here when `clang` is installed.
 //! Without either the tests print why and pass, unless `SENTRA_REQUIRE_C_PLUGINS=1`
 //! (set by `scripts/check-plugins`) makes the absence a failure.
@@ -30,17 +31,22 @@ Udp: 337 0
 
 fn wasm() -> Option<Vec<u8>> {
     static WASM: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
-    WASM.get_or_init(load_or_build).clone()
+    WASM.get_or_init(|| load_or_build("netsnmp")).clone()
 }
 
-fn load_or_build() -> Option<Vec<u8>> {
+fn counters_wasm() -> Option<Vec<u8>> {
+    static WASM: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    WASM.get_or_init(|| load_or_build("counters")).clone()
+}
+
+fn load_or_build(name: &str) -> Option<Vec<u8>> {
     let require = std::env::var_os("SENTRA_REQUIRE_C_PLUGINS").is_some_and(|v| v == "1");
     if let Some(dir) = std::env::var_os("SENTRA_PLUGIN_WASM_DIR") {
-        let p = PathBuf::from(dir).join("netsnmp.wasm");
+        let p = PathBuf::from(dir).join(format!("{name}.wasm"));
         return Some(std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
     }
-    let out = std::env::temp_dir().join(format!("sentra-netsnmp-{}.wasm", std::process::id()));
-    let src = common::plugins_dir().join("c/netsnmp.c");
+    let out = std::env::temp_dir().join(format!("sentra-{name}-{}.wasm", std::process::id()));
+    let src = common::plugins_dir().join(format!("c/{name}.c"));
     match build(&src, &out) {
         Ok(()) => {
             let bytes = std::fs::read(&out).unwrap();
@@ -182,4 +188,39 @@ fn netsnmp_without_the_grant_fails_with_its_log_line() {
         detail,
         "collect returned 1; last log: snmp file not granted"
     );
+}
+
+#[test]
+fn counters_exports_a_granted_counters_file() {
+    let Some(wasm) = counters_wasm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("counters"),
+        "# written by a cron job\n\
+         jobs_done_total 42 queue=default\n\
+         \n\
+         temperature_celsius -3.5 room=cellar site=a   # a comment\n\
+         ratio 0.25\n",
+    )
+    .unwrap();
+    let host = common::host(5);
+    let m = Manifest::new("counters", "0.1.0", Duration::from_secs(15))
+        .unwrap()
+        .with_capabilities(Capabilities::default().with_dir("/data", dir.path()));
+    let p = host.load(m, &wasm).unwrap();
+    let c = p.collect().unwrap();
+    assert_eq!(c.samples.len(), 3, "{:#?}", c.samples);
+    assert_eq!(c.samples[0].name.as_str(), "jobs_done_total");
+    assert_eq!(c.samples[0].value, Value::Counter(42));
+    assert_eq!(c.samples[0].labels.get("queue"), Some("default"));
+    assert_eq!(c.samples[1].value, Value::Gauge(-3.5));
+    assert_eq!(c.samples[1].labels.get("room"), Some("cellar"));
+    assert_eq!(c.samples[1].labels.get("site"), Some("a"));
+    assert_eq!(c.samples[2].value, Value::Gauge(0.25));
+
+    // A bad metric name is rejected by the host, failing the run with the reason.
+    std::fs::write(dir.path().join("counters"), "9bad 1\n").unwrap();
+    let err = p.collect().unwrap_err();
+    assert_eq!(err.failure_kind(), Some(FailureKind::Output), "{err}");
+    assert!(err.to_string().contains("metric name"), "{err}");
 }
