@@ -65,7 +65,7 @@
 //! `examples/route.rs`.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::Duration,
 };
 
@@ -526,16 +526,9 @@ impl Router {
                 );
             }
             Status::Resolved => {
-                let in_group = self
-                    .groups
-                    .values()
-                    .any(|g| g.alerts.contains(&t.fingerprint));
-                if in_group {
-                    if let Some(a) = self.alerts.get_mut(&t.fingerprint) {
-                        a.ends_at = Some(now);
-                    }
-                } else {
-                    self.alerts.remove(&t.fingerprint);
+                // an alert no group holds is forgotten at the next tick
+                if let Some(a) = self.alerts.get_mut(&t.fingerprint) {
+                    a.ends_at = Some(now);
                 }
             }
             Status::Pending => {}
@@ -623,6 +616,10 @@ impl Router {
             .map(|(k, _)| k.clone())
             .collect();
         let mut out = Vec::new();
+        if due.is_empty() {
+            return out;
+        }
+        let inhibitors = inhibitors(&self.config.inhibit, &self.alerts, t);
         for key in due {
             let Some(g) = self.groups.get(&key) else {
                 continue;
@@ -638,7 +635,9 @@ impl Router {
                 let Some(a) = self.alerts.get(fp) else {
                     continue;
                 };
-                if self.is_muted(*fp, &a.labels, now) {
+                if self.is_silenced(&a.labels, now)
+                    || inhibited_by(&self.config.inhibit, &inhibitors, *fp, &a.labels)
+                {
                     if a.firing_at(t) && told.is_some_and(|f| f.contains(fp)) {
                         believed.insert(*fp);
                     }
@@ -905,6 +904,53 @@ impl Router {
         r.next_silence = state.next_silence.max(1);
         Ok(r)
     }
+}
+
+/// Per inhibition rule: the `equal` label values of the firing source alerts, each with up
+/// to two source fingerprints (enough to know whether an alert other than the target itself
+/// inhibits it). Built once per tick, so muting is a lookup per alert, not a scan.
+type Sources<'a> = HashMap<Vec<&'a str>, [Option<Fingerprint>; 2]>;
+
+fn inhibitors<'a>(
+    rules: &[InhibitRule],
+    alerts: &'a BTreeMap<Fingerprint, Alert>,
+    t: i64,
+) -> Vec<Sources<'a>> {
+    rules
+        .iter()
+        .map(|rule| {
+            let mut m = Sources::new();
+            for (fp, a) in alerts {
+                if a.firing_at(t) && rule.source.iter().all(|x| x.matches(&a.labels)) {
+                    let key = rule.equal.iter().map(|l| label(&a.labels, l)).collect();
+                    let e = m.entry(key).or_default();
+                    if e[0].is_none() {
+                        e[0] = Some(*fp);
+                    } else if e[1].is_none() {
+                        e[1] = Some(*fp);
+                    }
+                }
+            }
+            m
+        })
+        .collect()
+}
+
+fn inhibited_by(
+    rules: &[InhibitRule],
+    sources: &[Sources<'_>],
+    fp: Fingerprint,
+    labels: &[(String, String)],
+) -> bool {
+    rules.iter().zip(sources).any(|(rule, sources)| {
+        if !rule.target.iter().all(|x| x.matches(labels)) {
+            return false;
+        }
+        let key: Vec<&str> = rule.equal.iter().map(|l| label(labels, l)).collect();
+        sources
+            .get(&key)
+            .is_some_and(|e| e.iter().flatten().any(|s| *s != fp))
+    })
 }
 
 fn group_key_string(receiver: &str, route: usize, labels: &[(String, String)]) -> String {
