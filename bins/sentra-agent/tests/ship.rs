@@ -216,6 +216,13 @@ async fn no_loss_no_duplicates_across_server_and_agent_restarts() {
     // 1. Server outage: the agent keeps collecting into the WAL and backs off.
     stop_server(server).await;
     let during = lock(&pipeline).batches.len();
+    // A push answered just before the server stopped may reach the shipper after it did:
+    // count from the first failure on.
+    let stopped = agent.health().snapshot().push_failures;
+    wait_for("a push failure", Duration::from_secs(10), || {
+        agent.health().snapshot().push_failures > stopped
+    })
+    .await;
     let down = agent.health().snapshot();
     wait_for(
         "push failures during the outage",
