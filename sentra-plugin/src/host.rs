@@ -52,15 +52,32 @@ impl Default for HostConfig {
 
 /// Runs plugins: owns the wasmtime engine (Cranelift, pooling allocator, epoch
 /// interruption, no threads/GC/reference types/component model), the linker with the
-/// `sentra_v1` host functions and the epoch ticker thread. Dropping the host stops the
-/// ticker; plugins loaded from it keep working but no longer time out, so drop them first.
+/// `sentra_v1` host functions and the epoch ticker thread. The ticker runs until the host
+/// and every plugin loaded from it are dropped, so deadlines hold for as long as a plugin
+/// can run.
 #[derive(Debug)]
 pub struct Host {
     engine: Engine,
     linker: Arc<Linker<RunState>>,
     config: HostConfig,
+    ticker: Arc<Ticker>,
+}
+
+/// The epoch ticker thread; stopped and joined when the last holder drops it.
+#[derive(Debug)]
+pub(crate) struct Ticker {
     stop: Arc<AtomicBool>,
-    ticker: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
 }
 
 impl Host {
@@ -125,8 +142,10 @@ impl Host {
             engine,
             linker: Arc::new(linker),
             config,
-            stop,
-            ticker: Some(ticker),
+            ticker: Arc::new(Ticker {
+                stop,
+                thread: Some(ticker),
+            }),
         })
     }
 
@@ -179,6 +198,10 @@ impl Host {
         &self.engine
     }
 
+    pub(crate) fn ticker(&self) -> Arc<Ticker> {
+        Arc::clone(&self.ticker)
+    }
+
     pub(crate) fn linker(&self) -> &Linker<RunState> {
         &self.linker
     }
@@ -191,14 +214,4 @@ fn source_chain(e: &wasmtime::Error) -> String {
         out.push_str(&c.to_string());
     }
     out
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.ticker.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-    }
 }

@@ -111,6 +111,8 @@ pub struct Plugin {
     imports: Vec<String>,
     counters: Counters,
     health: Mutex<Health>,
+    /// Keeps the epoch ticker running while this plugin exists.
+    _ticker: Arc<crate::host::Ticker>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -215,6 +217,7 @@ impl Plugin {
             imports,
             counters: Counters::default(),
             health: Mutex::new(Health::default()),
+            _ticker: host.ticker(),
             manifest,
         })
     }

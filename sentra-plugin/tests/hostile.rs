@@ -384,3 +384,12 @@ fn good_plugin_next_to_50_hostile_keeps_its_throughput() {
     // Gross-failure floor only; the ratios against 0.8 are the printed figures.
     assert!(r2 > 0.25, "good plugin starved: ratio {r2:.2}");
 }
+
+#[test]
+fn deadlines_hold_after_the_host_is_dropped() {
+    let host = host(u32::MAX);
+    let p = load(&host, "loop", DEADLINE, Capabilities::default());
+    drop(host);
+    let took = expect_kind(&p, FailureKind::Timeout);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
