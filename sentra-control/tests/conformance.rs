@@ -530,3 +530,28 @@ async fn postgres_errors_never_carry_the_url() {
     assert!(matches!(e, Error::Invalid { .. }), "{text}");
     assert!(!text.contains("hunter2-canary"), "{text}");
 }
+
+/// PostgreSQL LISTEN/NOTIFY: with a 60 s poll interval, another store still sees an
+/// enrolment within 1 s (only the notification can wake it that early).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notify_wakes_the_other_store_before_the_poll() {
+    let db = Db::postgres().await;
+    let a = db.open(Some(Duration::from_secs(60))).await;
+    let b = db.open(Some(Duration::from_secs(60))).await;
+    // Let both pollers take their immediate first tick.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let tok = a
+        .issue_bootstrap_token(&Actor::local(), Duration::from_secs(600), "")
+        .await
+        .unwrap();
+    let e = a.enroll(&tok.token, "edge").await.unwrap();
+    let t0 = Instant::now();
+    while b.keyring().lookup(&e.agent_id, e.key_id).is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "NOTIFY did not wake the other store within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("NOTIFY propagation: {:?}", t0.elapsed());
+}

@@ -144,6 +144,13 @@ pub trait ControlBackend: Send + Sync + fmt::Debug + 'static {
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn ControlTx>>>;
     /// The durable control version (changes with every committed write transaction).
     fn control_version(&self) -> BoxFuture<'_, Result<u64>>;
+    /// Resolves when another process has probably changed something (PostgreSQL:
+    /// LISTEN/NOTIFY), so the poller checks the version at once instead of at its next
+    /// tick. Must be cancel-safe. The default never resolves: the poll interval alone
+    /// bounds the delay.
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
     /// Whether the database answers.
     fn ping(&self) -> BoxFuture<'_, bool>;
     /// Every key of every live (not revoked) agent.

@@ -1,13 +1,14 @@
 //! The PostgreSQL control store (feature `postgres`): the same operations as the SQLite
 //! backend, in PostgreSQL's dialect.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use sentra_core::{AgentId, AgentKey, KeyId, SecretKey, UnixMillis, Validity};
 use sqlx::{
     PgPool, Postgres, Row as _, Transaction,
-    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow},
 };
+use tokio::sync::{Notify, oneshot};
 
 use super::{
     AgentState, AllKeys, AuditRecord, BoxFuture, ControlBackend, ControlTx, NewBootstrapToken,
@@ -18,10 +19,17 @@ use crate::{
     NewestKey, Result, Role, User,
 };
 
+/// The channel every write transaction notifies (delivered at commit).
+const CHANNEL: &str = "sentra_control";
+
 /// The PostgreSQL backend (feature `postgres`).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct PostgresBackend {
     pool: PgPool,
+    /// Signalled by the LISTEN task on every notification.
+    notified: Arc<Notify>,
+    /// Dropped with the backend: ends the LISTEN task.
+    _stop: oneshot::Sender<()>,
 }
 
 impl PostgresBackend {
@@ -37,7 +45,44 @@ impl PostgresBackend {
             .connect_with(connect)
             .await?;
         sqlx::migrate!("./migrations-pg").run(&pool).await?;
-        Ok(Self { pool })
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(CHANNEL).await?;
+        let notified = Arc::new(Notify::new());
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(listen(listener, Arc::clone(&notified), stopped));
+        Ok(Self {
+            pool,
+            notified,
+            _stop: stop,
+        })
+    }
+}
+
+/// Forwards notifications to `notified` until the backend is dropped. The listener
+/// reconnects by itself; while it cannot, the poll interval still bounds the delay.
+async fn listen(
+    mut listener: PgListener,
+    notified: Arc<Notify>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            r = listener.recv() => match r {
+                Ok(_) => {
+                    failing = false;
+                    notified.notify_one();
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "control database LISTEN failed; polling only until it recovers");
+                        failing = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+        }
     }
 }
 
@@ -142,6 +187,11 @@ impl ControlBackend for PostgresBackend {
             sqlx::query("UPDATE control_version SET version = version + 1 WHERE id = 1")
                 .execute(&mut *tx)
                 .await?;
+            // Delivered at commit, to every other server's LISTEN.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(&mut *tx)
+                .await?;
             Ok(Box::new(PgTx { tx }) as Box<dyn ControlTx>)
         })
     }
@@ -153,6 +203,10 @@ impl ControlBackend for PostgresBackend {
                 .await?;
             Ok(u64_of(v))
         })
+    }
+
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.notified.notified())
     }
 
     fn ping(&self) -> BoxFuture<'_, bool> {

@@ -171,7 +171,11 @@ impl ControlStore {
         };
         store.reload().await?;
         if let Some(every) = options.reload_interval {
-            spawn_poller(Arc::downgrade(&store.inner), every);
+            spawn_poller(
+                Arc::downgrade(&store.inner),
+                Arc::clone(&store.inner.backend),
+                every,
+            );
         }
         Ok(store)
     }
@@ -331,7 +335,7 @@ async fn audit_in(tx: &mut dyn ControlTx, entry: AuditRecord<'_>) -> Result<()> 
     Ok(())
 }
 
-fn spawn_poller(store: Weak<Inner>, every: Duration) {
+fn spawn_poller(store: Weak<Inner>, backend: Arc<dyn ControlBackend>, every: Duration) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         tracing::warn!("no tokio runtime: control-version poller not started");
         return;
@@ -341,7 +345,10 @@ fn spawn_poller(store: Weak<Inner>, every: Duration) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = backend.changed() => {}
+            }
             let Some(inner) = store.upgrade() else {
                 return;
             };
