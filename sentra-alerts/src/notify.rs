@@ -70,6 +70,52 @@ impl Secret {
         Self(Zeroizing::new(bytes.into()))
     }
 
+    /// The secret from environment variable `var` (its value as bytes, as set).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the variable (never its value) when it is unset, empty or
+    /// not valid Unicode.
+    pub fn from_env(var: &str) -> Result<Self> {
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Self::new(v.into_bytes())),
+            Ok(_) => Err(Error::Config(format!("secret variable {var} is empty"))),
+            Err(std::env::VarError::NotPresent) => {
+                Err(Error::Config(format!("secret variable {var} is not set")))
+            }
+            Err(std::env::VarError::NotUnicode(_)) => Err(Error::Config(format!(
+                "secret variable {var} is not valid Unicode"
+            ))),
+        }
+    }
+
+    /// The secret from a file (e.g. a systemd credential or a mounted secret); one trailing
+    /// newline (`\n` or `\r\n`) is removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the path (never the content) when it cannot be read or is
+    /// empty.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let mut bytes = Zeroizing::new(
+            std::fs::read(path)
+                .map_err(|e| Error::Config(format!("secret file {}: {e}", path.display())))?,
+        );
+        if bytes.ends_with(b"\n") {
+            bytes.pop();
+            if bytes.ends_with(b"\r") {
+                bytes.pop();
+            }
+        }
+        if bytes.is_empty() {
+            return Err(Error::Config(format!(
+                "secret file {} is empty",
+                path.display()
+            )));
+        }
+        Ok(Self(bytes))
+    }
+
     /// The secret bytes.
     #[must_use]
     pub fn expose(&self) -> &[u8] {

@@ -378,6 +378,7 @@ struct Sent {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Group {
     route: usize,
+    receiver: String,
     labels: LabelSet,
     alerts: BTreeSet<Fingerprint>,
     next_flush: i64,
@@ -499,21 +500,8 @@ impl Router {
                 if !t.summary.is_empty() {
                     annotations.push(("summary".to_owned(), t.summary.clone()));
                 }
-                let routes = self.routes_for(&labels);
-                if routes.is_empty() {
+                if !self.place(t.fingerprint, &labels, Some(now)) {
                     self.unrouted += 1;
-                }
-                for r in routes {
-                    let key = self.group_key(r, &labels);
-                    let wait = ms(self.config.routes[r].group_wait);
-                    let g = self.groups.entry(key.clone()).or_insert_with(|| Group {
-                        route: r,
-                        labels: key.1.clone(),
-                        alerts: BTreeSet::new(),
-                        next_flush: now.saturating_add(wait),
-                        sent: None,
-                    });
-                    g.alerts.insert(t.fingerprint);
                 }
                 self.alerts.insert(
                     t.fingerprint,
@@ -533,6 +521,28 @@ impl Router {
             }
             Status::Pending => {}
         }
+    }
+
+    /// Puts an alert in the groups of its routes; a new group flushes `group_wait` after
+    /// `now` (or at the next tick when `now` is `None`). Returns whether any route took it.
+    fn place(&mut self, fp: Fingerprint, labels: &[(String, String)], now: Option<i64>) -> bool {
+        let routes = self.routes_for(labels);
+        let routed = !routes.is_empty();
+        for r in routes {
+            let key = self.group_key(r, labels);
+            let route = &self.config.routes[r];
+            let next_flush = now.map_or(i64::MIN, |n| n.saturating_add(ms(route.group_wait)));
+            let g = self.groups.entry(key.clone()).or_insert_with(|| Group {
+                route: r,
+                receiver: route.receiver.clone(),
+                labels: key.1,
+                alerts: BTreeSet::new(),
+                next_flush,
+                sent: None,
+            });
+            g.alerts.insert(fp);
+        }
+        routed
     }
 
     fn routes_for(&self, labels: &[(String, String)]) -> Vec<usize> {
@@ -850,7 +860,8 @@ impl Router {
     }
 
     /// A router with `config` and a saved state. Groups whose route no longer exists (or
-    /// now has another receiver) are dropped, as are their alerts' memberships.
+    /// now has another receiver) are dropped; their firing alerts are routed again under
+    /// `config` and flushed at the next tick (new to their receivers).
     ///
     /// # Errors
     ///
@@ -866,7 +877,11 @@ impl Router {
         let mut r = Self::new(config)?;
         r.alerts = state.alerts.into_iter().collect();
         for g in state.groups {
-            if g.route < r.config.routes.len() {
+            if r.config
+                .routes
+                .get(g.route)
+                .is_some_and(|route| route.receiver == g.receiver)
+            {
                 r.groups.insert((g.route, g.labels.clone()), g);
             }
         }
@@ -902,6 +917,22 @@ impl Router {
             );
         }
         r.next_silence = state.next_silence.max(1);
+        // firing alerts whose groups were dropped (their route changed) are routed again
+        // and flushed at the next tick
+        let held: BTreeSet<Fingerprint> = r
+            .groups
+            .values()
+            .flat_map(|g| g.alerts.iter().copied())
+            .collect();
+        let orphans: Vec<(Fingerprint, LabelSet)> = r
+            .alerts
+            .iter()
+            .filter(|(fp, a)| a.ends_at.is_none() && !held.contains(fp))
+            .map(|(fp, a)| (*fp, a.labels.clone()))
+            .collect();
+        for (fp, labels) in orphans {
+            r.place(fp, &labels, None);
+        }
         Ok(r)
     }
 }

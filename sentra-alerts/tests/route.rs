@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use sentra_alerts::{
     Error, MatchOp, Matcher, Status, Transition,
-    route::{InhibitRule, Notification, Route, Router, RouterConfig, Silence, parse_routing},
+    route::{
+        InhibitRule, Notification, Route, Router, RouterConfig, Silence, SilenceState,
+        parse_routing,
+    },
 };
 use sentra_core::UnixMillis;
 
@@ -371,4 +374,62 @@ equal = ["agent"]
     );
     let err = parse_routing("").unwrap_err();
     assert!(err.to_string().contains("no route"), "{err}");
+}
+
+#[test]
+fn silences_have_states_and_are_purged_after_retention() {
+    let mut r = router(vec![route("ops")]);
+    let m = || Matcher::parse(r#"peer="a""#).unwrap();
+    let s = Silence::new(vec![m()], at(100), Duration::from_secs(100));
+    assert_eq!(s.state(at(0)), SilenceState::Pending);
+    assert_eq!(s.state(at(100)), SilenceState::Active);
+    assert_eq!(s.state(at(200)), SilenceState::Expired);
+    let early = r.add_silence(s).unwrap();
+    let late = r
+        .add_silence(Silence::new(vec![m()], at(0), Duration::from_secs(10_000)))
+        .unwrap();
+    // an expired silence is kept for the retention period, then purged
+    assert_eq!(r.purge_silences(at(300), Duration::from_secs(3600)), 0);
+    assert_eq!(
+        r.purge_silences(at(200 + 3601), Duration::from_secs(3600)),
+        1
+    );
+    let left: Vec<_> = r.silences().map(|(id, _)| id).collect();
+    assert_eq!(left, vec![late]);
+    assert_ne!(early, late);
+}
+
+#[test]
+fn restore_drops_groups_of_routes_that_are_gone() {
+    let mut pager = route("pager");
+    pager.matchers = vec![Matcher::parse(r#"team="net""#).unwrap()];
+    let mut r = router(vec![pager, route("ops")]);
+    r.push(&fire("Stale", &[("peer", "a"), ("team", "net")], 0, 0));
+    r.push(&fire("Stale", &[("peer", "b")], 0, 0));
+    assert_eq!(r.stats().groups, 2);
+
+    let mut old = r.snapshot();
+    old.version = 7;
+    assert!(matches!(
+        Router::restore(RouterConfig::new(vec![route("ops")]), old),
+        Err(Error::State(m)) if m.contains("version 7")
+    ));
+    // the pager route is gone: its group (route 0, receiver "pager") must not be taken for
+    // the new route 0 (receiver "ops"); ops's group was route 1 and is dropped too
+    let mut restored =
+        Router::restore(RouterConfig::new(vec![route("ops")]), r.snapshot()).unwrap();
+    // ... and both firing alerts are routed again, to ops, flushed at the next tick
+    assert_eq!(restored.stats().groups, 1);
+    let n = restored.tick(at(1));
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].receiver, "ops");
+    assert_eq!(n[0].alerts.len(), 2);
+    // the same config keeps both
+    let mut pager = route("pager");
+    pager.matchers = vec![Matcher::parse(r#"team="net""#).unwrap()];
+    let kept = Router::restore(RouterConfig::new(vec![pager, route("ops")]), r.snapshot()).unwrap();
+    assert_eq!(kept.stats().groups, 2);
+    // the evaluator re-sending one after its own restart changes nothing
+    restored.push(&fire("Stale", &[("peer", "b")], 0, 10));
+    assert!(restored.tick(at(400)).is_empty());
 }

@@ -247,3 +247,48 @@ fn bad_webhook_settings_are_refused() {
     c.max_attempts = 0;
     assert!(matches!(Webhook::new(c), Err(Error::Config(_))));
 }
+
+#[tokio::test]
+async fn max_alerts_truncates_and_counts() {
+    let rx = Receiver::start(&[]).await;
+    let mut c = config(rx.url());
+    c.max_alerts = 1;
+    Webhook::new(c)
+        .unwrap()
+        .notify(&notification())
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&rx.requests()[0].body).unwrap();
+    assert_eq!(v["alerts"].as_array().unwrap().len(), 1);
+    assert_eq!(v["truncatedAlerts"], 1);
+}
+
+#[test]
+fn secrets_from_env_and_file_never_show_their_value() {
+    let dir = std::env::temp_dir().join(format!("sentra-alerts-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hook.secret");
+    std::fs::write(&file, "file-secret-value\r\n").unwrap();
+    assert_eq!(
+        Secret::from_file(&file).unwrap().expose(),
+        b"file-secret-value"
+    );
+    std::fs::write(&file, "\n").unwrap();
+    let e = Secret::from_file(&file).unwrap_err().to_string();
+    assert!(e.contains("is empty") && e.contains("hook.secret"), "{e}");
+    let e = Secret::from_file(&dir.join("missing"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // PATH is always set; a name nobody sets is not
+    assert!(Secret::from_env("PATH").is_ok());
+    let e = Secret::from_env("SENTRA_ALERTS_TEST_UNSET_SECRET")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("SENTRA_ALERTS_TEST_UNSET_SECRET is not set"),
+        "{e}"
+    );
+}
