@@ -176,7 +176,7 @@ async fn run(name: &str, work: Vec<Vec<Verified>>) -> (Duration, Duration, f64, 
                 .unwrap();
             let bytes: i64 = sqlx::query_scalar(
                 "SELECT sum(pg_total_relation_size(oid))::int8 FROM pg_class \
-                 WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'",
+                 WHERE relnamespace = 'sentra_metrics'::regnamespace AND relkind = 'r'",
             )
             .fetch_one(&mut c)
             .await

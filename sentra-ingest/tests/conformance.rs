@@ -76,8 +76,7 @@ impl Store {
                 c.close().await.unwrap();
             }
             Kind::Postgres => {
-                let url = self.db.as_ref().unwrap().url();
-                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                let mut c = self.pg_connection().await;
                 for s in sql {
                     sqlx::query(s).execute(&mut c).await.unwrap();
                 }
@@ -86,11 +85,21 @@ impl Store {
         }
     }
 
-    /// The days (since the epoch) that have a `samples` partition (PostgreSQL).
-    async fn pg_partition_days(&self) -> Vec<i64> {
+    /// A side connection to the PostgreSQL store, in the metric store's schema.
+    async fn pg_connection(&self) -> sqlx::PgConnection {
         let mut c = sqlx::PgConnection::connect(self.db.as_ref().unwrap().url())
             .await
             .unwrap();
+        sqlx::query("SET search_path = sentra_metrics")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c
+    }
+
+    /// The days (since the epoch) that have a `samples` partition (PostgreSQL).
+    async fn pg_partition_days(&self) -> Vec<i64> {
+        let mut c = self.pg_connection().await;
         let names: Vec<String> = sqlx::query_scalar(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
              WHERE i.inhparent = 'samples'::regclass",

@@ -25,7 +25,8 @@ pub(crate) struct Cli {
     /// TOML configuration file.
     #[arg(long, short, env = "SENTRA_SERVER_CONFIG")]
     pub(crate) config: Option<PathBuf>,
-    /// Data directory (metrics.db, control.db, local agent state).
+    /// Data directory (metrics.db and control.db with the sqlite backend, local agent
+    /// state, the lock that keeps a second server off it).
     #[arg(long, env = "SENTRA_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
     /// gRPC ingest listen address.
@@ -78,13 +79,34 @@ pub(crate) struct Cli {
     /// address is refused (burst 5x). 0 turns the budget off. Default 20.
     #[arg(long, env = "SENTRA_GRPC_AUTH_FAILURES_PER_SECOND")]
     pub(crate) grpc_auth_failures_per_second: Option<u32>,
-    /// File holding a postgres:// URL: the control plane (users, agents, keys, desired
-    /// peers, audit) then lives in that PostgreSQL database, shared by every server given
-    /// the same URL (changes reach the others within 250 ms); metrics stay in the data
-    /// directory. Default: control.db in the data directory. The URL may also come from
-    /// SENTRA_CONTROL_DATABASE_URL.
+    /// Where metrics and the control plane are stored: sqlite (metrics.db and control.db
+    /// in the data directory; the default) or postgres (the database of
+    /// --database-url-file / SENTRA_DATABASE_URL).
+    #[arg(long, env = "SENTRA_STORAGE_BACKEND", value_enum)]
+    pub(crate) storage_backend: Option<StorageBackend>,
+    /// File holding the postgres:// URL of the database for --storage-backend postgres
+    /// (metrics in its schema sentra_metrics, the control plane in public). The URL may
+    /// also come from SENTRA_DATABASE_URL. It may hold a password: it never appears in
+    /// logs or errors.
+    #[arg(long, env = "SENTRA_DATABASE_URL_FILE")]
+    pub(crate) database_url_file: Option<PathBuf>,
+    /// File holding a postgres:// URL for the control plane alone (users, agents, keys,
+    /// desired peers, audit), shared by several servers (changes reach the others within
+    /// 250 ms); each server keeps its own metric store (SQLite, or its own PostgreSQL
+    /// database: a metric database has one writer). Default: the control plane is where
+    /// the metrics are. The URL may also come from SENTRA_CONTROL_DATABASE_URL.
     #[arg(long, env = "SENTRA_CONTROL_DATABASE_URL_FILE")]
     pub(crate) control_database_url_file: Option<PathBuf>,
+}
+
+/// Where the server stores metrics and the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum StorageBackend {
+    /// Embedded SQLite files in the data directory.
+    Sqlite,
+    /// A PostgreSQL database (URL from a file or the environment).
+    Postgres,
 }
 
 const AFTER_HELP: &str = "\
@@ -92,6 +114,10 @@ First steps:
   sentra-server --local-agent            start with a local agent; status appears in seconds
   sentra init                            create the first admin user (no default credentials)
   sentra login && sentra status          see agents, interfaces and peers
+
+PostgreSQL instead of the embedded SQLite files (URL in a file only the service reads):
+  sentra-server --storage-backend postgres --database-url-file /etc/sentra/database-url
+  (the file holds e.g. postgres://sentra:PASSWORD@db.internal:5432/sentra)
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more detail.";
 
@@ -123,7 +149,19 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     api: Option<ApiSection>,
     grpc: Option<GrpcSection>,
-    /// A file holding the control database's postgres:// URL (see --control-database-url-file).
+    storage: Option<StorageSection>,
+}
+
+/// `[storage]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    /// "sqlite" (default) or "postgres".
+    backend: Option<StorageBackend>,
+    /// A file holding the postgres:// URL (never the URL itself: keep secrets out of
+    /// configuration files that are readable by more than the service).
+    database_url_file: Option<PathBuf>,
+    /// A file holding the postgres:// URL of a control database shared by several servers.
     control_database_url_file: Option<PathBuf>,
 }
 
@@ -172,8 +210,11 @@ pub(crate) struct Config {
     pub(crate) metrics_peer_endpoints: bool,
     /// The gRPC ingest listener's limits.
     pub(crate) grpc_limits: sentra_transport::Limits,
-    /// The PostgreSQL control database (`None`: `control.db` in the data directory).
+    /// The PostgreSQL metric database (`None`: `metrics.db` in the data directory).
     /// Carries a password: never log it.
+    pub(crate) database_url: Option<sentra_api::SecretString>,
+    /// The PostgreSQL control database: the separate shared one, else the metric database
+    /// (`None`: `control.db` in the data directory). Carries a password: never log it.
     pub(crate) control_database_url: Option<sentra_api::SecretString>,
 }
 
@@ -228,18 +269,37 @@ impl Config {
             bail!("retention_days must be between 1 and 36500, got {retention_days}");
         }
         let grpc_limits = grpc_limits(cli, file.grpc.unwrap_or_default())?;
-        let control_database_url = match (
-            cli.control_database_url_file.as_ref(),
-            file.control_database_url_file,
-            std::env::var("SENTRA_CONTROL_DATABASE_URL").ok(),
-        ) {
-            (Some(path), _, _) => Some(read_secret(path, "control database URL")?),
-            (None, _, Some(url)) if !url.trim().is_empty() => {
-                Some(sentra_api::SecretString::new(url.trim()))
-            }
-            (None, Some(path), _) => Some(read_secret(&path, "control database URL")?),
-            (None, None, _) => None,
+        let storage = file.storage.unwrap_or_default();
+        let backend = cli
+            .storage_backend
+            .or(storage.backend)
+            .unwrap_or(StorageBackend::Sqlite);
+        let database_url = postgres_url(
+            cli.database_url_file.as_deref(),
+            "SENTRA_DATABASE_URL",
+            storage.database_url_file.as_deref(),
+            "database URL",
+        )?;
+        let database_url = match (backend, database_url) {
+            (StorageBackend::Postgres, Some((url, _))) => Some(url),
+            (StorageBackend::Postgres, None) => bail!(
+                "storage backend postgres needs a database URL: --database-url-file, \
+                 SENTRA_DATABASE_URL or [storage] database_url_file"
+            ),
+            (StorageBackend::Sqlite, Some((_, from))) => bail!(
+                "a database URL is set ({from}) but the storage backend is sqlite: add \
+                 --storage-backend postgres (or [storage] backend = \"postgres\"), or remove it"
+            ),
+            (StorageBackend::Sqlite, None) => None,
         };
+        let control_database_url = postgres_url(
+            cli.control_database_url_file.as_deref(),
+            "SENTRA_CONTROL_DATABASE_URL",
+            storage.control_database_url_file.as_deref(),
+            "control database URL",
+        )?
+        .map(|(url, _)| url)
+        .or_else(|| database_url.clone());
         let config = Self {
             data_dir: cli
                 .data_dir
@@ -267,6 +327,7 @@ impl Config {
             metrics_token,
             metrics_peer_endpoints,
             grpc_limits,
+            database_url,
             control_database_url,
         };
         config.check()?;
@@ -336,6 +397,37 @@ fn grpc_limits(cli: &Cli, file: GrpcSection) -> anyhow::Result<sentra_transport:
         });
     }
     Ok(limits)
+}
+
+/// A PostgreSQL URL from the flag's file, else the environment variable `env`, else the
+/// TOML file's file, with where it came from. Errors name the source, never the URL.
+fn postgres_url(
+    flag_file: Option<&Path>,
+    env: &'static str,
+    toml_file: Option<&Path>,
+    what: &str,
+) -> anyhow::Result<Option<(sentra_api::SecretString, String)>> {
+    let found = match (flag_file, std::env::var(env).ok(), toml_file) {
+        (Some(path), _, _) => Some((read_secret(path, what)?, format!("file {}", path.display()))),
+        (None, Some(url), _) if !url.trim().is_empty() => Some((
+            sentra_api::SecretString::new(url.trim()),
+            format!("environment variable {env}"),
+        )),
+        (None, _, Some(path)) => {
+            Some((read_secret(path, what)?, format!("file {}", path.display())))
+        }
+        (None, _, None) => None,
+    };
+    if let Some((url, from)) = &found {
+        let url = url.expose_secret();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!(
+                "the {what} from {from} does not start with postgres:// or postgresql:// \
+                 (not shown: it may hold a password)"
+            );
+        }
+    }
+    Ok(found)
 }
 
 /// Reads a scrape token file (surrounding whitespace trimmed; empty is an error).
@@ -501,6 +593,94 @@ mod tests {
             let err = format!("{:#}", Config::load(&cli(&["--config", file])).unwrap_err());
             assert!(err.contains(want), "{text:?} -> {err}");
         }
+    }
+
+    #[test]
+    fn storage_from_file_and_flags() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert!(c.database_url.is_none() && c.control_database_url.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("url");
+        let control = dir.path().join("control-url");
+        std::fs::write(&url, "  postgres://u:pw@db:5432/metrics \n").unwrap();
+        std::fs::write(&control, "postgresql://u:pw@db:5432/control").unwrap();
+        let toml = dir.path().join("s.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "[storage]\nbackend = \"postgres\"\ndatabase_url_file = \"{}\"\n",
+                url.display()
+            ),
+        )
+        .unwrap();
+        let toml = toml.to_str().unwrap();
+        // One URL for both stores, trimmed.
+        let c = Config::load(&cli(&["--config", toml])).unwrap();
+        let got =
+            |s: &Option<sentra_api::SecretString>| s.as_ref().unwrap().expose_secret().to_owned();
+        assert_eq!(got(&c.database_url), "postgres://u:pw@db:5432/metrics");
+        assert_eq!(
+            got(&c.control_database_url),
+            "postgres://u:pw@db:5432/metrics"
+        );
+        // A separate shared control database.
+        let c = Config::load(&cli(&[
+            "--config",
+            toml,
+            "--control-database-url-file",
+            control.to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(got(&c.database_url), "postgres://u:pw@db:5432/metrics");
+        assert_eq!(
+            got(&c.control_database_url),
+            "postgresql://u:pw@db:5432/control"
+        );
+        // The flag wins over the file: back to SQLite, which a URL contradicts.
+        let err = format!(
+            "{:#}",
+            Config::load(&cli(&["--config", toml, "--storage-backend", "sqlite"])).unwrap_err()
+        );
+        assert!(err.contains("the storage backend is sqlite"), "{err}");
+        assert!(!err.contains("pw@"), "{err}");
+        // SQLite metrics with a shared PostgreSQL control plane.
+        let c = Config::load(&cli(&[
+            "--control-database-url-file",
+            control.to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert!(c.database_url.is_none());
+        assert_eq!(
+            got(&c.control_database_url),
+            "postgresql://u:pw@db:5432/control"
+        );
+        // Not a PostgreSQL URL, an empty file, a missing file: named, never shown.
+        std::fs::write(&url, "mysql://u:pw@db/x").unwrap();
+        let err = format!("{:#}", Config::load(&cli(&["--config", toml])).unwrap_err());
+        assert!(err.contains("does not start with postgres://"), "{err}");
+        assert!(
+            err.contains(url.to_str().unwrap()) && !err.contains("pw@"),
+            "{err}"
+        );
+        std::fs::write(&url, "\n").unwrap();
+        let err = format!("{:#}", Config::load(&cli(&["--config", toml])).unwrap_err());
+        assert!(err.contains("is empty"), "{err}");
+        let err = format!(
+            "{:#}",
+            Config::load(&cli(&[
+                "--storage-backend",
+                "postgres",
+                "--database-url-file",
+                "/nonexistent/url"
+            ]))
+            .unwrap_err()
+        );
+        assert!(err.contains("/nonexistent/url"), "{err}");
+        let err = format!(
+            "{:#}",
+            Config::load(&cli(&["--storage-backend", "postgres"])).unwrap_err()
+        );
+        assert!(err.contains("needs a database URL"), "{err}");
     }
 
     #[test]

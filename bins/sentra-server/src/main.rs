@@ -95,13 +95,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut ingest_config = sentra_ingest::Config::default();
     ingest_config.retention = config.retention;
-    let ingest = Arc::new(
-        sentra_ingest::Ingest::open(&config.data_dir, ingest_config)
+    let ingest = match &config.database_url {
+        None => sentra_ingest::Ingest::open(&config.data_dir, ingest_config)
             .await
             .with_context(|| {
                 format!("opening the metrics store in {}", config.data_dir.display())
             })?,
-    );
+        // The error names host, port, database and user, never the URL (it may carry a
+        // password).
+        Some(url) => sentra_ingest::Ingest::open_with(
+            sentra_ingest::Backend::postgres(url.expose_secret()),
+            ingest_config,
+        )
+        .await
+        .context("opening the PostgreSQL metric store")?,
+    };
+    let ingest = Arc::new(ingest);
     let mut api_config = sentra_api::ApiConfig::default();
     api_config.metrics_token = config.metrics_token.clone();
     api_config.metrics_peer_endpoints = config.metrics_peer_endpoints;
@@ -122,7 +131,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .context("opening the PostgreSQL control database")?;
             info!(
-                "control plane: PostgreSQL (shared; changes from other servers apply within 250 ms)"
+                "control plane: PostgreSQL (changes made through other servers sharing it apply within 250 ms)"
             );
             sentra_api::Api::open_with_store(
                 &config.data_dir,
@@ -213,16 +222,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
         api = %format!("{api_scheme}://{api_addr}"),
         "sentra-server ready"
     );
+    let storage = match (&config.database_url, &config.control_database_url) {
+        (None, None) => format!("embedded storage in {}", config.data_dir.display()),
+        (None, Some(_)) => format!(
+            "embedded metric storage in {}, control plane in PostgreSQL",
+            config.data_dir.display()
+        ),
+        (Some(_), _) => format!(
+            "PostgreSQL storage, data directory {}",
+            config.data_dir.display()
+        ),
+    };
     eprintln!(
-        "sentra-server {} — embedded storage in {}\n  gRPC ingest  {scheme}://{grpc_addr}\n  REST API     {api_scheme}://{api_addr}   (OpenAPI: /api/v1/openapi.json, Prometheus: /metrics)\n",
+        "sentra-server {} — {storage}\n  gRPC ingest  {scheme}://{grpc_addr}\n  REST API     {api_scheme}://{api_addr}   (OpenAPI: /api/v1/openapi.json, Prometheus: /metrics)\n",
         env!("CARGO_PKG_VERSION"),
-        config.data_dir.display()
     );
     if api.store().list_users().await.is_ok_and(|u| u.is_empty()) {
-        eprintln!(
-            "No users yet. Create the first admin:  sentra init --data-dir {}\n",
-            config.data_dir.display()
-        );
+        if config.control_database_url.is_none() {
+            eprintln!(
+                "No users yet. Create the first admin:  sentra init --data-dir {}\n",
+                config.data_dir.display()
+            );
+        } else {
+            // `sentra init` opens control.db in a data directory, not a PostgreSQL database.
+            eprintln!(
+                "No users yet. The control plane is in PostgreSQL, which `sentra init` does not open yet (it takes a data directory).\n"
+            );
+        }
     }
 
     let mut agent = if config.local_agent {

@@ -19,6 +19,10 @@
 //!   days already older than the retention go to the DEFAULT partition (deleted by the
 //!   next pass): the number of partitions stays bounded by the retention, whatever
 //!   timestamps agents send.
+//! * **Own schema.** Every table (and sqlx's migration ledger) lives in the schema
+//!   [`SCHEMA`] (`sentra_metrics`, created at open; connections set `search_path` to it),
+//!   so the metric store shares a database with other tables, such as sentra-control's
+//!   control plane in `public`, without a name clash.
 //! * **One writer per database**, as one per SQLite file: the writer holds a session
 //!   advisory lock; a second `Ingest` on the same database is refused at open.
 //! * **Failures.** A failed write drops the connection; the next call reconnects (the
@@ -42,6 +46,9 @@ pub(crate) use store::PgStore;
 
 use crate::{Config, Error, Result};
 
+/// The schema holding the metric store's tables (created at open).
+pub(crate) const SCHEMA: &str = "sentra_metrics";
+
 /// One day in milliseconds: the partition width.
 pub(crate) const DAY_MS: i64 = 86_400_000;
 
@@ -53,6 +60,8 @@ pub(crate) fn connect_options(url: &str) -> Result<PgConnectOptions> {
     })?;
     Ok(opts
         .application_name("sentra-ingest")
+        // every table of ours in our own schema (see the module docs)
+        .options([("search_path", SCHEMA)])
         // multi-row statements carry thousands of values: never log them
         .disable_statement_logging())
 }
@@ -79,6 +88,12 @@ pub(crate) async fn open(url: &str, config: &Config) -> Result<(PgStore, PgReade
             context: "taking the PostgreSQL writer lock",
             source,
         })?;
+    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+        .execute(&mut conn)
+        .await
+        .map_err(Error::storage(
+            "creating the PostgreSQL schema sentra_metrics",
+        ))?;
     sqlx::migrate!("./migrations-pg")
         .run(&mut conn)
         .await
