@@ -32,6 +32,11 @@ pub(crate) struct InitArgs {
     /// Read the password from standard input (one line) instead of prompting.
     #[arg(long)]
     password_stdin: bool,
+    /// File holding the postgres:// URL of a shared PostgreSQL control database (as given
+    /// to sentra-server --control-database-url-file): the admin is created there instead
+    /// of in the data directory's control.db.
+    #[arg(long, env = "SENTRA_CONTROL_DATABASE_URL_FILE")]
+    control_database_url_file: Option<PathBuf>,
     #[command(flatten)]
     out: Output,
 }
@@ -178,6 +183,9 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
             bail!("the passwords differ");
         }
     }
+    if let Some(url_file) = &args.control_database_url_file {
+        return init_postgres(&args, url_file, pw);
+    }
     // What exists now stays; what this command creates is removed again if it fails.
     let created = Created::before(&args.data_dir);
     let result = runtime()?.block_on(async {
@@ -225,6 +233,56 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
         "Next: sentra login --username {}",
         display_safe(&args.username)
     );
+    Ok(())
+}
+
+/// `sentra init --control-database-url-file`: the first admin in a shared PostgreSQL
+/// control database. Errors name the file, never the URL (it may carry a password).
+fn init_postgres(args: &InitArgs, url_file: &std::path::Path, pw: String) -> anyhow::Result<()> {
+    let url = sentra_control::SecretString::new(std::fs::read_to_string(url_file).with_context(
+        || {
+            format!(
+                "reading the control database URL file {}",
+                url_file.display()
+            )
+        },
+    )?);
+    runtime()?.block_on(async {
+        let mut options = sentra_control::StoreOptions::default();
+        options.reload_interval = None;
+        let store =
+            sentra_control::ControlStore::open_postgres(url.expose_secret().trim(), options)
+                .await
+                .context("opening the PostgreSQL control database")?;
+        store
+            .create_user(
+                &sentra_control::Actor::local(),
+                &args.username,
+                sentra_control::Password::new(pw),
+                sentra_control::Role::Admin,
+            )
+            .await
+            .with_context(|| format!("creating admin user {:?}", args.username))
+    })?;
+    if args.out.json {
+        println!(
+            "{}",
+            crate::safe::json_pretty(&json!({
+                "username": args.username,
+                "role": "admin",
+                "control_database": "postgres",
+            }))?
+        );
+    } else {
+        println!(
+            "Created admin user {:?} in the PostgreSQL control database.",
+            args.username
+        );
+        println!(
+            "Next: sentra login --username {}",
+            display_safe(&args.username)
+        );
+    }
     Ok(())
 }
 
