@@ -5,7 +5,9 @@
 //! * parse + coalesce a 100 000-peer dump from bytes (goal ≥ 2 M peers/s)
 //! * diff 100 000 desired vs actual peers (goal ≤ 50 ms)
 //! * SET messages needed to apply 100 000 peers (goal ≤ 250; printed next to the
-//!   one-message-per-peer baseline of wgctrl-go and defguard)
+//!   one-message-per-peer baseline of wgctrl-go and defguard): the bench's own peers (two
+//!   allowed IPs, IPv6 endpoint, keepalive) as an upsert of full configurations, with
+//!   REPLACE_PEERS and through `apply` to an empty device; and the lean reference peer
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
 use std::hint::black_box;
@@ -129,6 +131,24 @@ fn benches(c: &mut Criterion) {
     let msgs = build_set(&dev, &update, 30, peers_nest_budget()).unwrap();
     println!(
         "SET messages to apply {N} peers (2 allowed IPs, v6 endpoint, keepalive, PSK field each): {} (goal <= 250; wgctrl-go / defguard: {N}, one per peer)",
+        msgs.len()
+    );
+    // The same peers through the paths that know they are new: REPLACE_PEERS (`set` with
+    // `replace_peers`), and `apply` to an empty device (diff → build_set).
+    let mut replace = update.clone();
+    replace.replace_peers = true;
+    let n_replace = build_set(&dev, &replace, 30, peers_nest_budget())
+        .unwrap()
+        .len();
+    let mut empty = Device::default();
+    empty.name = "wg0".into();
+    let fresh = sentra_wg::diff(&empty, &actual.to_config()).unwrap();
+    let n_apply = build_set(&dev, &fresh, 30, peers_nest_budget())
+        .unwrap()
+        .len();
+    println!(
+        "SET messages to apply the same {N} peers with REPLACE_PEERS: {n_replace}; `apply` to an empty device: {n_apply} (goal <= 250; {:.2}x the upsert's {})",
+        n_apply as f64 / msgs.len() as f64,
         msgs.len()
     );
     // wireguard.md section 4's reference peer: key, PSK, flags, v4 endpoint, keepalive, one /32

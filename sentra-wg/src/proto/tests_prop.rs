@@ -270,3 +270,80 @@ fn empty_cidr_attribute_is_an_error_not_a_panic() {
     bad[pos] = 4;
     assert!(parse_dump(&bad).is_err());
 }
+
+/// Per peer nest of `msgs`: (flags, has preshared key, has keepalive, allowed IPs).
+fn peer_nests(msgs: &[SetMessage]) -> Vec<(u32, bool, bool, usize)> {
+    let mut out = Vec::new();
+    for m in msgs {
+        let nl = messages(m.bytes()).collect::<Result<Vec<_>>>().unwrap();
+        for a in Attrs::new(&nl[0].payload[4..]) {
+            let (kind, v) = a.unwrap();
+            if kind != 8 {
+                continue;
+            }
+            for p in Attrs::new(v) {
+                let (_, pv) = p.unwrap();
+                let mut nest = (0, false, false, 0);
+                for pa in Attrs::new(pv) {
+                    let (k, x) = pa.unwrap();
+                    match k {
+                        2 => nest.1 = true,
+                        3 => nest.0 = u32::from_ne_bytes(x.try_into().unwrap()),
+                        5 => nest.2 = true,
+                        9 => nest.3 = Attrs::new(x).count(),
+                        _ => {}
+                    }
+                }
+                out.push(nest);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn replace_peers_leaves_out_what_a_new_peer_has_anyway() {
+    let ips: Vec<AllowedIp> = vec!["10.0.0.1/32".parse().unwrap(), "fd00::/64".parse().unwrap()];
+    let mut a = Peer::new(Key::from_bytes([1; 32]));
+    a.allowed_ips = ips.clone();
+    let mut b = Peer::new(Key::from_bytes([2; 32]));
+    b.allowed_ips = ips;
+    b.preshared_key = Some(PresharedKey::from_bytes([7; 32]));
+    b.persistent_keepalive = 25;
+    let mut upd = DeviceUpdate::new();
+    // a twice: its second appearance updates the peer the first one created
+    upd.peers = [&a, &b, &a]
+        .iter()
+        .map(|p| PeerUpdate::from_config(&p.to_config()))
+        .collect();
+    let dev = DeviceRef::from("wg0");
+
+    // without REPLACE_PEERS a peer may exist: zero PSK, keepalive 0 and REPLACE_ALLOWEDIPS
+    // are all sent
+    let kept = peer_nests(&build_set(&dev, &upd, 30, peers_nest_budget()).unwrap());
+    assert_eq!(
+        kept,
+        vec![(2, true, true, 2), (2, true, true, 2), (2, true, true, 2)]
+    );
+
+    upd.replace_peers = true;
+    let msgs = build_set(&dev, &upd, 30, peers_nest_budget()).unwrap();
+    assert_eq!(
+        peer_nests(&msgs),
+        vec![(0, false, false, 2), (0, true, true, 2), (2, true, true, 2)],
+        "new peers: no zero PSK, no keepalive 0, no REPLACE_ALLOWEDIPS; a repeated key keeps them"
+    );
+    // real bytes: a leaves out 52 (flags 8, zero PSK 36, keepalive 8), b 8 (flags); message 1
+    // carries the 8-byte REPLACE_PEERS device flag
+    let plain = build_set(
+        &dev,
+        &DeviceUpdate {
+            replace_peers: false,
+            ..upd.clone()
+        },
+        30,
+        peers_nest_budget(),
+    )
+    .unwrap();
+    assert_eq!(plain[0].bytes().len() + 8 - msgs[0].bytes().len(), 52 + 8);
+}
