@@ -12,6 +12,10 @@
 //! runs on any storage backend: the high-water mark covers every record, every seq up to
 //! it was *accepted* exactly once (accepted batches == seqs, no accepted gap, nothing
 //! missing), and nothing was refused.
+//!
+//! The same test runs twice: on the embedded SQLite files, and with `--storage-backend
+//! postgres` on a fresh database of a real PostgreSQL (`sentra-testkit`: the server from
+//! `SENTRA_TEST_PG_URL`, or one it starts with `initdb`/`pg_ctl`).
 
 use std::{
     io::{Read as _, Write as _},
@@ -81,6 +85,8 @@ struct Cluster {
     dir: PathBuf,
     grpc: SocketAddr,
     api: SocketAddr,
+    /// `Some`: the server stores everything in this PostgreSQL database.
+    database: Option<sentra_testkit::TestDb>,
 }
 
 impl Cluster {
@@ -93,17 +99,25 @@ impl Cluster {
     }
 
     fn start_server(&self) -> Proc {
-        let child = Command::new(server_bin())
-            .arg("--data-dir")
+        let mut cmd = Command::new(server_bin());
+        cmd.arg("--data-dir")
             .arg(self.dir.join("server"))
             .args(["--grpc-listen", &self.grpc.to_string()])
             .args(["--api-listen", &self.api.to_string()])
             .args(["--status-interval", "0", "--log-format", "json"])
             .env("RUST_LOG", "info")
+            .env_remove("SENTRA_DATABASE_URL")
+            .env_remove("SENTRA_CONTROL_DATABASE_URL")
+            .env_remove("SENTRA_STORAGE_BACKEND")
             .stdout(Stdio::null())
-            .stderr(self.log("server"))
-            .spawn()
-            .unwrap();
+            .stderr(self.log("server"));
+        if let Some(db) = &self.database {
+            let url_file = self.dir.join("database-url");
+            std::fs::write(&url_file, db.url()).unwrap();
+            cmd.args(["--storage-backend", "postgres", "--database-url-file"])
+                .arg(url_file);
+        }
+        let child = cmd.spawn().unwrap();
         let p = Proc {
             name: "server".into(),
             child,
@@ -288,8 +302,24 @@ fn wal_state(state: &Path) -> (u64, u64) {
     (last, insp.acked_lsn.unwrap_or(0))
 }
 
+/// Where the server under test stores metrics and the control plane.
+#[derive(Debug, Clone, Copy)]
+enum Storage {
+    Sqlite,
+    Postgres,
+}
+
 #[test]
-fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing() {
+fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing_sqlite() {
+    kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing(Storage::Sqlite);
+}
+
+#[test]
+fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing_postgres() {
+    kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing(Storage::Postgres);
+}
+
+fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing(storage: Storage) {
     // SENTRA_E2E_KEEP=1 keeps the directory (logs, databases, WALs) for a post-mortem.
     let guard;
     let root = if std::env::var_os("SENTRA_E2E_KEEP").is_some() {
@@ -298,11 +328,20 @@ fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing() {
         guard = tempfile::tempdir().unwrap();
         guard.path().to_path_buf()
     };
-    eprintln!("e2e directory: {}", root.display());
+    eprintln!("e2e directory ({storage:?}): {}", root.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let database = match storage {
+        Storage::Sqlite => None,
+        Storage::Postgres => Some(rt.block_on(sentra_testkit::TestDb::new()).unwrap()),
+    };
     let cluster = Cluster {
         dir: root,
         grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
         api: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        database,
     };
     let server_dir = cluster.dir.join("server");
     std::fs::create_dir_all(&server_dir).unwrap();
@@ -310,15 +349,13 @@ fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing() {
     // Bootstrap tokens straight into the control store (what `sentra token issue` asks the
     // API to do), then enrol both agents over the REST API.
     let tokens: Vec<String> = {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         rt.block_on(async {
-            let store =
-                sentra_api::ControlStore::open(&server_dir, sentra_api::StoreOptions::default())
-                    .await
-                    .unwrap();
+            let options = sentra_api::StoreOptions::default();
+            let store = match &cluster.database {
+                None => sentra_api::ControlStore::open(&server_dir, options).await,
+                Some(db) => sentra_control::ControlStore::open_postgres(db.url(), options).await,
+            }
+            .unwrap();
             store
                 .create_user(
                     &sentra_api::Actor::local(),
