@@ -216,3 +216,81 @@ async fn every_route_needs_a_notifier() {
         "{err}"
     );
 }
+
+fn peer_batch(seq: u64, now: UnixMillis, handshake_age_s: i64) -> sentra_core::Batch {
+    use sentra_core::{AgentId, Batch, Seq, WgDevice, WgPeer, WgPublicKey};
+    let mut batch = Batch::new(AgentId::new("gw-1").unwrap(), Seq::new(seq).unwrap(), now);
+    batch.wg_devices.push(WgDevice {
+        name: "wg0".into(),
+        ifindex: 4,
+        public_key: None,
+        listen_port: 51820,
+        fwmark: 0,
+        peers: vec![WgPeer {
+            public_key: WgPublicKey::from_bytes([7; 32]),
+            endpoint: None,
+            allowed_ips: vec![],
+            last_handshake: Some(UnixMillis::from_millis(
+                now.as_millis() - handshake_age_s * 1000,
+            )),
+            rx_bytes: 0,
+            tx_bytes: 0,
+            persistent_keepalive_s: Some(25),
+            has_preshared_key: false,
+        }],
+    });
+    batch
+}
+
+/// The whole crate end to end: the real evaluator sees a peer stop handshaking and start
+/// again; the router and dispatcher deliver exactly one firing and one resolved
+/// notification to a real HTTP receiver, even though the evaluator ticks many times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluator_to_receiver_one_firing_one_resolved() {
+    use sentra_alerts::{Config, Evaluator, parse_rules};
+    let (rules, _) = parse_rules(
+        "[[rule]]\nname = \"WgHandshakeStale\"\nkind = \"wg_handshake_stale\"\nmax_age = \"3m\"\n\
+         severity = \"critical\"\nsummary = \"peer {{ $labels.peer }}: no handshake for {{ $value }} s\"\n",
+        None,
+    )
+    .unwrap();
+    let mut evaluator = Evaluator::new(rules, Config::default()).unwrap();
+    let rx = Receiver::start(&[]).await;
+    let router = Router::new(RouterConfig::new(vec![route("ops")])).unwrap();
+    let d = Dispatcher::spawn(router, vec![hook("ops", &rx)], DispatcherConfig::default()).unwrap();
+
+    // stale for several evaluation ticks
+    for seq in 1..=5 {
+        let now = UnixMillis::now();
+        evaluator.observe(&peer_batch(seq, now, 200), now);
+        d.push(evaluator.tick(now));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for("the firing notification", || rx.count() == 1).await;
+    // handshakes again, for several ticks
+    for seq in 6..=10 {
+        let now = UnixMillis::now();
+        evaluator.observe(&peer_batch(seq, now, 10), now);
+        d.push(evaluator.tick(now));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for("the resolved notification", || rx.count() == 2).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(statuses(&rx), ["firing", "resolved"]);
+    let first: serde_json::Value = serde_json::from_slice(&rx.requests()[0].body).unwrap();
+    let alert = &first["alerts"][0];
+    assert_eq!(alert["labels"]["alertname"], "WgHandshakeStale");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(
+        alert["labels"]["peer"],
+        "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
+    );
+    assert!(
+        alert["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("peer BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=: no handshake for 200"),
+        "{alert}"
+    );
+    d.shutdown(Duration::from_secs(1)).await.unwrap();
+}
