@@ -8,11 +8,19 @@
 //! * (a) criterion group `append_256B`: appends/s of 256-byte records with 1, 4 and 16
 //!   concurrent appenders — sentra per-record `append` (default options, and with
 //!   `preallocate(true)`), sentra `append_batch` (256 records per call, default options),
-//!   okaywal (one entry per record, committed), raw (each appender its own file, one
+//!   okaywal (one entry per record, committed), okaywal_batch256 (256 chunks per committed
+//!   entry, the fair peer of `append_batch`), raw (each appender its own file, one
 //!   `write` + `fdatasync` per record).
 //! * (b) single-appender latency p50/p99 (printed table, 3000 appends each).
 //! * (c) time to open a 1 GiB log (`SENTRA_WAL_BENCH_OPEN_MB` to change) and, for
-//!   comparison, a full verifying `inspect` of it.
+//!   comparison, a full verifying `inspect` of it; the open again with a cold page cache
+//!   (`sync; echo 3 > /proc/sys/vm/drop_caches`, root only).
+//! * (d) same-run ratios: sentra vs okaywal at 1 record per commit and at 256 records per
+//!   commit (`append_batch` vs one okaywal entry of 256 chunks), each next to the physical
+//!   ceiling (one `write` of the group + `fdatasync`, growing and preallocated file).
+//!
+//! Only the printed sections (criterion's filter `none` skips every criterion group):
+//! `cargo bench -p sentra-wal --bench wal -- --warm-up-time 1 --measurement-time 3 none`
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) everything runs once at tiny sizes.
 
@@ -111,6 +119,17 @@ fn bench_throughput(c: &mut Criterion, smoke: bool) {
                 });
             });
         }
+        // okaywal, 256 records (chunks) per committed entry: the fair peer of `append_batch`.
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let log = okaywal::WriteAheadLog::recover(dir.path(), NoCheckpoint).unwrap();
+            g.bench_function(BenchmarkId::new("okaywal_batch256", threads), |b| {
+                b.iter_custom(|iters| {
+                    fan_out(threads, iters, &|_, n| okaywal_batches(&log, &rec, n))
+                });
+            });
+            log.shutdown().unwrap();
+        }
         // okaywal: one committed entry per record.
         {
             let dir = tempfile::tempdir().unwrap();
@@ -158,6 +177,163 @@ fn bench_throughput(c: &mut Criterion, smoke: bool) {
         }
     }
     g.finish();
+}
+
+/// Appends `n` records to okaywal in entries of up to [`BATCH`] chunks, one commit each.
+fn okaywal_batches(log: &okaywal::WriteAheadLog, rec: &[u8], n: u64) {
+    let mut left = n as usize;
+    while left > 0 {
+        let k = left.min(BATCH);
+        let mut w = log.begin_entry().unwrap();
+        for _ in 0..k {
+            w.write_chunk(rec).unwrap();
+        }
+        w.commit().unwrap();
+        left -= k;
+    }
+}
+
+/// The physical limit: the time of `rounds` cycles of one `write` of `group` bytes +
+/// `fdatasync`, on a file that grows (like a segment without preallocation) or overwrites
+/// zeros written and synced beforehand (like a preallocated segment).
+fn group_sync(group: usize, prealloc: bool, rounds: usize) -> Duration {
+    use std::os::unix::fs::FileExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(dir.path().join("ceiling"))
+        .unwrap();
+    let total = group * rounds;
+    if prealloc {
+        let zeros = vec![0u8; 1 << 20];
+        let mut off = 0;
+        while off < total {
+            f.write_all_at(&zeros, off as u64).unwrap();
+            off += zeros.len();
+        }
+        f.sync_all().unwrap();
+    }
+    let buf = vec![0x5au8; group];
+    let t = Instant::now();
+    for i in 0..rounds {
+        f.write_all_at(&buf, (i * group) as u64).unwrap();
+        f.sync_data().unwrap();
+    }
+    t.elapsed()
+}
+
+/// Records/s of `threads` appenders each appending `per_thread` records through `f`.
+fn rate(threads: usize, per_thread: u64, f: &(dyn Fn(usize, u64) + Sync)) -> f64 {
+    let d = fan_out(threads, per_thread * threads as u64, f);
+    (per_thread * threads as u64) as f64 / d.as_secs_f64()
+}
+
+/// (d) Same-run ratios: every system runs the same record count, interleaved over `rounds`
+/// rounds (best round kept), next to the group-commit ceiling of the same appenders: one
+/// write of every appender's records + one `fdatasync` per cycle, measured the same way.
+fn ratios(smoke: bool) {
+    let rec = [0x5au8; REC];
+    let rounds = if smoke { 1 } else { 3 };
+    let threads_list: &[usize] = if smoke { &[2] } else { &[1, 16] };
+    println!("\n(d) same-run ratios, 256 B records (best of {rounds} interleaved rounds)");
+    for &threads in threads_list {
+        let per = if smoke { 20 } else { 200 };
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (wal, _) = Wal::open(dirs[0].path(), sentra_opts()).unwrap();
+        let (walp, _) = Wal::open(dirs[1].path(), sentra_opts().preallocate(true)).unwrap();
+        let log = okaywal::WriteAheadLog::recover(dirs[2].path(), NoCheckpoint).unwrap();
+        let (mut s, mut sp, mut o) = (0f64, 0f64, 0f64);
+        let (mut grow, mut pre) = (Duration::MAX, Duration::MAX);
+        for _ in 0..rounds {
+            grow = grow.min(group_sync(threads * REC, false, per as usize));
+            pre = pre.min(group_sync(threads * REC, true, per as usize));
+            s = s.max(rate(threads, per, &|_, n| {
+                for _ in 0..n {
+                    wal.append(&rec).unwrap();
+                }
+            }));
+            sp = sp.max(rate(threads, per, &|_, n| {
+                for _ in 0..n {
+                    walp.append(&rec).unwrap();
+                }
+            }));
+            o = o.max(rate(threads, per, &|_, n| {
+                for _ in 0..n {
+                    let mut w = log.begin_entry().unwrap();
+                    w.write_chunk(&rec).unwrap();
+                    w.commit().unwrap();
+                }
+            }));
+        }
+        log.shutdown().unwrap();
+        let (grow, pre) = (grow / per as u32, pre / per as u32);
+        let ceil = threads as f64 / pre.min(grow).as_secs_f64();
+        println!(
+            "{threads:>2} appenders, 1 record/append: sentra {s:.0}/s, sentra+prealloc {sp:.0}/s, okaywal {o:.0}/s; sentra/okaywal {:.2}x, sentra+prealloc/okaywal {:.2}x",
+            s / o,
+            sp / o
+        );
+        println!(
+            "   ceiling: one write of {} B + fdatasync per group: growing file {:.0} µs, preallocated {:.0} µs -> ceiling {ceil:.0} rec/s; sentra/ceiling {:.2}x, sentra+prealloc/ceiling {:.2}x",
+            threads * REC,
+            us(grow),
+            us(pre),
+            s / ceil,
+            sp / ceil
+        );
+
+        let per = if smoke {
+            BATCH as u64
+        } else {
+            16 * BATCH as u64
+        };
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (wal, _) = Wal::open(dirs[0].path(), sentra_opts()).unwrap();
+        let log = okaywal::WriteAheadLog::recover(dirs[1].path(), NoCheckpoint).unwrap();
+        let batch: Vec<&[u8]> = vec![&rec[..]; BATCH];
+        let (mut s, mut o) = (0f64, 0f64);
+        let group = threads * BATCH * REC;
+        let cycles = per as usize / BATCH;
+        let (mut grow, mut pre) = (Duration::MAX, Duration::MAX);
+        for _ in 0..rounds {
+            grow = grow.min(group_sync(group, false, cycles));
+            pre = pre.min(group_sync(group, true, cycles));
+            s = s.max(rate(threads, per, &|_, n| {
+                let mut left = n as usize;
+                while left > 0 {
+                    let k = left.min(BATCH);
+                    wal.append_batch(&batch[..k]).unwrap();
+                    left -= k;
+                }
+            }));
+            o = o.max(rate(threads, per, &|_, n| okaywal_batches(&log, &rec, n)));
+        }
+        log.shutdown().unwrap();
+        let (grow, pre) = (grow / cycles as u32, pre / cycles as u32);
+        let ceil = (threads * BATCH) as f64 / pre.min(grow).as_secs_f64();
+        println!(
+            "{threads:>2} appenders, {BATCH} records/commit: sentra append_batch {s:.0}/s, okaywal {o:.0}/s; sentra/okaywal {:.2}x",
+            s / o
+        );
+        println!(
+            "   ceiling: one write of {} KiB + fdatasync per group: growing file {:.0} µs, preallocated {:.0} µs -> ceiling {ceil:.0} rec/s; sentra/ceiling {:.2}x",
+            group >> 10,
+            us(grow),
+            us(pre),
+            s / ceil
+        );
+    }
+}
+
+/// Drops the page cache (needs root); `false` if that is not allowed here.
+fn drop_caches() -> bool {
+    let synced = std::process::Command::new("sync")
+        .status()
+        .is_ok_and(|s| s.success());
+    synced && std::fs::write("/proc/sys/vm/drop_caches", b"3\n").is_ok()
 }
 
 fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
@@ -221,8 +397,9 @@ fn latency(samples: usize) -> Vec<(&'static str, Duration, Duration)> {
 }
 
 /// Builds a log of `mb` MiB (4 KiB records, written without per-record sync, synced on
-/// rotation and close), then times `Wal::open` and a full `inspect`.
-fn open_time(mb: u64) -> (u64, Duration, usize, Duration) {
+/// rotation and close), then times `Wal::open` and a full `inspect` (warm cache), and
+/// `Wal::open` again after dropping the page cache (`None` without root).
+fn open_time(mb: u64) -> (u64, Duration, usize, Duration, Option<Duration>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wal");
     let opts = Options::default().segment_size(16 << 20).disk_cap(4 << 30);
@@ -242,7 +419,7 @@ fn open_time(mb: u64) -> (u64, Duration, usize, Duration) {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     let t = Instant::now();
-    let (wal, rep) = Wal::open(&path, opts).unwrap();
+    let (wal, rep) = Wal::open(&path, opts.clone()).unwrap();
     let open = t.elapsed();
     assert!(rep.records > 0 && rep.damage.is_empty());
     drop(wal);
@@ -250,7 +427,15 @@ fn open_time(mb: u64) -> (u64, Duration, usize, Duration) {
     let ins = sentra_wal::inspect_dir(&path).unwrap();
     let inspect = t.elapsed();
     assert!(ins.is_clean());
-    (bytes, open, ins.segments.len(), inspect)
+    let cold = drop_caches().then(|| {
+        let t = Instant::now();
+        let (wal, rep) = Wal::open(&path, opts).unwrap();
+        let d = t.elapsed();
+        assert!(rep.records > 0 && rep.damage.is_empty());
+        drop(wal);
+        d
+    });
+    (bytes, open, ins.segments.len(), inspect, cold)
 }
 
 fn us(d: Duration) -> f64 {
@@ -285,7 +470,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if smoke { 8 } else { 1024 });
-    let (bytes, open, segs, inspect) = open_time(mb);
+    let (bytes, open, segs, inspect, cold) = open_time(mb);
     println!(
         "\n(c) open a {:.2} GiB log ({segs} segments of 16 MiB, warm page cache)",
         bytes as f64 / (1u64 << 30) as f64
@@ -298,4 +483,13 @@ fn main() {
         "inspect (verifies every frame, for comparison)   {:>10.1} ms",
         inspect.as_secs_f64() * 1e3
     );
+    match cold {
+        Some(d) => println!(
+            "Wal::open, cold page cache (sync; drop_caches 3) {:>10.1} ms",
+            d.as_secs_f64() * 1e3
+        ),
+        None => println!("Wal::open, cold page cache: skipped (dropping caches needs root)"),
+    }
+
+    ratios(smoke);
 }
