@@ -279,6 +279,7 @@ impl Collection {
 pub struct CollectError {
     reason: String,
     reported: bool,
+    quarantined: bool,
 }
 
 impl CollectError {
@@ -288,7 +289,24 @@ impl CollectError {
         Self {
             reason: reason.into(),
             reported: false,
+            quarantined: false,
         }
+    }
+
+    /// Marks the collector as quarantined (a plugin its host stopped running after
+    /// repeated failures): the health shows
+    /// [`CollectorHealth::quarantined`](crate::health::CollectorHealth::quarantined) with
+    /// this reason until a run succeeds again.
+    #[must_use]
+    pub fn quarantined(mut self) -> Self {
+        self.quarantined = true;
+        self
+    }
+
+    /// Whether the failure says the collector is quarantined.
+    #[must_use]
+    pub fn is_quarantined(&self) -> bool {
+        self.quarantined
     }
 
     /// Marks the failure as already logged by the collector (a condition it reports once

@@ -22,6 +22,7 @@
 //! wal_max_bytes = 1073741824             # disk cap of the WAL
 //! wal_full_policy = "drop-newest"        # or "drop-oldest"; either way drops are counted
 //! no_wireguard = false                   # true: no WireGuard collector, no peer applier
+//! plugins_dir = "/var/lib/sentra-agent/plugins" # WASM plugin collectors (none by default)
 //! ```
 //!
 //! Durations are written as a number with a unit: `ms`, `s`, `m` or `h`.
@@ -116,6 +117,9 @@ pub struct Config {
     pub wireguard: bool,
     /// `/proc` root of the host collector (tests point it at captured files).
     pub proc_root: PathBuf,
+    /// Directory of installed WASM plugin collectors, loaded at start (see
+    /// [`plugin`](crate::plugin)); none when unset.
+    pub plugins_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -144,6 +148,7 @@ impl Config {
             collect_filesystems: true,
             wireguard: true,
             proc_root: PathBuf::from("/proc"),
+            plugins_dir: None,
         }
     }
 
@@ -282,6 +287,10 @@ pub struct Overrides {
     /// Do not collect WireGuard status or apply peers (hosts that must not touch netlink).
     #[arg(long, env = "SENTRA_AGENT_NO_WIREGUARD", action = clap::ArgAction::SetTrue)]
     pub no_wireguard: Option<bool>,
+    /// Directory of installed WASM plugin collectors (`sentra plugin install --dir`),
+    /// loaded at start; a plugin that fails to load is refused and logged [default: none].
+    #[arg(long, env = "SENTRA_AGENT_PLUGINS_DIR", value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
 }
 
 type FileConfig = Overrides;
@@ -313,6 +322,7 @@ impl Overrides {
             wal_full_policy: self.wal_full_policy.or(lower.wal_full_policy),
             // An absent flag parses as `Some(false)`: only `true` overrides the file.
             no_wireguard: self.no_wireguard.filter(|b| *b).or(lower.no_wireguard),
+            plugins_dir: self.plugins_dir.or(lower.plugins_dir),
         }
     }
 
@@ -327,6 +337,7 @@ impl Overrides {
         c.server = self.server.filter(|s| !s.is_empty());
         c.api = self.api.filter(|s| !s.is_empty());
         c.ca_file = self.ca_file;
+        c.plugins_dir = self.plugins_dir.filter(|p| !p.as_os_str().is_empty());
         if let Some(f) = self.log_format {
             c.log_format = f;
         }

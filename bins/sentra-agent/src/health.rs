@@ -88,6 +88,9 @@ pub struct CollectorHealth {
     pub total_duration: Duration,
     /// Samples emitted by successful runs.
     pub samples: u64,
+    /// Why the collector is quarantined (a plugin its host no longer runs after repeated
+    /// failures), if it is; cleared by a successful run.
+    pub quarantined: Option<String>,
 }
 
 impl CollectorHealth {
@@ -197,11 +200,17 @@ impl Health {
         self.with_collector(name, |_| ());
     }
 
+    /// Whether the collector is quarantined now.
+    pub(crate) fn is_quarantined(&self, name: &str) -> bool {
+        self.with_collector(name, |c| c.quarantined.is_some())
+    }
+
     /// Records a successful run started at `at`.
     pub(crate) fn collector_ok(&self, name: &str, at: UnixMillis, took: Duration, samples: usize) {
         self.with_collector(name, |c| {
             c.runs += 1;
             c.consecutive_failures = 0;
+            c.quarantined = None;
             c.last_ok_ms = Some(at.as_millis());
             c.last_duration = took;
             c.total_duration = c.total_duration.saturating_add(took);
@@ -217,8 +226,12 @@ impl Health {
         took: Duration,
         kind: FailureKind,
         reason: &str,
+        quarantined: bool,
     ) -> u32 {
         self.with_collector(name, |c| {
+            if quarantined {
+                c.quarantined = Some(reason.to_owned());
+            }
             c.runs += 1;
             match kind {
                 FailureKind::Error => c.errors += 1,
@@ -383,6 +396,11 @@ impl Health {
                 c.total_duration.as_secs_f64(),
             );
             out.counter("sentra_agent_collector_samples_total", &l, c.samples);
+            out.gauge(
+                "sentra_agent_collector_quarantined",
+                &l,
+                f64::from(u8::from(c.quarantined.is_some())),
+            );
         }
     }
 }
@@ -467,7 +485,8 @@ mod tests {
                 t(2_000),
                 Duration::from_millis(7),
                 FailureKind::Panic,
-                "panicked: boom"
+                "panicked: boom",
+                false
             ),
             1
         );
@@ -477,7 +496,8 @@ mod tests {
                 t(3_000),
                 Duration::from_secs(1),
                 FailureKind::Timeout,
-                "did not finish within 1s"
+                "did not finish within 1s",
+                false
             ),
             2
         );

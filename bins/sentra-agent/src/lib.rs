@@ -27,7 +27,8 @@
 //! Host metrics, WireGuard status and any collector added with
 //! [`Agent::with_collector`] implement one trait, [`Collector`], and run under one
 //! scheduler: a collector that fails, panics or hangs is isolated, backed off and visible in
-//! per-collector health, and never stops the others (see [`collector`]).
+//! per-collector health, and never stops the others (see [`collector`]). WASM plugins from
+//! [`Config::plugins_dir`] are collectors too, sandboxed by `sentra-plugin` (see [`plugin`]).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -41,6 +42,7 @@ mod error;
 pub mod health;
 pub mod host;
 pub mod output;
+pub mod plugin;
 mod runtime;
 pub mod samples;
 mod scheduler;

@@ -259,7 +259,12 @@ impl Agent {
                 health: health.clone(),
             }));
         }
+        let taken: std::collections::BTreeSet<String> =
+            self.collectors.iter().map(|c| c.name.clone()).collect();
         collectors.extend(self.collectors);
+        if let Some(dir) = &cfg.plugins_dir {
+            collectors.extend(load_plugins(dir.clone(), &taken).await);
+        }
         let pipeline = Arc::new(Pipeline {
             store: store.clone(),
             health: health.clone(),
@@ -445,6 +450,53 @@ fn log_recovery(report: &sentra_wal::RecoveryReport) {
 }
 
 /// Refuses duplicate collector names (the built-in ones included) and unusable schedules.
+/// Loads the plugins installed in `dir` on a blocking thread (compilation is synchronous).
+/// Nothing here stops the agent: a plugin that cannot be loaded, a host that cannot be
+/// built or a directory that cannot be read is logged at error level and skipped.
+async fn load_plugins(
+    dir: std::path::PathBuf,
+    taken: &std::collections::BTreeSet<String>,
+) -> Vec<Entry> {
+    let shown = dir.display().to_string();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let host = sentra_plugin::Host::new(sentra_plugin::HostConfig::default())
+            .map_err(|e| e.to_string())?;
+        crate::plugin::load_dir(&host, &dir).map_err(|e| format!("{}: {e}", dir.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    let (plugins, refused) = match loaded {
+        Ok(l) => l,
+        Err(reason) => {
+            tracing::error!(plugins_dir = %shown, reason = %reason, "no plugin loaded: the plugin directory or host is unusable; the agent runs without plugins");
+            return Vec::new();
+        }
+    };
+    for r in &refused {
+        tracing::error!(plugin_dir = %r.dir.display(), reason = %r.reason, "plugin refused: not loaded; the agent runs without it");
+    }
+    let mut out = Vec::new();
+    for p in plugins {
+        if taken.contains(p.name()) {
+            tracing::error!(collector = %p.name(), "plugin refused: a collector added in-process has its name");
+            continue;
+        }
+        let m = p.plugin().manifest();
+        tracing::info!(
+            collector = %p.name(),
+            version = %m.version,
+            schedule = %humantime::format_duration(m.schedule),
+            timeout = %humantime::format_duration(m.timeout),
+            dirs = m.capabilities.dirs.len(),
+            env = m.capabilities.env.len(),
+            "plugin loaded"
+        );
+        out.push(Entry::new(p));
+    }
+    out
+}
+
 fn check_collectors(collectors: &[Entry]) -> Result<()> {
     let mut seen =
         std::collections::BTreeSet::from([crate::collect::HOST, crate::collect::WIREGUARD]);

@@ -72,7 +72,8 @@ fn jitter(max: Duration) -> Duration {
 /// How one run ended.
 enum Outcome {
     Ok(Collection),
-    Failed(FailureKind, String, bool),
+    /// Kind, reason, already reported, quarantined.
+    Failed(FailureKind, String, bool, bool),
 }
 
 /// One run under the schedule's timeout, with panics caught.
@@ -86,15 +87,20 @@ async fn run_once<C: Collector>(c: &mut C, cx: &CollectContext, timeout: Duratio
                 humantime::format_duration(timeout)
             ),
             false,
+            false,
         ),
         Ok(Err(panic)) => Outcome::Failed(
             FailureKind::Panic,
             format!("panicked: {}", panic_message(panic.as_ref())),
             false,
+            false,
         ),
-        Ok(Ok(Err(e))) => {
-            Outcome::Failed(FailureKind::Error, e.reason().to_owned(), e.is_reported())
-        }
+        Ok(Ok(Err(e))) => Outcome::Failed(
+            FailureKind::Error,
+            e.reason().to_owned(),
+            e.is_reported(),
+            e.is_quarantined(),
+        ),
         Ok(Ok(Ok(collection))) => Outcome::Ok(collection),
     }
 }
@@ -139,10 +145,17 @@ async fn run<C: Collector>(
                     return (format!("collector {name}"), Err(e));
                 }
             }
-            Outcome::Failed(kind, reason, reported) => {
-                failures = health.collector_failed(&name, now, took, kind, &reason);
+            Outcome::Failed(kind, reason, reported, quarantined) => {
+                let was_quarantined = quarantined && health.is_quarantined(&name);
+                failures = health.collector_failed(&name, now, took, kind, &reason, quarantined);
                 let retry_in = schedule.gap(failures);
-                if failures == 1 && !reported {
+                if quarantined && !was_quarantined {
+                    tracing::warn!(
+                        collector = %name,
+                        reason = %reason,
+                        "collector quarantined: it is no longer run (sentra_agent_collector_quarantined); the other collectors are not affected"
+                    );
+                } else if failures == 1 && !reported {
                     tracing::warn!(
                         collector = %name,
                         kind = kind.as_str(),
@@ -244,7 +257,7 @@ mod tests {
         let ok = |o: &Outcome| matches!(o, Outcome::Ok(c) if c.samples.len() == 1);
         assert!(ok(&run_once(&mut c, &cx, t).await));
         let kind = |o: Outcome| match o {
-            Outcome::Failed(k, r, _) => (k, r),
+            Outcome::Failed(k, r, _, _) => (k, r),
             Outcome::Ok(_) => panic!("expected a failure"),
         };
         assert_eq!(
