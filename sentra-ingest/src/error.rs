@@ -59,6 +59,17 @@ pub enum Error {
         /// The configured limit.
         limit: u64,
     },
+    /// The message bus (NATS JetStream) failed or is unreachable: nothing was put on it;
+    /// retryable from the agent's view (`UNAVAILABLE`: the agent keeps the batch in its
+    /// WAL). Never carries credentials.
+    #[error("message bus error while {context}")]
+    Bus {
+        /// What the bus client was doing.
+        context: &'static str,
+        /// The underlying cause.
+        #[source]
+        source: BoxError,
+    },
     /// The named agent is unknown to the store.
     #[error("unknown agent {0}")]
     UnknownAgent(String),

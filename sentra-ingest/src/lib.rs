@@ -90,6 +90,9 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;
+#[cfg(feature = "jetstream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jetstream")))]
+pub mod bus;
 mod config;
 mod error;
 mod health;

@@ -8,9 +8,10 @@ use std::{
     task::{Context, Poll},
 };
 
+use bytes::Bytes;
 use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
 use sentra_core::{
-    UnixMillis, Verified,
+    AgentId, Batch, Seq, UnixMillis, Verified,
     proto::{Ack, AckStatus, RejectReason},
 };
 use tokio::sync::{mpsc, oneshot};
@@ -171,10 +172,16 @@ impl Future for ResponseFuture {
     }
 }
 
-fn ack(v: &Verified, status: AckStatus, reason: RejectReason, detail: String) -> Ack {
+fn ack(
+    agent_id: &AgentId,
+    seq: Seq,
+    status: AckStatus,
+    reason: RejectReason,
+    detail: String,
+) -> Ack {
     Ack {
-        agent_id: v.agent_id().as_str().to_owned(),
-        seq: v.seq().get(),
+        agent_id: agent_id.as_str().to_owned(),
+        seq: seq.get(),
         status: status as i32,
         reason: reason as i32,
         detail,
@@ -189,24 +196,45 @@ impl IngestService {
     ///
     /// [`Error::Storage`] when the commit failed, [`Error::Closed`] after shutdown.
     pub async fn push(&self, verified: Verified) -> Result<Ack, Error> {
+        let batch = verified.decode_batch();
+        self.push_parts(
+            verified.agent_id(),
+            verified.seq(),
+            *verified.fingerprint(),
+            verified.payload().clone(),
+            batch,
+        )
+        .await
+    }
+
+    /// [`push`](Self::push) of an envelope verified elsewhere (an ingest server that put it
+    /// on the bus): its header, fingerprint, payload and the payload's decoding.
+    pub(crate) async fn push_parts(
+        &self,
+        agent_id: &AgentId,
+        seq: Seq,
+        fingerprint: [u8; 32],
+        payload: Bytes,
+        batch: Result<Batch, sentra_core::Error>,
+    ) -> Result<Ack, Error> {
         let received = UnixMillis::now();
         let rejected = |reason: RejectReason, detail: String| {
             self.counters
                 .rejected
                 .get_or_create(&[("reason", reason_label(reason))])
                 .inc();
-            tracing::info!(agent_id = %verified.agent_id(), seq = %verified.seq(), %detail, "batch rejected");
-            Ok(ack(&verified, AckStatus::Rejected, reason, detail))
+            tracing::info!(%agent_id, %seq, %detail, "batch rejected");
+            Ok(ack(agent_id, seq, AckStatus::Rejected, reason, detail))
         };
-        let batch = match verified.decode_batch() {
+        let batch = match batch {
             Ok(b) => b,
             Err(e) => return rejected(e.reject_reason(), e.to_string()),
         };
         let prepared = match prepare(
             batch,
-            *verified.fingerprint(),
+            fingerprint,
             received,
-            verified.payload().clone(),
+            payload,
             self.max_future_skew_ms,
         ) {
             Ok(p) => p,
@@ -230,12 +258,13 @@ impl IngestService {
                 self.counters.samples.inc_by(rows);
                 if clamped > 0 {
                     self.counters.clamped.inc_by(clamped);
-                    tracing::warn!(agent_id = %verified.agent_id(), seq = %verified.seq(), clamped,
+                    tracing::warn!(%agent_id, %seq, clamped,
                         max_future_skew_ms = self.max_future_skew_ms,
                         "sample timestamps ahead of the server clock were stored with the receive time; check the agent's clock");
                 }
                 Ok(ack(
-                    &verified,
+                    agent_id,
+                    seq,
                     AckStatus::Accepted,
                     RejectReason::Unspecified,
                     String::new(),
@@ -245,14 +274,15 @@ impl IngestService {
                 self.counters.duplicates.inc();
                 let detail = if conflict {
                     self.counters.conflicts.inc();
-                    tracing::warn!(agent_id = %verified.agent_id(), seq = %verified.seq(),
+                    tracing::warn!(%agent_id, %seq,
                         "seq already stored from a different envelope; the new one is ignored");
                     "seq already stored from a different envelope".to_owned()
                 } else {
                     "already stored".to_owned()
                 };
                 Ok(ack(
-                    &verified,
+                    agent_id,
+                    seq,
                     AckStatus::Duplicate,
                     RejectReason::Unspecified,
                     detail,
@@ -265,8 +295,7 @@ impl IngestService {
             }) => rejected(
                 RejectReason::SeqTooFarAhead,
                 format!(
-                    "seq {} is too far ahead (high-water mark {high_water}, largest acceptable seq {limit})",
-                    verified.seq()
+                    "seq {seq} is too far ahead (high-water mark {high_water}, largest acceptable seq {limit})"
                 ),
             ),
             Ok(Outcome::Rejected {
@@ -276,9 +305,8 @@ impl IngestService {
             }) => rejected(
                 RejectReason::SeqBelowHighWater,
                 format!(
-                    "seq {} is below the high-water mark {high_water}, outside the replay window, and was never stored; \
-                     an operator can reset the agent's sequence (rotate its key with --reset-sequence)",
-                    verified.seq()
+                    "seq {seq} is below the high-water mark {high_water}, outside the replay window, and was never stored; \
+                     an operator can reset the agent's sequence (rotate its key with --reset-sequence)"
                 ),
             ),
             Err(e) => {

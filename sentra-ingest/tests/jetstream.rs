@@ -1,0 +1,497 @@
+//! The JetStream bus against a real nats-server (JetStream, `sync_interval: always`,
+//! started and killed by these tests; the binary from `SENTRA_TEST_NATS_BIN` or installed by
+//! `scripts/nats-test-server bin`) and a real PostgreSQL (sentra-testkit). Missing servers
+//! fail the tests.
+
+mod support;
+
+use std::{
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sentra_core::{AgentId, UnixMillis, Verified, proto::AckStatus};
+use sentra_ingest::{
+    Backend, Config, Error, Ingest,
+    bus::jetstream::{BusConfig, BusPublisher, BusWorker},
+};
+use sentra_testkit::TestDb;
+use sqlx::Connection as _;
+use support::*;
+
+/// A nats-server child with its own store dir on a fixed loopback port (restartable).
+struct Nats {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn nats_bin() -> PathBuf {
+    if let Some(b) = std::env::var_os("SENTRA_TEST_NATS_BIN") {
+        return b.into();
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-test-server");
+    let out = Command::new(&script)
+        .arg("bin")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "scripts/nats-test-server bin failed: nats-server is needed for these tests (set SENTRA_TEST_NATS_BIN)"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+impl Nats {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut n = Self {
+            bin: nats_bin(),
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            child: None,
+        };
+        n.start_again();
+        n
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn start_again(&mut self) {
+        let conf = self.dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+                self.port,
+                self.dir.path().join("js").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            if log.contains("Server is ready") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// kill -9.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        // the port is free once the process is gone
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.apply_delay = Duration::from_millis(100);
+    c.maintenance_interval = Duration::from_secs(3600);
+    c
+}
+
+fn bus_config(url: &str) -> BusConfig {
+    let mut c = BusConfig::new(url);
+    c.ack_wait = Duration::from_secs(2);
+    c.timeout = Duration::from_secs(2);
+    c.nak_delay = Duration::from_millis(200);
+    c
+}
+
+fn now() -> i64 {
+    UnixMillis::now().as_millis()
+}
+
+/// A batch of one gauge sample at a timestamp unique to `(agent index, seq)`.
+fn one(a: &AgentId, seq: u64, ts: i64) -> Verified {
+    #[allow(clippy::cast_precision_loss)]
+    verify(&batch(
+        a,
+        seq,
+        ts,
+        vec![gauge("bus_test", &[("k", "v")], ts, seq as f64)],
+    ))
+}
+
+async fn samples_in_store(db: &TestDb) -> i64 {
+    let mut c = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sentra_metrics.samples")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    n
+}
+
+/// Waits until every agent's ledger shows `want` accepted seqs.
+async fn wait_stored(ingest: &Ingest, agents: &[AgentId], want: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut done = true;
+        for a in agents {
+            let got = ingest
+                .agent_ledger(a)
+                .await
+                .unwrap()
+                .map_or(0, |l| l.accepted);
+            assert!(
+                got <= want,
+                "agent {a}: {got} seqs accepted, more than the {want} sent"
+            );
+            done &= got == want;
+        }
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all {want} batches per agent stored within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stream_messages(url: &str, cfg: &BusConfig) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut s = js.get_stream(&cfg.stream).await.unwrap();
+    s.info().await.unwrap().state.messages
+}
+
+/// Every ACCEPTED answer comes after the message is in the stream (the PubAck was awaited);
+/// a resend inside the dedup window is DUPLICATE and adds nothing; a worker then stores
+/// every batch exactly once in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_only_after_pub_ack_and_stored_once() {
+    let nats = Nats::start();
+    let db = TestDb::new().await.unwrap();
+    let cfg = bus_config(&nats.url());
+    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
+    let agents: Vec<AgentId> = (0..5).map(|i| agent(&format!("bus-a{i}"))).collect();
+    let t = now();
+    let mut in_stream = 0;
+    for seq in 1..=20u64 {
+        for (i, a) in agents.iter().enumerate() {
+            let v = one(a, seq, t + i64::try_from(seq * 10 + i as u64).unwrap());
+            let ack = publisher.publish(&v).await.unwrap();
+            assert_eq!(ack.status, AckStatus::Accepted as i32, "{ack:?}");
+            in_stream += 1;
+            // Acked means stored in JetStream already.
+            assert_eq!(stream_messages(&nats.url(), &cfg).await, in_stream);
+            if seq % 7 == 0 {
+                let again = publisher.publish(&v).await.unwrap();
+                assert_eq!(again.status, AckStatus::Duplicate as i32, "{again:?}");
+                assert_eq!(stream_messages(&nats.url(), &cfg).await, in_stream);
+            }
+        }
+    }
+    // A payload no worker could store is refused before the bus.
+    let bad = verify_raw(&agents[0], 21, b"\xff\xff not a batch".to_vec(), 0);
+    let ack = publisher.publish(&bad).await.unwrap();
+    assert_eq!(ack.status, AckStatus::Rejected as i32);
+    assert_eq!(stream_messages(&nats.url(), &cfg).await, in_stream);
+
+    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
+        .await
+        .unwrap();
+    let worker = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = {
+        let w = worker.clone();
+        tokio::spawn(async move {
+            w.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    wait_stored(&ingest, &agents, 20, Duration::from_secs(60)).await;
+    ingest.flush().await.unwrap();
+    let _ = stop.send(());
+    run.await.unwrap().unwrap();
+    let counts = worker.counts();
+    println!("bus: sent 100, acknowledged 100, worker {counts:?}");
+    assert_eq!(counts.accepted, 100);
+    assert_eq!(counts.dead_lettered, 0);
+    assert_eq!(samples_in_store(&db).await, 100);
+    ingest.shutdown().await.unwrap();
+}
+
+/// A worker killed mid-batch (its task aborted between commits and acks): the unacked
+/// messages are redelivered to the next worker after AckWait, and nothing is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_mid_batch_redelivers_without_duplicates() {
+    let nats = Nats::start();
+    let db = TestDb::new().await.unwrap();
+    let mut cfg = bus_config(&nats.url());
+    cfg.worker_concurrency = 32;
+    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
+    let agents: Vec<AgentId> = (0..5).map(|i| agent(&format!("bus-k{i}"))).collect();
+    let per_agent = 60u64;
+    let t = now();
+    for seq in 1..=per_agent {
+        for (i, a) in agents.iter().enumerate() {
+            let v = one(a, seq, t + i64::try_from(seq * 10 + i as u64).unwrap());
+            let ack = publisher.publish(&v).await.unwrap();
+            assert_eq!(ack.status, AckStatus::Accepted as i32);
+        }
+    }
+
+    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
+        .await
+        .unwrap();
+    let first = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
+    let run = {
+        let w = first.clone();
+        tokio::spawn(async move { w.run(std::future::pending()).await })
+    };
+    // Kill it once some batches are committed and others are in flight.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = first.counts();
+        if c.accepted >= 40 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "first worker stored nothing: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    run.abort();
+    let _ = run.await;
+    let at_kill = first.counts();
+    // The worker process dies with its store connection: close the store, open it again.
+    ingest.shutdown().await.unwrap();
+    drop(ingest);
+    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
+        .await
+        .unwrap();
+    let second = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
+    let run = {
+        let w = second.clone();
+        tokio::spawn(async move { w.run(std::future::pending()).await })
+    };
+    wait_stored(&ingest, &agents, per_agent, Duration::from_secs(90)).await;
+    // Let late redeliveries (already stored) arrive and be acked as duplicates.
+    tokio::time::sleep(cfg.ack_wait + Duration::from_millis(500)).await;
+    run.abort();
+    let _ = run.await;
+    ingest.flush().await.unwrap();
+    let after = second.counts();
+    let total = per_agent * agents.len() as u64;
+    println!(
+        "worker kill: sent {total}, acknowledged {total}, first worker at kill {at_kill:?}, second worker {after:?}"
+    );
+    assert!(
+        after.redelivered > 0,
+        "nothing was redelivered after the kill: {after:?}"
+    );
+    // Exactly once in storage: the ledger counted each seq once, and one row per batch.
+    for a in &agents {
+        let l = ingest.agent_ledger(a).await.unwrap().unwrap();
+        assert_eq!((l.accepted, l.high_water), (per_agent, Some(per_agent)));
+    }
+    assert_eq!(samples_in_store(&db).await, i64::try_from(total).unwrap());
+    // Batches the first worker committed but never acked (its count missed those whose
+    // push was cut off) came again and were refused as duplicates.
+    assert!(
+        at_kill.accepted + after.accepted <= total,
+        "{at_kill:?} {after:?}"
+    );
+    assert!(
+        at_kill.accepted + after.accepted + after.duplicates >= total,
+        "first {at_kill:?}, second {after:?}"
+    );
+    ingest.shutdown().await.unwrap();
+}
+
+/// nats-server killed with -9 and restarted: publishing answers `Error::Bus` (the ingest
+/// server's UNAVAILABLE; the agent keeps the batch) meanwhile, the client reconnects by
+/// itself, and what was acknowledged before the kill survived (`sync_interval: always`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_killed_then_unavailable_then_reconnects() {
+    let mut nats = Nats::start();
+    let db = TestDb::new().await.unwrap();
+    let cfg = bus_config(&nats.url());
+    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
+    let a = agent("bus-nk");
+    let t = now();
+    let ts = |seq: u64| t + i64::try_from(seq).unwrap();
+    for seq in 1..=10 {
+        let ack = publisher.publish(&one(&a, seq, ts(seq))).await.unwrap();
+        assert_eq!(ack.status, AckStatus::Accepted as i32);
+    }
+    nats.kill9();
+    // The agent's view: seq 11 fails (kept in its WAL) for as long as NATS is down.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let err = publisher
+            .publish(&one(&a, 11, ts(11)))
+            .await
+            .expect_err("acknowledged with NATS down");
+        assert!(matches!(err, Error::Bus { .. }), "{err:?}");
+        assert!(started.elapsed() < cfg.timeout + Duration::from_secs(1));
+        let text = format!("{err} / {:?}", std::error::Error::source(&err));
+        assert!(!text.contains("nats://"), "error repeats the URL: {text}");
+    }
+    nats.start_again();
+    // The client reconnects by itself; the agent resends seq 11 until it is acked.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut resent = 0;
+    loop {
+        resent += 1;
+        match publisher.publish(&one(&a, 11, ts(11))).await {
+            Ok(ack) => {
+                // DUPLICATE: a publish the client buffered before it noticed the kill reached
+                // the restarted server after its PubAck wait had timed out; the Msg-Id dedup
+                // makes the agent's resend harmless.
+                assert!(
+                    ack.status == AckStatus::Accepted as i32
+                        || ack.status == AckStatus::Duplicate as i32,
+                    "{ack:?}"
+                );
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no reconnect within 30 s: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(publisher.is_connected());
+    for seq in 12..=15 {
+        let ack = publisher.publish(&one(&a, seq, ts(seq))).await.unwrap();
+        assert_eq!(ack.status, AckStatus::Accepted as i32);
+    }
+    println!("nats kill -9: seq 11 refused 3 times while down, accepted after {resent} resends");
+    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
+        .await
+        .unwrap();
+    let worker = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
+    let run = {
+        let w = worker.clone();
+        tokio::spawn(async move { w.run(std::future::pending()).await })
+    };
+    wait_stored(
+        &ingest,
+        std::slice::from_ref(&a),
+        15,
+        Duration::from_secs(60),
+    )
+    .await;
+    run.abort();
+    let _ = run.await;
+    ingest.flush().await.unwrap();
+    assert_eq!(samples_in_store(&db).await, 15);
+    ingest.shutdown().await.unwrap();
+}
+
+/// A batch replayed after JetStream's dedup window passes the bus, and the worker's store
+/// refuses it: a stored seq is a duplicate (not stored again), a never-stored seq below the
+/// high-water mark outside the replay window is rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_after_the_dedup_window_is_refused_by_the_store() {
+    let nats = Nats::start();
+    let db = TestDb::new().await.unwrap();
+    let mut cfg = bus_config(&nats.url());
+    cfg.duplicate_window = Duration::from_secs(1);
+    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
+    let a = agent("bus-replay");
+    let t = now();
+    let ts = |seq: u64| t + i64::try_from(seq).unwrap();
+    let mut store_config = config();
+    store_config.replay_window = 4;
+    let ingest = Ingest::open_with(Backend::postgres(db.url()), store_config)
+        .await
+        .unwrap();
+    let worker = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
+    let run = {
+        let w = worker.clone();
+        tokio::spawn(async move { w.run(std::future::pending()).await })
+    };
+    // seq 2 is held back (an agent whose send failed) while 1, 3..=20 go through.
+    for seq in (1..=20).filter(|s| *s != 2) {
+        let ack = publisher.publish(&one(&a, seq, ts(seq))).await.unwrap();
+        assert_eq!(ack.status, AckStatus::Accepted as i32);
+    }
+    // Inside the dedup window JetStream itself drops a replay.
+    let ack = publisher.publish(&one(&a, 20, ts(20))).await.unwrap();
+    assert_eq!(ack.status, AckStatus::Duplicate as i32);
+    wait_stored(
+        &ingest,
+        std::slice::from_ref(&a),
+        19,
+        Duration::from_secs(60),
+    )
+    .await;
+    tokio::time::sleep(cfg.duplicate_window + Duration::from_millis(1500)).await;
+
+    // After the window: the bus takes both again...
+    let replayed = publisher.publish(&one(&a, 5, ts(5))).await.unwrap();
+    assert_eq!(replayed.status, AckStatus::Accepted as i32, "{replayed:?}");
+    let stale = publisher.publish(&one(&a, 2, ts(2))).await.unwrap();
+    assert_eq!(stale.status, AckStatus::Accepted as i32, "{stale:?}");
+    // ...and the store refuses both.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = worker.counts();
+        if c.duplicates >= 1 && c.rejected >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replays not refused: {c:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.abort();
+    let _ = run.await;
+    ingest.flush().await.unwrap();
+    let c = worker.counts();
+    println!("replay after the dedup window: worker {c:?}");
+    assert_eq!((c.accepted, c.duplicates, c.rejected), (19, 1, 1));
+    let l = ingest.agent_ledger(&a).await.unwrap().unwrap();
+    assert_eq!((l.accepted, l.rejected_stale), (19, 1));
+    assert_eq!(samples_in_store(&db).await, 19);
+    ingest.shutdown().await.unwrap();
+}
