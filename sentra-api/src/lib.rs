@@ -261,25 +261,34 @@ impl Api {
 
     /// As [`Api::open_with_ingest`], over a control store opened by the caller, e.g.
     /// [`ControlStore::open_postgres`](sentra_control::ControlStore::open_postgres) for
-    /// servers sharing one control database. The JWT key is still `jwt-hs256.key` in
-    /// `data_dir` (created 0600 at first start): servers that should accept each other's
-    /// access tokens need the same key file.
+    /// servers sharing one control database. The access-token key then lives in that
+    /// database ([`ControlStore::shared_jwt_key`]), so every server accepts every other's
+    /// tokens; for a store of one server it is `jwt-hs256.key` in `data_dir`.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the JWT key cannot be read or created.
+    /// [`Error::Io`] or [`Error::Database`] if the JWT key cannot be read or created.
     pub async fn open_with_store(
         data_dir: &Path,
         store: ControlStore,
         config: ApiConfig,
         ingest: Option<Arc<sentra_ingest::Ingest>>,
     ) -> Result<Self> {
-        let tokens = sentra_control::Tokens::open(
-            data_dir,
-            &config.issuer,
-            &config.audience,
-            config.access_token_ttl,
-        )?;
+        let tokens = match store.shared_jwt_key().await? {
+            // A store shared by several servers (PostgreSQL) holds the key for all.
+            Some(key) => sentra_control::Tokens::from_secret(
+                &key,
+                &config.issuer,
+                &config.audience,
+                config.access_token_ttl,
+            ),
+            None => sentra_control::Tokens::open(
+                data_dir,
+                &config.issuer,
+                &config.audience,
+                config.access_token_ttl,
+            )?,
+        };
         let state = http::AppState::new(store.clone(), tokens, config, ingest);
         let readiness = state.readiness.clone();
         let metrics = std::sync::Arc::clone(&state.metrics);

@@ -555,3 +555,25 @@ async fn postgres_notify_wakes_the_other_store_before_the_poll() {
     }
     eprintln!("NOTIFY propagation: {:?}", t0.elapsed());
 }
+
+/// The access-token key: one for every store on a PostgreSQL database (created by the
+/// first), none on SQLite (it stays in `jwt-hs256.key`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwt_key_is_shared_on_postgres_and_local_on_sqlite() {
+    let db = Db::postgres().await;
+    let (a, b) = (db.open(None).await, db.open(None).await);
+    let ka = a
+        .shared_jwt_key()
+        .await
+        .unwrap()
+        .expect("shared on PostgreSQL");
+    let kb = b
+        .shared_jwt_key()
+        .await
+        .unwrap()
+        .expect("shared on PostgreSQL");
+    assert_eq!(ka.len(), 32);
+    assert_eq!(*ka, *kb);
+    let lite = Db::sqlite().await.open(None).await;
+    assert!(lite.shared_jwt_key().await.unwrap().is_none());
+}

@@ -2,7 +2,8 @@
 //! `sentra-testkit`: `SENTRA_TEST_PG_URL`, or a cluster started with `initdb`/`pg_ctl`; a
 //! missing PostgreSQL fails with an install hint). Each has its own data directory
 //! (metrics); an agent enrolled or a key rotated through one takes effect on the other
-//! within 1 s, and a deleted user's token stops at once on both.
+//! within 1 s, a token issued by one is accepted by the other, and a deleted user's token
+//! stops at once on both.
 
 use std::{
     io::{Read as _, Write as _},
@@ -234,11 +235,12 @@ fn changes_through_one_server_take_effect_on_the_other_within_1s() {
     let t_rotate_b = until_status(&agent, b.api, 401, "rotation");
     let t_rotate_a = until_status(&agent, a.api, 401, "rotation");
 
-    // A user deleted through A's REST API: B refuses the user's token at once (tokens are
-    // checked against the user row on every request). B issued the token itself.
+    // One access-token key for both (kept in the shared database): a token issued by A
+    // is accepted by B. A user deleted through A's REST API: B refuses that token at once
+    // (tokens are checked against the user row on every request).
     let login = serde_json::json!({"username": "viewer", "password": "viewer password"});
     let (status, resp) = http(
-        b.api,
+        a.api,
         "POST",
         "/api/v1/auth/login",
         &[("Content-Type", "application/json")],
@@ -280,7 +282,7 @@ fn changes_through_one_server_take_effect_on_the_other_within_1s() {
 
     eprintln!(
         "two servers, one PostgreSQL control database (poll 250 ms): enrolment seen by B after {t_enrol:?}, \
-         rotation refused by B after {t_rotate_b:?} (A {t_rotate_a:?}), deleted user refused at once"
+         rotation refused by B after {t_rotate_b:?} (A {t_rotate_a:?}), token from A accepted by B, deleted user refused at once"
     );
     drop((a, b));
     rt.block_on(async { drop(ops) });

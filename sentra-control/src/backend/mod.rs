@@ -153,6 +153,18 @@ pub trait ControlBackend: Send + Sync + fmt::Debug + 'static {
     }
     /// Whether the database answers.
     fn ping(&self) -> BoxFuture<'_, bool>;
+    /// A secret every server sharing the database must agree on (the JWT signing key):
+    /// stores `candidate` under `name` unless one is there, and returns the stored one.
+    /// `None` (the default) means the backend is not shared and the caller keeps the
+    /// secret in its data directory.
+    fn shared_secret<'a>(
+        &'a self,
+        name: &'a str,
+        candidate: &'a [u8],
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
+        let _ = (name, candidate);
+        Box::pin(async { Ok(None) })
+    }
     /// Every key of every live (not revoked) agent.
     fn live_keys(&self) -> BoxFuture<'_, Result<AllKeys>>;
     /// The keys of one agent, empty if it is revoked or missing.

@@ -205,6 +205,29 @@ impl ControlBackend for PostgresBackend {
         })
     }
 
+    fn shared_secret<'a>(
+        &'a self,
+        name: &'a str,
+        candidate: &'a [u8],
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO shared_secrets (name, secret) VALUES ($1, $2)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(candidate)
+            .execute(&self.pool)
+            .await?;
+            let secret: Vec<u8> =
+                sqlx::query_scalar("SELECT secret FROM shared_secrets WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await?;
+            Ok(Some(secret))
+        })
+    }
+
     fn changed(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.notified.notified())
     }

@@ -265,6 +265,24 @@ impl ControlStore {
         self.inner.path.as_deref()
     }
 
+    /// The access-token signing key when the store is shared by several servers
+    /// (PostgreSQL): created once (32 random bytes) by whichever server asks first, the
+    /// same for all, so a token issued by one server is accepted by every other. `None`
+    /// for a store of one server (SQLite): the key stays in `jwt-hs256.key`.
+    ///
+    /// # Errors
+    ///
+    /// The backend's error.
+    pub async fn shared_jwt_key(&self) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
+        let mut candidate = zeroize::Zeroizing::new(vec![0u8; 32]);
+        util::fill_random(&mut candidate)?;
+        Ok(self
+            .backend()
+            .shared_secret("jwt-hs256", &candidate)
+            .await?
+            .map(zeroize::Zeroizing::new))
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> bool {
         self.inner.backend.ping().await
