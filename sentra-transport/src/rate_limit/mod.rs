@@ -191,8 +191,27 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     /// Charges one request to `agent` at `now`; `Err(wait)` if over the limit.
     pub(crate) fn check(&self, agent: &K, now: Instant) -> Result<(), Duration> {
         let mut map = self.map();
+        self.check_locked(&mut map, agent, now)
+    }
+
+    /// [`Limiter::check`] at the current time, read under the lock. A time read before
+    /// taking the lock can be stale by a preemption or a wait for the lock; a later request
+    /// may meanwhile have moved the bucket past it, and the stale one would be refused
+    /// although the quota has room (with a generous quota the burst tolerance is short:
+    /// 1 ms at 10^9/s, burst 10^6).
+    pub(crate) fn check_now(&self, agent: &K) -> Result<(), Duration> {
+        let mut map = self.map();
+        self.check_locked(&mut map, agent, Instant::now())
+    }
+
+    fn check_locked(
+        &self,
+        map: &mut HashMap<K, Instant>,
+        agent: &K,
+        now: Instant,
+    ) -> Result<(), Duration> {
         let tat = self.gcra.try_charge(map.get(agent).copied(), now)?;
-        self.make_room(&mut map, agent, now);
+        self.make_room(map, agent, now);
         map.insert(agent.clone(), tat);
         Ok(())
     }
@@ -236,6 +255,23 @@ mod tests {
 
     fn agent(s: &str) -> AgentId {
         AgentId::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_time_read_before_a_later_charge_is_refused_so_the_service_reads_it_under_the_lock() {
+        // 1 000/s, burst 1: the tolerance is 0, as short as a huge quota's is relative to
+        // scheduling delays.
+        let l = Limiter::new(Quota::per_second(1000.0));
+        let a = agent("a");
+        let stale = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
+        // another request, with a fresher clock, gets the lock first
+        assert!(l.check_now(&a).is_ok());
+        // the one whose time was read earlier is judged in the past: refused
+        assert!(l.check(&a, stale).is_err());
+        // read under the lock, the same late request is judged at its real time
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(l.check_now(&a).is_ok());
     }
 
     #[test]

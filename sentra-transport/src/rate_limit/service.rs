@@ -1,7 +1,6 @@
 use std::{
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
 };
 
 use tower_service::Service;
@@ -31,7 +30,7 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        match self.limiter.check(req.agent_id(), Instant::now()) {
+        match self.limiter.check_now(req.agent_id()) {
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
             Err(wait) => ResponseFuture::rejected(RateLimited::new(wait).into()),
         }
