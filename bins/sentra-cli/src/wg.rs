@@ -114,9 +114,10 @@ fn show_cmd(a: ShowArgs) -> anyhow::Result<()> {
     // Like wg (getnameinfo → if_indextoname): scoped link-local endpoints print the
     // interface name; if the link dump fails, the number is printed, as wg does. The link
     // dump is one more netlink round trip over every link, so only when a scope is shown.
-    let scoped = devices.iter().flat_map(|d| &d.peers).any(|p| {
-        matches!(p.endpoint, Some(std::net::SocketAddr::V6(a)) if a.scope_id() != 0)
-    });
+    let scoped = devices
+        .iter()
+        .flat_map(|d| &d.peers)
+        .any(|p| matches!(p.endpoint, Some(std::net::SocketAddr::V6(a)) if a.scope_id() != 0));
     let names = if scoped {
         client.link_names().unwrap_or_default()
     } else {
