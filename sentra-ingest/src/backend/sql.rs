@@ -3,14 +3,14 @@
 //! rows, generic over the [`sqlx::Database`]. Dialect-specific SQL (bulk inserts, JSON label
 //! filters, partitions, `last` aggregates) stays in each backend.
 
-use sqlx::{ColumnIndex, Database, Decode, Executor, IntoArguments, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, Executor, IntoArguments, Pool, Row, Type};
 
 use crate::{
     AgentLedger,
     backend::{SeriesRow, Unapplied},
     maintenance::Bucket,
     model::parse_labels_json,
-    query::SeriesInfo,
+    query::{Resolution, SeriesInfo},
     replay::{AgentMark, Ledger},
 };
 
@@ -72,6 +72,136 @@ where
         sqlx::query::<DB>(sql).bind(agent).execute(&mut *tx).await?;
     }
     tx.commit().await
+}
+
+/// One more than `limit` (saturating): queries fetch one row beyond a limit to tell a
+/// full answer from a truncated one.
+pub(crate) fn limit_plus_one(limit: u64) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
+}
+
+/// Fetches at most one row of `statement` with `agent` bound to `$1`.
+async fn fetch_for_agent<DB>(
+    pool: &Pool<DB>,
+    statement: &'static str,
+    agent: &str,
+) -> sqlx::Result<Option<DB::Row>>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    sqlx::query::<DB>(statement)
+        .bind(agent)
+        .fetch_optional(pool)
+        .await
+}
+
+/// [`MetricReader::high_water`](super::MetricReader::high_water) through [`HIGH_WATER`].
+pub(crate) async fn high_water<DB>(pool: &Pool<DB>, agent: &str) -> sqlx::Result<Option<u64>>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+{
+    let row = fetch_for_agent(pool, HIGH_WATER, agent).await?;
+    Ok(row.map(|r| u(&r, 0)))
+}
+
+/// [`MetricReader::ledger`](super::MetricReader::ledger) through [`LEDGER`].
+pub(crate) async fn read_ledger<DB>(
+    pool: &Pool<DB>,
+    agent: &str,
+) -> sqlx::Result<Option<AgentLedger>>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+{
+    let row = fetch_for_agent(pool, LEDGER, agent).await?;
+    Ok(row.as_ref().map(ledger))
+}
+
+/// [`MetricReader::minute_buckets`](super::MetricReader::minute_buckets) through
+/// [`MINUTE_BUCKETS`].
+pub(crate) async fn minute_buckets<DB>(
+    pool: &Pool<DB>,
+    series: i64,
+    from: i64,
+    to: i64,
+) -> sqlx::Result<Vec<Bucket>>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> f64: Decode<'r, DB> + Type<DB>,
+{
+    let rows = sqlx::query::<DB>(MINUTE_BUCKETS)
+        .bind(series)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(|r| bucket(series, r)).collect())
+}
+
+/// A row of [`LOAD_SEQ_RANGES`].
+pub(crate) fn seq_range<R>(r: &R) -> (String, u64, u64)
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    (r.get(0), u(r, 1), u(r, 2))
+}
+
+/// A row of [`LOAD_FINGERPRINTS`].
+pub(crate) fn fingerprint<R>(r: &R) -> (String, u64, Vec<u8>)
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    (r.get(0), u(r, 1), r.get(2))
+}
+
+/// The table a history at `res` reads, its time column, and whether it holds raw samples
+/// (`v`) rather than rollup buckets (`min`, `max`, `sum`, `count`, `last`).
+pub(crate) fn history_source(res: Resolution) -> (&'static str, &'static str, bool) {
+    match res {
+        Resolution::Minute => ("rollup_1m", "bucket", false),
+        Resolution::Hour => ("rollup_1h", "bucket", false),
+        _ => ("samples", "ts", true),
+    }
+}
+
+/// Rows `series, ts, value` (latest, history, raw rows); SQL `NULL` (a NaN gauge) is NaN.
+pub(crate) fn triples<R>(rows: &[R]) -> Vec<(i64, i64, f64)>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    rows.iter()
+        .map(|r| {
+            let v = r.get::<Option<f64>, _>(2).unwrap_or(f64::NAN);
+            (r.get(0), r.get(1), v)
+        })
+        .collect()
 }
 
 /// A stored unsigned counter (`INTEGER`/`int8` holding the `u64`'s value).

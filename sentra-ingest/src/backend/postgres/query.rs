@@ -1,7 +1,7 @@
 //! The read side of the PostgreSQL backend: queries, rollup reads, ledger, integrity check.
 
 use sentra_core::AgentId;
-use sqlx::{PgPool, Row as _, postgres::PgRow};
+use sqlx::{PgPool, Row as _};
 
 use crate::{
     AgentLedger, Error, Result,
@@ -20,20 +20,6 @@ impl PgReader {
     pub(crate) fn new(pool: PgPool) -> Self {
         Self { pool }
     }
-}
-
-fn get_f64(r: &PgRow, i: usize) -> f64 {
-    r.get::<Option<f64>, _>(i).unwrap_or(f64::NAN)
-}
-
-fn limit_plus_one(limit: u64) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
-}
-
-fn triples(rows: Vec<PgRow>) -> Vec<(i64, i64, f64)> {
-    rows.into_iter()
-        .map(|r| (r.get(0), r.get(1), get_f64(&r, 2)))
-        .collect()
 }
 
 impl MetricReader for PgReader {
@@ -100,7 +86,7 @@ impl MetricReader for PgReader {
         .fetch_all(&self.pool)
         .await
         .map_err(Error::storage("reading latest values"))?;
-        Ok(triples(rows))
+        Ok(sql::triples(&rows))
     }
 
     async fn history(
@@ -110,12 +96,7 @@ impl MetricReader for PgReader {
         agg: Aggregation,
         res: Resolution,
     ) -> Result<Vec<(i64, i64, f64)>> {
-        let (table, ts) = match res {
-            Resolution::Minute => ("rollup_1m", "bucket"),
-            Resolution::Hour => ("rollup_1h", "bucket"),
-            _ => ("samples", "ts"),
-        };
-        let raw = table == "samples";
+        let (table, ts, raw) = sql::history_source(res);
         let expr = match (agg, raw) {
             (Aggregation::Avg, true) => "AVG(v)",
             (Aggregation::Min, true) => "MIN(v)",
@@ -143,7 +124,7 @@ impl MetricReader for PgReader {
             .fetch_all(&self.pool)
             .await
             .map_err(Error::storage("reading history"))?;
-        Ok(triples(rows))
+        Ok(sql::triples(&rows))
     }
 
     async fn raw_rows(
@@ -160,30 +141,23 @@ impl MetricReader for PgReader {
         .bind(ids)
         .bind(range.from)
         .bind(range.to)
-        .bind(limit_plus_one(limit))
+        .bind(sql::limit_plus_one(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(Error::storage("reading raw samples"))?;
-        Ok(triples(rows))
+        Ok(sql::triples(&rows))
     }
 
-    #[allow(clippy::cast_sign_loss)]
     async fn high_water(&self, agent: &AgentId) -> Result<Option<u64>> {
-        let row = sqlx::query(sql::HIGH_WATER)
-            .bind(agent.as_str())
-            .fetch_optional(&self.pool)
+        sql::high_water(&self.pool, agent.as_str())
             .await
-            .map_err(Error::storage("reading a high-water mark"))?;
-        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
+            .map_err(Error::storage("reading a high-water mark"))
     }
 
     async fn ledger(&self, agent: &AgentId) -> Result<Option<AgentLedger>> {
-        let row = sqlx::query(sql::LEDGER)
-            .bind(agent.as_str())
-            .fetch_optional(&self.pool)
+        sql::read_ledger(&self.pool, agent.as_str())
             .await
-            .map_err(Error::storage("reading an agent's ledger"))?;
-        Ok(row.as_ref().map(sql::ledger))
+            .map_err(Error::storage("reading an agent's ledger"))
     }
 
     /// PostgreSQL checks its own pages (checksums, WAL); this checks the store's own
@@ -253,14 +227,9 @@ impl MetricReader for PgReader {
     }
 
     async fn minute_buckets(&self, series: i64, from: i64, to: i64) -> Result<Vec<Bucket>> {
-        let rows = sqlx::query(sql::MINUTE_BUCKETS)
-            .bind(series)
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.pool)
+        sql::minute_buckets(&self.pool, series, from, to)
             .await
-            .map_err(Error::storage("reading rollups"))?;
-        Ok(rows.iter().map(|r| sql::bucket(series, r)).collect())
+            .map_err(Error::storage("reading rollups"))
     }
 
     async fn close(&self) {

@@ -72,11 +72,6 @@ const fn i(v: u64) -> i64 {
     v as i64
 }
 
-#[allow(clippy::cast_sign_loss)]
-const fn u(v: i64) -> u64 {
-    v as u64
-}
-
 /// NaN gauges are stored as NULL (aggregates skip them, as in SQLite); counters as float8.
 #[allow(clippy::cast_precision_loss)]
 fn value(v: Stored) -> Option<f64> {
@@ -356,18 +351,12 @@ impl MetricStore for PgStore {
 
     async fn load_seq_ranges(&mut self) -> StoreResult<Vec<(String, u64, u64)>> {
         let rows = self.fetch_all(sql::LOAD_SEQ_RANGES).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get(0), u(r.get(1)), u(r.get(2))))
-            .collect())
+        Ok(rows.iter().map(sql::seq_range).collect())
     }
 
     async fn load_fingerprints(&mut self) -> StoreResult<Vec<(String, u64, Vec<u8>)>> {
         let rows = self.fetch_all(sql::LOAD_FINGERPRINTS).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get(0), u(r.get(1)), r.get(2)))
-            .collect())
+        Ok(rows.iter().map(sql::fingerprint).collect())
     }
 
     async fn load_series(&mut self) -> StoreResult<Vec<SeriesRow>> {

@@ -228,28 +228,14 @@ impl MetricStore for SqliteStore {
         Ok(rows.iter().map(sql::agent_mark).collect())
     }
 
-    #[allow(clippy::cast_sign_loss)]
     async fn load_seq_ranges(&mut self) -> StoreResult<Vec<(String, u64, u64)>> {
         let rows = self.fetch_all(sql::LOAD_SEQ_RANGES).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    r.get::<i64, _>(1) as u64,
-                    r.get::<i64, _>(2) as u64,
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(sql::seq_range).collect())
     }
 
-    #[allow(clippy::cast_sign_loss)]
     async fn load_fingerprints(&mut self) -> StoreResult<Vec<(String, u64, Vec<u8>)>> {
         let rows = self.fetch_all(sql::LOAD_FINGERPRINTS).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get(0), r.get::<i64, _>(1) as u64, r.get(2)))
-            .collect())
+        Ok(rows.iter().map(sql::fingerprint).collect())
     }
 
     async fn load_series(&mut self) -> StoreResult<Vec<SeriesRow>> {
