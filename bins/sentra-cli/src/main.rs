@@ -10,6 +10,7 @@ mod admin;
 mod client;
 mod doctor;
 mod fleet;
+mod plugin;
 mod safe;
 mod table;
 mod wal;
@@ -48,6 +49,8 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// Write-ahead log tools (`sentra wal inspect <dir>`).
     Wal(wal::WalArgs),
+    /// WASM plugin collectors of an agent: check, install, list, inspect, remove.
+    Plugin(plugin::PluginArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,6 +93,7 @@ fn run() -> anyhow::Result<()> {
         Command::Status(args) => fleet::status(args)?,
         Command::Metrics(args) => fleet::metrics(args)?,
         Command::Wal(args) => wal::run(args)?,
+        Command::Plugin(args) => plugin::run(args)?,
     }
     Ok(())
 }
