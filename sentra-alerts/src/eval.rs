@@ -691,10 +691,42 @@ impl Evaluator {
     /// The firing alerts, as transitions with status firing (for listing).
     #[must_use]
     pub fn firing(&self) -> Vec<Transition> {
+        self.listing(false)
+    }
+
+    /// The firing and the pending alerts, as transitions with status firing or pending
+    /// (for listing; `at` is when the condition was last true, or its start for pending).
+    #[must_use]
+    pub fn active(&self) -> Vec<Transition> {
+        self.listing(true)
+    }
+
+    /// How many alerts are firing and how many pending (cheap: no labels or templates).
+    #[must_use]
+    pub fn counts(&self) -> (usize, usize) {
+        let (mut firing, mut pending) = (0, 0);
+        for c in &self.rules {
+            for t in &c.targets {
+                match t.phase {
+                    Phase::Firing { .. } => firing += 1,
+                    Phase::Pending { .. } => pending += 1,
+                    Phase::Inactive => {}
+                }
+            }
+        }
+        (firing, pending)
+    }
+
+    fn listing(&self, with_pending: bool) -> Vec<Transition> {
         let mut out = Vec::new();
         for c in &self.rules {
             for t in &c.targets {
-                if let Phase::Firing { since, last_true } = t.phase {
+                let (status, since, last_true) = match t.phase {
+                    Phase::Firing { since, last_true } => (Status::Firing, since, last_true),
+                    Phase::Pending { since } if with_pending => (Status::Pending, since, since),
+                    _ => continue,
+                };
+                {
                     let labels = entity_labels(
                         c.rule.kind.domain(),
                         &self.metrics,
@@ -704,12 +736,7 @@ impl Evaluator {
                         t.entity,
                     );
                     out.push(make_transition(
-                        &c.rule,
-                        labels,
-                        Status::Firing,
-                        t.value,
-                        since,
-                        last_true,
+                        &c.rule, labels, status, t.value, since, last_true,
                     ));
                 }
             }

@@ -6,6 +6,9 @@
 #[cfg(feature = "notify")]
 #[cfg_attr(docsrs, doc(cfg(feature = "notify")))]
 pub mod dispatch;
+#[cfg(feature = "notify")]
+#[cfg_attr(docsrs, doc(cfg(feature = "notify")))]
+pub mod engine;
 mod error;
 pub mod eval;
 #[cfg(feature = "notify")]

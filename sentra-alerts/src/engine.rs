@@ -1,0 +1,512 @@
+//! The alerting engine as a server runs it: a feed of stored batches drives the
+//! [`Evaluator`], a timer ticks it, the [`Dispatcher`] routes and delivers, and the
+//! evaluator and router state are saved atomically to one file (periodically and on
+//! shutdown) and restored at start, so a restart neither re-notifies firing alerts nor
+//! loses pending ones.
+//!
+//! The feed is expressed in core types ([`Feed`]): a server adapts its own stream of stored
+//! batches (for example `sentra_ingest::Ingest::subscribe`) into an `mpsc` channel.
+//!
+//! ```no_run
+//! # #[allow(dead_code)]
+//! # async fn run() -> sentra_alerts::Result<()> {
+//! use sentra_alerts::engine::{Engine, EngineConfig};
+//! let (tx, rx) = tokio::sync::mpsc::channel(1024);
+//! let mut config = EngineConfig::new(sentra_alerts::builtin_wireguard_rules());
+//! config.state_file = Some("./sentra-data/alerts-state.json".into());
+//! let engine = Engine::start(config, Vec::new(), rx)?;
+//! // tx.send(Feed::Batch(batch, received)).await ...
+//! # drop(tx);
+//! engine.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+use std::{
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use sentra_core::{Batch, UnixMillis};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+
+use crate::{
+    Config, Error, Evaluator, Result, Rule, Transition,
+    dispatch::{DeadLetter, DispatchStats, Dispatcher, DispatcherConfig},
+    eval::State,
+    notify::{Delivery, Notifier},
+    route::{Router, RouterConfig, RouterState, RouterStats, Silence, SilenceId},
+};
+
+/// One item of the engine's input feed.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Feed {
+    /// A stored batch and its server arrival time.
+    Batch(Arc<Batch>, UnixMillis),
+    /// The producer dropped this many batches for the engine (it fell behind). The
+    /// evaluator heals with each agent's next batch, which carries its full WireGuard status.
+    Lagged(u64),
+}
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// The rules to evaluate.
+    pub rules: Vec<Rule>,
+    /// Evaluator settings.
+    pub eval: Config,
+    /// Routing, grouping and inhibition.
+    pub routing: RouterConfig,
+    /// Dispatcher queue sizes.
+    pub dispatcher: DispatcherConfig,
+    /// Evaluation interval (default 5 s).
+    pub tick: Duration,
+    /// Where the state is saved (`None`: not persisted).
+    pub state_file: Option<PathBuf>,
+    /// How often the state is saved while running (default 30 s; also on shutdown).
+    pub save_every: Duration,
+    /// Grace for receivers to finish their queues on shutdown (default 5 s).
+    pub shutdown_grace: Duration,
+}
+
+impl EngineConfig {
+    /// Defaults around `rules`: no routes (nothing is sent), no state file.
+    #[must_use]
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self {
+            rules,
+            eval: Config::default(),
+            routing: RouterConfig::new(Vec::new()),
+            dispatcher: DispatcherConfig::default(),
+            tick: Duration::from_secs(5),
+            state_file: None,
+            save_every: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Engine counters (besides [`RouterStats`] and [`DispatchStats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// Batches observed.
+    pub batches: u64,
+    /// Batches the feed dropped for the engine.
+    pub lagged: u64,
+    /// Evaluation ticks run.
+    pub ticks: u64,
+    /// Transitions produced (pending, firing, resolved).
+    pub transitions: u64,
+    /// Successful state saves.
+    pub saves: u64,
+    /// Failed state saves.
+    pub save_errors: u64,
+    /// Alerts firing after the last tick.
+    pub firing: u64,
+    /// Alerts pending after the last tick.
+    pub pending: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    version: u32,
+    saved_at: i64,
+    evaluator: State,
+    router: RouterState,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    lagged: AtomicU64,
+    ticks: AtomicU64,
+    transitions: AtomicU64,
+    saves: AtomicU64,
+    save_errors: AtomicU64,
+    firing: AtomicU64,
+    pending: AtomicU64,
+}
+
+struct Shared {
+    evaluator: Mutex<Evaluator>,
+    counters: Counters,
+    rules: Vec<Rule>,
+}
+
+/// A running engine. See the [module documentation](self).
+pub struct Engine {
+    shared: Arc<Shared>,
+    dispatcher: Arc<Dispatcher>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    state_file: Option<PathBuf>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.shared.rules.len())
+            .field("state_file", &self.state_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a saved state file; `Ok(None)` when it does not exist.
+fn load(path: &Path) -> Result<Option<Saved>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::State(format!("reading {}: {e}", path.display()))),
+    };
+    let saved: Saved = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+    if saved.version != 1 {
+        return Err(Error::State(format!(
+            "{}: unknown format version {}",
+            path.display(),
+            saved.version
+        )));
+    }
+    Ok(Some(saved))
+}
+
+/// Writes `saved` to `path` atomically: a temporary file in the same directory, fsync,
+/// rename, fsync of the directory.
+fn save(path: &Path, saved: &Saved) -> Result<()> {
+    let err = |what: &str, e: &dyn std::fmt::Display| {
+        Error::State(format!("saving to {}: {what}: {e}", path.display()))
+    };
+    let body = serde_json::to_vec(saved).map_err(|e| err("encoding", &e))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = fs::File::create(&tmp).map_err(|e| err("creating the temporary file", &e))?;
+        f.write_all(&body).map_err(|e| err("writing", &e))?;
+        f.sync_all().map_err(|e| err("fsync", &e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| err("rename", &e))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Restores the saved state (if `config.state_file` names an existing file), spawns
+    /// the dispatcher with `notifiers` and the engine task reading `feed` on the current
+    /// tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::State`] for a state file that cannot be read or decoded (it is not
+    /// overwritten: move it away to start empty); the errors of [`Evaluator::new`],
+    /// [`Router::new`] and [`Dispatcher::spawn`].
+    pub fn start(
+        config: EngineConfig,
+        notifiers: Vec<Arc<dyn Notifier>>,
+        feed: mpsc::Receiver<Feed>,
+    ) -> Result<Self> {
+        let saved = match &config.state_file {
+            Some(p) => load(p)?,
+            None => None,
+        };
+        let (evaluator, router) = match saved {
+            Some(s) => {
+                tracing::info!(
+                    saved_at = s.saved_at,
+                    "alert state restored (evaluator and router)"
+                );
+                (
+                    Evaluator::restore(config.rules.clone(), config.eval, s.evaluator)?,
+                    Router::restore(config.routing.clone(), s.router)?,
+                )
+            }
+            None => (
+                Evaluator::new(config.rules.clone(), config.eval)?,
+                Router::new(config.routing.clone())?,
+            ),
+        };
+        let dispatcher = Arc::new(Dispatcher::spawn(router, notifiers, config.dispatcher)?);
+        let shared = Arc::new(Shared {
+            evaluator: Mutex::new(evaluator),
+            counters: Counters::default(),
+            rules: config.rules.clone(),
+        });
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(run(
+            Arc::clone(&shared),
+            Arc::clone(&dispatcher),
+            feed,
+            stopped,
+            config.tick,
+            config.save_every,
+            config.state_file.clone(),
+        ));
+        Ok(Self {
+            shared,
+            dispatcher,
+            stop: Some(stop),
+            task: Some(task),
+            state_file: config.state_file,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    /// The configured rules.
+    #[must_use]
+    pub fn rules(&self) -> &[Rule] {
+        &self.shared.rules
+    }
+
+    /// Firing alerts (status firing) and pending ones (status pending), as of the last tick.
+    #[must_use]
+    pub fn alerts(&self) -> Vec<Transition> {
+        self.shared
+            .evaluator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .active()
+    }
+
+    /// Engine counters.
+    #[must_use]
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.shared.counters;
+        EngineStats {
+            batches: c.batches.load(Ordering::Relaxed),
+            lagged: c.lagged.load(Ordering::Relaxed),
+            ticks: c.ticks.load(Ordering::Relaxed),
+            transitions: c.transitions.load(Ordering::Relaxed),
+            saves: c.saves.load(Ordering::Relaxed),
+            save_errors: c.save_errors.load(Ordering::Relaxed),
+            firing: c.firing.load(Ordering::Relaxed),
+            pending: c.pending.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Delivery counters of the dispatcher.
+    #[must_use]
+    pub fn dispatch_stats(&self) -> DispatchStats {
+        self.dispatcher.stats()
+    }
+
+    /// Router counters.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after shutdown.
+    pub async fn router_stats(&self) -> Result<RouterStats> {
+        self.dispatcher.router_stats().await
+    }
+
+    /// Adds a silence.
+    ///
+    /// # Errors
+    ///
+    /// As [`Dispatcher::add_silence`].
+    pub async fn add_silence(&self, silence: Silence) -> Result<SilenceId> {
+        self.dispatcher.add_silence(silence).await
+    }
+
+    /// Expires a silence now.
+    ///
+    /// # Errors
+    ///
+    /// As [`Dispatcher::expire_silence`].
+    pub async fn expire_silence(&self, id: SilenceId) -> Result<()> {
+        self.dispatcher.expire_silence(id).await
+    }
+
+    /// The router's silences (from a snapshot).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after shutdown.
+    pub async fn silences(&self) -> Result<Vec<(SilenceId, Silence)>> {
+        let state = self.dispatcher.snapshot().await?;
+        let router = Router::restore(RouterConfig::new(Vec::new()), state)?;
+        Ok(router.silences().map(|(id, s)| (id, s.clone())).collect())
+    }
+
+    /// Notifications that could not be delivered.
+    #[must_use]
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.dispatcher.dead_letters()
+    }
+
+    /// Sends a dead letter again.
+    ///
+    /// # Errors
+    ///
+    /// As [`Dispatcher::resend`].
+    pub async fn resend(&self, id: u64) -> Result<Delivery> {
+        self.dispatcher.resend(id).await
+    }
+
+    /// Sends a test notification to `receiver` and returns its answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`Dispatcher::test`].
+    pub async fn test(&self, receiver: &str) -> Result<Delivery> {
+        self.dispatcher.test(receiver).await
+    }
+
+    /// Saves the state now (also done periodically and on shutdown).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::State`] naming the file when it cannot be written.
+    pub async fn save(&self) -> Result<()> {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        let router = self.dispatcher.snapshot().await?;
+        save_now(&self.shared, path, router)
+    }
+
+    /// Stops the engine: evaluates what is queued, stops routing, gives receivers the
+    /// shutdown grace, and saves the final state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::State`] when the final save fails; [`Error::Closed`] if a task panicked.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.map_err(|_| Error::Closed)?;
+        }
+        let dispatcher = Arc::try_unwrap(self.dispatcher).map_err(|_| Error::Closed)?;
+        let router = dispatcher.shutdown(self.grace).await?;
+        if let Some(path) = &self.state_file {
+            save_now(&self.shared, path, router)?;
+            tracing::info!(path = %path.display(), "alert state saved");
+        }
+        Ok(())
+    }
+}
+
+fn save_now(shared: &Shared, path: &Path, router: RouterState) -> Result<()> {
+    let evaluator = shared
+        .evaluator
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .snapshot();
+    let saved = Saved {
+        version: 1,
+        saved_at: UnixMillis::now().as_millis(),
+        evaluator,
+        router,
+    };
+    let r = save(path, &saved);
+    match &r {
+        Ok(()) => shared.counters.saves.fetch_add(1, Ordering::Relaxed),
+        Err(_) => shared.counters.save_errors.fetch_add(1, Ordering::Relaxed),
+    };
+    r
+}
+
+fn tick(shared: &Shared, dispatcher: &Dispatcher) {
+    let now = UnixMillis::now();
+    let transitions = {
+        let mut e = shared
+            .evaluator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        e.tick(now)
+    };
+    let c = &shared.counters;
+    c.ticks.fetch_add(1, Ordering::Relaxed);
+    c.transitions
+        .fetch_add(transitions.len() as u64, Ordering::Relaxed);
+    let (firing, pending) = shared
+        .evaluator
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .counts();
+    c.firing.store(firing as u64, Ordering::Relaxed);
+    c.pending.store(pending as u64, Ordering::Relaxed);
+    let notify: Vec<Transition> = transitions
+        .into_iter()
+        .filter(Transition::is_notification)
+        .collect();
+    if !notify.is_empty() {
+        dispatcher.push(notify);
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    dispatcher: Arc<Dispatcher>,
+    mut feed: mpsc::Receiver<Feed>,
+    mut stop: oneshot::Receiver<()>,
+    every: Duration,
+    save_every: Duration,
+    state_file: Option<PathBuf>,
+) {
+    let mut ticker = tokio::time::interval(every.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut saver = tokio::time::interval(save_every.max(Duration::from_millis(100)));
+    saver.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    saver.tick().await; // the first tick is immediate
+    let mut feed_open = true;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            item = feed.recv(), if feed_open => match item {
+                Some(Feed::Batch(batch, received)) => {
+                    shared.evaluator.lock().unwrap_or_else(PoisonError::into_inner)
+                        .observe(&batch, received);
+                    shared.counters.batches.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Feed::Lagged(n)) => {
+                    shared.counters.lagged.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(dropped = n, "alert engine fell behind the batch feed; agents resync with their next batch");
+                }
+                None => feed_open = false,
+            },
+            _ = ticker.tick() => tick(&shared, &dispatcher),
+            _ = saver.tick() => {
+                if let Some(path) = &state_file {
+                    match dispatcher.snapshot().await {
+                        Ok(router) => {
+                            if let Err(e) = save_now(&shared, path, router) {
+                                tracing::error!(error = %e, "cannot save the alert state");
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot snapshot the router"),
+                    }
+                }
+            }
+        }
+    }
+    // what arrived before the stop is evaluated once more
+    while let Ok(item) = feed.try_recv() {
+        if let Feed::Batch(batch, received) = item {
+            shared
+                .evaluator
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .observe(&batch, received);
+        }
+    }
+    tick(&shared, &dispatcher);
+}
