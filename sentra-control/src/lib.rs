@@ -9,6 +9,7 @@ mod error;
 #[cfg(feature = "grpc")]
 mod grpc;
 mod keyring;
+pub mod onboard;
 mod password;
 mod replay;
 mod secret;
