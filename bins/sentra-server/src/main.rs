@@ -244,9 +244,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 config.data_dir.display()
             );
         } else {
-            // `sentra init` opens control.db in a data directory, not a PostgreSQL database.
             eprintln!(
-                "No users yet. The control plane is in PostgreSQL, which `sentra init` does not open yet (it takes a data directory).\n"
+                "No users yet. Create the first admin in the PostgreSQL control plane:  sentra init --control-database-url-file FILE  (FILE: the file holding this server's database URL)\n"
             );
         }
     }
