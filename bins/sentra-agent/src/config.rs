@@ -432,6 +432,28 @@ mod tests {
         let c = Config::resolve(None, &Overrides::default()).expect("defaults");
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert!(c.server.is_none());
+        assert!(c.plugins_dir.is_none(), "no plugins by default");
+    }
+
+    #[test]
+    fn plugins_dir_from_file_and_flag() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("agent.toml");
+        std::fs::write(&file, "plugins_dir = \"/from/file/plugins\"\n").expect("write");
+        let c = Config::resolve(Some(&file), &Overrides::default()).expect("resolve");
+        assert_eq!(c.plugins_dir, Some(PathBuf::from("/from/file/plugins")));
+        let flags = Overrides {
+            plugins_dir: Some(PathBuf::from("/from/flag")),
+            ..Overrides::default()
+        };
+        let c = Config::resolve(Some(&file), &flags).expect("resolve");
+        assert_eq!(c.plugins_dir, Some(PathBuf::from("/from/flag")));
+        let empty = Overrides {
+            plugins_dir: Some(PathBuf::new()),
+            ..Overrides::default()
+        };
+        let c = Config::resolve(None, &empty).expect("resolve");
+        assert_eq!(c.plugins_dir, None, "an empty value disables plugins");
     }
 
     #[test]

@@ -160,3 +160,70 @@ fn running_without_credentials_says_how_to_enrol() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("enroll"), "{err}");
 }
+
+#[test]
+fn a_broken_plugin_is_refused_with_a_log_line_and_the_agent_runs_on() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("credentials.toml"),
+        "agent_id = \"edge-08\"\nkey_id = 1\nsecret = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n",
+    )
+    .expect("write");
+    let plugins = dir.path().join("plugins");
+    let wat_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/wat");
+    let good = wat::parse_file(wat_dir.join("uptime.wat")).expect("wat");
+    for (name, module) in [("uptime", &good[..]), ("broken", &good[..good.len() / 3])] {
+        let d = plugins.join(name);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join(format!("{name}.wasm")), module).expect("module");
+        std::fs::write(
+            d.join("manifest.toml"),
+            format!("name = \"{name}\"\nversion = \"1\"\nschedule = \"1s\"\n"),
+        )
+        .expect("manifest");
+    }
+    let log = dir.path().join("agent.log");
+    let mut child = agent()
+        .args([
+            "--no-wireguard",
+            "--server",
+            "http://127.0.0.1:9",
+            "--state-dir",
+        ])
+        .arg(dir.path())
+        .env("SENTRA_AGENT_PLUGINS_DIR", &plugins)
+        .env("SENTRA_AGENT_KEY_CHECK_INTERVAL", "0s")
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(std::fs::File::create(dir.path().join("agent.err")).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default()
+            + &std::fs::read_to_string(dir.path().join("agent.err")).unwrap_or_default();
+        if (text.contains("plugin refused") && text.contains("plugin loaded"))
+            || std::time::Instant::now() > deadline
+            || child.try_wait().expect("wait").is_some()
+        {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let still_running = child.try_wait().expect("wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(still_running, "the agent stopped:\n{text}");
+    let refused = text
+        .lines()
+        .find(|l| l.contains("plugin refused"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{text}"));
+    assert!(
+        refused.contains("plugins/broken") && refused.contains("does not compile"),
+        "{refused}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("plugin loaded") && l.contains("plugin:uptime")),
+        "{text}"
+    );
+}
