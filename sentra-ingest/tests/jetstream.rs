@@ -495,3 +495,147 @@ async fn replay_after_the_dedup_window_is_refused_by_the_store() {
     assert_eq!(samples_in_store(&db).await, 19);
     ingest.shutdown().await.unwrap();
 }
+
+/// A message no worker can decode goes to the dead-letter stream with its reason and is
+/// terminated (not redelivered); the good batches around it are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_message_is_dead_lettered() {
+    let nats = Nats::start();
+    let db = TestDb::new().await.unwrap();
+    let cfg = bus_config(&nats.url());
+    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
+    let a = agent("bus-dead");
+    let t = now();
+    publisher.publish(&one(&a, 1, t)).await.unwrap();
+    // Someone else publishes junk on the agent's subject.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.publish(
+        "sentra.batch.bus-dead",
+        bytes::Bytes::from_static(b"\xff junk"),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    publisher.publish(&one(&a, 2, t + 1)).await.unwrap();
+
+    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
+        .await
+        .unwrap();
+    let worker = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
+    let run = {
+        let w = worker.clone();
+        tokio::spawn(async move { w.run(std::future::pending()).await })
+    };
+    wait_stored(
+        &ingest,
+        std::slice::from_ref(&a),
+        2,
+        Duration::from_secs(60),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while worker.counts().dead_lettered < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "not dead-lettered: {:?}",
+            worker.counts()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Terminated: no redelivery after AckWait.
+    tokio::time::sleep(cfg.ack_wait + Duration::from_millis(500)).await;
+    run.abort();
+    let _ = run.await;
+    let c = worker.counts();
+    assert_eq!(
+        (c.accepted, c.dead_lettered, c.redelivered),
+        (2, 1, 0),
+        "{c:?}"
+    );
+    let mut dead = js.get_stream(format!("{}_DEAD", cfg.stream)).await.unwrap();
+    assert_eq!(dead.info().await.unwrap().state.messages, 1);
+    let msg = dead
+        .get_last_raw_message_by_subject("sentra.dead.bus-dead")
+        .await
+        .unwrap();
+    let reason = msg
+        .headers
+        .get(sentra_ingest::bus::jetstream::HEADER_DEAD_REASON)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    assert!(reason.contains("Sentra-Fingerprint"), "reason: {reason}");
+    ingest.shutdown().await.unwrap();
+}
+
+/// PostgreSQL crashes (`pg_ctl stop -m immediate`) under a running worker: commits fail,
+/// the worker naks (nothing acked that is not stored), and after the restart every batch
+/// is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_under_the_worker_loses_nothing() {
+    let server = std::sync::Arc::new(
+        tokio::task::spawn_blocking(sentra_testkit::PgServer::start)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a PostgreSQL cluster of this test: {e}")),
+    );
+    let db = TestDb::on(&server).await.unwrap();
+    let nats = Nats::start();
+    let mut cfg = bus_config(&nats.url());
+    cfg.max_deliver = 1000;
+    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
+    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
+        .await
+        .unwrap();
+    let worker = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
+    let run = {
+        let w = worker.clone();
+        tokio::spawn(async move { w.run(std::future::pending()).await })
+    };
+    let agents: Vec<AgentId> = (0..3).map(|i| agent(&format!("bus-pg{i}"))).collect();
+    let t = now();
+    let per_agent = 40u64;
+    for seq in 1..=per_agent {
+        for (i, a) in agents.iter().enumerate() {
+            let v = one(a, seq, t + i64::try_from(seq * 10 + i as u64).unwrap());
+            let ack = publisher.publish(&v).await.unwrap();
+            assert_eq!(ack.status, AckStatus::Accepted as i32);
+        }
+        if seq == 15 {
+            let s = std::sync::Arc::clone(&server);
+            tokio::task::spawn_blocking(move || s.crash())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        if seq == 25 {
+            let s = std::sync::Arc::clone(&server);
+            tokio::task::spawn_blocking(move || s.start_again())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    let w = worker.clone();
+    let probe = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            eprintln!("postgres crash test, worker so far: {:?}", w.counts());
+        }
+    });
+    wait_stored(&ingest, &agents, per_agent, Duration::from_secs(120)).await;
+    probe.abort();
+    run.abort();
+    let _ = run.await;
+    ingest.flush().await.unwrap();
+    let c = worker.counts();
+    println!("postgres crash under the worker: sent 120, acknowledged 120, worker {c:?}");
+    assert!(
+        c.failed > 0,
+        "no commit failed while PostgreSQL was down: {c:?}"
+    );
+    assert_eq!(c.dead_lettered, 0);
+    assert_eq!(samples_in_store(&db).await, 120);
+    ingest.shutdown().await.unwrap();
+}
