@@ -32,7 +32,7 @@ pub use secret::{Password, SecretString};
 pub use store::{
     Actor, AgentInfo, AuditEntry, AuditQuery, BOOTSTRAP_TOKEN_PREFIX, BootstrapTokenInfo,
     ControlStore, DesiredInfo, DesiredInterfaceInfo, Enrolment, IssuedBootstrapToken, KeyInfo,
-    MAX_BOOTSTRAP_TOKEN_TTL, NewestKey, Rotation, StoreOptions, TokenSubject, User, UserUpdate,
-    check_username,
+    MAX_BOOTSTRAP_TOKEN_TTL, NewPeer, NewestKey, Onboarded, Rotation, StoreOptions, TokenSubject,
+    User, UserUpdate, check_username,
 };
 pub use token::{Claims, IssuedAccessToken, JWT_LEEWAY, MAX_ACCESS_TOKEN_TTL, Tokens};

@@ -6,8 +6,9 @@
 use std::time::{Duration, Instant};
 
 use sentra_control::{
-    Actor, AuditQuery, ControlStore, Error, Password, PasswordCost, PeerSpec, Role, StoreOptions,
-    UserUpdate,
+    Actor, AuditQuery, ControlStore, Error, NewPeer, Password, PasswordCost, PeerSpec, Role,
+    StoreOptions, UserUpdate,
+    onboard::{AddressPool, public_key_of},
 };
 use sentra_core::{KeyId, Keyring as _};
 
@@ -78,6 +79,7 @@ conformance!(
     desired_state_revisions,
     every_mutation_is_audited_in_its_transaction,
     changes_reach_another_store_within_1s,
+    onboarding_allocates_each_address_once,
 );
 
 async fn users_and_the_last_admin(db: Db) {
@@ -425,6 +427,137 @@ async fn desired_state_revisions(db: Db) {
         s.desired_state(&e.agent_id, 0).await,
         Err(Error::NotFound { .. })
     ));
+}
+
+/// Address pools and onboarding (issue 16): the next free address, never twice, freed on
+/// removal, conflicts naming the other side, durable across a reopen, audited.
+async fn onboarding_allocates_each_address_once(db: Db) {
+    let s = db.open(None).await;
+    let me = Actor::local();
+    let tok = s
+        .issue_bootstrap_token(&me, Duration::from_secs(600), "")
+        .await
+        .unwrap();
+    let a = s.enroll(&tok.token, "hub").await.unwrap().agent_id;
+    let tok = s
+        .issue_bootstrap_token(&me, Duration::from_secs(600), "")
+        .await
+        .unwrap();
+    let b = s.enroll(&tok.token, "hub2").await.unwrap().agent_id;
+    let pool = AddressPool::parse(["10.8.0.0/29", "fd00:8::/64"]).unwrap();
+    // No pool yet: nothing to allocate from.
+    assert!(matches!(
+        s.add_peer(&me, &a, "wg0", NewPeer::default()).await,
+        Err(Error::NotFound { .. })
+    ));
+    s.set_address_pool(&me, &a, "wg0", &pool).await.unwrap();
+    // Another interface's pool may not overlap; the error names the other interface.
+    let err = s
+        .set_address_pool(
+            &me,
+            &b,
+            "wg0",
+            &AddressPool::parse(["10.8.0.4/30"]).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Conflict(m) if m.contains(&format!("{a}/wg0"))),
+        "{err}"
+    );
+    s.set_address_pool(
+        &me,
+        &b,
+        "wg0",
+        &AddressPool::parse(["10.9.0.0/24"]).unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let first = s
+        .add_peer(&me, &a, "wg0", NewPeer::default())
+        .await
+        .unwrap();
+    assert_eq!(first.peer.allowed_ips, ["10.8.0.2/32", "fd00:8::2/128"]);
+    let private = first.private_key.as_ref().expect("a generated key");
+    assert_eq!(public_key_of(private).unwrap(), first.peer.public_key);
+    assert_eq!(first.revision, 1);
+    let mut own = NewPeer::default();
+    own.public_key = Some(K1.into());
+    let second = s.add_peer(&me, &a, "wg0", own).await.unwrap();
+    assert!(second.private_key.is_none());
+    assert_eq!(second.peer.allowed_ips, ["10.8.0.3/32", "fd00:8::3/128"]);
+    // A static address inside another peer's allowed IPs names that peer.
+    let mut taken = NewPeer::default();
+    taken.address = Some("10.8.0.3".into());
+    let err = s.add_peer(&me, &a, "wg0", taken).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Conflict(m) if m.contains(K1)),
+        "{err}"
+    );
+    // The same public key twice is refused.
+    let mut again = NewPeer::default();
+    again.public_key = Some(K1.into());
+    assert!(matches!(
+        s.add_peer(&me, &a, "wg0", again).await,
+        Err(Error::Conflict(_))
+    ));
+
+    // Durable: a reopened store allocates after what is declared, never twice.
+    drop(s);
+    let s = db.open(None).await;
+    assert_eq!(s.address_pool(&a, "wg0").await.unwrap(), Some(pool));
+    let mut seen = vec![first.addresses[0], second.addresses[0]];
+    for _ in 0..3 {
+        let p = s
+            .add_peer(&me, &a, "wg0", NewPeer::default())
+            .await
+            .unwrap();
+        assert!(!seen.contains(&p.addresses[0]), "{} twice", p.addresses[0]);
+        seen.push(p.addresses[0]);
+    }
+    // .0 network, .1 the interface, .2-.6 peers, .7 broadcast: exhausted.
+    let err = s
+        .add_peer(&me, &a, "wg0", NewPeer::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Conflict(m) if m.contains("10.8.0.0/29")),
+        "{err}"
+    );
+    // Removal frees the address for the next peer.
+    let rev = s.remove_peer(&me, &a, "wg0", K1).await.unwrap();
+    assert!(matches!(
+        s.remove_peer(&me, &a, "wg0", K1).await,
+        Err(Error::NotFound { .. })
+    ));
+    let next = s
+        .add_peer(&me, &a, "wg0", NewPeer::default())
+        .await
+        .unwrap();
+    assert_eq!(next.addresses[0].to_string(), "10.8.0.3/32");
+    assert_eq!(next.revision, rev + 1);
+    let state = s.desired_state(&a, 0).await.unwrap();
+    assert_eq!(state.interfaces[0].peers.len(), 5);
+
+    // Audited with who and what; no private key anywhere in the log.
+    let log = s.audit_log(&AuditQuery::default()).await.unwrap();
+    let adds: Vec<_> = log.iter().filter(|e| e.action == "peer.add").collect();
+    assert!(adds.iter().any(|e| e.outcome == "success"
+        && e.actor == "local"
+        && e.detail.contains(&first.peer.public_key)
+        && e.detail.contains("10.8.0.2/32")));
+    assert!(adds.iter().any(|e| e.outcome == "conflict"));
+    assert!(
+        log.iter()
+            .any(|e| e.action == "peer.remove" && e.detail.contains(K1))
+    );
+    assert!(
+        log.iter()
+            .any(|e| e.action == "pool.set" && e.outcome == "conflict")
+    );
+    let secret = private.expose_secret();
+    assert!(log.iter().all(|e| !e.detail.contains(secret)));
 }
 
 async fn every_mutation_is_audited_in_its_transaction(db: Db) {

@@ -195,6 +195,9 @@ pub trait ControlBackend: Send + Sync + fmt::Debug + 'static {
         &'a self,
         agent: &'a AgentId,
     ) -> BoxFuture<'a, Result<Vec<DesiredInterfaceInfo>>>;
+    /// Every interface's address pool as `(agent, interface, comma-separated prefixes)`,
+    /// ordered by agent and interface.
+    fn address_pools(&self) -> BoxFuture<'_, Result<Vec<(String, String, String)>>>;
     /// Appends an audit entry on its own (no other change).
     fn append_audit<'a>(&'a self, entry: AuditRecord<'a>) -> BoxFuture<'a, Result<()>>;
     /// Reads the audit log, newest first.
@@ -297,6 +300,14 @@ pub trait ControlTx: Send {
         agent: &'a AgentId,
         interface: &'a str,
     ) -> BoxFuture<'a, Result<bool>>;
+    /// Stores an interface's address pool (comma-separated prefixes), replacing it.
+    fn set_address_pool<'a>(
+        &'a mut self,
+        agent: &'a AgentId,
+        interface: &'a str,
+        prefixes: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<()>>;
     /// Appends an audit entry in this transaction.
     fn append_audit<'a>(&'a mut self, entry: AuditRecord<'a>) -> BoxFuture<'a, Result<()>>;
     /// Commits.

@@ -386,6 +386,20 @@ impl ControlBackend for SqliteBackend {
         })
     }
 
+    fn address_pools(&self) -> BoxFuture<'_, Result<Vec<(String, String, String)>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT agent_id, interface, prefixes FROM address_pools
+                 ORDER BY agent_id, interface",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect()
+        })
+    }
+
     fn append_audit<'a>(&'a self, entry: AuditRecord<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move { audit_on(&self.pool, entry).await })
     }
@@ -776,6 +790,30 @@ impl ControlTx for SqliteTx {
                     .await?
                     .rows_affected();
             Ok(n > 0)
+        })
+    }
+
+    fn set_address_pool<'a>(
+        &'a mut self,
+        agent: &'a AgentId,
+        interface: &'a str,
+        prefixes: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO address_pools (agent_id, interface, prefixes, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (agent_id, interface) DO UPDATE
+                   SET prefixes = excluded.prefixes, updated_ms = excluded.updated_ms",
+            )
+            .bind(agent.as_str())
+            .bind(interface)
+            .bind(prefixes)
+            .bind(now_ms)
+            .execute(&mut *self.tx)
+            .await?;
+            Ok(())
         })
     }
 

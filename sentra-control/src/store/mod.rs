@@ -17,6 +17,7 @@ mod agents;
 mod audit;
 mod bootstrap;
 mod desired;
+mod peers;
 mod sessions;
 mod types;
 mod users;
@@ -34,6 +35,7 @@ use std::{
 use sentra_core::AgentId;
 use tokio::sync::Mutex;
 
+pub use peers::{NewPeer, Onboarded};
 pub use types::{
     Actor, AgentInfo, AuditEntry, AuditQuery, BOOTSTRAP_TOKEN_PREFIX, BootstrapTokenInfo,
     DesiredInfo, DesiredInterfaceInfo, Enrolment, IssuedBootstrapToken, KeyInfo,
