@@ -148,11 +148,12 @@ struct Shared {
 /// A running engine. See the [module documentation](self).
 pub struct Engine {
     shared: Arc<Shared>,
-    dispatcher: Arc<Dispatcher>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    dispatcher: std::sync::RwLock<Option<Arc<Dispatcher>>>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
     state_file: Option<PathBuf>,
     grace: Duration,
+    routing: RouterConfig,
 }
 
 impl std::fmt::Debug for Engine {
@@ -260,11 +261,12 @@ impl Engine {
         ));
         Ok(Self {
             shared,
-            dispatcher,
-            stop: Some(stop),
-            task: Some(task),
+            dispatcher: std::sync::RwLock::new(Some(dispatcher)),
+            stop: Mutex::new(Some(stop)),
+            task: Mutex::new(Some(task)),
             state_file: config.state_file,
             grace: config.shutdown_grace,
+            routing: config.routing,
         })
     }
 
@@ -300,10 +302,18 @@ impl Engine {
         }
     }
 
-    /// Delivery counters of the dispatcher.
+    fn dispatcher(&self) -> Result<Arc<Dispatcher>> {
+        self.dispatcher
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(Error::Closed)
+    }
+
+    /// Delivery counters of the dispatcher (zero after shutdown).
     #[must_use]
     pub fn dispatch_stats(&self) -> DispatchStats {
-        self.dispatcher.stats()
+        self.dispatcher().map(|d| d.stats()).unwrap_or_default()
     }
 
     /// Router counters.
@@ -312,7 +322,7 @@ impl Engine {
     ///
     /// [`Error::Closed`] after shutdown.
     pub async fn router_stats(&self) -> Result<RouterStats> {
-        self.dispatcher.router_stats().await
+        self.dispatcher()?.router_stats().await
     }
 
     /// Adds a silence.
@@ -321,7 +331,7 @@ impl Engine {
     ///
     /// As [`Dispatcher::add_silence`].
     pub async fn add_silence(&self, silence: Silence) -> Result<SilenceId> {
-        self.dispatcher.add_silence(silence).await
+        self.dispatcher()?.add_silence(silence).await
     }
 
     /// Expires a silence now.
@@ -330,7 +340,7 @@ impl Engine {
     ///
     /// As [`Dispatcher::expire_silence`].
     pub async fn expire_silence(&self, id: SilenceId) -> Result<()> {
-        self.dispatcher.expire_silence(id).await
+        self.dispatcher()?.expire_silence(id).await
     }
 
     /// The router's silences (from a snapshot).
@@ -339,15 +349,17 @@ impl Engine {
     ///
     /// [`Error::Closed`] after shutdown.
     pub async fn silences(&self) -> Result<Vec<(SilenceId, Silence)>> {
-        let state = self.dispatcher.snapshot().await?;
-        let router = Router::restore(RouterConfig::new(Vec::new()), state)?;
+        let state = self.dispatcher()?.snapshot().await?;
+        let router = Router::restore(self.routing.clone(), state)?;
         Ok(router.silences().map(|(id, s)| (id, s.clone())).collect())
     }
 
-    /// Notifications that could not be delivered.
+    /// Notifications that could not be delivered (none after shutdown).
     #[must_use]
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.dispatcher.dead_letters()
+        self.dispatcher()
+            .map(|d| d.dead_letters())
+            .unwrap_or_default()
     }
 
     /// Sends a dead letter again.
@@ -356,7 +368,7 @@ impl Engine {
     ///
     /// As [`Dispatcher::resend`].
     pub async fn resend(&self, id: u64) -> Result<Delivery> {
-        self.dispatcher.resend(id).await
+        self.dispatcher()?.resend(id).await
     }
 
     /// Sends a test notification to `receiver` and returns its answer.
@@ -365,7 +377,7 @@ impl Engine {
     ///
     /// As [`Dispatcher::test`].
     pub async fn test(&self, receiver: &str) -> Result<Delivery> {
-        self.dispatcher.test(receiver).await
+        self.dispatcher()?.test(receiver).await
     }
 
     /// Saves the state now (also done periodically and on shutdown).
@@ -377,24 +389,53 @@ impl Engine {
         let Some(path) = &self.state_file else {
             return Ok(());
         };
-        let router = self.dispatcher.snapshot().await?;
+        let router = self.dispatcher()?.snapshot().await?;
         save_now(&self.shared, path, router)
     }
 
     /// Stops the engine: evaluates what is queued, stops routing, gives receivers the
-    /// shutdown grace, and saves the final state.
+    /// shutdown grace, and saves the final state. Later calls answer [`Error::Closed`].
     ///
     /// # Errors
     ///
     /// [`Error::State`] when the final save fails; [`Error::Closed`] if a task panicked.
-    pub async fn shutdown(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
+    pub async fn shutdown(&self) -> Result<()> {
+        let stop = self
+            .stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(stop) = stop {
             let _ = stop.send(());
         }
-        if let Some(task) = self.task.take() {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
             task.await.map_err(|_| Error::Closed)?;
         }
-        let dispatcher = Arc::try_unwrap(self.dispatcher).map_err(|_| Error::Closed)?;
+        let Some(mut dispatcher) = self
+            .dispatcher
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return Err(Error::Closed);
+        };
+        // a request in flight (silence, test) may hold the dispatcher for a moment
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let dispatcher = loop {
+            match Arc::try_unwrap(dispatcher) {
+                Ok(d) => break d,
+                Err(d) if tokio::time::Instant::now() < deadline => {
+                    dispatcher = d;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(_) => return Err(Error::Closed),
+            }
+        };
         let router = dispatcher.shutdown(self.grace).await?;
         if let Some(path) = &self.state_file {
             save_now(&self.shared, path, router)?;

@@ -302,6 +302,21 @@ pub enum RuleKind {
 }
 
 impl RuleKind {
+    /// The `kind` as written in a rule file (`threshold`, `wg_handshake_stale`, …).
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Threshold { .. } => "threshold",
+            Self::Absent { .. } => "absent",
+            Self::Rate { .. } => "rate",
+            Self::HandshakeStale { .. } => "wg_handshake_stale",
+            Self::EndpointChanged { .. } => "wg_endpoint_changed",
+            Self::TransferStalled { .. } => "wg_transfer_stalled",
+            Self::InterfaceGone => "wg_interface_gone",
+            Self::AgentOffline { .. } => "agent_offline",
+        }
+    }
+
     /// The metric (or built-in domain) this rule reads.
     #[must_use]
     pub fn domain(&self) -> Domain<'_> {

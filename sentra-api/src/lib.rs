@@ -225,6 +225,7 @@ pub struct Api {
     store: ControlStore,
     readiness: Readiness,
     metrics: std::sync::Arc<metrics::Metrics>,
+    alerts: Arc<std::sync::OnceLock<Arc<sentra_alerts::engine::Engine>>>,
 }
 
 impl Api {
@@ -292,7 +293,9 @@ impl Api {
         let state = http::AppState::new(store.clone(), tokens, config, ingest);
         let readiness = state.readiness.clone();
         let metrics = std::sync::Arc::clone(&state.metrics);
+        let alerts = Arc::clone(&state.alerts);
         Ok(Self {
+            alerts,
             router: http::router(state),
             store,
             readiness,

@@ -1,5 +1,6 @@
 //! The axum router: routes, shared state and layers.
 
+pub(crate) mod alerts;
 mod error;
 mod extract;
 mod fleet;
@@ -47,6 +48,8 @@ pub(crate) struct AppState {
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
     /// Component states fed by the serving process (`/readyz`, `/metrics`).
     pub(crate) readiness: crate::Readiness,
+    /// The alerting engine, once the server attached one (`/api/v1/alerts`).
+    pub(crate) alerts: Arc<std::sync::OnceLock<Arc<sentra_alerts::engine::Engine>>>,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
                 .with_peer_endpoints(config.metrics_peer_endpoints),
         ));
         Self {
+            alerts: Arc::default(),
             replay: store.replay_guard(),
             ingest,
             readiness,
@@ -244,6 +248,34 @@ pub(crate) fn routes() -> Routes {
             get(fleet::percentiles),
         )
         .add("GET", "/api/v1/metrics/export", get(fleet::export))
+        .add("GET", "/api/v1/alerts", get(alerts::list_alerts))
+        .add("GET", "/api/v1/alerts/rules", get(alerts::list_rules))
+        .add("GET", "/api/v1/alerts/silences", get(alerts::list_silences))
+        .add(
+            "POST",
+            "/api/v1/alerts/silences",
+            post(alerts::create_silence),
+        )
+        .add(
+            "DELETE",
+            "/api/v1/alerts/silences/{id}",
+            delete(alerts::expire_silence),
+        )
+        .add(
+            "POST",
+            "/api/v1/alerts/receivers/{name}/test",
+            post(alerts::test_receiver),
+        )
+        .add(
+            "GET",
+            "/api/v1/alerts/dead-letters",
+            get(alerts::list_dead_letters),
+        )
+        .add(
+            "POST",
+            "/api/v1/alerts/dead-letters/{id}/resend",
+            post(alerts::resend_dead_letter),
+        )
 }
 
 const fn fleet_max_streams() -> usize {

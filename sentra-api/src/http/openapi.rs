@@ -18,7 +18,7 @@ use utoipa::{
     },
 };
 
-use super::{fleet, handlers, ingest_ledger};
+use super::{alerts, fleet, handlers, ingest_ledger};
 use sentra_control::IssuedAccessToken;
 
 use crate::{
@@ -282,6 +282,14 @@ fn metrics_doc() {}
         fleet::top,
         fleet::percentiles,
         fleet::export,
+        alerts::list_alerts,
+        alerts::list_rules,
+        alerts::list_silences,
+        alerts::create_silence,
+        alerts::expire_silence,
+        alerts::test_receiver,
+        alerts::list_dead_letters,
+        alerts::resend_dead_letter,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, Role, User, KeyInfo, AgentInfo, IssuedBootstrapToken,
@@ -298,6 +306,7 @@ fn metrics_doc() {}
         (name = "audit", description = "Audit log (admin)"),
         (name = "status", description = "Fleet status from the ingest pipeline"),
         (name = "metrics", description = "Metric queries over stored samples"),
+        (name = "alerts", description = "Built-in alerting: active alerts, rules, silences, receivers"),
     )
 )]
 struct ApiDoc;
