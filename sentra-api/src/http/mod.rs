@@ -315,6 +315,8 @@ pub(crate) fn router(state: AppState) -> Router {
     let sensitive: [HeaderName; 3] = [header::AUTHORIZATION, header::COOKIE, header::SET_COOKIE];
     routes()
         .router
+        // The web dashboard: `/` and `/assets/{file}` (sentra-dashboard).
+        .merge(sentra_dashboard::router())
         .fallback(handlers::no_route)
         .layer(middleware::from_fn_with_state(state.clone(), track_metrics))
         .with_state(state)
