@@ -409,6 +409,80 @@ impl ClientConfig {
     }
 }
 
+/// Quiet zone around a QR code, in modules (the standard's minimum).
+const QR_QUIET: usize = 4;
+
+fn qr_code(config: &SecretString) -> Result<qrcode::QrCode> {
+    qrcode::QrCode::new(config.expose_secret().as_bytes())
+        .map_err(|e| Error::invalid("config", format!("does not fit a QR code: {e}")))
+}
+
+/// A QR code of a wg-quick file for a terminal: Unicode half blocks, two modules per
+/// character cell, with the quiet zone (what `qrencode -t ansiutf8` shows). It encodes
+/// the private key when the file holds one, so it is a [`SecretString`].
+///
+/// # Errors
+///
+/// [`Error::Invalid`] when the file is too large for a QR code.
+pub fn qr_terminal(config: &SecretString) -> Result<SecretString> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qr_code(config)?;
+    Ok(SecretString::new(
+        code.render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    ))
+}
+
+/// A QR code of a wg-quick file as a PNG (8-bit grayscale, `scale` pixels per module,
+/// 1 to 32, with the quiet zone). The bytes encode the private key when the file holds
+/// one: they are zeroed on drop.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] for a scale outside 1..=32 or a file too large for a QR code;
+/// [`Error::Internal`] if the PNG encoder fails.
+pub fn qr_png(config: &SecretString, scale: u32) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    if !(1..=32).contains(&scale) {
+        return Err(Error::invalid("scale", "must be 1 to 32"));
+    }
+    let code = qr_code(config)?;
+    let modules = code.width();
+    let colors = code.to_colors();
+    let side_modules = modules + 2 * QR_QUIET;
+    let scale_px = scale as usize;
+    let side = side_modules * scale_px;
+    let mut pixels = zeroize::Zeroizing::new(vec![255u8; side * side]);
+    for y in 0..modules {
+        for x in 0..modules {
+            if colors[y * modules + x] == qrcode::Color::Dark {
+                for dy in 0..scale_px {
+                    let row = ((y + QR_QUIET) * scale_px + dy) * side;
+                    let col = (x + QR_QUIET) * scale_px;
+                    pixels[row + col..row + col + scale_px].fill(0);
+                }
+            }
+        }
+    }
+    let side_u32 = u32::try_from(side).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut out = zeroize::Zeroizing::new(Vec::new());
+    {
+        let mut enc = png::Encoder::new(&mut *out, side_u32, side_u32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc
+            .write_header()
+            .map_err(|e| Error::Internal(format!("PNG encoder: {e}")))?;
+        w.write_image_data(&pixels)
+            .map_err(|e| Error::Internal(format!("PNG encoder: {e}")))?;
+        w.finish()
+            .map_err(|e| Error::Internal(format!("PNG encoder: {e}")))?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,5 +631,41 @@ mod tests {
                 .contains("AllowedIPs = 0.0.0.0/0, ::/0")
         );
         assert!(text.expose_secret().contains(PRIVATE_KEY_PLACEHOLDER));
+    }
+
+    #[test]
+    fn qr_codes_of_a_config_for_terminal_and_png() {
+        let pair = KeyPair::generate().unwrap();
+        let cfg = ClientConfig::new(
+            Some(pair.private_key),
+            vec!["10.8.0.2/32".parse().unwrap()],
+            util::b64(&[9; 32]),
+            "192.0.2.1:51820",
+        )
+        .render();
+        let code = qr_code(&cfg).unwrap();
+        let modules = code.width();
+        let term = qr_terminal(&cfg).unwrap();
+        let lines: Vec<&str> = term.expose_secret().lines().collect();
+        // Two modules per line, quiet zone on every side.
+        assert_eq!(lines.len(), (modules + 2 * QR_QUIET).div_ceil(2));
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.chars().count() == modules + 2 * QR_QUIET)
+        );
+        let png_bytes = qr_png(&cfg, 4).unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes.to_vec()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let side = (modules + 2 * QR_QUIET) * 4;
+        assert_eq!((info.width as usize, info.height as usize), (side, side));
+        // The top-left finder pattern's corner module is dark; the quiet zone is white.
+        assert_eq!(buf[QR_QUIET * 4 * side + QR_QUIET * 4], 0);
+        assert_eq!(buf[0], 255);
+        assert!(matches!(qr_png(&cfg, 0), Err(Error::Invalid { .. })));
+        let huge = SecretString::new("x".repeat(5000));
+        assert!(matches!(qr_terminal(&huge), Err(Error::Invalid { .. })));
     }
 }
