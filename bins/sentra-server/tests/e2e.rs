@@ -39,6 +39,18 @@ fn agent_bin() -> PathBuf {
     p
 }
 
+/// Removes every `SENTRA_*` variable this test inherited from `cmd`'s environment: a
+/// developer's shell (a storage backend, a data directory, an agent's server or token)
+/// must not change what the spawned server or agent does.
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SENTRA_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -100,15 +112,13 @@ impl Cluster {
 
     fn start_server(&self) -> Proc {
         let mut cmd = Command::new(server_bin());
-        cmd.arg("--data-dir")
+        clean_env(&mut cmd)
+            .arg("--data-dir")
             .arg(self.dir.join("server"))
             .args(["--grpc-listen", &self.grpc.to_string()])
             .args(["--api-listen", &self.api.to_string()])
             .args(["--status-interval", "0", "--log-format", "json"])
             .env("RUST_LOG", "info")
-            .env_remove("SENTRA_DATABASE_URL")
-            .env_remove("SENTRA_CONTROL_DATABASE_URL")
-            .env_remove("SENTRA_STORAGE_BACKEND")
             .stdout(Stdio::null())
             .stderr(self.log("server"));
         if let Some(db) = &self.database {
@@ -131,7 +141,7 @@ impl Cluster {
     }
 
     fn start_agent(&self, name: &str, host_interval: &str) -> Proc {
-        let child = Command::new(agent_bin())
+        let child = clean_env(&mut Command::new(agent_bin()))
             .arg("--state-dir")
             .arg(self.agent_dir(name))
             .args(["--server", &format!("http://{}", self.grpc)])
@@ -383,7 +393,7 @@ fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing(storage: 
     let mut server = cluster.start_server();
     let names = ["edge-a", "edge-b"];
     for (name, token) in names.iter().zip(&tokens) {
-        let status = Command::new(agent_bin())
+        let status = clean_env(&mut Command::new(agent_bin()))
             .arg("--state-dir")
             .arg(cluster.agent_dir(name))
             .args(["enroll", "--server-api", &format!("http://{}", cluster.api)])

@@ -23,18 +23,28 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// Removes every `SENTRA_*` variable this test inherited from `cmd`'s environment: a
+/// developer's shell (a storage backend, a data directory, a database URL) must not change
+/// what the spawned server does.
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SENTRA_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 /// Runs the server with `args` until it exits (it must, within 60 s): its output.
 fn run_server(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentra-server"));
-    cmd.arg("--data-dir")
+    clean_env(&mut cmd)
+        .arg("--data-dir")
         .arg(dir.join("data"))
         .args(["--grpc-listen", &free_addr().to_string()])
         .args(["--api-listen", &free_addr().to_string()])
         .args(args)
         .env("RUST_LOG", "info")
-        .env_remove("SENTRA_DATABASE_URL")
-        .env_remove("SENTRA_CONTROL_DATABASE_URL")
-        .env_remove("SENTRA_STORAGE_BACKEND")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -183,15 +193,12 @@ fn one_database_holds_the_metric_store_and_the_control_plane() {
     .unwrap();
     let api = free_addr();
     let log = dir.path().join("server.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sentra-server"))
+    let mut child = clean_env(&mut Command::new(env!("CARGO_BIN_EXE_sentra-server")))
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["--config", toml.to_str().unwrap()])
         .args(["--grpc-listen", &free_addr().to_string()])
         .args(["--api-listen", &api.to_string()])
-        .env_remove("SENTRA_DATABASE_URL")
-        .env_remove("SENTRA_CONTROL_DATABASE_URL")
-        .env_remove("SENTRA_STORAGE_BACKEND")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
