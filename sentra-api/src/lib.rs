@@ -261,8 +261,8 @@ impl Api {
     }
 
     /// As [`Api::open_with_ingest`], over a control store opened by the caller, e.g.
-    /// [`ControlStore::open_postgres`](sentra_control::ControlStore::open_postgres) for
-    /// servers sharing one control database. The access-token key then lives in that
+    /// `sentra_control::ControlStore::open_postgres` (sentra-control's `postgres` feature)
+    /// for servers sharing one control database. The access-token key then lives in that
     /// database ([`ControlStore::shared_jwt_key`]), so every server accepts every other's
     /// tokens; for a store of one server it is `jwt-hs256.key` in `data_dir`.
     ///
