@@ -30,7 +30,13 @@ copy_dyn() { # copy_dyn SRC DST
 WG=$(command -v wg || true)
 [ -n "$WG" ] || { echo "wg not found: apt-get install wireguard-tools" >&2; exit 1; }
 copy_dyn "$WG" /bin/wg
-for spec in "$@"; do copy_dyn "${spec#*=}" "/bin/${spec%%=*}"; done
+# The Rust binaries without their debug info: a debug build of sentra or sentra-agent is
+# ~340 MB with it (wasmtime/cranelift), more than the guest's RAM can unpack next to the
+# compressed image ("Initramfs unpacking failed: write error"). Code is unchanged.
+for spec in "$@"; do
+  copy_dyn "${spec#*=}" "/bin/${spec%%=*}"
+  strip --strip-debug "$R/bin/${spec%%=*}" || { echo "strip failed (binutils)" >&2; exit 1; }
+done
 
 # kernel modules in dependency order (modules.dep lines are "path: dep dep ...")
 declare -A seen; order=()

@@ -568,9 +568,102 @@ async fn ten_thousand_peers_create_configure_dump_diff_remove() {
     );
 }
 
+/// `n` peers like the sans-IO bench's: two allowed IPs, an IPv6 endpoint, keepalive 25.
+fn heavy_config(n: u32, salt: u8) -> DeviceConfig {
+    let mut c = DeviceConfig::new();
+    for i in 0..n {
+        c.peers.push(
+            PeerConfig::new(key(i, salt))
+                .with_allowed_ip(ip(&format!(
+                    "10.{}.{}.{}/32",
+                    i >> 16,
+                    (i >> 8) & 0xff,
+                    i & 0xff
+                )))
+                .with_allowed_ip(ip(&format!("fd00:{:x}:{:x}::/64", i >> 16, i & 0xffff)))
+                .with_endpoint(
+                    format!("[2001:db8::{:x}]:51820", i & 0xffff)
+                        .parse()
+                        .unwrap(),
+                )
+                .with_keepalive(25),
+        );
+    }
+    c
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root and a kernel with WireGuard: run by scripts/vm-test"]
+async fn replace_peers_sends_fewer_bytes_and_the_kernel_ends_identical() {
+    const N: u32 = 20_000;
+    let c = sentra_wg::Client::connect().await.unwrap();
+    let dev = "wgrepl0";
+    c.create_link(dev).await.unwrap();
+    // Before: 50 peers; the first has a preshared key and keepalive 30, and its key comes back
+    // in the replacement without either - the leaner first fragment must still clear them.
+    let mut old = big_config(50, 0x44);
+    old.peers[0].preshared_key = Some(PresharedKey::from_bytes([9; 32]));
+    old.peers[0].persistent_keepalive = 30;
+    c.apply(dev, &old).await.unwrap();
+
+    let mut want = heavy_config(N, 0x44);
+    assert_eq!(want.peers[0].public_key, old.peers[0].public_key);
+    want.peers[0].persistent_keepalive = 0;
+    let mut upd = sentra_wg::DeviceUpdate::new();
+    upd.peers = want
+        .peers
+        .iter()
+        .map(sentra_wg::PeerUpdate::from_config)
+        .collect();
+    let budget = sentra_wg::proto::peers_nest_budget();
+    let upsert = sentra_wg::proto::build_set(&DeviceRef::from(dev), &upd, 30, budget)
+        .unwrap()
+        .len();
+    upd.replace_peers = true;
+    let offline = sentra_wg::proto::build_set(&DeviceRef::from(dev), &upd, 30, budget)
+        .unwrap()
+        .len();
+    let t = Instant::now();
+    let msgs = c.set(dev, &upd).await.unwrap();
+    println!(
+        "VM-RESULT replace with {N} heavy peers (2 allowed IPs, IPv6 endpoint): {msgs} SET messages in {:?}; the same peers as an upsert: {upsert} messages",
+        t.elapsed()
+    );
+    assert_eq!(msgs, offline);
+    assert!(msgs * 10 <= upsert * 8, "{msgs} vs {upsert}");
+    let got = c.get_device(dev).await.unwrap();
+    assert_device_matches(&got, &want);
+    let p0 = got
+        .peers
+        .iter()
+        .find(|p| p.public_key == want.peers[0].public_key)
+        .unwrap();
+    assert_eq!(
+        (p0.preshared_key.is_none(), p0.persistent_keepalive),
+        (true, 0)
+    );
+    assert_eq!(got.listen_port, 40000 + 0x44, "device attributes untouched");
+    c.delete_link(dev).await.unwrap();
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+/// Median wall time of 5 runs of `cmd args` (which must succeed).
+fn time_cmd(cmd: &str, args: &[&str]) -> Duration {
+    median(
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let out = Command::new(cmd).args(args).output().unwrap();
+                let d = t.elapsed();
+                assert!(out.status.success(), "{cmd} {args:?}");
+                d
+            })
+            .collect(),
+    )
 }
 
 #[test]
@@ -580,48 +673,55 @@ fn vm_bench_dump_20k_vs_wg() {
         eprintln!("SENTRA_WG_BENCH != 1: skipping the 20 000-peer benchmark");
         return;
     }
-    const N: u32 = 20_000;
     let c = sentra_wg::blocking::Client::connect().unwrap();
-    let dev = "wgbench0";
-    c.create_link(dev).unwrap();
-    let t = Instant::now();
-    let msgs = c.upsert_peers(dev, &big_config(N, 0x33).peers).unwrap();
-    println!(
-        "VM-BENCH configure {N} peers: {msgs} SET messages in {:?}",
-        t.elapsed()
+    // Process start alone (no netlink, no output): what every CLI call pays before any work.
+    let (start_ours, start_wg) = (
+        time_cmd("sentra", &["--version"]),
+        time_cmd("wg", &["--version"]),
     );
-    let mut ours = Vec::new();
-    let mut ours_cli = Vec::new();
-    let mut wg = Vec::new();
-    for _ in 0..5 {
+    println!(
+        "VM-BENCH process start: `sentra --version` {:.1} ms, `wg --version` {:.1} ms",
+        start_ours.as_secs_f64() * 1e3,
+        start_wg.as_secs_f64() * 1e3
+    );
+    for (n, dev) in [(3_000u32, "wgbench3k"), (20_000, "wgbench0")] {
+        c.create_link(dev).unwrap();
         let t = Instant::now();
-        let d = c.get_device(dev).unwrap();
-        ours.push(t.elapsed());
-        assert_eq!(d.peers.len(), N as usize);
-        let t = Instant::now();
-        let out = Command::new("sentra")
-            .args(["wg", "show", dev, "dump"])
-            .output()
-            .unwrap();
-        ours_cli.push(t.elapsed());
-        assert!(out.status.success());
-        let t = Instant::now();
-        let out = Command::new("wg")
-            .args(["show", dev, "dump"])
-            .output()
-            .unwrap();
-        wg.push(t.elapsed());
-        assert!(out.status.success());
+        let msgs = c.upsert_peers(dev, &big_config(n, 0x33).peers).unwrap();
+        println!(
+            "VM-BENCH configure {n} peers: {msgs} SET messages in {:?}",
+            t.elapsed()
+        );
+        let mut ours = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let d = c.get_device(dev).unwrap();
+            ours.push(t.elapsed());
+            assert_eq!(d.peers.len(), n as usize);
+        }
+        let o = median(ours);
+        let oc = time_cmd("sentra", &["wg", "show", dev, "dump"]);
+        // JSON at 3 000 peers only: a debug CLI under emulation takes ~10 s per 20 000.
+        let oj = (n <= 3_000).then(|| time_cmd("sentra", &["wg", "show", dev, "--json"]));
+        let w = time_cmd("wg", &["show", dev, "dump"]);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "VM-BENCH dump {n} peers (median of 5): sentra-wg get_device {:.1} ms, `sentra wg show dump` {:.1} ms, `wg show dump` {:.1} ms; ratio lib/wg {:.2}x, cli/wg {:.2}x{}; after process start: cli {:.1} ms vs wg {:.1} ms",
+            ms(o),
+            ms(oc),
+            ms(w),
+            ms(o) / ms(w),
+            ms(oc) / ms(w),
+            oj.map_or(String::new(), |j| format!(
+                ", `sentra wg show --json` {:.1} ms = {:.2}x wg",
+                ms(j),
+                ms(j) / ms(w)
+            )),
+            ms(oc.saturating_sub(start_ours)),
+            ms(w.saturating_sub(start_wg)),
+        );
+        c.delete_link(dev).unwrap();
     }
-    let (o, oc, w) = (median(ours), median(ours_cli), median(wg));
-    println!(
-        "VM-BENCH dump {N} peers (median of 5): sentra-wg get_device {:.1} ms, `sentra wg show dump` {:.1} ms, `wg show dump` {:.1} ms, ratio lib/wg {:.2}x, cli/wg {:.2}x",
-        o.as_secs_f64() * 1e3,
-        oc.as_secs_f64() * 1e3,
-        w.as_secs_f64() * 1e3,
-        o.as_secs_f64() / w.as_secs_f64(),
-        oc.as_secs_f64() / w.as_secs_f64()
-    );
 }
 
 #[test]
