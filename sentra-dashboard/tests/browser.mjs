@@ -113,6 +113,10 @@ async function main() {
     await page.locator('[data-sort="endpoint"]').click();
     await page.locator('#peer-scroll').evaluate((e) => { e.scrollTop = 0; });
     await page.waitForFunction(() => document.querySelector('[data-sort="endpoint"]').textContent.includes('▼'));
+    // The header re-renders at once, the rows on the next animation frame: wait for that
+    // frame (two, to be past any render queued by the scroll) and for the top row.
+    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+    await page.waitForFunction(() => document.querySelector('#peer-spacer .vrow')?.getAttribute('aria-rowindex') === '2');
     const firstEndpoints = await page.locator('#peer-spacer .vrow > div:nth-child(3)').allInnerTexts();
     const sorted = firstEndpoints.slice(0, 5);
     check('sortable (endpoint descending)', JSON.stringify(sorted) === JSON.stringify([...sorted].sort().reverse()), sorted.join(' '));
