@@ -7,6 +7,7 @@ mod fleet;
 mod handlers;
 mod ingest_ledger;
 pub(crate) mod openapi;
+mod peers;
 pub(crate) mod tls;
 
 use std::{
@@ -226,6 +227,41 @@ pub(crate) fn routes() -> Routes {
             "DELETE",
             "/api/v1/agents/{id}/desired/{interface}",
             delete(h::delete_desired),
+        )
+        .add(
+            "GET",
+            "/api/v1/agents/{id}/interfaces/{interface}/pool",
+            get(peers::get_pool),
+        )
+        .add(
+            "PUT",
+            "/api/v1/agents/{id}/interfaces/{interface}/pool",
+            put(peers::put_pool),
+        )
+        .add(
+            "GET",
+            "/api/v1/agents/{id}/interfaces/{interface}/peers",
+            get(peers::list_peers),
+        )
+        .add(
+            "POST",
+            "/api/v1/agents/{id}/interfaces/{interface}/peers",
+            post(peers::add_peer),
+        )
+        .add(
+            "GET",
+            "/api/v1/agents/{id}/interfaces/{interface}/peers/{public_key}",
+            get(peers::get_peer),
+        )
+        .add(
+            "DELETE",
+            "/api/v1/agents/{id}/interfaces/{interface}/peers/{public_key}",
+            delete(peers::remove_peer),
+        )
+        .add(
+            "GET",
+            "/api/v1/agents/{id}/interfaces/{interface}/peers/{public_key}/config",
+            get(peers::peer_config),
         )
         .add("GET", "/api/v1/audit", get(h::audit_log))
         .add("GET", "/api/v1/status", get(fleet::status))

@@ -18,7 +18,7 @@ use utoipa::{
     },
 };
 
-use super::{alerts, fleet, handlers, ingest_ledger};
+use super::{alerts, fleet, handlers, ingest_ledger, peers};
 use sentra_control::IssuedAccessToken;
 
 use crate::{
@@ -269,6 +269,13 @@ fn metrics_doc() {}
         handlers::get_desired,
         handlers::put_desired,
         handlers::delete_desired,
+        peers::get_pool,
+        peers::put_pool,
+        peers::list_peers,
+        peers::add_peer,
+        peers::get_peer,
+        peers::remove_peer,
+        peers::peer_config,
         handlers::audit_log,
         fleet::status,
         fleet::agent_status,
@@ -303,6 +310,7 @@ fn metrics_doc() {}
         (name = "users", description = "User accounts (admin)"),
         (name = "agents", description = "Bootstrap tokens, enrolment, agents and their keys"),
         (name = "desired", description = "Declared WireGuard peers per agent interface"),
+        (name = "peers", description = "Onboarding: address pools, client peers, their wg-quick files and QR codes"),
         (name = "audit", description = "Audit log (admin)"),
         (name = "status", description = "Fleet status from the ingest pipeline"),
         (name = "metrics", description = "Metric queries over stored samples"),
