@@ -6,8 +6,8 @@
 //! ```
 //!
 //! * (a) criterion group `append_256B`: appends/s of 256-byte records with 1, 4 and 16
-//!   concurrent appenders — sentra per-record `append` (default options, and with
-//!   `preallocate(true)`), sentra `append_batch` (256 records per call, default options),
+//!   concurrent appenders — sentra per-record `append` (default options: preallocated
+//!   segments; and `preallocate(false)`, growing), sentra `append_batch` (256 per call),
 //!   okaywal (one entry per record, committed), okaywal_batch256 (256 chunks per committed
 //!   entry, the fair peer of `append_batch`), raw (each appender its own file, one
 //!   `write` + `fdatasync` per record).
@@ -83,8 +83,9 @@ fn bench_throughput(c: &mut Criterion, smoke: bool) {
     g.sample_size(10);
     let threads_list: &[usize] = if smoke { &[2] } else { &[1, 4, 16] };
     for &threads in threads_list {
-        // sentra-wal, one record per append call (default options, and with preallocation).
-        for (name, prealloc) in [("sentra", false), ("sentra_prealloc", true)] {
+        // sentra-wal, one record per append call (default options: preallocated segments;
+        // and growing segments, `preallocate(false)`).
+        for (name, prealloc) in [("sentra_growing", false), ("sentra", true)] {
             let dir = tempfile::tempdir().unwrap();
             let (wal, _) = Wal::open(dir.path(), sentra_opts().preallocate(prealloc)).unwrap();
             g.bench_function(BenchmarkId::new(name, threads), |b| {
@@ -242,8 +243,8 @@ fn ratios(smoke: bool) {
     for &threads in threads_list {
         let per = if smoke { 20 } else { 200 };
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let (wal, _) = Wal::open(dirs[0].path(), sentra_opts()).unwrap();
-        let (walp, _) = Wal::open(dirs[1].path(), sentra_opts().preallocate(true)).unwrap();
+        let (wal, _) = Wal::open(dirs[0].path(), sentra_opts().preallocate(false)).unwrap();
+        let (walp, _) = Wal::open(dirs[1].path(), sentra_opts()).unwrap();
         let log = okaywal::WriteAheadLog::recover(dirs[2].path(), NoCheckpoint).unwrap();
         let (mut s, mut sp, mut o) = (0f64, 0f64, 0f64);
         let (mut grow, mut pre) = (Duration::MAX, Duration::MAX);
@@ -272,12 +273,12 @@ fn ratios(smoke: bool) {
         let (grow, pre) = (grow / per as u32, pre / per as u32);
         let ceil = threads as f64 / pre.min(grow).as_secs_f64();
         println!(
-            "{threads:>2} appenders, 1 record/append: sentra {s:.0}/s, sentra+prealloc {sp:.0}/s, okaywal {o:.0}/s; sentra/okaywal {:.2}x, sentra+prealloc/okaywal {:.2}x",
+            "{threads:>2} appenders, 1 record/append: sentra growing {s:.0}/s, sentra (default, preallocated) {sp:.0}/s, okaywal {o:.0}/s; sentra growing/okaywal {:.2}x, sentra/okaywal {:.2}x",
             s / o,
             sp / o
         );
         println!(
-            "   ceiling: one write of {} B + fdatasync per group: growing file {:.0} µs, preallocated {:.0} µs -> ceiling {ceil:.0} rec/s; sentra/ceiling {:.2}x, sentra+prealloc/ceiling {:.2}x",
+            "   ceiling: one write of {} B + fdatasync per group: growing file {:.0} µs, preallocated {:.0} µs -> ceiling {ceil:.0} rec/s; sentra growing/ceiling {:.2}x, sentra/ceiling {:.2}x",
             threads * REC,
             us(grow),
             us(pre),
@@ -364,7 +365,7 @@ fn latency(samples: usize) -> Vec<(&'static str, Duration, Duration)> {
         let (p50, p99) = percentiles(v);
         out.push(("raw write+fdatasync", p50, p99));
     }
-    for (name, prealloc) in [("sentra-wal append", false), ("sentra-wal prealloc", true)] {
+    for (name, prealloc) in [("sentra-wal growing", false), ("sentra-wal default", true)] {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _) = Wal::open(dir.path(), sentra_opts().preallocate(prealloc)).unwrap();
         let v: Vec<Duration> = (0..samples)

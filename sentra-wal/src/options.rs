@@ -54,13 +54,14 @@ impl Default for Options {
             full_policy: FullPolicy::Refuse,
             sync: SyncPolicy::Always,
             max_group_bytes: 4 << 20,
-            preallocate: false,
+            preallocate: true,
         }
     }
 }
 
 impl Options {
-    /// Default options: 16 MiB segments, 4 MiB records, 1 GiB cap, refuse when full, durable.
+    /// Default options: 16 MiB preallocated segments, 4 MiB records, 1 GiB cap, refuse when
+    /// full, durable.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -97,11 +98,13 @@ impl Options {
         self
     }
     /// Zero-fill each new segment to its full size before use (okaywal's approach; §7.3 of
-    /// the design notes). Appends then overwrite allocated blocks, so `fdatasync` does not
-    /// have to commit a file-size change through the file-system journal: lower and steadier
-    /// sync latency, especially when other processes keep the journal busy. The cost is that
-    /// every segment is written twice, which matters on flash with limited write endurance;
-    /// hence off by default. The disk cap counts preallocated bytes.
+    /// the design notes). On by default. Appends then overwrite allocated blocks, so
+    /// `fdatasync` does not have to commit a file-size change through the file-system
+    /// journal: lower and steadier sync latency (about half on the build machine's ext4),
+    /// especially when other processes keep the journal busy. The cost is that every segment
+    /// is written twice, which matters on flash with limited write endurance: turn it off
+    /// there. The disk cap counts preallocated bytes. Recovery treats the zero fill after the
+    /// last frame as the end of the log and cuts a torn record in it.
     #[must_use]
     pub fn preallocate(mut self, on: bool) -> Self {
         self.preallocate = on;
