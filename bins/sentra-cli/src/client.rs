@@ -92,7 +92,7 @@ pub(crate) fn save_token(
 /// random name, removed again on any failure) is written and `fsync`ed, renamed over `path`
 /// (`persist`), then the directory is `fsync`ed so the rename survives a crash. Readers see
 /// the old token or the new one, never a torn or world-readable file.
-fn write_private_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -292,6 +292,16 @@ impl Api {
         body: &B,
     ) -> anyhow::Result<T> {
         self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
+    /// PUT a JSON body to `path` and decode JSON.
+    pub(crate) async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.request(reqwest::Method::PUT, path).json(body))
             .await
     }
 

@@ -10,6 +10,7 @@ mod admin;
 mod client;
 mod doctor;
 mod fleet;
+mod peer;
 mod plugin;
 mod safe;
 mod table;
@@ -51,6 +52,9 @@ enum Command {
     Wal(wal::WalArgs),
     /// WASM plugin collectors of an agent: check, install, list, inspect, remove.
     Plugin(plugin::PluginArgs),
+    /// Onboard WireGuard clients: address pools, add (wg-quick file and QR code), list,
+    /// show, remove, config, qr.
+    Peer(peer::PeerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -94,6 +98,7 @@ fn run() -> anyhow::Result<()> {
         Command::Metrics(args) => fleet::metrics(args)?,
         Command::Wal(args) => wal::run(args)?,
         Command::Plugin(args) => plugin::run(args)?,
+        Command::Peer(args) => peer::run(args)?,
     }
     Ok(())
 }
