@@ -462,3 +462,217 @@ fn payload(n: &Notification, receiver: &str, external_url: &str, max_alerts: usi
     };
     serde_json::to_vec(&body).unwrap_or_default()
 }
+
+/// The log notifier: each notification becomes one `tracing` event at info level
+/// (target `sentra_alerts::notify`) with the receiver, status, group labels and each
+/// alert's name, labels and summary. For a server without receivers, and to see what a
+/// route would send. Always delivers (`status` 200, empty body).
+#[derive(Debug, Clone)]
+pub struct Log {
+    name: String,
+}
+
+impl Log {
+    /// A log notifier for receiver `name`.
+    #[must_use]
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+}
+
+fn flat(labels: &[(String, String)]) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Notifier for Log {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn notify<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Delivery>> {
+        Box::pin(async move {
+            let status = match n.status {
+                Status::Resolved => "resolved",
+                _ => "firing",
+            };
+            for a in &n.alerts {
+                let alert_status = match a.status {
+                    Status::Resolved => "resolved",
+                    _ => "firing",
+                };
+                let summary = a
+                    .annotations
+                    .iter()
+                    .find(|(k, _)| k == "summary")
+                    .map_or("", |(_, v)| v.as_str());
+                tracing::info!(
+                    receiver = %self.name,
+                    notification = status,
+                    group = %flat(&n.group_labels),
+                    status = alert_status,
+                    fingerprint = %a.fingerprint,
+                    labels = %flat(&a.labels),
+                    summary,
+                    "alert notification"
+                );
+            }
+            Ok(Delivery {
+                attempts: 1,
+                status: 200,
+                body: String::new(),
+            })
+        })
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReceiver {
+    name: String,
+    url: Option<String>,
+    url_file: Option<std::path::PathBuf>,
+    secret_file: Option<std::path::PathBuf>,
+    secret_env: Option<String>,
+    timeout: Option<String>,
+    max_attempts: Option<u32>,
+    backoff: Option<String>,
+    max_backoff: Option<String>,
+    external_url: Option<String>,
+    max_alerts: Option<usize>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawReceivers {
+    #[serde(default)]
+    receiver: Vec<toml::Spanned<RawReceiver>>,
+}
+
+/// Parses the `[[receiver]]` tables of a routing file (other tables are left to
+/// [`crate::route::parse_routing`]) into webhook settings.
+///
+/// Fields: `name` (1–64 of `A-Z a-z 0-9 _ . -`), `url` or `url_file` (a file holding the
+/// URL, for URLs carrying a token), `secret_file` or `secret_env` (the HMAC signing secret:
+/// never in the file itself), `timeout`, `backoff`, `max_backoff` (humantime durations),
+/// `max_attempts`, `external_url`, `max_alerts`. Secrets and URLs are read here; errors
+/// name files and variables, never their contents.
+///
+/// ```
+/// let receivers = sentra_alerts::notify::parse_receivers(r#"
+/// [[receiver]]
+/// name = "ops"
+/// url = "https://hooks.example.net/sentra"
+/// timeout = "5s"
+///
+/// [[route]]
+/// receiver = "ops"
+/// "#)?;
+/// assert_eq!(receivers[0].name, "ops");
+/// # Ok::<(), sentra_alerts::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Syntax`] for TOML that does not parse or an unknown field; [`Error::Invalid`]
+/// listing every bad receiver with its line (duplicate or malformed name, no URL or both
+/// `url` and `url_file`, both secret sources, a bad duration, an unreadable file or unset
+/// variable).
+pub fn parse_receivers(src: &str) -> Result<Vec<WebhookConfig>> {
+    use crate::error::Problem;
+    let raw: RawReceivers = toml::from_str(src).map_err(|e| {
+        Error::Syntax(Problem {
+            line: e.span().map(|s| crate::rule::line_of(src, s.start)),
+            rule: None,
+            message: e.message().trim().to_owned(),
+        })
+    })?;
+    let mut problems = Vec::new();
+    let mut out: Vec<WebhookConfig> = Vec::new();
+    for spanned in raw.receiver {
+        let line = crate::rule::line_of(src, spanned.span().start);
+        let r = spanned.into_inner();
+        let mut problem = |message: String| {
+            problems.push(Problem {
+                line: Some(line),
+                rule: None,
+                message: format!("receiver {:?}: {message}", r.name),
+            });
+        };
+        if r.name.is_empty()
+            || r.name.len() > 64
+            || !r
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            problem("receiver name must be 1-64 of A-Z a-z 0-9 _ . -".to_owned());
+        }
+        if out.iter().any(|w| w.name == r.name) {
+            problem("duplicate receiver name".to_owned());
+        }
+        let url = match (r.url, &r.url_file) {
+            (Some(u), None) => Some(u),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(u) if !u.trim().is_empty() => Some(u.trim().to_owned()),
+                Ok(_) => {
+                    problem(format!("url_file {} is empty", path.display()));
+                    None
+                }
+                Err(e) => {
+                    problem(format!("url_file {}: {e}", path.display()));
+                    None
+                }
+            },
+            (Some(_), Some(_)) => {
+                problem("set url or url_file, not both".to_owned());
+                None
+            }
+            (None, None) => {
+                problem("a receiver needs url or url_file".to_owned());
+                None
+            }
+        };
+        let secret = match (&r.secret_file, &r.secret_env) {
+            (None, None) => None,
+            (Some(path), None) => Secret::from_file(path)
+                .map_err(|e| problem(e.to_string()))
+                .ok(),
+            (None, Some(var)) => Secret::from_env(var)
+                .map_err(|e| problem(e.to_string()))
+                .ok(),
+            (Some(_), Some(_)) => {
+                problem("set secret_file or secret_env, not both".to_owned());
+                None
+            }
+        };
+        let mut config = WebhookConfig::new(r.name.clone(), url.unwrap_or_default());
+        config.secret = secret;
+        let mut duration = |field: &str, v: Option<&String>, default: Duration| match v {
+            None => default,
+            Some(s) => humantime::parse_duration(s).unwrap_or_else(|e| {
+                problem(format!("`{field}` {s:?}: {e}"));
+                default
+            }),
+        };
+        config.timeout = duration("timeout", r.timeout.as_ref(), config.timeout);
+        config.backoff = duration("backoff", r.backoff.as_ref(), config.backoff);
+        config.max_backoff = duration("max_backoff", r.max_backoff.as_ref(), config.max_backoff);
+        if let Some(n) = r.max_attempts {
+            config.max_attempts = n;
+        }
+        if let Some(u) = r.external_url {
+            config.external_url = u;
+        }
+        if let Some(n) = r.max_alerts {
+            config.max_alerts = n;
+        }
+        out.push(config);
+    }
+    if !problems.is_empty() {
+        return Err(Error::Invalid(problems));
+    }
+    Ok(out)
+}

@@ -1030,6 +1030,10 @@ struct RawRouting {
     route: Vec<toml::Spanned<RawRoute>>,
     #[serde(default)]
     inhibit: Vec<toml::Spanned<RawInhibit>>,
+    /// `[[receiver]]` tables: read by `notify::parse_receivers` (feature `notify`), so one
+    /// file can hold routes and the receivers they name.
+    #[serde(default, rename = "receiver")]
+    _receiver: Vec<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -1058,7 +1062,8 @@ struct RawInhibit {
 
 /// Parses a routing file: `[[route]]` tables (`receiver`, `matchers`, `group_by`,
 /// `group_wait`, `group_interval`, `repeat_interval`, `continue`, `send_resolved`) and
-/// `[[inhibit]]` tables (`source`, `target` matcher lists, `equal` labels).
+/// `[[inhibit]]` tables (`source`, `target` matcher lists, `equal` labels). `[[receiver]]`
+/// tables are allowed beside them and left to `notify::parse_receivers`.
 ///
 /// ```
 /// let config = sentra_alerts::route::parse_routing(r#"

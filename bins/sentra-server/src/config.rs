@@ -97,6 +97,8 @@ pub(crate) struct Cli {
     /// the metrics are. The URL may also come from SENTRA_CONTROL_DATABASE_URL.
     #[arg(long, env = "SENTRA_CONTROL_DATABASE_URL_FILE")]
     pub(crate) control_database_url_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) alerts: crate::alerts::AlertsArgs,
 }
 
 /// Where the server stores metrics and the control plane.
@@ -150,6 +152,7 @@ struct FileConfig {
     api: Option<ApiSection>,
     grpc: Option<GrpcSection>,
     storage: Option<StorageSection>,
+    alerts: Option<crate::alerts::AlertsSection>,
 }
 
 /// `[storage]` in the TOML file.
@@ -216,6 +219,8 @@ pub(crate) struct Config {
     /// The PostgreSQL control database: the separate shared one, else the metric database
     /// (`None`: `control.db` in the data directory). Carries a password: never log it.
     pub(crate) control_database_url: Option<sentra_api::SecretString>,
+    /// The built-in alert engine (`[alerts]`).
+    pub(crate) alerts: crate::alerts::AlertsConfig,
 }
 
 /// Largest config file accepted; anything bigger is a mistake, not a config.
@@ -300,6 +305,7 @@ impl Config {
         )?
         .map(|(url, _)| url)
         .or_else(|| database_url.clone());
+        let alerts = crate::alerts::AlertsConfig::resolve(&cli.alerts, file.alerts)?;
         let config = Self {
             data_dir: cli
                 .data_dir
@@ -329,6 +335,7 @@ impl Config {
             grpc_limits,
             database_url,
             control_database_url,
+            alerts,
         };
         config.check()?;
         Ok(config)

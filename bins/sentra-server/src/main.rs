@@ -13,6 +13,7 @@ use sentra_ingest::{IngestHealth, StorageHealth};
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{error, info, warn};
 
+mod alerts;
 mod config;
 mod datadir_lock;
 mod local_agent;
@@ -146,6 +147,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let readiness = api.readiness().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Before gRPC accepts batches, so the engine sees every stored one.
+    let alert_engine = alerts::start(&config.alerts, &config.data_dir, &api, &ingest)?;
 
     // gRPC ingest.
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
@@ -307,6 +310,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Err(_) => warn!("REST server did not stop within 10 s"),
         }
     }
+    // Evaluates what arrived, lets receivers finish, saves the alert state.
+    alerts::shutdown(alert_engine).await;
     drop(api);
     // Commits what is queued and applies staged samples, so a graceful stop leaves every
     // acknowledged batch queryable (a crash leaves them staged; the next start applies them).

@@ -1,0 +1,369 @@
+//! The built-in alert engine in the server: configuration (`[alerts]`, flags, environment),
+//! loading the rule and routing files, starting `sentra_alerts::engine::Engine` on the
+//! ingest's stream of stored batches, attaching it to the REST API (`/api/v1/alerts`),
+//! its counters on `/metrics`, and its shutdown (the state is saved before the process
+//! exits).
+//!
+//! Defaults, decided here: the engine is **on**, with the built-in WireGuard rules
+//! (`WgHandshakeStale` > 180 s aware of idle peers, `WgEndpointChanged`,
+//! `WgTransferStalled`, `WgInterfaceGone`, `AgentOffline` after 5 min) plus the rules of
+//! `rules_file`, and the inhibition "an offline agent mutes its other alerts". Without a
+//! routing file every notification goes to the server log (receiver `log`, which a
+//! routing file may name too); alerts also show in the API, the CLI and on `/metrics`. The
+//! state (evaluator and router: what fired, what was notified, silences) lives in
+//! `alerts-state.json` in the data directory, so a restart neither repeats nor loses a
+//! notification.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use sentra_alerts::{
+    engine::{Engine, EngineConfig},
+    notify::{Log, Notifier, Webhook},
+    route::{InhibitRule, Route, RouterConfig},
+};
+use serde::Deserialize;
+use tracing::{info, warn};
+
+/// Alerting flags (each also an environment variable or an `[alerts]` key).
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct AlertsArgs {
+    /// Run the built-in alert engine (default true). `--alerts false` turns it off.
+    #[arg(
+        long = "alerts",
+        env = "SENTRA_ALERTS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub(crate) alerts: Option<bool>,
+    /// Evaluate the built-in WireGuard rules (default true; false e.g. to redefine them in
+    /// the rules file).
+    #[arg(
+        long,
+        env = "SENTRA_ALERTS_BUILTIN_RULES",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub(crate) alerts_builtin_rules: Option<bool>,
+    /// Alert rule file (TOML `[[rule]]` tables), added to the built-in rules.
+    #[arg(long, env = "SENTRA_ALERTS_RULES_FILE")]
+    pub(crate) alerts_rules_file: Option<PathBuf>,
+    /// Routing file (TOML `[[receiver]]`, `[[route]]`, `[[inhibit]]`): where notifications
+    /// go. Without one they go to the server log.
+    #[arg(long, env = "SENTRA_ALERTS_ROUTING_FILE")]
+    pub(crate) alerts_routing_file: Option<PathBuf>,
+    /// Evaluation interval (humantime, e.g. "5s"; default 5s).
+    #[arg(long, env = "SENTRA_ALERTS_TICK")]
+    pub(crate) alerts_tick: Option<String>,
+}
+
+/// `[alerts]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AlertsSection {
+    enabled: Option<bool>,
+    builtin_rules: Option<bool>,
+    rules_file: Option<PathBuf>,
+    routing_file: Option<PathBuf>,
+    tick: Option<String>,
+    /// Default: `alerts-state.json` in the data directory.
+    state_file: Option<PathBuf>,
+}
+
+/// The effective alerting configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AlertsConfig {
+    pub(crate) enabled: bool,
+    pub(crate) builtin_rules: bool,
+    pub(crate) rules_file: Option<PathBuf>,
+    pub(crate) routing_file: Option<PathBuf>,
+    pub(crate) tick: Duration,
+    /// `None`: `alerts-state.json` in the data directory.
+    pub(crate) state_file: Option<PathBuf>,
+}
+
+impl AlertsConfig {
+    /// Flags and environment win over the file.
+    pub(crate) fn resolve(args: &AlertsArgs, file: Option<AlertsSection>) -> anyhow::Result<Self> {
+        let file = file.unwrap_or_default();
+        let tick_text = args.alerts_tick.clone().or(file.tick);
+        let tick = match &tick_text {
+            None => Duration::from_secs(5),
+            Some(t) => humantime::parse_duration(t)
+                .with_context(|| format!("alerts tick {t:?} is not a duration like \"5s\""))?,
+        };
+        if tick < Duration::from_millis(100) || tick > Duration::from_secs(3600) {
+            bail!("alerts tick must be between 100ms and 1h, got {tick:?}");
+        }
+        Ok(Self {
+            enabled: args.alerts.or(file.enabled).unwrap_or(true),
+            builtin_rules: args
+                .alerts_builtin_rules
+                .or(file.builtin_rules)
+                .unwrap_or(true),
+            rules_file: args.alerts_rules_file.clone().or(file.rules_file),
+            routing_file: args.alerts_routing_file.clone().or(file.routing_file),
+            tick,
+            state_file: file.state_file,
+        })
+    }
+
+    /// Where the engine state is saved.
+    pub(crate) fn state_file(&self, data_dir: &Path) -> PathBuf {
+        self.state_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("alerts-state.json"))
+    }
+}
+
+/// The built-in receiver writing notifications to the server log.
+const LOG: &str = "log";
+
+/// Largest rule or routing file accepted.
+const MAX_FILE: u64 = 4 * 1024 * 1024;
+
+fn read(path: &Path, what: &str) -> anyhow::Result<String> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("reading the alert {what} file {}", path.display()))?;
+    if meta.len() > MAX_FILE {
+        bail!(
+            "the alert {what} file {} is {} bytes; the limit is {MAX_FILE}",
+            path.display(),
+            meta.len()
+        );
+    }
+    std::fs::read_to_string(path)
+        .with_context(|| format!("reading the alert {what} file {}", path.display()))
+}
+
+/// What [`load`] read: the engine's settings and the receivers' notifiers.
+pub(crate) struct Loaded {
+    pub(crate) engine: EngineConfig,
+    pub(crate) notifiers: Vec<Arc<dyn Notifier>>,
+    pub(crate) receivers: Vec<String>,
+}
+
+/// Reads the rule and routing files. Errors name the file and every problem in it (never
+/// a secret or a URL).
+pub(crate) fn load(config: &AlertsConfig, data_dir: &Path) -> anyhow::Result<Loaded> {
+    let mut rules = if config.builtin_rules {
+        sentra_alerts::builtin_wireguard_rules()
+    } else {
+        Vec::new()
+    };
+    if let Some(path) = &config.rules_file {
+        let text = read(path, "rules")?;
+        let (more, warnings) = sentra_alerts::parse_rules(&text, None)
+            .with_context(|| format!("in the alert rules file {}", path.display()))?;
+        for w in warnings {
+            warn!(file = %path.display(), warning = %w, "alert rules file");
+        }
+        for r in &more {
+            if rules.iter().any(|b| b.name == r.name) {
+                bail!(
+                    "in the alert rules file {}: rule {:?} has the name of a built-in rule \
+                     (rename it, or set [alerts] builtin_rules = false)",
+                    path.display(),
+                    r.name
+                );
+            }
+        }
+        rules.extend(more);
+    }
+    let (mut routing, webhooks) = match &config.routing_file {
+        // everything to the log
+        None => (RouterConfig::new(vec![Route::new(LOG)]), Vec::new()),
+        Some(path) => {
+            let text = read(path, "routing")?;
+            let webhooks = sentra_alerts::notify::parse_receivers(&text)
+                .with_context(|| format!("in the alert routing file {}", path.display()))?;
+            let routing = sentra_alerts::route::parse_routing(&text)
+                .with_context(|| format!("in the alert routing file {}", path.display()))?;
+            (routing, webhooks)
+        }
+    };
+    if config.builtin_rules && routing.inhibit.is_empty() {
+        // an offline agent mutes its peers' and interfaces' alerts
+        routing
+            .inhibit
+            .push(InhibitRule::agent_offline("AgentOffline").context("the built-in inhibition")?);
+    }
+    let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
+    let mut receivers = Vec::new();
+    if routing.routes.iter().any(|r| r.receiver == LOG) && !webhooks.iter().any(|w| w.name == LOG) {
+        receivers.push(LOG.to_owned());
+        notifiers.push(Arc::new(Log::new(LOG)));
+    }
+    for w in webhooks {
+        receivers.push(w.name.clone());
+        notifiers.push(Arc::new(Webhook::new(w).with_context(|| {
+            format!(
+                "in the alert routing file {}",
+                config
+                    .routing_file
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
+            )
+        })?));
+    }
+    let mut engine = EngineConfig::new(rules);
+    engine.routing = routing;
+    engine.tick = config.tick;
+    engine.state_file = Some(config.state_file(data_dir));
+    Ok(Loaded {
+        engine,
+        notifiers,
+        receivers,
+    })
+}
+
+/// Loads the configuration and starts the engine on `ingest`'s stored batches, serves it
+/// under `/api/v1/alerts` and registers its counters on `/metrics`. `Ok(None)` when
+/// alerting is off.
+pub(crate) fn start(
+    config: &AlertsConfig,
+    data_dir: &Path,
+    api: &sentra_api::Api,
+    ingest: &sentra_ingest::Ingest,
+) -> anyhow::Result<Option<Arc<Engine>>> {
+    if !config.enabled {
+        info!("alerting is off ([alerts] enabled = false)");
+        return Ok(None);
+    }
+    let loaded = load(config, data_dir)?;
+    let state_file = config.state_file(data_dir);
+    let rules = loaded.engine.rules.len();
+    let routes = loaded.engine.routing.routes.len();
+    let feed = sentra_api::Api::alert_feed(ingest, 4096);
+    let engine = Engine::start(loaded.engine, loaded.notifiers, feed).with_context(|| {
+        format!(
+            "starting the alert engine (state file {})",
+            state_file.display()
+        )
+    })?;
+    let engine = Arc::new(engine);
+    api.attach_alerts(Arc::clone(&engine));
+    info!(
+        rules,
+        routes,
+        receivers = %loaded.receivers.join(","),
+        state_file = %state_file.display(),
+        "alert engine started"
+    );
+    Ok(Some(engine))
+}
+
+/// Stops the engine and saves its state (bounded: 15 s).
+pub(crate) async fn shutdown(engine: Option<Arc<Engine>>) {
+    let Some(engine) = engine else { return };
+    match tokio::time::timeout(Duration::from_secs(15), engine.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "alert engine shutdown failed"),
+        Err(_) => warn!("alert engine did not stop within 15 s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> AlertsArgs {
+        AlertsArgs::default()
+    }
+
+    #[test]
+    fn defaults_run_the_builtin_rules_and_send_nothing() {
+        let c = AlertsConfig::resolve(&args(), None).unwrap();
+        assert!(c.enabled && c.builtin_rules);
+        assert_eq!(c.tick, Duration::from_secs(5));
+        assert_eq!(
+            c.state_file(Path::new("/d")),
+            PathBuf::from("/d/alerts-state.json")
+        );
+        let l = load(&c, Path::new("/d")).unwrap();
+        assert_eq!(l.engine.rules.len(), 5);
+        assert_eq!(l.engine.routing.routes.len(), 1);
+        assert_eq!(l.engine.routing.inhibit.len(), 1);
+        assert_eq!(l.receivers, ["log"]);
+    }
+
+    #[test]
+    fn files_flags_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.toml");
+        let routing = dir.path().join("routing.toml");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "hunter2-very-secret\n").unwrap();
+        std::fs::write(
+            &rules,
+            "[[rule]]\nname = \"HighLoad\"\nkind = \"threshold\"\nmetric = \"load1\"\nop = \">\"\nvalue = 4.0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &routing,
+            format!(
+                "[[receiver]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/hook?token=abc\"\nsecret_file = \"{}\"\n\n[[route]]\nreceiver = \"ops\"\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let file = AlertsSection {
+            rules_file: Some(rules.clone()),
+            routing_file: Some(routing.clone()),
+            tick: Some("1s".into()),
+            ..AlertsSection::default()
+        };
+        let mut a = args();
+        a.alerts_tick = Some("250ms".into());
+        let c = AlertsConfig::resolve(&a, Some(file)).unwrap();
+        assert_eq!(c.tick, Duration::from_millis(250), "the flag wins");
+        let l = load(&c, dir.path()).unwrap();
+        assert_eq!(l.engine.rules.len(), 6);
+        assert_eq!(l.receivers, ["ops"]);
+        assert_eq!(l.engine.routing.routes.len(), 1);
+        // the secret and the URL's token never show
+        let dbg = format!("{:?}", l.notifiers);
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+
+        // a route naming an unknown receiver, a bad duration: the file and the problem
+        std::fs::write(
+            &routing,
+            "[[route]]\nreceiver = \"ops\"\ngroup_wait = \"soon\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", load(&c, dir.path()).err().unwrap());
+        assert!(
+            err.contains("routing.toml") && err.contains("group_wait"),
+            "{err}"
+        );
+        std::fs::write(&routing, "[[receiver]]\nname = \"x y\"\n").unwrap();
+        let err = format!("{:#}", load(&c, dir.path()).err().unwrap());
+        assert!(
+            err.contains("receiver name") && err.contains("url"),
+            "{err}"
+        );
+        // a rule named like a built-in one
+        std::fs::write(&routing, "").unwrap();
+        std::fs::write(
+            &rules,
+            "[[rule]]\nname = \"AgentOffline\"\nkind = \"agent_offline\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", load(&c, dir.path()).err().unwrap());
+        assert!(err.contains("built-in"), "{err}");
+        // off
+        a.alerts = Some(false);
+        assert!(!AlertsConfig::resolve(&a, None).unwrap().enabled);
+        a.alerts_tick = Some("often".into());
+        assert!(AlertsConfig::resolve(&a, None).is_err());
+    }
+}
