@@ -211,8 +211,9 @@ pub(crate) trait StagingLog {
     fn unapplied(&mut self) -> impl Future<Output = StoreResult<Vec<Unapplied>>> + Send;
 }
 
-/// The writer's side of a metric store (see the [module docs](self)).
-pub(crate) trait MetricStore: StagingLog + Send + 'static {
+/// What the writer reads once at start, besides the [`StagingLog`]. Every SQL store has
+/// it through [`sql::SqlStore`] (one generic implementation for both databases).
+pub(crate) trait StoredState {
     /// Every agent's durable replay state (without ranges and window).
     fn load_agents(&mut self)
     -> impl Future<Output = StoreResult<Vec<(String, AgentMark)>>> + Send;
@@ -230,7 +231,10 @@ pub(crate) trait MetricStore: StagingLog + Send + 'static {
     fn load_wg_status(
         &mut self,
     ) -> impl Future<Output = StoreResult<Vec<(String, Vec<u8>)>>> + Send;
+}
 
+/// The writer's side of a metric store (see the [module docs](self)).
+pub(crate) trait MetricStore: StagingLog + StoredState + Send + 'static {
     /// Writes `plan` in one transaction (idempotent by `(series, ts)`), marking staged
     /// entries up to [`ApplyPlan::applied_up_to`] applied.
     fn apply(&mut self, plan: &ApplyPlan) -> impl Future<Output = StoreResult<()>> + Send;

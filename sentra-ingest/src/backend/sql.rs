@@ -3,11 +3,13 @@
 //! rows, generic over the [`sqlx::Database`]. Dialect-specific SQL (bulk inserts, JSON label
 //! filters, partitions, `last` aggregates) stays in each backend.
 
+use std::future::Future;
+
 use sqlx::{ColumnIndex, Database, Decode, Executor, IntoArguments, Pool, Row, Type};
 
 use crate::{
     AgentLedger,
-    backend::{SeriesRow, Unapplied},
+    backend::{SeriesRow, StoreResult, StoredState, Unapplied},
     maintenance::Bucket,
     model::parse_labels_json,
     query::{Resolution, SeriesInfo},
@@ -24,6 +26,9 @@ pub(crate) const LOAD_FINGERPRINTS: &str = "SELECT agent_id, seq, fingerprint FR
 /// The staging log's unapplied entries, in order (decode with [`unapplied`]).
 pub(crate) const UNAPPLIED: &str =
     "SELECT id, fingerprint, received_ms, payload FROM pending ORDER BY id";
+/// Every series with its newest 1-minute bucket (`NULL` when it has none yet).
+pub(crate) const ROLLUP_PROGRESS: &str = "SELECT s.id, \
+     (SELECT MAX(bucket) FROM rollup_1m r WHERE r.series_id = s.id) FROM series s";
 /// The latest WireGuard status per agent: agent, encoded devices.
 pub(crate) const LOAD_WG_STATUS: &str = "SELECT agent_id, devices FROM wg_status";
 /// An agent's high-water mark (`$1`: agent).
@@ -54,6 +59,55 @@ pub(crate) const DELETE_AGENT: [&str; 8] = [
     "DELETE FROM agents WHERE agent_id = $1",
     "DELETE FROM wg_status WHERE agent_id = $1",
 ];
+
+/// The write connection of a SQL store: all that the one [`StoredState`] implementation
+/// below needs of it.
+pub(crate) trait SqlStore: Send {
+    /// The sqlx database.
+    type Db: Database;
+    /// Every series as `id, agent, name, labels` with the labels as canonical JSON text
+    /// (decoded with [`series_row`]).
+    const LOAD_SERIES: &'static str;
+    /// Runs `statement` (no parameters) on the write connection, reopening it if needed.
+    fn fetch_all(
+        &mut self,
+        statement: &'static str,
+    ) -> impl Future<Output = StoreResult<Vec<<Self::Db as Database>::Row>>> + Send;
+}
+
+impl<S> StoredState for S
+where
+    S: SqlStore,
+    usize: ColumnIndex<<S::Db as Database>::Row>,
+    for<'r> i64: Decode<'r, S::Db> + Type<S::Db>,
+    for<'r> String: Decode<'r, S::Db> + Type<S::Db>,
+    for<'r> Vec<u8>: Decode<'r, S::Db> + Type<S::Db>,
+{
+    async fn load_agents(&mut self) -> StoreResult<Vec<(String, AgentMark)>> {
+        let rows = self.fetch_all(LOAD_AGENTS).await?;
+        Ok(rows.iter().map(agent_mark).collect())
+    }
+
+    async fn load_seq_ranges(&mut self) -> StoreResult<Vec<(String, u64, u64)>> {
+        let rows = self.fetch_all(LOAD_SEQ_RANGES).await?;
+        Ok(rows.iter().map(seq_range).collect())
+    }
+
+    async fn load_fingerprints(&mut self) -> StoreResult<Vec<(String, u64, Vec<u8>)>> {
+        let rows = self.fetch_all(LOAD_FINGERPRINTS).await?;
+        Ok(rows.iter().map(fingerprint).collect())
+    }
+
+    async fn load_series(&mut self) -> StoreResult<Vec<SeriesRow>> {
+        let rows = self.fetch_all(S::LOAD_SERIES).await?;
+        Ok(rows.iter().map(series_row).collect())
+    }
+
+    async fn load_wg_status(&mut self) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let rows = self.fetch_all(LOAD_WG_STATUS).await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
 
 /// Runs `statements`, each with `agent` bound to `$1`, in one transaction.
 pub(crate) async fn exec_for_agent<DB>(

@@ -4,16 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{
-    ConnectOptions as _, Connection as _, PgConnection, Postgres, Row as _,
+    ConnectOptions as _, Connection as _, PgConnection, Postgres,
     postgres::{PgConnectOptions, PgRow},
 };
 
 use super::{DAY_MS, partition_day, partition_name};
 use crate::{
-    backend::{ApplyPlan, Commit, MetricStore, SeriesRow, StagingLog, StoreResult, Unapplied, sql},
+    backend::{ApplyPlan, Commit, MetricStore, StagingLog, StoreResult, Unapplied, sql},
     maintenance::MaintenanceWrite,
     model::{Stored, labels_json},
-    replay::AgentMark,
 };
 
 /// Days of partitions maintenance keeps ready after today.
@@ -102,11 +101,6 @@ impl PgStore {
             self.conn = Some(c);
         }
         Ok(self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)?)
-    }
-
-    async fn fetch_all(&mut self, sql: &'static str) -> StoreResult<Vec<PgRow>> {
-        let conn = self.connection().await?;
-        Ok(sqlx::query(sql).fetch_all(conn).await?)
     }
 
     /// Creates the partitions of yesterday, today and the next [`DAYS_AHEAD`] days.
@@ -331,6 +325,16 @@ async fn write_commit(conn: &mut PgConnection, plan: &Commit) -> sqlx::Result<()
     tx.commit().await
 }
 
+impl sql::SqlStore for PgStore {
+    type Db = Postgres;
+    const LOAD_SERIES: &'static str = "SELECT id, agent, name, labels::text FROM series";
+
+    async fn fetch_all(&mut self, statement: &'static str) -> StoreResult<Vec<PgRow>> {
+        let conn = self.connection().await?;
+        Ok(sqlx::query(statement).fetch_all(conn).await?)
+    }
+}
+
 impl StagingLog for PgStore {
     async fn append(&mut self, commit: &Commit) -> StoreResult<()> {
         let conn = self.connection().await?;
@@ -338,39 +342,12 @@ impl StagingLog for PgStore {
     }
 
     async fn unapplied(&mut self) -> StoreResult<Vec<Unapplied>> {
-        let rows = self.fetch_all(sql::UNAPPLIED).await?;
+        let rows = sql::SqlStore::fetch_all(self, sql::UNAPPLIED).await?;
         Ok(rows.iter().map(sql::unapplied).collect())
     }
 }
 
 impl MetricStore for PgStore {
-    async fn load_agents(&mut self) -> StoreResult<Vec<(String, AgentMark)>> {
-        let rows = self.fetch_all(sql::LOAD_AGENTS).await?;
-        Ok(rows.iter().map(sql::agent_mark).collect())
-    }
-
-    async fn load_seq_ranges(&mut self) -> StoreResult<Vec<(String, u64, u64)>> {
-        let rows = self.fetch_all(sql::LOAD_SEQ_RANGES).await?;
-        Ok(rows.iter().map(sql::seq_range).collect())
-    }
-
-    async fn load_fingerprints(&mut self) -> StoreResult<Vec<(String, u64, Vec<u8>)>> {
-        let rows = self.fetch_all(sql::LOAD_FINGERPRINTS).await?;
-        Ok(rows.iter().map(sql::fingerprint).collect())
-    }
-
-    async fn load_series(&mut self) -> StoreResult<Vec<SeriesRow>> {
-        let rows = self
-            .fetch_all("SELECT id, agent, name, labels::text FROM series")
-            .await?;
-        Ok(rows.iter().map(sql::series_row).collect())
-    }
-
-    async fn load_wg_status(&mut self) -> StoreResult<Vec<(String, Vec<u8>)>> {
-        let rows = self.fetch_all(sql::LOAD_WG_STATUS).await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
     async fn apply(&mut self, plan: &ApplyPlan) -> StoreResult<()> {
         // days older than the retention get no partition (see the migration)
         let oldest = now_ms().saturating_sub(self.retention_ms);

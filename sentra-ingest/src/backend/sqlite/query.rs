@@ -189,13 +189,10 @@ impl MetricReader for SqliteReader {
     }
 
     async fn rollup_progress(&self) -> Result<Vec<(i64, Option<i64>)>> {
-        let rows = sqlx::query(
-            "SELECT s.id, (SELECT MAX(bucket) FROM rollup_1m r WHERE r.series_id = s.id) \
-             FROM series s",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::storage("reading rollup progress"))?;
+        let rows = sqlx::query(sql::ROLLUP_PROGRESS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::storage("reading rollup progress"))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 

@@ -1,16 +1,15 @@
 //! The writer's side of the SQLite backend: the staging log (`pending`) and every write.
 
 use sqlx::{
-    ConnectOptions as _, Connection as _, Row as _, SqliteConnection,
+    ConnectOptions as _, Connection as _, SqliteConnection,
     query::Query,
     sqlite::{Sqlite, SqliteArguments, SqliteConnectOptions, SqliteRow},
 };
 
 use crate::{
-    backend::{ApplyPlan, Commit, MetricStore, SeriesRow, StagingLog, StoreResult, Unapplied, sql},
+    backend::{ApplyPlan, Commit, MetricStore, StagingLog, StoreResult, Unapplied, sql},
     maintenance::MaintenanceWrite,
     model::{Stored, labels_json},
-    replay::AgentMark,
 };
 
 /// Largest multi-row `INSERT` (rows); 8192 × 3 parameters stays below SQLite's 32 766.
@@ -114,11 +113,6 @@ impl SqliteStore {
         }
         self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)
     }
-
-    async fn fetch_all(&mut self, sql: &'static str) -> StoreResult<Vec<SqliteRow>> {
-        let conn = self.connection().await?;
-        Ok(sqlx::query(sql).fetch_all(conn).await?)
-    }
 }
 
 #[allow(clippy::cast_possible_wrap)]
@@ -210,6 +204,16 @@ async fn write_commit(conn: &mut SqliteConnection, plan: &Commit) -> sqlx::Resul
     tx.commit().await
 }
 
+impl sql::SqlStore for SqliteStore {
+    type Db = Sqlite;
+    const LOAD_SERIES: &'static str = "SELECT id, agent, name, labels FROM series";
+
+    async fn fetch_all(&mut self, statement: &'static str) -> StoreResult<Vec<SqliteRow>> {
+        let conn = self.connection().await?;
+        Ok(sqlx::query(statement).fetch_all(conn).await?)
+    }
+}
+
 impl StagingLog for SqliteStore {
     async fn append(&mut self, commit: &Commit) -> StoreResult<()> {
         let conn = self.connection().await?;
@@ -217,39 +221,12 @@ impl StagingLog for SqliteStore {
     }
 
     async fn unapplied(&mut self) -> StoreResult<Vec<Unapplied>> {
-        let rows = self.fetch_all(sql::UNAPPLIED).await?;
+        let rows = sql::SqlStore::fetch_all(self, sql::UNAPPLIED).await?;
         Ok(rows.iter().map(sql::unapplied).collect())
     }
 }
 
 impl MetricStore for SqliteStore {
-    async fn load_agents(&mut self) -> StoreResult<Vec<(String, AgentMark)>> {
-        let rows = self.fetch_all(sql::LOAD_AGENTS).await?;
-        Ok(rows.iter().map(sql::agent_mark).collect())
-    }
-
-    async fn load_seq_ranges(&mut self) -> StoreResult<Vec<(String, u64, u64)>> {
-        let rows = self.fetch_all(sql::LOAD_SEQ_RANGES).await?;
-        Ok(rows.iter().map(sql::seq_range).collect())
-    }
-
-    async fn load_fingerprints(&mut self) -> StoreResult<Vec<(String, u64, Vec<u8>)>> {
-        let rows = self.fetch_all(sql::LOAD_FINGERPRINTS).await?;
-        Ok(rows.iter().map(sql::fingerprint).collect())
-    }
-
-    async fn load_series(&mut self) -> StoreResult<Vec<SeriesRow>> {
-        let rows = self
-            .fetch_all("SELECT id, agent, name, labels FROM series")
-            .await?;
-        Ok(rows.iter().map(sql::series_row).collect())
-    }
-
-    async fn load_wg_status(&mut self) -> StoreResult<Vec<(String, Vec<u8>)>> {
-        let rows = self.fetch_all(sql::LOAD_WG_STATUS).await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
     async fn apply(&mut self, plan: &ApplyPlan) -> StoreResult<()> {
         if self.conn.is_none() {
             self.connection().await?;
