@@ -118,26 +118,62 @@ struct Header<'a> {
     nonce: &'a [u8],
 }
 
-fn compute_tag(key: &hmac::Key, h: &Header<'_>, payload: &[u8]) -> hmac::Tag {
-    let mut ctx = hmac::Context::with_key(key);
-    ctx.update(DOMAIN);
-    ctx.update(&h.version.to_be_bytes());
-    update_short(&mut ctx, h.method.path().as_bytes());
-    update_short(&mut ctx, h.agent_id.as_bytes());
-    ctx.update(&h.key_id.to_be_bytes());
-    ctx.update(&h.seq.to_be_bytes());
-    ctx.update(&h.created_ms.to_be_bytes());
-    update_short(&mut ctx, h.nonce);
-    ctx.update(&(payload.len() as u64).to_be_bytes());
-    ctx.update(payload);
-    ctx.sign()
+/// Bytes reserved for the encoded header: domain, version, the method path, the agent id
+/// (at most [`AgentId::MAX_LEN`]), key id, seq, created, nonce and payload length, with their
+/// length prefixes (method paths are at most 64 bytes, checked in a test), plus up to one
+/// SHA-256 block of the payload (see [`compute_tag`]).
+const HEADER_CAP: usize =
+    DOMAIN.len() + 4 + (2 + 64) + (2 + AgentId::MAX_LEN) + 4 + 8 + 8 + (2 + NONCE_LEN) + 8;
+const BLOCK: usize = 64;
+
+/// The string-to-sign header, encoded on the stack.
+struct HeaderBytes {
+    buf: [u8; HEADER_CAP + BLOCK],
+    len: usize,
 }
 
-fn update_short(ctx: &mut hmac::Context, field: &[u8]) {
-    // Callers bound every short field well below u16::MAX before signing or verifying.
-    let len = u16::try_from(field.len()).expect("short envelope field over 64 KiB");
-    ctx.update(&len.to_be_bytes());
-    ctx.update(field);
+impl HeaderBytes {
+    fn put(&mut self, bytes: &[u8]) {
+        // Every field is bounded (see HEADER_CAP): callers validate agent id and nonce
+        // lengths before signing or verifying, so this never goes out of bounds.
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn put_short(&mut self, field: &[u8]) {
+        let len = u16::try_from(field.len()).expect("short envelope field over 64 KiB");
+        self.put(&len.to_be_bytes());
+        self.put(field);
+    }
+}
+
+/// HMAC-SHA256 over the string-to-sign. The header is encoded on the stack and topped up with
+/// the payload's first bytes to a whole number of SHA-256 blocks, so the MAC sees two
+/// `update` calls of whole blocks (header, rest of the payload) instead of a dozen small ones
+/// and a partial block carried into the payload (together worth several blocks of a 1 KiB
+/// payload).
+fn compute_tag(key: &hmac::Key, h: &Header<'_>, payload: &[u8]) -> hmac::Tag {
+    let mut b = HeaderBytes {
+        buf: [0; HEADER_CAP + BLOCK],
+        len: 0,
+    };
+    b.put(DOMAIN);
+    b.put(&h.version.to_be_bytes());
+    b.put_short(h.method.path().as_bytes());
+    b.put_short(h.agent_id.as_bytes());
+    b.put(&h.key_id.to_be_bytes());
+    b.put(&h.seq.to_be_bytes());
+    b.put(&h.created_ms.to_be_bytes());
+    b.put_short(h.nonce);
+    b.put(&(payload.len() as u64).to_be_bytes());
+    // The inner hash starts after HMAC's one-block key pad, so block boundaries of the
+    // string-to-sign are multiples of BLOCK.
+    let top_up = ((BLOCK - b.len % BLOCK) % BLOCK).min(payload.len());
+    b.put(&payload[..top_up]);
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(&b.buf[..b.len]);
+    ctx.update(&payload[top_up..]);
+    ctx.sign()
 }
 
 /// Signs envelopes for one agent with one key.
@@ -445,5 +481,63 @@ impl Verified {
             return Err(Error::HeaderMismatch { field: "agent_id" });
         }
         Ok(query)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The string-to-sign of the module documentation, built independently into a `Vec`.
+    fn string_to_sign(h: &Header<'_>, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(b"sentra-envelope\0");
+        v.extend_from_slice(&h.version.to_be_bytes());
+        for short in [h.method.path().as_bytes(), h.agent_id.as_bytes()] {
+            v.extend_from_slice(&(short.len() as u16).to_be_bytes());
+            v.extend_from_slice(short);
+        }
+        v.extend_from_slice(&h.key_id.to_be_bytes());
+        v.extend_from_slice(&h.seq.to_be_bytes());
+        v.extend_from_slice(&h.created_ms.to_be_bytes());
+        v.extend_from_slice(&(h.nonce.len() as u16).to_be_bytes());
+        v.extend_from_slice(h.nonce);
+        v.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn method_paths_fit_the_header_buffer() {
+        for m in [Method::Push, Method::FetchDesiredState, Method::FetchKey] {
+            assert!(m.path().len() <= 64, "{}", m.path());
+        }
+    }
+
+    #[test]
+    fn tag_is_the_hmac_of_the_documented_string_to_sign() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]);
+        let longest = "a".repeat(AgentId::MAX_LEN);
+        for (agent_id, method, payload) in [
+            ("edge-01", Method::Push, vec![0x5a; 1024]),
+            (longest.as_str(), Method::FetchDesiredState, Vec::new()),
+            ("x", Method::FetchKey, vec![1; 200_000]),
+        ] {
+            let h = Header {
+                version: ENVELOPE_VERSION,
+                method,
+                agent_id,
+                key_id: 0x0102_0304,
+                seq: u64::MAX - 1,
+                created_ms: -5,
+                nonce: &[9; NONCE_LEN],
+            };
+            let expected = hmac::sign(&key, &string_to_sign(&h, &payload));
+            assert_eq!(
+                compute_tag(&key, &h, &payload).as_ref(),
+                expected.as_ref(),
+                "{agent_id} {method:?}"
+            );
+        }
     }
 }
