@@ -115,6 +115,13 @@ pub(crate) struct Writer<S> {
     unapplied_rows: usize,
     unapplied_since: Option<Instant>,
     next_staged_id: i64,
+    /// A write failed: its commit may have reached the store all the same (the connection
+    /// died between `COMMIT` and its answer — PostgreSQL killed, a network cut), so the
+    /// in-memory state (replay marks, staged ids, series ids) may be behind the store. It
+    /// is read back from the store before the next write (`Writer::resync`).
+    resync: bool,
+    /// [`Config::replay_window`] and [`Config::max_seq_jump`], to rebuild the window.
+    replay_bounds: (u64, u64),
     apply_delay: Duration,
     apply_samples: usize,
 }
@@ -142,6 +149,8 @@ impl<S: MetricStore> Writer<S> {
             unapplied_rows: 0,
             unapplied_since: None,
             next_staged_id: 1,
+            resync: false,
+            replay_bounds: (config.replay_window, config.max_seq_jump),
             apply_delay: config.apply_delay,
             apply_samples: config.apply_samples.max(1),
             status,
@@ -238,9 +247,40 @@ impl<S: MetricStore> Writer<S> {
                 batches = self.unapplied.len(),
                 "applying batches staged before restart"
             );
-            self.apply().await?;
+            self.apply_staged().await?;
         }
         Ok(())
+    }
+
+    /// After a failed write, reads the state back from the store (see the `resync`
+    /// field): without it, a commit that succeeded although its answer was lost would be
+    /// undone in memory only, and the next commit would reuse its staged ids (refused by
+    /// the store forever) or decide its redelivered batches as new.
+    async fn resync(&mut self) -> Result<()> {
+        if !self.resync {
+            return Ok(());
+        }
+        // `load` may apply staged batches, which must not resync again.
+        self.resync = false;
+        self.replay = ReplayWindow::new(self.replay_bounds.0, self.replay_bounds.1);
+        self.series = SeriesMap::default();
+        self.unapplied.clear();
+        self.unapplied_rows = 0;
+        self.unapplied_since = None;
+        self.next_staged_id = 1;
+        match self.load().await {
+            Ok(()) => {
+                tracing::info!("writer state read back from the store after a failed write");
+                Ok(())
+            }
+            Err(e) => {
+                if let Error::Storage { source, .. } = &e {
+                    self.storage_failed("reading the state back after a failed write", source);
+                }
+                self.resync = true;
+                Err(e)
+            }
+        }
     }
 
     fn stage(&mut self, p: Prepared) {
@@ -252,6 +292,12 @@ impl<S: MetricStore> Writer<S> {
     /// Applies every staged batch (its samples, and the series first seen in them) and
     /// marks it applied in the staging log, in one transaction ([`MetricStore::apply`]).
     async fn apply(&mut self) -> Result<()> {
+        self.resync().await?;
+        self.apply_staged().await
+    }
+
+    /// [`apply`](Self::apply) without the resync (`load` calls it).
+    async fn apply_staged(&mut self) -> Result<()> {
         if self.unapplied.is_empty() {
             return Ok(());
         }
@@ -329,6 +375,7 @@ impl<S: MetricStore> Writer<S> {
     /// the health turns `Failing` and a retry is scheduled.
     fn storage_failed(&mut self, what: &'static str, e: &BoxError) {
         self.store.drop_connection();
+        self.resync = true;
         let error = e.to_string();
         let now = UnixMillis::now();
         let mut first = false;
@@ -388,6 +435,9 @@ impl<S: MetricStore> Writer<S> {
 
     /// Retries storage after a failure: applies staged batches, or writes a probe row.
     async fn retry_storage(&mut self) {
+        if self.resync().await.is_err() {
+            return;
+        }
         if !self.unapplied.is_empty() {
             let _ = self.apply().await;
             return;
@@ -493,6 +543,16 @@ impl<S: MetricStore> Writer<S> {
     }
 
     async fn commit_group(&mut self, mut group: Vec<(Prepared, Reply<Outcome>)>) {
+        if let Err(e) = self.resync().await {
+            let msg = e.to_string();
+            for (_, reply) in group {
+                let _ = reply.send(Err(Error::Storage {
+                    context: "committing a batch group",
+                    source: msg.clone().into(),
+                }));
+            }
+            return;
+        }
         group.sort_by(|a, b| (a.0.agent(), a.0.seq()).cmp(&(b.0.agent(), b.0.seq())));
         let mut undo: HashMap<AgentId, Option<AgentMark>> = HashMap::new();
         for (p, _) in &group {
@@ -618,6 +678,7 @@ impl<S: MetricStore> Writer<S> {
     /// Forgets `agent`'s high-water mark, replay window and stored-seq record (its ledger
     /// counters stay), so the next seq it sends is accepted.
     async fn reset_sequence(&mut self, agent: &AgentId) -> Result<Option<Seq>> {
+        self.resync().await?;
         let result = self.store.reset_sequence(agent).await;
         self.storage_outcome(
             "resetting a sequence",

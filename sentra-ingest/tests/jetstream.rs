@@ -200,15 +200,100 @@ async fn stream_messages(url: &str, cfg: &BusConfig) -> u64 {
     s.info().await.unwrap().state.messages
 }
 
+/// One test's world: a nats-server of its own, a database, the bus config and a publisher
+/// (the ingest server's side). Workers are started with [`World::worker`].
+struct World {
+    nats: Nats,
+    db: TestDb,
+    cfg: BusConfig,
+    publisher: BusPublisher,
+}
+
+/// A running worker task: [`Running::stop`] shuts it down, [`Running::kill`] aborts it
+/// (unacked messages are redelivered after AckWait).
+struct Running {
+    worker: BusWorker,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<sentra_ingest::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) -> BusWorker {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+        self.worker
+    }
+
+    async fn kill(self) -> BusWorker {
+        self.task.abort();
+        let _ = self.task.await;
+        self.worker
+    }
+}
+
+/// The setup every test shares: `tune` adjusts the bus config before anything connects;
+/// `db` is the test's database (a fresh one on the shared cluster when `None`).
+async fn world(db: Option<TestDb>, tune: impl FnOnce(&mut BusConfig)) -> World {
+    let nats = Nats::start();
+    let db = match db {
+        Some(db) => db,
+        None => TestDb::new().await.unwrap(),
+    };
+    let mut cfg = bus_config(&nats.url());
+    tune(&mut cfg);
+    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
+    World {
+        nats,
+        db,
+        cfg,
+        publisher,
+    }
+}
+
+impl World {
+    /// An `Ingest` on the test's PostgreSQL database (the worker's store).
+    async fn ingest(&self, config: Config) -> Ingest {
+        Ingest::open_with(Backend::postgres(self.db.url()), config)
+            .await
+            .unwrap()
+    }
+
+    /// A worker feeding `ingest`, running in a task.
+    async fn worker(&self, ingest: &Ingest) -> Running {
+        let worker = BusWorker::connect(self.cfg.clone(), ingest).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = {
+            let w = worker.clone();
+            tokio::spawn(async move {
+                w.run(async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        };
+        Running { worker, stop, task }
+    }
+
+    /// Publishes one batch per `(agent, seq)` in seq-major order; every answer must be
+    /// ACCEPTED.
+    async fn publish_all(&self, agents: &[AgentId], seqs: std::ops::RangeInclusive<u64>, t: i64) {
+        for seq in seqs {
+            for (i, a) in agents.iter().enumerate() {
+                let v = one(a, seq, t + i64::try_from(seq * 10 + i as u64).unwrap());
+                let ack = self.publisher.publish(&v).await.unwrap();
+                assert_eq!(ack.status, AckStatus::Accepted as i32, "{ack:?}");
+            }
+        }
+    }
+}
+
 /// Every ACCEPTED answer comes after the message is in the stream (the PubAck was awaited);
 /// a resend inside the dedup window is DUPLICATE and adds nothing; a worker then stores
 /// every batch exactly once in PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_only_after_pub_ack_and_stored_once() {
-    let nats = Nats::start();
-    let db = TestDb::new().await.unwrap();
-    let cfg = bus_config(&nats.url());
-    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
+    let w = world(None, |_| {}).await;
+    let (cfg, publisher, url) = (&w.cfg, &w.publisher, w.nats.url());
     let agents: Vec<AgentId> = (0..5).map(|i| agent(&format!("bus-a{i}"))).collect();
     let t = now();
     let mut in_stream = 0;
@@ -219,11 +304,11 @@ async fn accepted_only_after_pub_ack_and_stored_once() {
             assert_eq!(ack.status, AckStatus::Accepted as i32, "{ack:?}");
             in_stream += 1;
             // Acked means stored in JetStream already.
-            assert_eq!(stream_messages(&nats.url(), &cfg).await, in_stream);
+            assert_eq!(stream_messages(&url, cfg).await, in_stream);
             if seq % 7 == 0 {
                 let again = publisher.publish(&v).await.unwrap();
                 assert_eq!(again.status, AckStatus::Duplicate as i32, "{again:?}");
-                assert_eq!(stream_messages(&nats.url(), &cfg).await, in_stream);
+                assert_eq!(stream_messages(&url, cfg).await, in_stream);
             }
         }
     }
@@ -231,31 +316,17 @@ async fn accepted_only_after_pub_ack_and_stored_once() {
     let bad = verify_raw(&agents[0], 21, b"\xff\xff not a batch".to_vec(), 0);
     let ack = publisher.publish(&bad).await.unwrap();
     assert_eq!(ack.status, AckStatus::Rejected as i32);
-    assert_eq!(stream_messages(&nats.url(), &cfg).await, in_stream);
+    assert_eq!(stream_messages(&url, cfg).await, in_stream);
 
-    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
-        .await
-        .unwrap();
-    let worker = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = {
-        let w = worker.clone();
-        tokio::spawn(async move {
-            w.run(async {
-                let _ = stopped.await;
-            })
-            .await
-        })
-    };
+    let ingest = w.ingest(config()).await;
+    let run = w.worker(&ingest).await;
     wait_stored(&ingest, &agents, 20, Duration::from_secs(60)).await;
     ingest.flush().await.unwrap();
-    let _ = stop.send(());
-    run.await.unwrap().unwrap();
-    let counts = worker.counts();
+    let counts = run.stop().await.counts();
     println!("bus: sent 100, acknowledged 100, worker {counts:?}");
     assert_eq!(counts.accepted, 100);
     assert_eq!(counts.dead_lettered, 0);
-    assert_eq!(samples_in_store(&db).await, 100);
+    assert_eq!(samples_in_store(&w.db).await, 100);
     ingest.shutdown().await.unwrap();
 }
 
@@ -263,34 +334,17 @@ async fn accepted_only_after_pub_ack_and_stored_once() {
 /// messages are redelivered to the next worker after AckWait, and nothing is stored twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_killed_mid_batch_redelivers_without_duplicates() {
-    let nats = Nats::start();
-    let db = TestDb::new().await.unwrap();
-    let mut cfg = bus_config(&nats.url());
-    cfg.worker_concurrency = 32;
-    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
+    let w = world(None, |c| c.worker_concurrency = 32).await;
     let agents: Vec<AgentId> = (0..5).map(|i| agent(&format!("bus-k{i}"))).collect();
     let per_agent = 60u64;
-    let t = now();
-    for seq in 1..=per_agent {
-        for (i, a) in agents.iter().enumerate() {
-            let v = one(a, seq, t + i64::try_from(seq * 10 + i as u64).unwrap());
-            let ack = publisher.publish(&v).await.unwrap();
-            assert_eq!(ack.status, AckStatus::Accepted as i32);
-        }
-    }
+    w.publish_all(&agents, 1..=per_agent, now()).await;
 
-    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
-        .await
-        .unwrap();
-    let first = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
-    let run = {
-        let w = first.clone();
-        tokio::spawn(async move { w.run(std::future::pending()).await })
-    };
+    let ingest = w.ingest(config()).await;
+    let run = w.worker(&ingest).await;
     // Kill it once some batches are committed and others are in flight.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let c = first.counts();
+        let c = run.worker.counts();
         if c.accepted >= 40 {
             break;
         }
@@ -300,27 +354,17 @@ async fn worker_killed_mid_batch_redelivers_without_duplicates() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    run.abort();
-    let _ = run.await;
-    let at_kill = first.counts();
+    let at_kill = run.kill().await.counts();
     // The worker process dies with its store connection: close the store, open it again.
     ingest.shutdown().await.unwrap();
     drop(ingest);
-    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
-        .await
-        .unwrap();
-    let second = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
-    let run = {
-        let w = second.clone();
-        tokio::spawn(async move { w.run(std::future::pending()).await })
-    };
+    let ingest = w.ingest(config()).await;
+    let run = w.worker(&ingest).await;
     wait_stored(&ingest, &agents, per_agent, Duration::from_secs(90)).await;
     // Let late redeliveries (already stored) arrive and be acked as duplicates.
-    tokio::time::sleep(cfg.ack_wait + Duration::from_millis(500)).await;
-    run.abort();
-    let _ = run.await;
+    tokio::time::sleep(w.cfg.ack_wait + Duration::from_millis(500)).await;
+    let after = run.kill().await.counts();
     ingest.flush().await.unwrap();
-    let after = second.counts();
     let total = per_agent * agents.len() as u64;
     println!(
         "worker kill: sent {total}, acknowledged {total}, first worker at kill {at_kill:?}, second worker {after:?}"
@@ -334,7 +378,7 @@ async fn worker_killed_mid_batch_redelivers_without_duplicates() {
         let l = ingest.agent_ledger(a).await.unwrap().unwrap();
         assert_eq!((l.accepted, l.high_water), (per_agent, Some(per_agent)));
     }
-    assert_eq!(samples_in_store(&db).await, i64::try_from(total).unwrap());
+    assert_eq!(samples_in_store(&w.db).await, i64::try_from(total).unwrap());
     // Batches the first worker committed but never acked (its count missed those whose
     // push was cut off) came again and were refused as duplicates.
     assert!(
@@ -353,10 +397,8 @@ async fn worker_killed_mid_batch_redelivers_without_duplicates() {
 /// itself, and what was acknowledged before the kill survived (`sync_interval: always`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_killed_then_unavailable_then_reconnects() {
-    let mut nats = Nats::start();
-    let db = TestDb::new().await.unwrap();
-    let cfg = bus_config(&nats.url());
-    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
+    let mut w = world(None, |_| {}).await;
+    let (cfg, publisher) = (w.cfg.clone(), w.publisher.clone());
     let a = agent("bus-nk");
     let t = now();
     let ts = |seq: u64| t + i64::try_from(seq).unwrap();
@@ -364,7 +406,7 @@ async fn nats_killed_then_unavailable_then_reconnects() {
         let ack = publisher.publish(&one(&a, seq, ts(seq))).await.unwrap();
         assert_eq!(ack.status, AckStatus::Accepted as i32);
     }
-    nats.kill9();
+    w.nats.kill9();
     // The agent's view: seq 11 fails (kept in its WAL) for as long as NATS is down.
     for _ in 0..3 {
         let started = Instant::now();
@@ -377,7 +419,7 @@ async fn nats_killed_then_unavailable_then_reconnects() {
         let text = format!("{err} / {:?}", std::error::Error::source(&err));
         assert!(!text.contains("nats://"), "error repeats the URL: {text}");
     }
-    nats.start_again();
+    w.nats.start_again();
     // The client reconnects by itself; the agent resends seq 11 until it is acked.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut resent = 0;
@@ -407,14 +449,8 @@ async fn nats_killed_then_unavailable_then_reconnects() {
         assert_eq!(ack.status, AckStatus::Accepted as i32);
     }
     println!("nats kill -9: seq 11 refused 3 times while down, accepted after {resent} resends");
-    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
-        .await
-        .unwrap();
-    let worker = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
-    let run = {
-        let w = worker.clone();
-        tokio::spawn(async move { w.run(std::future::pending()).await })
-    };
+    let ingest = w.ingest(config()).await;
+    let run = w.worker(&ingest).await;
     wait_stored(
         &ingest,
         std::slice::from_ref(&a),
@@ -422,10 +458,9 @@ async fn nats_killed_then_unavailable_then_reconnects() {
         Duration::from_secs(60),
     )
     .await;
-    run.abort();
-    let _ = run.await;
+    run.stop().await;
     ingest.flush().await.unwrap();
-    assert_eq!(samples_in_store(&db).await, 15);
+    assert_eq!(samples_in_store(&w.db).await, 15);
     ingest.shutdown().await.unwrap();
 }
 
@@ -434,24 +469,15 @@ async fn nats_killed_then_unavailable_then_reconnects() {
 /// high-water mark outside the replay window is rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_after_the_dedup_window_is_refused_by_the_store() {
-    let nats = Nats::start();
-    let db = TestDb::new().await.unwrap();
-    let mut cfg = bus_config(&nats.url());
-    cfg.duplicate_window = Duration::from_secs(1);
-    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
+    let w = world(None, |c| c.duplicate_window = Duration::from_secs(1)).await;
+    let (cfg, publisher) = (&w.cfg, &w.publisher);
     let a = agent("bus-replay");
     let t = now();
     let ts = |seq: u64| t + i64::try_from(seq).unwrap();
     let mut store_config = config();
     store_config.replay_window = 4;
-    let ingest = Ingest::open_with(Backend::postgres(db.url()), store_config)
-        .await
-        .unwrap();
-    let worker = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
-    let run = {
-        let w = worker.clone();
-        tokio::spawn(async move { w.run(std::future::pending()).await })
-    };
+    let ingest = w.ingest(store_config).await;
+    let run = w.worker(&ingest).await;
     // seq 2 is held back (an agent whose send failed) while 1, 3..=20 go through.
     for seq in (1..=20).filter(|s| *s != 2) {
         let ack = publisher.publish(&one(&a, seq, ts(seq))).await.unwrap();
@@ -477,22 +503,20 @@ async fn replay_after_the_dedup_window_is_refused_by_the_store() {
     // ...and the store refuses both.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let c = worker.counts();
+        let c = run.worker.counts();
         if c.duplicates >= 1 && c.rejected >= 1 {
             break;
         }
         assert!(Instant::now() < deadline, "replays not refused: {c:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    run.abort();
-    let _ = run.await;
+    let c = run.stop().await.counts();
     ingest.flush().await.unwrap();
-    let c = worker.counts();
     println!("replay after the dedup window: worker {c:?}");
     assert_eq!((c.accepted, c.duplicates, c.rejected), (19, 1, 1));
     let l = ingest.agent_ledger(&a).await.unwrap().unwrap();
     assert_eq!((l.accepted, l.rejected_stale), (19, 1));
-    assert_eq!(samples_in_store(&db).await, 19);
+    assert_eq!(samples_in_store(&w.db).await, 19);
     ingest.shutdown().await.unwrap();
 }
 
@@ -500,15 +524,13 @@ async fn replay_after_the_dedup_window_is_refused_by_the_store() {
 /// terminated (not redelivered); the good batches around it are stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_message_is_dead_lettered() {
-    let nats = Nats::start();
-    let db = TestDb::new().await.unwrap();
-    let cfg = bus_config(&nats.url());
-    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
+    let w = world(None, |_| {}).await;
+    let (cfg, publisher) = (&w.cfg, &w.publisher);
     let a = agent("bus-dead");
     let t = now();
     publisher.publish(&one(&a, 1, t)).await.unwrap();
     // Someone else publishes junk on the agent's subject.
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = async_nats::connect(w.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     js.publish(
         "sentra.batch.bus-dead",
@@ -520,14 +542,8 @@ async fn undecodable_message_is_dead_lettered() {
     .unwrap();
     publisher.publish(&one(&a, 2, t + 1)).await.unwrap();
 
-    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
-        .await
-        .unwrap();
-    let worker = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
-    let run = {
-        let w = worker.clone();
-        tokio::spawn(async move { w.run(std::future::pending()).await })
-    };
+    let ingest = w.ingest(config()).await;
+    let run = w.worker(&ingest).await;
     wait_stored(
         &ingest,
         std::slice::from_ref(&a),
@@ -536,19 +552,17 @@ async fn undecodable_message_is_dead_lettered() {
     )
     .await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while worker.counts().dead_lettered < 1 {
+    while run.worker.counts().dead_lettered < 1 {
         assert!(
             Instant::now() < deadline,
             "not dead-lettered: {:?}",
-            worker.counts()
+            run.worker.counts()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Terminated: no redelivery after AckWait.
     tokio::time::sleep(cfg.ack_wait + Duration::from_millis(500)).await;
-    run.abort();
-    let _ = run.await;
-    let c = worker.counts();
+    let c = run.stop().await.counts();
     assert_eq!(
         (c.accepted, c.dead_lettered, c.redelivered),
         (2, 1, 0),
@@ -571,10 +585,10 @@ async fn undecodable_message_is_dead_lettered() {
 
 /// PostgreSQL crashes (`pg_ctl stop -m immediate`) under a running worker: commits fail,
 /// the worker naks (nothing acked that is not stored), and after the restart every batch
-/// is stored exactly once.
+/// is stored exactly once. A commit PostgreSQL made durable just before the crash, whose
+/// answer never arrived, is the hard case: the writer reads its state back from the store
+/// before the next write (it used to reuse the staged ids and fail forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: 2 of 8 full-suite runs stalled (not all stored within 120 s) after the \
-            PostgreSQL restart; passes alone; run with --ignored while it is investigated"]
 async fn postgres_crash_under_the_worker_loses_nothing() {
     let server = std::sync::Arc::new(
         tokio::task::spawn_blocking(sentra_testkit::PgServer::start)
@@ -583,27 +597,14 @@ async fn postgres_crash_under_the_worker_loses_nothing() {
             .unwrap_or_else(|e| panic!("a PostgreSQL cluster of this test: {e}")),
     );
     let db = TestDb::on(&server).await.unwrap();
-    let nats = Nats::start();
-    let mut cfg = bus_config(&nats.url());
-    cfg.max_deliver = 1000;
-    let publisher = BusPublisher::connect(cfg.clone()).await.unwrap();
-    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
-        .await
-        .unwrap();
-    let worker = BusWorker::connect(cfg.clone(), &ingest).await.unwrap();
-    let run = {
-        let w = worker.clone();
-        tokio::spawn(async move { w.run(std::future::pending()).await })
-    };
+    let w = world(Some(db), |c| c.max_deliver = 1000).await;
+    let ingest = w.ingest(config()).await;
+    let run = w.worker(&ingest).await;
     let agents: Vec<AgentId> = (0..3).map(|i| agent(&format!("bus-pg{i}"))).collect();
     let t = now();
     let per_agent = 40u64;
     for seq in 1..=per_agent {
-        for (i, a) in agents.iter().enumerate() {
-            let v = one(a, seq, t + i64::try_from(seq * 10 + i as u64).unwrap());
-            let ack = publisher.publish(&v).await.unwrap();
-            assert_eq!(ack.status, AckStatus::Accepted as i32);
-        }
+        w.publish_all(&agents, seq..=seq, t).await;
         if seq == 15 {
             let s = std::sync::Arc::clone(&server);
             tokio::task::spawn_blocking(move || s.crash())
@@ -619,25 +620,21 @@ async fn postgres_crash_under_the_worker_loses_nothing() {
                 .unwrap();
         }
     }
-    let w = worker.clone();
-    let probe = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            eprintln!("postgres crash test, worker so far: {:?}", w.counts());
-        }
-    });
     wait_stored(&ingest, &agents, per_agent, Duration::from_secs(120)).await;
-    probe.abort();
-    run.abort();
-    let _ = run.await;
+    let c = run.stop().await.counts();
     ingest.flush().await.unwrap();
-    let c = worker.counts();
     println!("postgres crash under the worker: sent 120, acknowledged 120, worker {c:?}");
     assert!(
         c.failed > 0,
         "no commit failed while PostgreSQL was down: {c:?}"
     );
     assert_eq!(c.dead_lettered, 0);
-    assert_eq!(samples_in_store(&db).await, 120);
+    // A commit whose answer was lost in the crash counts as failed here although it is
+    // stored: its redelivery is then a duplicate (the writer read its state back).
+    assert!(
+        c.accepted <= 120 && c.accepted + c.duplicates >= 120,
+        "{c:?}"
+    );
+    assert_eq!(samples_in_store(&w.db).await, 120);
     ingest.shutdown().await.unwrap();
 }
