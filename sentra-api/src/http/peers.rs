@@ -55,8 +55,6 @@ pub(crate) struct PoolBody {
     prefixes: Vec<String>,
 }
 
-const IPV4: &str = r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
-
 fn string_array(pattern: String, min: usize, description: &str) -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
     ArrayBuilder::new()
@@ -73,7 +71,7 @@ fn string_array(pattern: String, min: usize, description: &str) -> utoipa::opena
 
 fn pool_prefixes_schema() -> utoipa::openapi::schema::Array {
     string_array(
-        format!("^{IPV4}/(3[0-2]|[12]?[0-9])$"),
+        r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$".to_owned(),
         1,
         "1 to 16 prefixes with the host bits clear (IPv6 prefixes are accepted too).",
     )
@@ -81,7 +79,7 @@ fn pool_prefixes_schema() -> utoipa::openapi::schema::Array {
 
 fn split_schema() -> utoipa::openapi::schema::Array {
     string_array(
-        format!("^{IPV4}/(3[0-2]|[12]?[0-9])$"),
+        r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$".to_owned(),
         1,
         "With tunnel = split: the prefixes routed through the tunnel (default: the pool's). IPv6 prefixes are accepted too.",
     )
@@ -89,7 +87,7 @@ fn split_schema() -> utoipa::openapi::schema::Array {
 
 fn dns_schema() -> utoipa::openapi::schema::Array {
     string_array(
-        format!("^{IPV4}$"),
+        r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:)))$".to_owned(),
         0,
         "DNS servers for the client, IP addresses (IPv6 too), at most 16.",
     )
@@ -129,7 +127,7 @@ pub(crate) struct AddPeer {
     /// another peer's allowed IPs (409 naming that peer).
     #[serde(default, deserialize_with = "crate::util::present")]
     #[schema(
-        pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(/32)?$",
+        pattern = r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(/(3[0-2]|[12]?[0-9]))?|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$",
         nullable = false
     )]
     address: Option<String>,
@@ -140,7 +138,7 @@ pub(crate) struct AddPeer {
     preshared_key: bool,
     /// The server as the client reaches it: `host:port`, `ip:port` or `[ipv6]:port`.
     #[schema(
-        pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,8}):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$",
+        pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\]):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$",
         max_length = 259
     )]
     endpoint: String,
@@ -191,12 +189,51 @@ pub(crate) struct AddedPeer {
     /// The agent's desired-state revision after the change.
     revision: u64,
     /// The declared peer (its allowed IPs are its addresses).
-    peer: PeerSpec,
+    peer: PeerView,
     /// The client's addresses.
     addresses: Vec<String>,
     /// Shown this once: private key and preshared key are not stored.
     client: ClientFiles,
 }
+
+/// A declared peer as the peer endpoints show it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PeerView {
+    /// Curve25519 public key, standard base64.
+    public_key: String,
+    /// The peer's endpoint as the server interface uses it (empty: the client roams).
+    endpoint: String,
+    /// Allowed IPs, normalised prefixes: the client's addresses.
+    #[schema(schema_with = allowed_ips_schema)]
+    allowed_ips: Vec<String>,
+    /// Persistent keepalive the server side uses, seconds (0: off).
+    persistent_keepalive_s: u16,
+}
+
+impl From<PeerSpec> for PeerView {
+    fn from(p: PeerSpec) -> Self {
+        Self {
+            public_key: p.public_key,
+            endpoint: p.endpoint,
+            allowed_ips: p.allowed_ips,
+            persistent_keepalive_s: p.persistent_keepalive_s,
+        }
+    }
+}
+
+fn allowed_ips_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(ALLOWED_IP)),
+        )
+        .build()
+}
+
+/// An IPv4 or IPv6 prefix (IPv6 with an embedded IPv4 part is not covered).
+const ALLOWED_IP: &str = r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$";
 
 /// `GET /api/v1/agents/{id}/interfaces/{interface}/peers`.
 #[derive(Serialize, ToSchema)]
@@ -208,7 +245,7 @@ pub(crate) struct PeerList {
     /// The interface's pool prefixes (empty: no pool set).
     pool: Vec<String>,
     /// Declared peers.
-    peers: Vec<PeerSpec>,
+    peers: Vec<PeerView>,
 }
 
 /// `GET /api/v1/agents/{id}/interfaces/{interface}/peers/{public_key}`.
@@ -217,7 +254,7 @@ pub(crate) struct PeerInfo {
     agent_id: String,
     interface: String,
     revision: u64,
-    peer: PeerSpec,
+    peer: PeerView,
 }
 
 /// `DELETE /api/v1/agents/{id}/interfaces/{interface}/peers/{public_key}`.
@@ -248,7 +285,7 @@ pub(crate) struct PeerConfig {
 pub(crate) struct ConfigParams {
     /// The server as the client reaches it: `host:port`, `ip:port` or `[ipv6]:port`.
     #[param(
-        pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,8}):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$",
+        pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\]):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$",
         max_length = 259
     )]
     endpoint: String,
@@ -257,14 +294,14 @@ pub(crate) struct ConfigParams {
     server_public_key: Option<String>,
     /// DNS servers, comma-separated IP addresses.
     #[param(
-        pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"
+        pattern = r"^((((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:)))(,(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))))*)?$"
     )]
     dns: Option<String>,
     /// `full` (default) or `split`.
     tunnel: Option<TunnelKind>,
     /// With `split`: comma-separated prefixes (default: the pool's).
     #[param(
-        pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$"
+        pattern = r"^((((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))(,(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9])))*)?$"
     )]
     split_allowed_ips: Option<String>,
     /// Persistent keepalive in seconds (0: off).
@@ -321,6 +358,7 @@ fn endpoint(raw: &str) -> Res<String> {
         .ok_or_else(|| bad("must be host:port"))?;
     let port_ok = !port.is_empty()
         && port.len() <= 5
+        && !port.starts_with('0')
         && port.bytes().all(|b| b.is_ascii_digit())
         && port.parse::<u16>().is_ok_and(|p| p > 0);
     if !port_ok {
@@ -330,7 +368,6 @@ fn endpoint(raw: &str) -> Res<String> {
         v6.parse::<Ipv6Addr>().is_ok()
     } else {
         !host.is_empty()
-            && host.len() <= 253
             && host.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
@@ -675,7 +712,7 @@ pub(crate) async fn list_peers(
         interface: iface,
         revision,
         pool,
-        peers,
+        peers: peers.into_iter().map(PeerView::from).collect(),
     })
     .into_response())
 }
@@ -747,7 +784,7 @@ pub(crate) async fn add_peer(
             agent_id: id.to_string(),
             interface: iface,
             revision: done.revision,
-            peer: done.peer,
+            peer: done.peer.into(),
             addresses,
             client: files,
         },
@@ -763,7 +800,7 @@ pub(crate) async fn add_peer(
     params(
         ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
         ("interface" = String, Path, description = "Interface name: 1-15 printable ASCII characters without / or :, not . or ..", pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$", max_length = 15),
-        ("public_key" = String, Path, description = "The peer's public key", pattern = r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]=?$"),
+        ("public_key" = String, Path, description = "The peer's public key", pattern = r"^[A-Za-z0-9+/_-]{42}[AEIMQUYcgkosw048]=?$"),
     ),
     responses(
         (status = 200, description = "The peer", body = PeerInfo),
@@ -786,7 +823,7 @@ pub(crate) async fn get_peer(
         agent_id: id.to_string(),
         interface: iface,
         revision,
-        peer,
+        peer: peer.into(),
     })
     .into_response())
 }
@@ -800,7 +837,7 @@ pub(crate) async fn get_peer(
     params(
         ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
         ("interface" = String, Path, description = "Interface name: 1-15 printable ASCII characters without / or :, not . or ..", pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$", max_length = 15),
-        ("public_key" = String, Path, description = "The peer's public key", pattern = r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]=?$"),
+        ("public_key" = String, Path, description = "The peer's public key", pattern = r"^[A-Za-z0-9+/_-]{42}[AEIMQUYcgkosw048]=?$"),
     ),
     responses(
         (status = 200, description = "Removed", body = RemovedPeer),
@@ -841,7 +878,7 @@ pub(crate) async fn remove_peer(
     params(
         ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
         ("interface" = String, Path, description = "Interface name: 1-15 printable ASCII characters without / or :, not . or ..", pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$", max_length = 15),
-        ("public_key" = String, Path, description = "The peer's public key", pattern = r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]=?$"),
+        ("public_key" = String, Path, description = "The peer's public key", pattern = r"^[A-Za-z0-9+/_-]{42}[AEIMQUYcgkosw048]=?$"),
         ConfigParams,
     ),
     responses(
@@ -903,6 +940,7 @@ mod tests {
             "vpn.example.com:0",
             "vpn.example.com:65536",
             "vpn.example.com:+1",
+            "vpn.example.com:01",
             "vpn.exämple.com:1",
             "-a.com:1",
             "a..b:1",
