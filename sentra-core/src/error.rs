@@ -79,6 +79,15 @@ pub enum Error {
         /// The field that differs (`"agent_id"` or `"seq"`).
         field: &'static str,
     },
+    /// A duration (command line or configuration) that [`parse_duration`](crate::parse_duration)
+    /// does not accept.
+    #[error("{input:?} is not a duration: {reason} (use e.g. 500ms, 10s, 5m, 1h 30m, 2d)")]
+    InvalidDuration {
+        /// What was given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -112,7 +121,9 @@ impl Error {
     pub fn reject_reason(&self) -> RejectReason {
         match self {
             Self::UnsupportedVersion { .. } => RejectReason::UnsupportedVersion,
-            Self::Malformed { .. } | Self::Decode(_) => RejectReason::Malformed,
+            Self::Malformed { .. } | Self::Decode(_) | Self::InvalidDuration { .. } => {
+                RejectReason::Malformed
+            }
             Self::TooLarge { .. } | Self::DecodedTooLarge { .. } => RejectReason::TooLarge,
             Self::UnknownKey { .. } | Self::KeyNotValid { .. } | Self::BadTag => {
                 RejectReason::Unauthenticated

@@ -3,6 +3,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod batch;
+mod duration;
 pub mod envelope;
 mod error;
 #[doc(hidden)]
@@ -16,6 +17,7 @@ pub use batch::{
     Batch, Bucket, Histogram, IpPrefix, LabelName, Labels, MetricName, Sample, Value, WgDevice,
     WgPeer, WgPublicKey,
 };
+pub use duration::parse_duration;
 pub use envelope::{Method, Nonce, Signer, Verified, Verifier};
 pub use error::Error;
 pub use id::{AgentId, KeyId, Seq, UnixMillis};

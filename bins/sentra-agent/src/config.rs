@@ -207,23 +207,9 @@ impl Config {
     }
 }
 
-/// Parses a duration with [`humantime`]: `"500ms"`, `"10s"`, `"5m"`, `"1h 30m"`, `"2d"`; a
+/// The duration syntax of every Sentra tool: `"500ms"`, `"10s"`, `"5m"`, `"1h 30m"`, `"2d"`; a
 /// bare number means seconds (as before humantime, so existing files keep working).
-///
-/// # Errors
-///
-/// A message saying what is wrong.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| format!("{s:?} is too long"));
-    }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration: {e} (use e.g. 500ms, 10s, 5m, 1h 30m)"))
-}
+pub use sentra_core::parse_duration;
 
 /// Settings from flags and the environment; `None` means "not given here".
 ///
@@ -388,22 +374,6 @@ impl Overrides {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("10 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert!(parse_duration("99999999999999999999").is_err());
-    }
 
     #[test]
     fn precedence_flags_over_file_over_defaults() {

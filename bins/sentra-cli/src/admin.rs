@@ -138,18 +138,9 @@ enum AgentCommand {
     },
 }
 
-/// Parses a duration with [`humantime`] (`90s`, `15m`, `1h 30m`, `2d`, `1w`) or plain seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| format!("{s:?} is too long"));
-    }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration: {e} (use e.g. 90s, 15m, 1h, 2d)"))
-}
+/// The duration syntax of every Sentra tool (`90s`, `15m`, `1h 30m`, `2d`, `1w`, or plain
+/// seconds).
+pub(crate) use sentra_core::parse_duration;
 
 fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
     let pw = if from_stdin {
@@ -557,23 +548,4 @@ pub(crate) fn agent(args: AgentArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
-        assert_eq!(parse_duration("1w").unwrap(), Duration::from_secs(604_800));
-        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("1 fortnight").is_err());
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
-    }
 }
