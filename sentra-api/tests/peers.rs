@@ -415,3 +415,70 @@ async fn onboarding_over_rest() {
         "the preshared key is in the database files"
     );
 }
+
+/// Without `server_public_key`, the file names the key the agent last reported for the
+/// interface (a real batch through a real `sentra-ingest` pipeline).
+#[tokio::test]
+async fn server_key_comes_from_the_agents_report() {
+    use sentra_core::{Batch, Method, Nonce, Seq, Signer, UnixMillis, Verifier, WgDevice};
+    let s = start_full(test_config(), true).await;
+    let admin = s.admin().await;
+    let a = s.enroll(&admin, "edge-report").await;
+    let base = format!("/api/v1/agents/{}/interfaces/wg0", a.agent_id);
+    let r = s
+        .send(
+            HttpMethod::PUT,
+            &format!("{base}/pool"),
+            Some(&admin),
+            Some(json!({ "prefixes": ["10.77.0.0/24"] })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let now = UnixMillis::now();
+    let mut batch = Batch::new(a.agent_id.clone(), Seq::new(1).unwrap(), now);
+    batch.wg_devices.push(WgDevice {
+        name: "wg0".into(),
+        ifindex: 3,
+        public_key: Some(sentra_core::WgPublicKey::from_bytes([42; 32])),
+        listen_port: 51820,
+        fwmark: 0,
+        peers: Vec::new(),
+    });
+    let env = Signer::new(a.agent_id.clone(), a.key_id, &a.secret).sign_batch(
+        &batch,
+        now,
+        Nonce::random(),
+    );
+    let verified = Verifier::new()
+        .verify(&env, Method::Push, now, &s.api.keyring())
+        .unwrap();
+    s.ingest
+        .as_ref()
+        .unwrap()
+        .service()
+        .push(verified)
+        .await
+        .unwrap();
+    let reported = wg_key(42);
+    // The status cache is fed by the pipeline's worker: wait for the interface to show.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let body = json!({ "endpoint": "vpn.example.com:51820" });
+    let r = loop {
+        let r = s
+            .post(&format!("{base}/peers"), Some(&admin), body.clone())
+            .await;
+        if r.status != StatusCode::CONFLICT {
+            break r;
+        }
+        assert!(r.text.contains("server_public_key"), "{}", r.text);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reported interface never reached the status cache"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let config = r.json()["client"]["config"].as_str().unwrap().to_owned();
+    assert_eq!(line(&config, "PublicKey"), Some(reported.as_str()));
+    assert_eq!(line(&config, "Address"), Some("10.77.0.2/32"));
+}
