@@ -136,6 +136,8 @@ struct Shared {
     dead_dropped: AtomicU64,
     dead_cap: usize,
     dead: Mutex<Dead>,
+    /// The router's counters as of its last step (for synchronous readers: `/metrics`).
+    router_stats: Mutex<RouterStats>,
 }
 
 impl Shared {
@@ -232,6 +234,7 @@ impl Dispatcher {
             dead_dropped: AtomicU64::new(0),
             dead_cap: config.dead_letters,
             dead: Mutex::new(Dead::default()),
+            router_stats: Mutex::new(router.stats()),
         });
         let mut queues = HashMap::new();
         let mut workers = Vec::new();
@@ -307,6 +310,17 @@ impl Dispatcher {
     /// [`Error::Closed`] after shutdown.
     pub async fn router_stats(&self) -> Result<RouterStats> {
         self.ask(Command::Stats).await
+    }
+
+    /// The router's counters as of its last step (routing, silence change or flush),
+    /// without waiting for it: for synchronous readers such as a metrics scrape.
+    #[must_use]
+    pub fn last_router_stats(&self) -> RouterStats {
+        *self
+            .shared
+            .router_stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The router's state, to persist.
@@ -507,6 +521,10 @@ async fn run_router(
             },
             () = tick => {}
         }
+        *shared
+            .router_stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = router.stats();
     }
     router
 }

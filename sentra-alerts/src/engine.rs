@@ -325,6 +325,14 @@ impl Engine {
         self.dispatcher()?.router_stats().await
     }
 
+    /// The router's counters as of its last step, without waiting (zero after shutdown).
+    #[must_use]
+    pub fn last_router_stats(&self) -> RouterStats {
+        self.dispatcher()
+            .map(|d| d.last_router_stats())
+            .unwrap_or_default()
+    }
+
     /// Adds a silence.
     ///
     /// # Errors

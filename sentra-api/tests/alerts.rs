@@ -178,11 +178,33 @@ async fn alerts_endpoints_roles_hostile_input_and_audit() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let id = r.json()["id"].as_u64().unwrap();
+    // a fractional duration is what the schema (number) allows
+    let r = s
+        .post(
+            "/api/v1/alerts/silences",
+            Some(&admin),
+            json!({"matchers": ["agent=\"gw-9\""], "duration_s": 90.5}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let short = r.json()["id"].as_u64().unwrap();
+    let r = s
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/alerts/silences/{short}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     let r = s.get("/api/v1/alerts/silences", Some(&viewer)).await;
     let list = r.json()["silences"].as_array().unwrap().clone();
-    assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!(list[0]["state"], "active");
-    assert_eq!(list[0]["created_by"], support::ADMIN);
+    assert_eq!(list.len(), 2, "{list:?}");
+    let mine = list.iter().find(|x| x["id"] == id).unwrap();
+    assert_eq!(mine["state"], "active");
+    assert_eq!(mine["created_by"], support::ADMIN);
+    let expired = list.iter().find(|x| x["id"] == short).unwrap();
+    assert_eq!(expired["state"], "expired");
     let path = format!("/api/v1/alerts/silences/{id}");
     assert_eq!(
         s.send(Method::DELETE, &path, Some(&viewer), None)
@@ -201,6 +223,13 @@ async fn alerts_endpoints_roles_hostile_input_and_audit() {
             "/api/v1/alerts/silences/99999999999999999999999",
             StatusCode::BAD_REQUEST,
         ),
+        // beyond the documented int64 range, zero, negative: 400, not 500
+        (
+            "/api/v1/alerts/silences/9223372036854775808",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/api/v1/alerts/silences/0", StatusCode::BAD_REQUEST),
+        ("/api/v1/alerts/silences/-1", StatusCode::BAD_REQUEST),
     ] {
         assert_eq!(
             s.send(Method::DELETE, p, Some(&admin), None).await.status,
@@ -234,6 +263,15 @@ async fn alerts_endpoints_roles_hostile_input_and_audit() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    // a non-ASCII name is malformed (400), never a server error
+    let r = s
+        .post(
+            "/api/v1/alerts/receivers/%C3%A9%E2%82%AC/test",
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
 
     // dead letters: none
     let r = s.get("/api/v1/alerts/dead-letters", Some(&viewer)).await;
@@ -262,5 +300,30 @@ async fn alerts_endpoints_roles_hostile_input_and_audit() {
     ] {
         assert!(actions.iter().any(|x| x == a), "{a} in {actions:?}");
     }
+    // failures are audited too, with their target and outcome (one helper does it all)
+    let entries = s.audit(&admin).await;
+    let id_text = id.to_string();
+    assert!(
+        entries.iter().any(|e| e["action"] == "alerts.receiver.test"
+            && e["target"] == "nope"
+            && e["outcome"] == "failed"),
+        "{entries:?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "alerts.dead_letter.resend"
+                && e["target"] == "7"
+                && e["outcome"] == "failed"),
+        "{entries:?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "alerts.silence.create"
+                && e["target"] == id_text.as_str()
+                && e["outcome"] == "success"),
+        "{entries:?}"
+    );
     engine.shutdown().await.unwrap();
 }

@@ -252,6 +252,8 @@ pub(crate) fn start(
     })?;
     let engine = Arc::new(engine);
     api.attach_alerts(Arc::clone(&engine));
+    let collector = AlertsCollector(Arc::clone(&engine));
+    api.register_metrics(|r| r.register_collector(Box::new(collector)));
     info!(
         rules,
         routes,
@@ -260,6 +262,129 @@ pub(crate) fn start(
         "alert engine started"
     );
     Ok(Some(engine))
+}
+
+/// The engine's counters on `/metrics` (read at scrape time from the engine's atomics).
+#[derive(Debug)]
+struct AlertsCollector(Arc<Engine>);
+
+impl prometheus_client::collector::Collector for AlertsCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use prometheus_client::{
+            encoding::EncodeMetric as _,
+            metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+        };
+        let e = self.0.stats();
+        let d = self.0.dispatch_stats();
+        let r = self.0.last_router_stats();
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let counters: [(&str, &str, u64); 12] = [
+            (
+                "sentra_alerts_batches",
+                "Stored batches the alert engine evaluated.",
+                e.batches,
+            ),
+            (
+                "sentra_alerts_batches_lagged",
+                "Stored batches the alert engine missed (it fell behind the feed).",
+                e.lagged,
+            ),
+            ("sentra_alerts_ticks", "Alert evaluation ticks.", e.ticks),
+            (
+                "sentra_alerts_transitions",
+                "Alert transitions (pending, firing, resolved).",
+                e.transitions,
+            ),
+            ("sentra_alerts_state_saves", "Alert state saves.", e.saves),
+            (
+                "sentra_alerts_state_save_errors",
+                "Alert state saves that failed.",
+                e.save_errors,
+            ),
+            (
+                "sentra_alerts_notifications",
+                "Notifications the router produced.",
+                r.notifications,
+            ),
+            (
+                "sentra_alerts_unrouted",
+                "Firing alerts no route took.",
+                r.unrouted,
+            ),
+            (
+                "sentra_alerts_notifications_delivered",
+                "Notifications receivers accepted.",
+                d.delivered,
+            ),
+            (
+                "sentra_alerts_notifications_failed",
+                "Notifications given up after every retry (dead letters).",
+                d.failed,
+            ),
+            (
+                "sentra_alerts_notifications_dropped",
+                "Notifications dropped because their receiver's queue was full.",
+                d.notifications_dropped,
+            ),
+            (
+                "sentra_alerts_transitions_dropped",
+                "Transition batches dropped because the router's queue was full.",
+                d.transitions_dropped,
+            ),
+        ];
+        for (name, help, v) in counters {
+            ConstCounter::new(v).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        let gauges: [(&str, &str, i64); 6] = [
+            (
+                "sentra_alerts_firing",
+                "Alerts firing after the last evaluation tick.",
+                i64::try_from(e.firing).unwrap_or(i64::MAX),
+            ),
+            (
+                "sentra_alerts_pending",
+                "Alerts pending (condition true, `for` not yet over) after the last tick.",
+                i64::try_from(e.pending).unwrap_or(i64::MAX),
+            ),
+            (
+                "sentra_alerts_rules",
+                "Alert rules evaluated.",
+                gauge(self.0.rules().len()),
+            ),
+            (
+                "sentra_alerts_silences",
+                "Silences kept (pending, active or expired not yet purged).",
+                gauge(r.silences),
+            ),
+            (
+                "sentra_alerts_groups",
+                "Notification groups the router tracks.",
+                gauge(r.groups),
+            ),
+            (
+                "sentra_alerts_dead_letters",
+                "Undelivered notifications kept for re-sending.",
+                gauge(d.dead_letters),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            ConstGauge::new(v).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Stops the engine and saves its state (bounded: 15 s).

@@ -8,8 +8,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
     Json,
-    extract::{Path, State},
-    http::StatusCode,
+    extract::{FromRequestParts, Path},
+    http::{StatusCode, request::Parts},
 };
 use sentra_alerts::{Matcher, Silence, SilenceId, engine::Engine, route::SilenceState};
 use sentra_core::UnixMillis;
@@ -77,6 +77,86 @@ fn engine(st: &AppState) -> Res<Arc<Engine>> {
         .ok_or_else(|| Error::Unavailable("alerting is not enabled on this server").into())
 }
 
+/// A read of the engine: any authenticated user (401 first), then the engine (503 without).
+pub(crate) struct Reader(Arc<Engine>);
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = super::ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Res<Self> {
+        Viewer::from_request_parts(parts, st).await?;
+        Ok(Self(engine(st)?))
+    }
+}
+
+/// A write to the engine: an admin (401, 403 first), then the engine (503 without); every
+/// write goes through [`Writer::audited`].
+pub(crate) struct Writer {
+    engine: Arc<Engine>,
+    admin: Admin,
+    st: AppState,
+}
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = super::ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Res<Self> {
+        let admin = Admin::from_request_parts(parts, st).await?;
+        Ok(Self {
+            engine: engine(st)?,
+            admin,
+            st: st.clone(),
+        })
+    }
+}
+
+impl Writer {
+    /// Runs `op` on the engine and records `action` on `target` (given what `op` returned
+    /// on success) in the audit log with its outcome (`success` and `detail`, or `failed`
+    /// and the error), whatever the outcome.
+    async fn audited<T, F>(
+        &self,
+        action: &str,
+        target: impl FnOnce(Option<&T>) -> String,
+        detail: &str,
+        op: impl FnOnce(Arc<Engine>) -> F,
+    ) -> Result<T, sentra_alerts::Error>
+    where
+        F: std::future::Future<Output = Result<T, sentra_alerts::Error>>,
+    {
+        let result = op(Arc::clone(&self.engine)).await;
+        let (outcome, detail, target) = match &result {
+            Ok(v) => ("success", detail.to_owned(), target(Some(v))),
+            Err(e) => ("failed", e.to_string(), target(None)),
+        };
+        if let Err(e) = self
+            .st
+            .store
+            .record_audit(&self.admin.actor(), action, &target, outcome, &detail)
+            .await
+        {
+            tracing::error!(error = %e, "cannot write audit entry");
+        }
+        result
+    }
+}
+
+/// Parses a numeric path id (`what`: "silence", "dead letter"): 1 to 2^63-1, as the
+/// OpenAPI document states, else a 400 saying so.
+fn path_id(raw: &str, what: &str) -> Res<u64> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|&n| n >= 1)
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| {
+            Error::invalid(
+                "id",
+                format!("a {what} id is a whole number from 1 to 9223372036854775807"),
+            )
+            .into()
+        })
+}
+
 fn alerts_error(e: &sentra_alerts::Error) -> super::ApiError {
     match e {
         sentra_alerts::Error::NotFound(what) => Error::NotFound {
@@ -136,8 +216,7 @@ pub(crate) struct AlertList {
         (status = 503, description = "Alerting is not enabled", body = ErrorBody),
     )
 )]
-pub(crate) async fn list_alerts(State(st): State<AppState>, _u: Viewer) -> Res<Json<AlertList>> {
-    let e = engine(&st)?;
+pub(crate) async fn list_alerts(Reader(e): Reader) -> Res<Json<AlertList>> {
     let alerts = e
         .alerts()
         .into_iter()
@@ -197,8 +276,7 @@ pub(crate) struct RuleList {
         (status = 503, description = "Alerting is not enabled", body = ErrorBody),
     )
 )]
-pub(crate) async fn list_rules(State(st): State<AppState>, _u: Viewer) -> Res<Json<RuleList>> {
-    let e = engine(&st)?;
+pub(crate) async fn list_rules(Reader(e): Reader) -> Res<Json<RuleList>> {
     let rules = e
         .rules()
         .iter()
@@ -252,11 +330,7 @@ pub(crate) struct SilenceList {
         (status = 503, description = "Alerting is not enabled", body = ErrorBody),
     )
 )]
-pub(crate) async fn list_silences(
-    State(st): State<AppState>,
-    _u: Viewer,
-) -> Res<Json<SilenceList>> {
-    let e = engine(&st)?;
+pub(crate) async fn list_silences(Reader(e): Reader) -> Res<Json<SilenceList>> {
     let now = UnixMillis::now();
     let silences = e
         .silences()
@@ -288,9 +362,9 @@ pub(crate) struct NewSilence {
     /// 1–32 matchers such as `agent="gw-1"`, `alertname=~"Wg.*"`.
     #[schema(min_items = 1, max_items = 32, example = json!(["agent=\"gw-1\""]))]
     matchers: Vec<String>,
-    /// How long, in seconds (1 s to 366 days), from now.
+    /// How long, in seconds (1 s to 366 days; fractions allowed), from now.
     #[schema(minimum = 1, maximum = 31_622_400)]
-    duration_s: u64,
+    duration_s: f64,
     /// Why (at most 1024 bytes).
     #[serde(default)]
     #[schema(max_length = 1024)]
@@ -321,21 +395,22 @@ pub(crate) struct SilenceCreated {
     )
 )]
 pub(crate) async fn create_silence(
-    State(st): State<AppState>,
-    admin: Admin,
+    w: Writer,
     JsonBody(req): JsonBody<NewSilence>,
 ) -> Res<(StatusCode, Json<SilenceCreated>)> {
-    let e = engine(&st)?;
     if req.matchers.is_empty() || req.matchers.len() > MAX_MATCHERS {
         return Err(Error::invalid("matchers", "between 1 and 32 matchers").into());
     }
     if req.comment.len() > MAX_COMMENT {
         return Err(Error::invalid("comment", "at most 1024 bytes").into());
     }
-    let duration = Duration::from_secs(req.duration_s);
-    if req.duration_s == 0 || duration > MAX_SILENCE {
+    if !(req.duration_s.is_finite()
+        && req.duration_s >= 1.0
+        && req.duration_s <= MAX_SILENCE.as_secs_f64())
+    {
         return Err(Error::invalid("duration_s", "between 1 s and 366 days").into());
     }
+    let duration = Duration::from_secs_f64(req.duration_s);
     let mut matchers = Vec::with_capacity(req.matchers.len());
     for (i, m) in req.matchers.iter().enumerate() {
         matchers.push(
@@ -344,7 +419,7 @@ pub(crate) async fn create_silence(
         );
     }
     let mut silence = Silence::new(matchers, UnixMillis::now(), duration);
-    silence.created_by.clone_from(&admin.username);
+    silence.created_by.clone_from(&w.admin.username);
     silence.comment = req.comment;
     let detail = silence
         .matchers
@@ -352,29 +427,19 @@ pub(crate) async fn create_silence(
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let id = e.add_silence(silence).await.map_err(|err| match err {
-        sentra_alerts::Error::Config(m) => Error::invalid("matchers", m).into(),
-        other => alerts_error(&other),
-    })?;
-    audit(
-        &st,
-        &admin,
-        "alerts.silence.create",
-        &id.to_string(),
-        &detail,
-    )
-    .await;
-    Ok((StatusCode::CREATED, Json(SilenceCreated { id: id.0 })))
-}
-
-async fn audit(st: &AppState, admin: &Admin, action: &str, target: &str, detail: &str) {
-    if let Err(e) = st
-        .store
-        .record_audit(&admin.actor(), action, target, "success", detail)
+    let id = w
+        .audited(
+            "alerts.silence.create",
+            |id: Option<&SilenceId>| id.map_or_else(|| "new".to_owned(), ToString::to_string),
+            &detail,
+            |e| async move { e.add_silence(silence).await },
+        )
         .await
-    {
-        tracing::error!(error = %e, "cannot write audit entry");
-    }
+        .map_err(|err| match err {
+            sentra_alerts::Error::Config(m) => Error::invalid("matchers", m).into(),
+            other => alerts_error(&other),
+        })?;
+    Ok((StatusCode::CREATED, Json(SilenceCreated { id: id.0 })))
 }
 
 #[utoipa::path(
@@ -383,7 +448,7 @@ async fn audit(st: &AppState, admin: &Admin, action: &str, target: &str, detail:
     tag = "alerts",
     security(("bearer" = [])),
     description = "Expire a silence now (admin).",
-    params(("id" = u64, Path, description = "Silence id")),
+    params(("id" = i64, Path, description = "Silence id", minimum = 1)),
     responses(
         (status = 204, description = "Expired"),
         (status = 400, description = "Malformed id", body = ErrorBody),
@@ -394,19 +459,16 @@ async fn audit(st: &AppState, admin: &Admin, action: &str, target: &str, detail:
         (status = 503, description = "Alerting is not enabled", body = ErrorBody),
     )
 )]
-pub(crate) async fn expire_silence(
-    State(st): State<AppState>,
-    admin: Admin,
-    Path(id): Path<String>,
-) -> Res<StatusCode> {
-    let e = engine(&st)?;
-    let id: u64 = id
-        .parse()
-        .map_err(|_| Error::invalid("id", "a silence id is a number"))?;
-    e.expire_silence(SilenceId(id))
-        .await
-        .map_err(|err| alerts_error(&err))?;
-    audit(&st, &admin, "alerts.silence.expire", &id.to_string(), "").await;
+pub(crate) async fn expire_silence(w: Writer, Path(id): Path<String>) -> Res<StatusCode> {
+    let id = path_id(&id, "silence")?;
+    w.audited(
+        "alerts.silence.expire",
+        |_| id.to_string(),
+        "",
+        |e| async move { e.expire_silence(SilenceId(id)).await },
+    )
+    .await
+    .map_err(|err| alerts_error(&err))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -456,12 +518,7 @@ fn delivery_error(err: sentra_alerts::Error) -> super::ApiError {
         (status = 503, description = "Alerting is not enabled", body = ErrorBody),
     )
 )]
-pub(crate) async fn test_receiver(
-    State(st): State<AppState>,
-    admin: Admin,
-    Path(name): Path<String>,
-) -> Res<Json<DeliveryInfo>> {
-    let e = engine(&st)?;
+pub(crate) async fn test_receiver(w: Writer, Path(name): Path<String>) -> Res<Json<DeliveryInfo>> {
     if name.is_empty()
         || name.len() > 64
         || !name
@@ -470,13 +527,15 @@ pub(crate) async fn test_receiver(
     {
         return Err(Error::invalid("name", "1-64 of A-Z a-z 0-9 _ . -").into());
     }
-    let result = e.test(&name).await;
-    let outcome = if result.is_ok() {
-        "delivered"
-    } else {
-        "failed"
-    };
-    audit(&st, &admin, "alerts.receiver.test", &name, outcome).await;
+    let target = name.clone();
+    let result = w
+        .audited(
+            "alerts.receiver.test",
+            |_| target,
+            "delivered",
+            |e| async move { e.test(&name).await },
+        )
+        .await;
     Ok(Json(result.map_err(delivery_error)?.into()))
 }
 
@@ -517,11 +576,7 @@ pub(crate) struct DeadLetterList {
         (status = 503, description = "Alerting is not enabled", body = ErrorBody),
     )
 )]
-pub(crate) async fn list_dead_letters(
-    State(st): State<AppState>,
-    _u: Viewer,
-) -> Res<Json<DeadLetterList>> {
-    let e = engine(&st)?;
+pub(crate) async fn list_dead_letters(Reader(e): Reader) -> Res<Json<DeadLetterList>> {
     let dead_letters = e
         .dead_letters()
         .into_iter()
@@ -548,7 +603,7 @@ pub(crate) async fn list_dead_letters(
     tag = "alerts",
     security(("bearer" = [])),
     description = "Send a dead letter again (admin); on success it leaves the list.",
-    params(("id" = u64, Path, description = "Dead letter id")),
+    params(("id" = i64, Path, description = "Dead letter id", minimum = 1)),
     responses(
         (status = 200, description = "The receiver's answer", body = DeliveryInfo),
         (status = 400, description = "Malformed id", body = ErrorBody),
@@ -560,27 +615,17 @@ pub(crate) async fn list_dead_letters(
     )
 )]
 pub(crate) async fn resend_dead_letter(
-    State(st): State<AppState>,
-    admin: Admin,
+    w: Writer,
     Path(id): Path<String>,
 ) -> Res<Json<DeliveryInfo>> {
-    let e = engine(&st)?;
-    let id: u64 = id
-        .parse()
-        .map_err(|_| Error::invalid("id", "a dead letter id is a number"))?;
-    let result = e.resend(id).await;
-    let outcome = if result.is_ok() {
-        "delivered"
-    } else {
-        "failed"
-    };
-    audit(
-        &st,
-        &admin,
-        "alerts.dead_letter.resend",
-        &id.to_string(),
-        outcome,
-    )
-    .await;
+    let id = path_id(&id, "dead letter")?;
+    let result = w
+        .audited(
+            "alerts.dead_letter.resend",
+            |_| id.to_string(),
+            "delivered",
+            |e| async move { e.resend(id).await },
+        )
+        .await;
     Ok(Json(result.map_err(delivery_error)?.into()))
 }
