@@ -5,6 +5,7 @@ mod abi;
 mod error;
 mod grants;
 mod host;
+pub mod layout;
 pub mod manifest;
 mod plugin;
 pub mod signature;

@@ -4,7 +4,8 @@
 //! # The plugin directory
 //!
 //! `plugins_dir` (TOML key, `SENTRA_AGENT_PLUGINS_DIR`, `--plugins-dir`) holds one
-//! subdirectory per installed plugin, named after it (what `sentra plugin install` makes):
+//! subdirectory per installed plugin, named after it (what `sentra plugin install` makes;
+//! the layout is [`sentra_plugin::layout`], shared with the CLI):
 //!
 //! ```text
 //! <plugins_dir>/<name>/manifest.toml   # sentra-plugin manifest, `name = "<name>"`
@@ -28,18 +29,15 @@
 //! [`CollectorHealth::quarantined`](crate::health::CollectorHealth::quarantined) with the
 //! reason (also the `sentra_agent_collector_quarantined` gauge).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sentra_plugin::{Host, Manifest, Plugin};
+use sentra_plugin::{Host, Plugin, layout};
 
 use crate::collector::{CollectContext, CollectError, Collection, Collector, Schedule};
 
-/// The manifest's file name inside a plugin's directory.
-pub const MANIFEST_FILE: &str = "manifest.toml";
-/// The optional signature's file name inside a plugin's directory.
-pub const SIGNATURE_FILE: &str = "module.sig";
+pub use sentra_plugin::layout::{MANIFEST_FILE, SIGNATURE_FILE};
 /// Prefix of a plugin collector's name (`plugin:<name>`), so a plugin can never take the
 /// name of a built-in collector.
 pub const NAME_PREFIX: &str = "plugin:";
@@ -125,95 +123,16 @@ pub struct Refused {
 ///
 /// Only if `dir` exists but cannot be listed.
 pub fn load_dir(host: &Host, dir: &Path) -> std::io::Result<(Vec<PluginCollector>, Vec<Refused>)> {
-    let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    entries.sort();
     let mut loaded = Vec::new();
     let mut refused = Vec::new();
-    for d in entries {
-        match load_one(host, &d) {
+    for d in layout::installed_dirs(dir)? {
+        match layout::read_installed(&d).and_then(|m| host.load_file(m)) {
             Ok(p) => loaded.push(PluginCollector::new(p)),
-            Err(reason) => refused.push(Refused { dir: d, reason }),
+            Err(e) => refused.push(Refused {
+                dir: d,
+                reason: e.to_string(),
+            }),
         }
     }
     Ok((loaded, refused))
-}
-
-/// Reads and checks the manifest of the plugin installed in `dir`: `name` matches the
-/// directory, `module` is a plain relative path inside it.
-///
-/// # Errors
-///
-/// The reason, for operators.
-pub fn read_manifest(dir: &Path) -> Result<Manifest, String> {
-    let path = dir.join(MANIFEST_FILE);
-    let raw = Manifest::from_file(&path).map_err(|e| e.to_string())?;
-    let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    if raw.name != dir_name {
-        return Err(format!(
-            "{}: name {:?} does not match its directory {dir_name:?}",
-            path.display(),
-            raw.name
-        ));
-    }
-    // `from_file` joined a relative module onto `dir`; refuse anything that leaves it.
-    let rel = raw.module.strip_prefix(dir).map_err(|_| {
-        format!(
-            "{}: module {:?} must be a file inside the plugin's directory",
-            path.display(),
-            raw.module
-        )
-    })?;
-    if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(format!(
-            "{}: module {:?} must be a file inside the plugin's directory",
-            path.display(),
-            rel
-        ));
-    }
-    Ok(raw)
-}
-
-fn load_one(host: &Host, dir: &Path) -> Result<Plugin, String> {
-    let manifest = read_manifest(dir)?;
-    host.load_file(manifest).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn manifest_module_must_stay_inside_the_plugin_directory() {
-        let root = tempfile::tempdir().expect("tmp");
-        let dir = root.path().join("p");
-        std::fs::create_dir(&dir).expect("mkdir");
-        let write = |module: &str| {
-            std::fs::write(
-                dir.join(MANIFEST_FILE),
-                format!("name = \"p\"\nversion = \"1\"\nschedule = \"5s\"\nmodule = {module:?}\n"),
-            )
-            .expect("write");
-        };
-        write("p.wasm");
-        assert!(read_manifest(&dir).is_ok());
-        for bad in ["../q.wasm", "/etc/passwd", "a/../../q.wasm"] {
-            write(bad);
-            let e = read_manifest(&dir).expect_err(bad);
-            assert!(e.contains("inside the plugin's directory"), "{bad}: {e}");
-        }
-        std::fs::write(
-            dir.join(MANIFEST_FILE),
-            "name = \"other\"\nversion = \"1\"\nschedule = \"5s\"\n",
-        )
-        .expect("write");
-        let e = read_manifest(&dir).expect_err("name");
-        assert!(e.contains("does not match its directory"), "{e}");
-    }
 }

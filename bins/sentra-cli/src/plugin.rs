@@ -12,16 +12,13 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use sentra_core::Value;
+use sentra_plugin::layout::{MANIFEST_FILE, SIGNATURE_FILE};
 use sentra_plugin::{Collection, Host, HostConfig, Manifest, Plugin};
 use serde_json::json;
 
 use crate::safe::{display_safe, json_pretty};
 use crate::table::Table;
 
-/// Manifest file name inside a plugin's directory (as `sentra_agent::plugin::MANIFEST_FILE`).
-const MANIFEST_FILE: &str = "manifest.toml";
-/// Signature file name inside a plugin's directory (as `sentra_agent::plugin::SIGNATURE_FILE`).
-const SIGNATURE_FILE: &str = "module.sig";
 /// Default plugin directory of a packaged agent.
 const DEFAULT_DIR: &str = "/var/lib/sentra-agent/plugins";
 
@@ -352,44 +349,14 @@ fn install(a: &Install) -> anyhow::Result<()> {
     ))
 }
 
-/// An installed plugin's manifest, checked like the agent does; `Err` is the reason it
+/// An installed plugin's manifest, checked as the agent checks it; `Err` is the reason it
 /// would be refused.
 fn installed(dir: &Path) -> Result<Manifest, String> {
-    let m = Manifest::from_file(&dir.join(MANIFEST_FILE)).map_err(|e| e.to_string())?;
-    let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    if m.name != dir_name {
-        return Err(format!(
-            "name {:?} does not match its directory {dir_name:?}",
-            m.name
-        ));
-    }
-    match m.module.strip_prefix(dir) {
-        Ok(rel) if rel.components().all(|c| matches!(c, Component::Normal(_))) => Ok(m),
-        _ => Err(format!(
-            "module {:?} is not a file inside the plugin's directory",
-            m.module
-        )),
-    }
+    sentra_plugin::layout::read_installed(dir).map_err(|e| e.to_string())
 }
 
 fn installed_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
-    let mut out: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_dir()
-                && !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
+    sentra_plugin::layout::installed_dirs(dir).with_context(|| format!("listing {}", dir.display()))
 }
 
 fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
