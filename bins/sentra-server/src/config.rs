@@ -99,6 +99,21 @@ pub(crate) struct Cli {
     pub(crate) control_database_url_file: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) alerts: crate::alerts::AlertsArgs,
+    /// What this process does: all (gRPC ingest, storage, REST API in one process; the
+    /// default) or worker (a storage worker: pulls batches from NATS JetStream into the
+    /// PostgreSQL database; needs [bus] nats_urls and --storage-backend postgres).
+    #[arg(long, env = "SENTRA_ROLE", value_enum)]
+    pub(crate) role: Option<Role>,
+}
+
+/// What a `sentra-server` process does (issue 12: scale-out on NATS JetStream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Role {
+    /// Everything in one process (gRPC ingest, storage, REST API): the default.
+    All,
+    /// A storage worker: a durable JetStream consumer feeding the PostgreSQL store.
+    Worker,
 }
 
 /// Where the server stores metrics and the control plane.
@@ -153,6 +168,20 @@ struct FileConfig {
     grpc: Option<GrpcSection>,
     storage: Option<StorageSection>,
     alerts: Option<crate::alerts::AlertsSection>,
+    role: Option<Role>,
+    bus: Option<BusSection>,
+}
+
+/// `[bus]` in the TOML file: the NATS JetStream bus between ingest servers and workers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusSection {
+    /// NATS server URLs (the client picks one and fails over to the others).
+    nats_urls: Option<Vec<String>>,
+    /// A NATS credentials file (`.creds`); never logged.
+    credentials_file: Option<PathBuf>,
+    /// Redelivery of a message no worker acked within this long ("30s").
+    ack_wait: Option<String>,
 }
 
 /// `[storage]` in the TOML file.
@@ -221,6 +250,40 @@ pub(crate) struct Config {
     pub(crate) control_database_url: Option<sentra_api::SecretString>,
     /// The built-in alert engine (`[alerts]`).
     pub(crate) alerts: crate::alerts::AlertsConfig,
+    /// What this process does (`--role`).
+    pub(crate) role: Role,
+    /// The JetStream bus (`[bus]`), `None` without `nats_urls`.
+    pub(crate) bus: Option<sentra_ingest::bus::jetstream::BusConfig>,
+}
+
+/// `[bus]` as the bus client's configuration (`None` without URLs).
+fn bus_config(bus: BusSection) -> anyhow::Result<Option<sentra_ingest::bus::jetstream::BusConfig>> {
+    let urls = bus.nats_urls.unwrap_or_default();
+    if urls.is_empty() {
+        if bus.credentials_file.is_some() {
+            bail!("[bus] credentials_file is set but nats_urls is empty");
+        }
+        return Ok(None);
+    }
+    for (i, u) in urls.iter().enumerate() {
+        // Never echo the URL: it may carry user:password.
+        if u.trim().is_empty() || u.contains(',') {
+            bail!(
+                "[bus] nats_urls entry {} is empty or holds a comma (one URL per entry)",
+                i + 1
+            );
+        }
+    }
+    let mut cfg = sentra_ingest::bus::jetstream::BusConfig::new(urls.join(","));
+    cfg.credentials_file = bus.credentials_file;
+    if let Some(text) = bus.ack_wait {
+        cfg.ack_wait =
+            humantime::parse_duration(&text).with_context(|| format!("[bus] ack_wait {text:?}"))?;
+        if cfg.ack_wait < Duration::from_secs(1) {
+            bail!("[bus] ack_wait must be at least 1s");
+        }
+    }
+    Ok(Some(cfg))
 }
 
 /// Largest config file accepted; anything bigger is a mistake, not a config.
@@ -306,6 +369,20 @@ impl Config {
         .map(|(url, _)| url)
         .or_else(|| database_url.clone());
         let alerts = crate::alerts::AlertsConfig::resolve(&cli.alerts, file.alerts)?;
+        let role = cli.role.or(file.role).unwrap_or(Role::All);
+        let bus = bus_config(file.bus.unwrap_or_default())?;
+        if role == Role::Worker {
+            if bus.is_none() {
+                bail!("--role worker needs the NATS bus: [bus] nats_urls in the config file");
+            }
+            if database_url.is_none() {
+                bail!(
+                    "--role worker stores into PostgreSQL: add --storage-backend postgres and \
+                     a database URL (--database-url-file, SENTRA_DATABASE_URL or [storage] \
+                     database_url_file)"
+                );
+            }
+        }
         let config = Self {
             data_dir: cli
                 .data_dir
@@ -336,6 +413,8 @@ impl Config {
             database_url,
             control_database_url,
             alerts,
+            role,
+            bus,
         };
         config.check()?;
         Ok(config)
@@ -482,6 +561,69 @@ mod tests {
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("sentra-server").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn worker_role_needs_the_bus_and_postgres_and_hides_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("db-url");
+        std::fs::write(&url, "postgres://u:s3cret@127.0.0.1:5432/db\n").unwrap();
+        let write = |text: &str| {
+            let path = dir.path().join("s.toml");
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(c.role, Role::All);
+        assert!(c.bus.is_none());
+        let err = format!(
+            "{:#}",
+            Config::load(&cli(&["--role", "worker"])).unwrap_err()
+        );
+        assert!(err.contains("[bus] nats_urls"), "{err}");
+        let bus =
+            "[bus]\nnats_urls = [\"nats://n:pw-9@10.0.0.1:4222\", \"nats://10.0.0.2:4222\"]\n";
+        let path = write(bus);
+        let err = format!(
+            "{:#}",
+            Config::load(&cli(&["--role", "worker", "--config", &path])).unwrap_err()
+        );
+        assert!(err.contains("PostgreSQL"), "{err}");
+        let path = write(&format!(
+            "role = \"worker\"\n[storage]\nbackend = \"postgres\"\ndatabase_url_file = \"{}\"\n{bus}ack_wait = \"5s\"\n",
+            url.display()
+        ));
+        let c = Config::load(&cli(&["--config", &path])).unwrap();
+        assert_eq!(c.role, Role::Worker);
+        let b = c.bus.as_ref().unwrap();
+        assert_eq!(b.url, "nats://n:pw-9@10.0.0.1:4222,nats://10.0.0.2:4222");
+        assert_eq!(b.ack_wait, Duration::from_secs(5));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("pw-9") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        for (text, want) in [
+            ("[bus]\nnats_urls = [\"\"]\n", "entry 1 is empty"),
+            (
+                "[bus]\nnats_urls = [\"nats://a:1,nats://b:2\"]\n",
+                "one URL per entry",
+            ),
+            (
+                "[bus]\ncredentials_file = \"/x.creds\"\n",
+                "nats_urls is empty",
+            ),
+            (
+                "[bus]\nnats_urls = [\"nats://a:1\"]\nack_wait = \"10ms\"\n",
+                "at least 1s",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                Config::load(&cli(&["--config", &write(text)])).unwrap_err()
+            );
+            assert!(err.contains(want), "{text:?} -> {err}");
+        }
     }
 
     #[test]

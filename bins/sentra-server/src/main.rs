@@ -19,7 +19,7 @@ mod datadir_lock;
 mod local_agent;
 mod status_line;
 
-use config::{Cli, Config, LogFormat};
+use config::{Cli, Config, LogFormat, Role};
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -87,6 +87,9 @@ async fn wait(mut rx: watch::Receiver<bool>) {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    if config.role == Role::Worker {
+        return run_worker(config).await;
+    }
     sentra_transport::tls::install_crypto_provider();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
@@ -329,11 +332,104 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--role worker`: a storage worker. Pulls verified batches from the JetStream bus and
+/// applies them to the PostgreSQL metric store (acked after the commit; see
+/// `sentra_ingest::bus::jetstream`). It needs no data directory. The store and the bus are
+/// opened with backoff until they answer: PostgreSQL or NATS may still be starting, and a
+/// second worker on the same database waits here as a hot standby until the writer lock
+/// is free (the active worker died); its unacked messages are then redelivered.
+async fn run_worker(config: Config) -> anyhow::Result<()> {
+    use sentra_ingest::bus::jetstream::BusWorker;
+    let (Some(bus), Some(url)) = (config.bus.clone(), config.database_url.clone()) else {
+        anyhow::bail!("--role worker needs [bus] nats_urls and a PostgreSQL database URL");
+    };
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let mut backoff = Duration::from_millis(200);
+    let opened = loop {
+        let attempt = async {
+            let mut ingest_config = sentra_ingest::Config::default();
+            ingest_config.retention = config.retention;
+            // The error names host, port, database and user, never the URL.
+            let ingest = sentra_ingest::Ingest::open_with(
+                sentra_ingest::Backend::postgres(url.expose_secret()),
+                ingest_config,
+            )
+            .await
+            .context("opening the PostgreSQL metric store")?;
+            match BusWorker::connect(bus.clone(), &ingest).await {
+                Ok(w) => Ok((ingest, w)),
+                Err(e) => {
+                    let _ = ingest.shutdown().await;
+                    Err(anyhow::Error::new(e).context("connecting to the NATS JetStream bus"))
+                }
+            }
+        };
+        match attempt.await {
+            Ok(o) => break o,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), retry_in = ?backoff, "storage worker not started yet");
+                tokio::select! {
+                    () = &mut stop => {
+                        info!("shutdown requested");
+                        return Ok(());
+                    }
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let (ingest, worker) = opened;
+    info!("sentra-server storage worker ready (NATS JetStream -> PostgreSQL)");
+    eprintln!(
+        "sentra-server {} — storage worker: NATS JetStream -> PostgreSQL\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut task = {
+        let w = worker.clone();
+        tokio::spawn(async move { w.run(wait(stop_rx)).await })
+    };
+    let died: Option<anyhow::Error> = tokio::select! {
+        () = &mut stop => {
+            info!("shutdown requested");
+            None
+        }
+        e = task_end(WORKER, &mut task) => Some(e),
+        e = watch_ingest(ingest.watch_health()) => Some(e),
+    };
+    let _ = stop_tx.send(true);
+    if died.is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    let c = worker.counts();
+    info!(
+        accepted = c.accepted,
+        duplicates = c.duplicates,
+        rejected = c.rejected,
+        redelivered = c.redelivered,
+        failed = c.failed,
+        dead_lettered = c.dead_lettered,
+        "storage worker stopping"
+    );
+    let flushed = tokio::time::timeout(Duration::from_secs(30), ingest.shutdown()).await;
+    if let Some(e) = died {
+        return Err(e.context(format!("{WORKER} ended unexpectedly")));
+    }
+    flushed
+        .map_err(|_| anyhow!("flushing the metrics store did not finish within 30 s"))?
+        .context("flushing the metrics store")?;
+    info!("stopped");
+    Ok(())
+}
+
 /// Component names, as they appear in logs, `/readyz` and `sentra_component_ready`.
 const GRPC: &str = "gRPC server";
 const REST: &str = "REST API";
 const LOCAL_AGENT: &str = "local agent";
 const INGEST: &str = "ingest";
+const WORKER: &str = "storage worker";
 
 /// Resolves when a supervised task ends, with why; a task's end is always an error here.
 async fn task_end<E>(what: &str, task: &mut JoinHandle<Result<(), E>>) -> anyhow::Error

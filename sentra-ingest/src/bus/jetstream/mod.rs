@@ -102,6 +102,9 @@ pub const HEADER_DEAD_REASON: &str = "Sentra-Dead-Reason";
 pub struct BusConfig {
     /// NATS server URL(s), comma separated.
     pub url: String,
+    /// A NATS credentials file (`.creds`: user JWT and NKey seed), if the server wants one.
+    /// Its content is never logged.
+    pub credentials_file: Option<std::path::PathBuf>,
     /// The stream's name (`SENTRA_BATCHES`).
     pub stream: String,
     /// Subjects are `<subject_prefix>.<agent>` (`sentra.batch`).
@@ -135,6 +138,7 @@ impl BusConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            credentials_file: None,
             stream: "SENTRA_BATCHES".to_owned(),
             subject_prefix: "sentra.batch".to_owned(),
             dead_letter_prefix: "sentra.dead".to_owned(),
@@ -159,6 +163,7 @@ impl fmt::Debug for BusConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BusConfig")
             .field("url", &"..")
+            .field("credentials_file", &self.credentials_file)
             .field("stream", &self.stream)
             .field("subject_prefix", &self.subject_prefix)
             .field("dead_letter_prefix", &self.dead_letter_prefix)
@@ -184,7 +189,17 @@ async fn connect(
     cfg: &BusConfig,
     role: &'static str,
 ) -> Result<(async_nats::Client, jetstream::Context)> {
-    let client = async_nats::ConnectOptions::new()
+    let options = match &cfg.credentials_file {
+        None => async_nats::ConnectOptions::new(),
+        // The error says which file, never what is in it.
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| Error::Bus {
+                context: "reading the NATS credentials file",
+                source: format!("{}: {e}", path.display()).into(),
+            })?,
+    };
+    let client = options
         .name(format!("sentra-{role}"))
         .connection_timeout(cfg.timeout)
         .event_callback(move |event| async move {
@@ -198,7 +213,8 @@ async fn connect(
                 other => tracing::warn!(role, event = %other, "NATS connection event"),
             }
         })
-        .connect(cfg.url.as_str())
+        // Several servers: the client picks one and fails over to the others.
+        .connect(cfg.url.split(',').map(str::trim).collect::<Vec<_>>())
         .await
         .map_err(bus("connecting to NATS"))?;
     let mut js = jetstream::new(client.clone());
