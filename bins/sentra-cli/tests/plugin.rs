@@ -16,14 +16,6 @@ fn sentra() -> Command {
     c
 }
 
-fn run(args: &[&str], extra: &[&Path]) -> Output {
-    sentra()
-        .args(args)
-        .args(extra)
-        .output()
-        .expect("run sentra")
-}
-
 fn ok(o: &Output) -> String {
     assert!(
         o.status.success(),
@@ -48,18 +40,84 @@ fn wat(name: &str) -> Vec<u8> {
     wat::parse_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// A source directory with `<name>.wasm` and `plugin.toml`.
-fn source(root: &Path, name: &str, module: &[u8], extra: &str) -> PathBuf {
-    let d = root.join(format!("src-{name}"));
-    std::fs::create_dir_all(&d).expect("mkdir");
-    std::fs::write(d.join(format!("{name}.wasm")), module).expect("module");
-    let m = d.join("plugin.toml");
-    std::fs::write(
-        &m,
-        format!("name = \"{name}\"\nversion = \"1.2.3\"\nschedule = \"10s\"\n{extra}"),
-    )
-    .expect("manifest");
-    m
+/// One test's world: a temporary directory, the plugins directory inside it, and
+/// `sentra plugin …` run against that directory.
+struct Harness {
+    tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("plugins");
+        Self { tmp, dir }
+    }
+
+    fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// A source directory with `<name>.wasm` and `plugin.toml` (`extra` appended to the
+    /// manifest); the manifest's path.
+    fn source(&self, name: &str, module: &[u8], extra: &str) -> PathBuf {
+        let d = self.root().join(format!("src-{name}"));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join(format!("{name}.wasm")), module).expect("module");
+        let m = d.join("plugin.toml");
+        std::fs::write(
+            &m,
+            format!("name = \"{name}\"\nversion = \"1.2.3\"\nschedule = \"10s\"\n{extra}"),
+        )
+        .expect("manifest");
+        m
+    }
+
+    /// `sentra plugin check [args] <manifest>`.
+    fn check(&self, args: &[&str], manifest: &Path) -> Output {
+        sentra()
+            .args(["plugin", "check"])
+            .args(args)
+            .arg(manifest)
+            .output()
+            .expect("run sentra")
+    }
+
+    /// `sentra plugin <args> --dir <plugins>`.
+    fn plugin(&self, args: &[&str]) -> Output {
+        sentra()
+            .arg("plugin")
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .output()
+            .expect("run sentra")
+    }
+
+    /// `sentra plugin install --dir <plugins> [args] <manifest>`.
+    fn install(&self, args: &[&str], manifest: &Path) -> Output {
+        sentra()
+            .args(["plugin", "install", "--dir"])
+            .arg(&self.dir)
+            .args(args)
+            .arg(manifest)
+            .output()
+            .expect("run sentra")
+    }
+
+    /// [`Harness::install`] with `--signature <sig> --public-key <key>`.
+    fn install_signed(&self, (key, sig): (&Path, &Path), manifest: &Path) -> Output {
+        let (key, sig) = (key.to_str().expect("utf8"), sig.to_str().expect("utf8"));
+        self.install(&["--signature", sig, "--public-key", key], manifest)
+    }
+
+    /// Neither of the plugins the hostile installs try is in the plugins directory.
+    fn nothing_installed(&self) {
+        assert!(
+            !self.dir.join("uptime").exists() && !self.dir.join("grants").exists(),
+            "nothing installed"
+        );
+    }
 }
 
 struct Keys {
@@ -89,9 +147,9 @@ impl Keys {
 
 #[test]
 fn check_runs_a_plugin_once_and_prints_what_it_emitted() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let m = source(tmp.path(), "uptime", &wat("uptime"), "");
-    let text = ok(&run(&["plugin", "check"], &[&m]));
+    let h = Harness::new();
+    let m = h.source("uptime", &wat("uptime"), "");
+    let text = ok(&h.check(&[], &m));
     assert!(text.contains("plugin uptime 1.2.3: ok"), "{text}");
     assert!(
         text.contains("plugin_up") && text.contains("source=\"wat\""),
@@ -99,8 +157,7 @@ fn check_runs_a_plugin_once_and_prints_what_it_emitted() {
     );
     assert!(text.contains("plugin_runs_total"), "{text}");
     assert!(text.contains("log info: collected"), "{text}");
-    let j: serde_json::Value =
-        serde_json::from_str(&ok(&run(&["plugin", "check", "--json"], &[&m]))).expect("json");
+    let j: serde_json::Value = serde_json::from_str(&ok(&h.check(&["--json"], &m))).expect("json");
     assert_eq!(j["ok"], true);
     assert_eq!(j["samples"].as_array().map(Vec::len), Some(2), "{j}");
     assert_eq!(j["samples"][0]["labels"]["kind"], "example", "{j}");
@@ -109,60 +166,47 @@ fn check_runs_a_plugin_once_and_prints_what_it_emitted() {
 
 #[test]
 fn check_refuses_broken_and_runaway_plugins_with_the_reason() {
-    let tmp = tempfile::tempdir().expect("tmp");
+    let h = Harness::new();
     let good = wat("uptime");
-    let truncated = source(tmp.path(), "truncated", &good[..good.len() - 7], "");
-    let e = fails(&run(&["plugin", "check"], &[&truncated]));
+    let truncated = h.source("truncated", &good[..good.len() - 7], "");
+    let e = fails(&h.check(&[], &truncated));
     assert!(e.contains("does not compile"), "{e}");
-    let looping = source(tmp.path(), "loop", &wat("loop"), "timeout = \"100ms\"\n");
+    let looping = h.source("loop", &wat("loop"), "timeout = \"100ms\"\n");
     let started = std::time::Instant::now();
-    let e = fails(&run(&["plugin", "check"], &[&looping]));
+    let e = fails(&h.check(&[], &looping));
     assert!(e.contains("timeout"), "{e}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
-    let bomb = source(tmp.path(), "bomb", &wat("memory_bomb"), "");
-    let e = fails(&run(&["plugin", "check"], &[&bomb]));
+    let bomb = h.source("bomb", &wat("memory_bomb"), "");
+    let e = fails(&h.check(&[], &bomb));
     assert!(e.contains("resource") || e.contains("limit"), "{e}");
     let unknown = wat::parse_str(
         r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
            (memory (export "memory") 1) (func (export "collect") (result i32) (i32.const 0)))"#,
     )
     .expect("wat");
-    let m = source(tmp.path(), "wasi", &unknown, "");
-    let e = fails(&run(&["plugin", "check"], &[&m]));
+    let m = h.source("wasi", &unknown, "");
+    let e = fails(&h.check(&[], &m));
     assert!(e.contains("interface"), "{e}");
-    let bad = source(tmp.path(), "badschedule", &good, "");
+    let bad = h.source("badschedule", &good, "");
     std::fs::write(
         &bad,
         "name = \"badschedule\"\nversion = \"1\"\nschedule = \"10ms\"\n",
     )
     .expect("w");
-    let e = fails(&run(&["plugin", "check"], &[&bad]));
+    let e = fails(&h.check(&[], &bad));
     assert!(e.contains("schedule"), "{e}");
 }
 
 #[test]
 fn install_list_inspect_remove_with_a_verified_signature() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path().join("plugins");
+    let h = Harness::new();
+    let dir = &h.dir;
     let module = wat("uptime");
-    let m = source(tmp.path(), "uptime", &module, "");
+    let m = h.source("uptime", &module, "");
     let keys = Keys::new();
-    let (pk, sig) = keys.files(tmp.path(), "good", &module);
-    let d = ["--dir", dir.to_str().expect("utf8")];
+    let (pk, sig) = keys.files(h.root(), "good", &module);
 
-    let text = ok(&run(
-        &[
-            "plugin",
-            "install",
-            d[0],
-            d[1],
-            "--signature",
-            sig.to_str().unwrap(),
-            "--public-key",
-            pk.to_str().unwrap(),
-        ],
-        &[&m],
-    ));
+    let text = ok(&h.install_signed((&pk, &sig), &m));
     assert!(
         text.contains("installed plugin uptime 1.2.3") && text.contains("signature verified"),
         "{text}"
@@ -178,26 +222,25 @@ fn install_list_inspect_remove_with_a_verified_signature() {
     );
 
     // Installing again needs --force.
-    let e = fails(&run(&["plugin", "install", d[0], d[1]], &[&m]));
+    let e = fails(&h.install(&[], &m));
     assert!(e.contains("already installed"), "{e}");
-    ok(&run(&["plugin", "install", d[0], d[1], "--force"], &[&m]));
+    ok(&h.install(&["--force"], &m));
     assert!(
         !dir.join("uptime/module.sig").exists(),
         "replaced by the unsigned install"
     );
 
-    let text = ok(&run(&["plugin", "list", d[0], d[1]], &[]));
+    let text = ok(&h.plugin(&["list"]));
     assert!(
         text.contains("NAME") && text.contains("uptime") && text.contains("0 dirs, 0 env"),
         "{text}"
     );
     let j: serde_json::Value =
-        serde_json::from_str(&ok(&run(&["plugin", "list", "--json", d[0], d[1]], &[])))
-            .expect("json");
+        serde_json::from_str(&ok(&h.plugin(&["list", "--json"]))).expect("json");
     assert_eq!(j[0]["name"], "uptime");
     assert_eq!(j[0]["valid"], true);
 
-    let text = ok(&run(&["plugin", "inspect", "uptime", d[0], d[1]], &[]));
+    let text = ok(&h.plugin(&["inspect", "uptime"]));
     let sha: String = ring::digest::digest(&ring::digest::SHA256, &module)
         .as_ref()
         .iter()
@@ -208,155 +251,95 @@ fn install_list_inspect_remove_with_a_verified_signature() {
         text.contains("grants:    none") && text.contains("imports:   sentra_v1.emit_gauge"),
         "{text}"
     );
-    let j: serde_json::Value = serde_json::from_str(&ok(&run(
-        &["plugin", "inspect", "uptime", "--json", d[0], d[1]],
-        &[],
-    )))
-    .expect("json");
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&h.plugin(&["inspect", "uptime", "--json"]))).expect("json");
     assert_eq!(j["sha256"], sha.as_str());
     assert_eq!(j["loads"], true);
 
     // A damaged install shows as invalid in the list, and cannot be inspected quietly.
     std::fs::write(dir.join("uptime/manifest.toml"), "name = \"other\"\n").expect("w");
-    let text = ok(&run(&["plugin", "list", d[0], d[1]], &[]));
+    let text = ok(&h.plugin(&["list"]));
     assert!(text.contains("invalid"), "{text}");
-    ok(&run(&["plugin", "install", d[0], d[1], "--force"], &[&m]));
+    ok(&h.install(&["--force"], &m));
 
-    let e = fails(&run(&["plugin", "remove", "../etc", d[0], d[1]], &[]));
+    let e = fails(&h.plugin(&["remove", "../etc"]));
     assert!(e.contains("not a plugin name"), "{e}");
-    let e = fails(&run(&["plugin", "remove", "nothere", d[0], d[1]], &[]));
+    let e = fails(&h.plugin(&["remove", "nothere"]));
     assert!(e.contains("not installed"), "{e}");
-    let text = ok(&run(&["plugin", "remove", "uptime", d[0], d[1]], &[]));
+    let text = ok(&h.plugin(&["remove", "uptime"]));
     assert!(text.contains("removed plugin uptime"), "{text}");
     assert!(!dir.join("uptime").exists());
-    let text = ok(&run(&["plugin", "list", d[0], d[1]], &[]));
+    let text = ok(&h.plugin(&["list"]));
     assert!(text.contains("no plugins installed"), "{text}");
 }
 
 #[test]
 fn install_refuses_hostile_input_before_anything_is_installed() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path().join("plugins");
-    let d = ["--dir", dir.to_str().expect("utf8")];
+    let h = Harness::new();
     let module = wat("uptime");
-    let m = source(tmp.path(), "uptime", &module, "");
+    let m = h.source("uptime", &module, "");
     let keys = Keys::new();
-    let nothing_installed = || {
-        assert!(
-            !dir.join("uptime").exists() && !dir.join("grants").exists(),
-            "nothing installed"
-        );
-    };
-    let install = |extra: &[&str], manifest: &Path| {
-        let mut args = vec!["plugin", "install", d[0], d[1]];
-        args.extend_from_slice(extra);
-        run(&args, &[manifest])
-    };
 
     // Bad signature: one bit flipped.
-    let (pk, sig) = keys.files(tmp.path(), "flip", &module);
+    let (pk, sig) = keys.files(h.root(), "flip", &module);
     let mut s = std::fs::read(&sig).unwrap();
     s[10] ^= 1;
     std::fs::write(&sig, &s).unwrap();
-    let e = fails(&install(
-        &[
-            "--signature",
-            sig.to_str().unwrap(),
-            "--public-key",
-            pk.to_str().unwrap(),
-        ],
-        &m,
-    ));
+    let e = fails(&h.install_signed((&pk, &sig), &m));
     assert!(e.contains("signature does not match"), "{e}");
-    nothing_installed();
+    h.nothing_installed();
 
     // Wrong key: signed by another key pair.
-    let (_, sig) = Keys::new().files(tmp.path(), "other", &module);
-    let e = fails(&install(
-        &[
-            "--signature",
-            sig.to_str().unwrap(),
-            "--public-key",
-            pk.to_str().unwrap(),
-        ],
-        &m,
-    ));
+    let (_, sig) = Keys::new().files(h.root(), "other", &module);
+    let e = fails(&h.install_signed((&pk, &sig), &m));
     assert!(e.contains("signature does not match"), "{e}");
-    nothing_installed();
+    h.nothing_installed();
 
     // A signature over other bytes than the module (the module was changed after signing).
-    let (pk2, sig2) = keys.files(tmp.path(), "stale", &wat("trap"));
-    let e = fails(&install(
-        &[
-            "--signature",
-            sig2.to_str().unwrap(),
-            "--public-key",
-            pk2.to_str().unwrap(),
-        ],
-        &m,
-    ));
+    let (pk2, sig2) = keys.files(h.root(), "stale", &wat("trap"));
+    let e = fails(&h.install_signed((&pk2, &sig2), &m));
     assert!(e.contains("signature does not match"), "{e}");
-    nothing_installed();
+    h.nothing_installed();
 
     // Malformed key / signature files, and a signature without a key.
-    std::fs::write(tmp.path().join("short.pub"), "AAAA").unwrap();
-    let short = tmp.path().join("short.pub");
-    let e = fails(&install(
-        &[
-            "--signature",
-            sig.to_str().unwrap(),
-            "--public-key",
-            short.to_str().unwrap(),
-        ],
-        &m,
-    ));
+    let short = h.root().join("short.pub");
+    std::fs::write(&short, "AAAA").unwrap();
+    let e = fails(&h.install_signed((&short, &sig), &m));
     assert!(e.contains("public key") && e.contains("expected 32"), "{e}");
-    let e = fails(&install(&["--signature", sig.to_str().unwrap()], &m));
+    let e = fails(&h.install(&["--signature", sig.to_str().unwrap()], &m));
     assert!(e.contains("--public-key"), "{e}");
-    nothing_installed();
+    h.nothing_installed();
 
     // Truncated module, even correctly signed: refused at load.
     let truncated = &module[..module.len() / 2];
-    let tm = source(tmp.path(), "uptime", truncated, "");
-    let (pk3, sig3) = keys.files(tmp.path(), "trunc", truncated);
-    let e = fails(&install(
-        &[
-            "--signature",
-            sig3.to_str().unwrap(),
-            "--public-key",
-            pk3.to_str().unwrap(),
-        ],
-        &tm,
-    ));
+    let tm = h.source("uptime", truncated, "");
+    let (pk3, sig3) = keys.files(h.root(), "trunc", truncated);
+    let e = fails(&h.install_signed((&pk3, &sig3), &tm));
     assert!(e.contains("does not compile"), "{e}");
-    nothing_installed();
+    h.nothing_installed();
 
     // A plugin that fails its trial run.
-    let trap = source(tmp.path(), "trapper", &wat("trap"), "");
-    let e = fails(&install(&[], &trap));
+    let trap = h.source("trapper", &wat("trap"), "");
+    let e = fails(&h.install(&[], &trap));
     assert!(e.contains("trial run failed"), "{e}");
-    assert!(!dir.join("trapper").exists());
+    assert!(!h.dir.join("trapper").exists());
 
     // Grants: refused without --allow-capabilities, listed in the error.
-    let granted_dir = tmp.path().join("granted");
+    let granted_dir = h.root().join("granted");
     std::fs::create_dir(&granted_dir).unwrap();
-    let grants = source(
-        tmp.path(),
-        "grants",
-        &module,
-        &format!(
-            "[capabilities]\ndirs = [{{ guest = \"/data\", host = {:?} }}]\nenv = [\"SENTRA_SECRET\"]\n",
-            granted_dir.display().to_string()
-        ),
+    let granting = format!(
+        "[capabilities]\ndirs = [{{ guest = \"/data\", host = {:?} }}]\nenv = [\"SENTRA_SECRET\"]\n",
+        granted_dir.display().to_string()
     );
-    let e = fails(&install(&[], &grants));
+    let grants = h.source("grants", &module, &granting);
+    let e = fails(&h.install(&[], &grants));
     assert!(
         e.contains("--allow-capabilities")
             && e.contains("env SENTRA_SECRET")
             && e.contains("dir /data"),
         "{e}"
     );
-    nothing_installed();
+    h.nothing_installed();
     // Grants the manifest format forbids: not even --allow-capabilities installs them.
     for (tag, caps) in [
         (
@@ -370,46 +353,36 @@ fn install_refuses_hostile_input_before_anything_is_installed() {
         ("badenv", "[capabilities]\nenv = [\"PATH=/bin\"]\n"),
         ("unknown", "[capabilities]\nnetwork = true\n"),
     ] {
-        let g = source(tmp.path(), "grants", &module, caps);
-        let e = fails(&install(&["--allow-capabilities"], &g));
+        let g = h.source("grants", &module, caps);
+        let e = fails(&h.install(&["--allow-capabilities"], &g));
         assert!(e.contains("manifest"), "{tag}: {e}");
-        nothing_installed();
+        h.nothing_installed();
     }
     // A granted directory that does not exist cannot be provided.
-    let g = source(
-        tmp.path(),
+    let g = h.source(
         "grants",
         &module,
         "[capabilities]\ndirs = [{ guest = \"/data\", host = \"/nonexistent/sentra\" }]\n",
     );
-    let e = fails(&install(&["--allow-capabilities"], &g));
+    let e = fails(&h.install(&["--allow-capabilities"], &g));
     assert!(e.contains("capability"), "{e}");
-    nothing_installed();
+    h.nothing_installed();
     // The module path must be a plain file next to the manifest.
-    let esc = source(
-        tmp.path(),
+    let esc = h.source(
         "uptime",
         &module,
         "module = \"../src-uptime/uptime.wasm\"\n",
     );
-    let e = fails(&install(&[], &esc));
+    let e = fails(&h.install(&[], &esc));
     assert!(e.contains("plain file name"), "{e}");
-    nothing_installed();
-    let m = source(tmp.path(), "uptime", &module, "");
+    h.nothing_installed();
+    let m = h.source("uptime", &module, "");
 
     // With consent, the granted plugin installs (and the good one too).
-    let grants = source(
-        tmp.path(),
-        "grants",
-        &module,
-        &format!(
-            "[capabilities]\ndirs = [{{ guest = \"/data\", host = {:?} }}]\nenv = [\"SENTRA_SECRET\"]\n",
-            granted_dir.display().to_string()
-        ),
-    );
-    ok(&install(&["--allow-capabilities"], &grants));
-    ok(&install(&[], &m));
-    let text = ok(&run(&["plugin", "inspect", "grants", d[0], d[1]], &[]));
+    let grants = h.source("grants", &module, &granting);
+    ok(&h.install(&["--allow-capabilities"], &grants));
+    ok(&h.install(&[], &m));
+    let text = ok(&h.plugin(&["inspect", "grants"]));
     assert!(
         text.contains("grant dir: /data") && text.contains("grant env: SENTRA_SECRET"),
         "{text}"
