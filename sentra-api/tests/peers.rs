@@ -442,7 +442,16 @@ async fn server_key_comes_from_the_agents_report() {
         public_key: Some(sentra_core::WgPublicKey::from_bytes([42; 32])),
         listen_port: 51820,
         fwmark: 0,
-        peers: Vec::new(),
+        peers: vec![sentra_core::WgPeer {
+            public_key: sentra_core::WgPublicKey::from_bytes([5; 32]),
+            endpoint: None,
+            allowed_ips: Vec::new(),
+            last_handshake: Some(now),
+            rx_bytes: 1234,
+            tx_bytes: 99,
+            persistent_keepalive_s: None,
+            has_preshared_key: false,
+        }],
     });
     let env = Signer::new(a.agent_id.clone(), a.key_id, &a.secret).sign_batch(
         &batch,
@@ -481,4 +490,27 @@ async fn server_key_comes_from_the_agents_report() {
     let config = r.json()["client"]["config"].as_str().unwrap().to_owned();
     assert_eq!(line(&config, "PublicKey"), Some(reported.as_str()));
     assert_eq!(line(&config, "Address"), Some("10.77.0.2/32"));
+    // `show` carries no status for a peer the agent has not reported.
+    let key = r.json()["peer"]["public_key"].as_str().unwrap().to_owned();
+    let r = s
+        .get(&format!("{base}/peers/{}", url_safe(&key)), Some(&admin))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.json()["status"].is_null(), "{}", r.text);
+    // A peer the agent reported shows its live state.
+    let r = s
+        .post(
+            &format!("{base}/peers"),
+            Some(&admin),
+            json!({ "endpoint": "vpn.example.com:51820", "public_key": wg_key(5) }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = s
+        .get(
+            &format!("{base}/peers/{}", url_safe(&wg_key(5))),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(r.json()["status"]["rx_bytes"], 1234, "{}", r.text);
 }

@@ -12,7 +12,7 @@ use crate::{
     admin::{Output, runtime},
     client::{Api, Conn, enc, write_private_atomic},
     safe::{display_safe, display_safe_lines, json_pretty},
-    table::Table,
+    table::{Table, age_ms},
 };
 
 /// `sentra peer …`.
@@ -346,6 +346,23 @@ pub(crate) fn run(args: PeerArgs) -> anyhow::Result<()> {
                 );
                 println!("keepalive:   {}", p["persistent_keepalive_s"]);
                 println!("revision:    {}", v["revision"]);
+                let st = &v["status"];
+                if st.is_object() {
+                    println!(
+                        "reported:    {}, last handshake {}, endpoint {}, rx {} B, tx {} B",
+                        if st["online"] == true {
+                            "online"
+                        } else {
+                            "offline"
+                        },
+                        age_ms(st["last_handshake_ms"].as_i64()),
+                        display_safe(st["endpoint"].as_str().unwrap_or("-")),
+                        st["rx_bytes"],
+                        st["tx_bytes"]
+                    );
+                } else {
+                    println!("reported:    not by the agent yet");
+                }
             }
             PeerCommand::Remove { target, public_key } => {
                 let v: Value = api

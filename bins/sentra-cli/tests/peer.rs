@@ -284,6 +284,11 @@ fn peer_commands_against_a_running_server() {
     ])))
     .unwrap();
     assert_eq!(show["peer"]["allowed_ips"][0], "10.8.0.2/32");
+    let human = ok(&sentra(&["peer", "show", &agent, "wg0", &generated]));
+    assert!(
+        human.contains("10.8.0.2/32") && human.contains("not by the agent yet"),
+        "{human}"
+    );
 
     // config / qr of an existing peer: no private key, no PSK.
     let file2 = tmp.path().join("again.conf");

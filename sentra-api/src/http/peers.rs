@@ -255,6 +255,10 @@ pub(crate) struct PeerInfo {
     interface: String,
     revision: u64,
     peer: PeerView,
+    /// The peer as the agent last reported it (handshake, rx/tx, endpoint; the shape of
+    /// `GET /api/v1/status/agents/{id}`'s peers); null when the agent has not reported it.
+    #[schema(value_type = Option<Object>)]
+    status: Option<serde_json::Value>,
 }
 
 /// `DELETE /api/v1/agents/{id}/interfaces/{interface}/peers/{public_key}`.
@@ -819,11 +823,19 @@ pub(crate) async fn get_peer(
     let key = path_key(&key)?;
     let (revision, peers) = declared(&st, &id, &iface).await?;
     let peer = find_peer(&id, &iface, peers, &key)?;
+    let status = st
+        .ingest
+        .as_ref()
+        .and_then(|i| i.status().agent_at(&id, UnixMillis::now()))
+        .and_then(|a| a.interfaces.into_iter().find(|i| i.name == iface))
+        .and_then(|i| i.peers.into_iter().find(|p| p.public_key == key))
+        .and_then(|p| serde_json::to_value(p).ok());
     Ok(Json(PeerInfo {
         agent_id: id.to_string(),
         interface: iface,
         revision,
         peer: peer.into(),
+        status,
     })
     .into_response())
 }
