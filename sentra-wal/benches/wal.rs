@@ -409,9 +409,12 @@ fn open_time(mb: u64) -> (u64, Duration, usize, Duration, Option<Duration>) {
         let (wal, _) = Wal::open(&path, opts.clone().sync_policy(SyncPolicy::Never)).unwrap();
         let wal = Arc::new(wal);
         let batch: Vec<&[u8]> = vec![&rec[..]; 64];
+        // Count appended bytes, not `disk_used`: a preallocated segment counts in full at once.
         let target = mb << 20;
-        while wal.stats().disk_used < target {
+        let mut appended = 0u64;
+        while appended < target {
             wal.append_batch(&batch).unwrap();
+            appended += (batch.len() * rec.len()) as u64;
         }
         Arc::try_unwrap(wal).unwrap().close().unwrap();
     }
