@@ -14,38 +14,21 @@
 //! ```
 #![allow(missing_docs)]
 
+mod support;
+
+use support::cpu_seconds;
+
 use std::{
     path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use sentra_core::{
-    AgentId, Batch, KeyId, Labels, MemoryKeyring, Method, Nonce, Sample, SecretKey, Seq, Signer,
-    UnixMillis, Validity, Value, Verified, Verifier, proto::AckStatus,
-};
+use sentra_core::{SecretKey, proto::AckStatus};
 use sentra_ingest::{
     Backend, Config, Ingest,
     bus::jetstream::{BusConfig, BusPublisher, BusWorker},
 };
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / 100.0
-}
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn nats_bin() -> PathBuf {
     if let Some(b) = std::env::var_os("SENTRA_TEST_NATS_BIN") {
@@ -106,68 +89,27 @@ impl Drop for Nats {
 }
 
 fn main() {
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let agents = env("BENCH_AGENTS", if quick { 2 } else { 20 });
-    let series = env("BENCH_SERIES", if quick { 10 } else { 200 });
-    let points = env("BENCH_POINTS", if quick { 2 } else { 10 });
-    let batches = env("BENCH_BATCHES", if quick { 3 } else { 20 });
-
-    let secret = SecretKey::from_bytes([1; 32]);
-    let mut keys = MemoryKeyring::new();
-    let now = UnixMillis::now();
-    let t0 = now.as_millis() - 3_600_000;
-    let mut work: Vec<Vec<Verified>> = Vec::new();
-    let mut payload_bytes = 0usize;
-    for a in 0..agents {
-        let agent = AgentId::new(format!("bench-{a}")).unwrap();
-        keys.insert(agent.clone(), KeyId::new(1), &secret, Validity::always());
-        let signer = Signer::new(agent.clone(), KeyId::new(1), &secret);
-        let labels: Vec<Labels> = (0..series)
-            .map(|s| {
-                Labels::from_pairs([
-                    ("host", format!("host-{a}")),
-                    ("series", s.to_string()),
-                    ("kind", "bench".to_owned()),
-                ])
-                .unwrap()
-            })
-            .collect();
-        let mut mine = Vec::new();
-        for b in 0..batches {
-            let mut batch = Batch::new(agent.clone(), Seq::new(b + 1).unwrap(), now);
-            for p in 0..points {
-                let ts = t0 + ((b * points + p) * 1000) as i64;
-                for (s, l) in labels.iter().enumerate() {
-                    batch.samples.push(Sample {
-                        name: if s % 2 == 0 {
-                            "bench_gauge"
-                        } else {
-                            "bench_counter_total"
-                        }
-                        .parse()
-                        .unwrap(),
-                        labels: l.clone(),
-                        timestamp: UnixMillis::from_millis(ts),
-                        value: if s % 2 == 0 {
-                            Value::Gauge((ts % 1000) as f64 * 0.5)
-                        } else {
-                            Value::Counter((b * points + p) * 1000 + s as u64)
-                        },
-                    });
-                }
-            }
-            let payload = Bytes::from(batch.encode_to_vec());
-            payload_bytes += payload.len();
-            let env = signer.sign(Method::Push, batch.seq, now, Nonce::random(), payload);
-            mine.push(
-                Verifier::new()
-                    .verify(&env, Method::Push, now, &keys)
-                    .unwrap(),
-            );
-        }
-        work.push(mine);
-    }
-    let total = agents * series * points * batches;
+    let shape = support::Shape::from_env(support::Shape {
+        agents: 20,
+        series: 200,
+        points: 10,
+        batches: 20,
+    });
+    let support::Shape {
+        agents,
+        series,
+        points,
+        batches,
+    } = shape;
+    let signed = support::sign(
+        shape,
+        "bench",
+        &[("kind", "bench")],
+        &SecretKey::from_bytes([1; 32]),
+    );
+    let payload_bytes = signed.payload_bytes;
+    let work = support::verified(&signed);
+    let total = shape.total();
     let msgs = agents * batches;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

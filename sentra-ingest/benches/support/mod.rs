@@ -1,0 +1,165 @@
+//! The ingest benches' shared workload: many agents, each with `series` series of
+//! alternating gauges and counters, `points` points per series in each of `batches`
+//! batches, signed before any clock starts. Used by `sentra-ingest`'s `pipeline` and `bus`
+//! benches and, through `#[path]`, by `sentra-benches`' `ingest_e2e`, so the figures of the
+//! three stay comparable.
+
+use bytes::Bytes;
+use sentra_core::{
+    AgentId, Batch, KeyId, Labels, MemoryKeyring, Method, Nonce, Sample, SecretKey, Seq, Signer,
+    UnixMillis, Validity, Value, proto::SignedBatch,
+};
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux;
+/// `CLK_TCK` = 100). The machine is shared, so wall-clock throughput understates what the
+/// pipeline does with a whole machine; CPU time does not.
+pub(crate) fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / 100.0
+}
+
+/// A `u64` from the environment, or `default`.
+pub(crate) fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The workload's shape.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shape {
+    pub(crate) agents: u64,
+    pub(crate) series: u64,
+    pub(crate) points: u64,
+    pub(crate) batches: u64,
+}
+
+impl Shape {
+    /// `BENCH_AGENTS`, `BENCH_SERIES`, `BENCH_POINTS`, `BENCH_BATCHES`, else `full` under
+    /// `cargo bench` (which passes `--bench`) and a tiny shape under `cargo test --benches`.
+    pub(crate) fn from_env(full: Self) -> Self {
+        let quick = !std::env::args().any(|a| a == "--bench");
+        let pick = |name, full, tiny| env(name, if quick { tiny } else { full });
+        Self {
+            agents: pick("BENCH_AGENTS", full.agents, 2),
+            series: pick("BENCH_SERIES", full.series, 10),
+            points: pick("BENCH_POINTS", full.points, 2),
+            batches: pick("BENCH_BATCHES", full.batches, 3),
+        }
+    }
+
+    /// Samples in one batch.
+    pub(crate) fn per_batch(&self) -> u64 {
+        self.series * self.points
+    }
+
+    /// Samples in the whole workload.
+    pub(crate) fn total(&self) -> u64 {
+        self.agents * self.batches * self.per_batch()
+    }
+}
+
+/// The signed workload: every agent's envelopes in sequence order, the keyring that
+/// verifies them, when they were signed, and their payload bytes.
+pub(crate) struct Signed {
+    pub(crate) keys: MemoryKeyring,
+    pub(crate) now: UnixMillis,
+    pub(crate) envelopes: Vec<Vec<SignedBatch>>,
+    pub(crate) payload_bytes: usize,
+}
+
+/// Signs the workload: agent `<prefix>-<n>`, metrics `<prefix>_gauge` and
+/// `<prefix>_counter_total`, labels `host`, `series` and `extra`, one hour back from now.
+pub(crate) fn sign(
+    shape: Shape,
+    prefix: &str,
+    extra: &[(&str, &str)],
+    secret: &SecretKey,
+) -> Signed {
+    let Shape {
+        agents,
+        series,
+        points,
+        batches,
+    } = shape;
+    let mut keys = MemoryKeyring::new();
+    let now = UnixMillis::now();
+    let t0 = now.as_millis() - 3_600_000;
+    let gauge: sentra_core::MetricName = format!("{prefix}_gauge").parse().unwrap();
+    let counter: sentra_core::MetricName = format!("{prefix}_counter_total").parse().unwrap();
+    let mut envelopes = Vec::new();
+    let mut payload_bytes = 0usize;
+    for a in 0..agents {
+        let agent = AgentId::new(format!("{prefix}-{a}")).unwrap();
+        keys.insert(agent.clone(), KeyId::new(1), secret, Validity::always());
+        let signer = Signer::new(agent.clone(), KeyId::new(1), secret);
+        let labels: Vec<Labels> = (0..series)
+            .map(|s| {
+                let mut pairs = vec![
+                    ("host".to_owned(), format!("host-{a}")),
+                    ("series".to_owned(), s.to_string()),
+                ];
+                pairs.extend(
+                    extra
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+                );
+                Labels::from_pairs(pairs).unwrap()
+            })
+            .collect();
+        let mut mine = Vec::new();
+        for b in 0..batches {
+            let mut batch = Batch::new(agent.clone(), Seq::new(b + 1).unwrap(), now);
+            for p in 0..points {
+                let ts = t0 + ((b * points + p) * 1000) as i64;
+                for (s, l) in labels.iter().enumerate() {
+                    batch.samples.push(Sample {
+                        name: if s % 2 == 0 { &gauge } else { &counter }.clone(),
+                        labels: l.clone(),
+                        timestamp: UnixMillis::from_millis(ts),
+                        value: if s % 2 == 0 {
+                            Value::Gauge((ts % 1000) as f64 * 0.5)
+                        } else {
+                            Value::Counter((b * points + p) * 1000 + s as u64)
+                        },
+                    });
+                }
+            }
+            let payload = Bytes::from(batch.encode_to_vec());
+            payload_bytes += payload.len();
+            mine.push(signer.sign(Method::Push, batch.seq, now, Nonce::random(), payload));
+        }
+        envelopes.push(mine);
+    }
+    Signed {
+        keys,
+        now,
+        envelopes,
+        payload_bytes,
+    }
+}
+
+/// The workload verified, as the ingest service receives it after the transport.
+#[allow(dead_code)] // `ingest_e2e` pushes the envelopes through gRPC instead
+pub(crate) fn verified(signed: &Signed) -> Vec<Vec<sentra_core::Verified>> {
+    let verifier = sentra_core::Verifier::new();
+    signed
+        .envelopes
+        .iter()
+        .map(|mine| {
+            mine.iter()
+                .map(|env| {
+                    verifier
+                        .verify(env, Method::Push, signed.now, &signed.keys)
+                        .unwrap()
+                })
+                .collect()
+        })
+        .collect()
+}
