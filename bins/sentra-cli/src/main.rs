@@ -7,6 +7,7 @@ use std::io::Write as _;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod admin;
+mod alerts;
 mod client;
 mod doctor;
 mod fleet;
@@ -48,6 +49,8 @@ enum Command {
     Metrics(fleet::MetricsArgs),
     /// Check connectivity, credentials, WireGuard access and disk.
     Doctor(doctor::DoctorArgs),
+    /// Built-in alerting: active alerts, rules, silences, receiver tests.
+    Alerts(alerts::AlertsArgs),
     /// Write-ahead log tools (`sentra wal inspect <dir>`).
     Wal(wal::WalArgs),
     /// WASM plugin collectors of an agent: check, install, list, inspect, remove.
@@ -94,6 +97,7 @@ fn run() -> anyhow::Result<()> {
         Command::Token(args) => admin::token(args)?,
         Command::Agent(args) => admin::agent(args)?,
         Command::Doctor(args) => doctor::run(args)?,
+        Command::Alerts(args) => alerts::run(args)?,
         Command::Status(args) => fleet::status(args)?,
         Command::Metrics(args) => fleet::metrics(args)?,
         Command::Wal(args) => wal::run(args)?,
