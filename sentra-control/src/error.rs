@@ -70,6 +70,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another store holds the data directory's lock
+    /// ([`StoreOptions::lock_data_dir`](crate::StoreOptions::lock_data_dir)).
+    #[error(
+        "data directory {} is in use by {holder}: only one server may use a data directory \
+         at a time (lock file {}); stop the other one or use a different directory",
+        path.display(),
+        path.join(crate::backend::CONTROL_LOCK_FILE).display()
+    )]
+    DataDirInUse {
+        /// The directory.
+        path: PathBuf,
+        /// Who holds it: `another process (pid N)` when known.
+        holder: String,
+    },
     /// A bug or an impossible state; details are logged, not sent to clients.
     #[error("internal error: {0}")]
     Internal(String),
@@ -113,7 +127,9 @@ impl Error {
             Self::RateLimited { .. } => "rate_limited",
             Self::ClockSkew { .. } => "clock_skew",
             Self::Unavailable(_) => "unavailable",
-            Self::Database(_) | Self::Io { .. } | Self::Internal(_) => "internal",
+            Self::Database(_) | Self::Io { .. } | Self::DataDirInUse { .. } | Self::Internal(_) => {
+                "internal"
+            }
         }
     }
 

@@ -15,7 +15,6 @@ use tracing::{error, info, warn};
 
 mod alerts;
 mod config;
-mod datadir_lock;
 mod local_agent;
 mod status_line;
 
@@ -94,8 +93,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     restrict_dir(&config.data_dir)?;
-    // Before anything opens a database: a second server on the same directory stops here.
-    let lock = datadir_lock::DataDirLock::acquire(&config.data_dir)?;
+    // A second server on the same directory is refused by the stores' own locks, naming the
+    // holder's pid: `ingest.lock` (embedded metric store) and `control.lock` (SQLite control
+    // store, `lock_data_dir` below).
 
     let mut ingest_config = sentra_ingest::Config::default();
     ingest_config.retention = config.retention;
@@ -116,6 +116,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let ingest = Arc::new(ingest);
     let mut api_config = sentra_api::ApiConfig::default();
+    api_config.store.lock_data_dir = true;
     api_config.metrics_token = config.metrics_token.clone();
     api_config.metrics_peer_endpoints = config.metrics_peer_endpoints;
     let api = match &config.control_database_url {
@@ -223,7 +224,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     info!(
         data_dir = %config.data_dir.display(),
-        lock_file = %lock.path().display(),
         grpc = %format!("{scheme}://{grpc_addr}"),
         api = %format!("{api_scheme}://{api_addr}"),
         "sentra-server ready"

@@ -20,6 +20,8 @@ pub(crate) mod sqlite;
 
 #[cfg(feature = "sqlite")]
 pub use sqlite::CONTROL_DB_FILE;
+/// The lock file of [`StoreOptions::lock_data_dir`](crate::StoreOptions::lock_data_dir).
+pub(crate) const CONTROL_LOCK_FILE: &str = "control.lock";
 
 use std::{collections::HashMap, fmt};
 

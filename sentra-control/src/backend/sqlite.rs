@@ -1,6 +1,8 @@
 //! The SQLite control store: `control.db` in the data directory.
 
 use std::{
+    fs::{File, OpenOptions, TryLockError},
+    io::{Read as _, Seek as _, SeekFrom, Write as _},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -13,7 +15,10 @@ use sqlx::{
     },
 };
 
-use super::sql::{Dialect, SqlBackend};
+use super::{
+    CONTROL_LOCK_FILE,
+    sql::{Dialect, SqlBackend},
+};
 use crate::{Error, Result, util};
 
 /// File name of the control database inside the data directory.
@@ -22,18 +27,26 @@ pub const CONTROL_DB_FILE: &str = "control.db";
 /// The SQLite backend (`control.db`, WAL mode, `synchronous = FULL`).
 pub(crate) type SqliteBackend = SqlBackend<SqliteDialect>;
 
-/// SQLite's side of [`SqlBackend`]: where the database file is.
-#[derive(Debug, Clone)]
+/// SQLite's side of [`SqlBackend`]: where the database file is, and the data directory's
+/// lock when the store holds it.
+#[derive(Debug)]
 pub(crate) struct SqliteDialect {
     path: PathBuf,
+    _lock: Option<File>,
 }
 
 impl SqliteBackend {
     /// Opens (creating if needed) `control.db` in `data_dir` and runs the migrations. The
     /// directory is created 0700 and the file 0600 when new; an existing database file
-    /// readable by others is tightened to 0600.
-    pub(crate) async fn open(data_dir: &Path) -> Result<Self> {
+    /// readable by others is tightened to 0600. With `lock`, first takes
+    /// [`CONTROL_LOCK_FILE`] in `data_dir` or says who holds it.
+    pub(crate) async fn open(data_dir: &Path, lock: bool) -> Result<Self> {
         create_private_dir(data_dir)?;
+        let lock = if lock {
+            Some(lock_dir(data_dir)?)
+        } else {
+            None
+        };
         let path = data_dir.join(CONTROL_DB_FILE);
         ensure_private_file(&path)?;
         let connect = SqliteConnectOptions::new()
@@ -50,7 +63,7 @@ impl SqliteBackend {
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self {
             pool,
-            dialect: SqliteDialect { path },
+            dialect: SqliteDialect { path, _lock: lock },
         })
     }
 
@@ -79,6 +92,44 @@ impl Dialect for SqliteDialect {
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
     }
+}
+
+/// Takes the exclusive OS lock (`flock`) on `<data_dir>/control.lock` and writes our pid
+/// into it, or names the holder's pid (what the file says) in the refusal.
+fn lock_dir(data_dir: &Path) -> Result<File> {
+    let path = data_dir.join(CONTROL_LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let holder = file
+                .read_to_string(&mut text)
+                .ok()
+                .and_then(|_| text.trim().parse::<u32>().ok())
+                .map_or_else(
+                    || "another process".to_owned(),
+                    |pid| format!("another process (pid {pid})"),
+                );
+            return Err(Error::DataDirInUse {
+                path: data_dir.to_path_buf(),
+                holder,
+            });
+        }
+        Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.seek(SeekFrom::Start(0)))
+        .and_then(|_| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(file)
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {

@@ -121,7 +121,8 @@ impl ControlStore {
     /// [`Error::Io`] or [`Error::Database`].
     #[cfg(feature = "sqlite")]
     pub async fn open(data_dir: &Path, options: StoreOptions) -> Result<Self> {
-        let backend = crate::backend::sqlite::SqliteBackend::open(data_dir).await?;
+        let backend =
+            crate::backend::sqlite::SqliteBackend::open(data_dir, options.lock_data_dir).await?;
         let path = backend.path().to_path_buf();
         Self::build(Arc::new(backend), Some(path), options).await
     }

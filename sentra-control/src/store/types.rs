@@ -25,6 +25,13 @@ pub struct StoreOptions {
     /// processes sharing the database, and then reloads the keyring and re-checks long-lived
     /// sessions (default 250 ms; `None`: never, for a database no one else writes).
     pub reload_interval: Option<Duration>,
+    /// SQLite: hold `<data_dir>/control.lock` (an OS file lock that ends with the process,
+    /// even after `kill -9`) while the store is open, so that no other store with this
+    /// option, in this process or another, opens the same directory; it is refused with
+    /// [`Error::DataDirInUse`](crate::Error::DataDirInUse) naming the holder's pid. Off by
+    /// default, because `control.db` may be shared by several processes (`sentra init`
+    /// next to a running server); `sentra-server` turns it on. PostgreSQL ignores it.
+    pub lock_data_dir: bool,
 }
 
 impl Default for StoreOptions {
@@ -33,6 +40,7 @@ impl Default for StoreOptions {
             password_cost: PasswordCost::default(),
             hash_concurrency: 2,
             reload_interval: Some(Duration::from_millis(250)),
+            lock_data_dir: false,
         }
     }
 }
