@@ -36,18 +36,8 @@ use sentra_ingest::{Backend, Config, Ingest};
 use sentra_transport::{Client, Limits, Server, rate_limit::Quota};
 
 fn main() {
-    let shape = support::Shape::from_env(support::Shape {
-        agents: 20,
-        series: 500,
-        points: 10,
-        batches: 30,
-    });
-    let support::Shape {
-        agents,
-        series,
-        points,
-        batches,
-    } = shape;
+    let shape = support::Shape::from_env([20, 500, 10, 30]);
+    let (agents, series, points, batches) = shape.parts();
     let inflight = support::env("BENCH_INFLIGHT", 2).max(1) as usize;
     let support::Signed {
         keys,

@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sentra_core::{SecretKey, proto::AckStatus};
+use sentra_core::proto::AckStatus;
 use sentra_ingest::{
     Backend, Config, Ingest,
     bus::jetstream::{BusConfig, BusPublisher, BusWorker},
@@ -89,26 +89,9 @@ impl Drop for Nats {
 }
 
 fn main() {
-    let shape = support::Shape::from_env(support::Shape {
-        agents: 20,
-        series: 200,
-        points: 10,
-        batches: 20,
-    });
-    let support::Shape {
-        agents,
-        series,
-        points,
-        batches,
-    } = shape;
-    let signed = support::sign(
-        shape,
-        "bench",
-        &[("kind", "bench")],
-        &SecretKey::from_bytes([1; 32]),
-    );
-    let payload_bytes = signed.payload_bytes;
-    let work = support::verified(&signed);
+    let shape = support::Shape::from_env([20, 200, 10, 20]);
+    let (agents, series, points, batches) = shape.parts();
+    let (work, payload_bytes) = support::verified_workload(shape);
     let total = shape.total();
     let msgs = agents * batches;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -21,30 +21,13 @@ use support::cpu_seconds;
 
 use std::time::{Duration, Instant};
 
-use sentra_core::{SecretKey, Verified, proto::AckStatus};
+use sentra_core::{Verified, proto::AckStatus};
 use sentra_ingest::{Backend, Config, Ingest};
 
 fn main() {
-    let shape = support::Shape::from_env(support::Shape {
-        agents: 20,
-        series: 500,
-        points: 10,
-        batches: 30,
-    });
-    let support::Shape {
-        agents,
-        series,
-        points,
-        batches,
-    } = shape;
-    let signed = support::sign(
-        shape,
-        "bench",
-        &[("kind", "bench")],
-        &SecretKey::from_bytes([1; 32]),
-    );
-    let payload_bytes = signed.payload_bytes;
-    let work = support::verified(&signed);
+    let shape = support::Shape::from_env([20, 500, 10, 30]);
+    let (agents, series, points, batches) = shape.parts();
+    let (work, payload_bytes) = support::verified_workload(shape);
     let total = shape.total();
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -41,17 +41,23 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
-    /// `BENCH_AGENTS`, `BENCH_SERIES`, `BENCH_POINTS`, `BENCH_BATCHES`, else `full` under
-    /// `cargo bench` (which passes `--bench`) and a tiny shape under `cargo test --benches`.
-    pub(crate) fn from_env(full: Self) -> Self {
+    /// `BENCH_AGENTS`, `BENCH_SERIES`, `BENCH_POINTS`, `BENCH_BATCHES`, else
+    /// `[agents, series, points, batches]` under `cargo bench` (which passes `--bench`) and
+    /// a tiny shape under `cargo test --benches`.
+    pub(crate) fn from_env([agents, series, points, batches]: [u64; 4]) -> Self {
         let quick = !std::env::args().any(|a| a == "--bench");
         let pick = |name, full, tiny| env(name, if quick { tiny } else { full });
         Self {
-            agents: pick("BENCH_AGENTS", full.agents, 2),
-            series: pick("BENCH_SERIES", full.series, 10),
-            points: pick("BENCH_POINTS", full.points, 2),
-            batches: pick("BENCH_BATCHES", full.batches, 3),
+            agents: pick("BENCH_AGENTS", agents, 2),
+            series: pick("BENCH_SERIES", series, 10),
+            points: pick("BENCH_POINTS", points, 2),
+            batches: pick("BENCH_BATCHES", batches, 3),
         }
+    }
+
+    /// `(agents, series, points, batches)`.
+    pub(crate) fn parts(&self) -> (u64, u64, u64, u64) {
+        (self.agents, self.series, self.points, self.batches)
     }
 
     /// Samples in one batch.
@@ -143,6 +149,19 @@ pub(crate) fn sign(
         envelopes,
         payload_bytes,
     }
+}
+
+/// The in-process benches' workload (agents `bench-<n>`, label `kind="bench"`) verified,
+/// as the ingest service receives it after the transport, and its payload bytes.
+#[allow(dead_code)] // `ingest_e2e` pushes the signed envelopes through gRPC instead
+pub(crate) fn verified_workload(shape: Shape) -> (Vec<Vec<sentra_core::Verified>>, usize) {
+    let signed = sign(
+        shape,
+        "bench",
+        &[("kind", "bench")],
+        &SecretKey::from_bytes([1; 32]),
+    );
+    (verified(&signed), signed.payload_bytes)
 }
 
 /// The workload verified, as the ingest service receives it after the transport.
