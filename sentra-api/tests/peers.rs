@@ -108,7 +108,7 @@ async fn onboarding_over_rest() {
             Some(&admin),
             json!({
                 "endpoint": "vpn.example.com:51820", "server_public_key": server_key,
-                "dns": ["10.8.0.1"], "tunnel": "split", "preshared_key": true,
+                "dns": ["10.8.0.1"], "split_tunnel": [], "preshared_key": true,
                 "persistent_keepalive_s": 25,
             }),
         )
@@ -245,6 +245,7 @@ async fn onboarding_over_rest() {
         with("server_public_key", json!("AAAA")),
         with("address", json!("10.8.0.300")),
         with("address", json!("ünïcode")),
+        with("address", json!("10.8.0.0/24")),
         with("endpoint", json!("vpn.exämple.com:51820")),
         with("endpoint", json!("vpn.example.com:99999")),
         with("endpoint", json!("")),
@@ -254,10 +255,10 @@ async fn onboarding_over_rest() {
         with("persistent_keepalive_s", json!(1e300)),
         with("persistent_keepalive_s", json!(-1)),
         with("tunnel", json!("sideways")),
-        with("split_allowed_ips", json!(["10.0.0.0/24"])),
+        with("split_tunnel", json!(["nope"])),
+        with("split_tunnel", json!(["10.0.0.0/33"])),
+        with("split_tunnel", json!("10.0.0.0/8")),
         with("surprise", json!(1)),
-        json!({ "endpoint": "vpn.example.com:1", "server_public_key": server_key, "tunnel": "split", "split_allowed_ips": ["10.0.0.1/24"] }),
-        json!({ "endpoint": "vpn.example.com:1", "server_public_key": server_key, "tunnel": "split", "split_allowed_ips": ["10.0.0.0/33"] }),
         json!([1, 2, 3]),
     ];
     for body in bad_bodies {
@@ -268,7 +269,6 @@ async fn onboarding_over_rest() {
         assert_eq!(r.error_code(), "invalid_request");
     }
     for prefixes in [
-        json!(["10.9.0.1/24"]),
         json!(["10.9.0.0/33"]),
         json!(["nope"]),
         json!([]),

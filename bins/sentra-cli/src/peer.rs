@@ -67,10 +67,7 @@ impl ClientOpts {
             b.insert("dns".into(), json!(self.dns));
         }
         if let Some(split) = &self.split {
-            b.insert("tunnel".into(), json!("split"));
-            if !split.is_empty() {
-                b.insert("split_allowed_ips".into(), json!(split));
-            }
+            b.insert("split_tunnel".into(), json!(split));
         }
         if self.keepalive > 0 {
             b.insert("persistent_keepalive_s".into(), json!(self.keepalive));
@@ -87,10 +84,7 @@ impl ClientOpts {
             q.push(format!("dns={}", enc(&self.dns.join(","))));
         }
         if let Some(split) = &self.split {
-            q.push("tunnel=split".to_owned());
-            if !split.is_empty() {
-                q.push(format!("split_allowed_ips={}", enc(&split.join(","))));
-            }
+            q.push(format!("split_tunnel={}", enc(&split.join(","))));
         }
         if self.keepalive > 0 {
             q.push(format!("persistent_keepalive_s={}", self.keepalive));

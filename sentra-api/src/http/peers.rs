@@ -48,7 +48,7 @@ const QR_PNG_SCALE: u32 = 6;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"prefixes": ["10.8.0.0/24", "fd00:8::/64"]}))]
 pub(crate) struct PoolBody {
-    /// 1 to 16 prefixes (IPv4 and/or IPv6) with the host bits clear; they must not overlap
+    /// 1 to 16 prefixes (IPv4 and/or IPv6; host bits are cleared); they must not overlap
     /// each other or another interface's pool. The first address of each (`10.8.0.1`) is
     /// the interface's own and never handed out.
     #[schema(schema_with = pool_prefixes_schema)]
@@ -73,15 +73,15 @@ fn pool_prefixes_schema() -> utoipa::openapi::schema::Array {
     string_array(
         r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$".to_owned(),
         1,
-        "1 to 16 prefixes with the host bits clear (IPv6 prefixes are accepted too).",
+        "1 to 16 prefixes, IPv4 or IPv6 (host bits are cleared).",
     )
 }
 
 fn split_schema() -> utoipa::openapi::schema::Array {
     string_array(
         r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$".to_owned(),
-        1,
-        "With tunnel = split: the prefixes routed through the tunnel (default: the pool's). IPv6 prefixes are accepted too.",
+        0,
+        "Split tunnel: the prefixes the client routes through the tunnel (host bits are cleared); an empty list means the interface's pool. Absent: full tunnel (0.0.0.0/0, ::/0).",
     )
 }
 
@@ -102,32 +102,22 @@ pub(crate) struct PoolInfo {
     prefixes: Vec<String>,
 }
 
-/// Full tunnel (everything through the VPN) or split tunnel (only some prefixes).
-#[derive(Deserialize, Serialize, ToSchema, Clone, Copy, Default, PartialEq, Eq, Debug)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum TunnelKind {
-    /// `AllowedIPs = 0.0.0.0/0, ::/0`.
-    #[default]
-    Full,
-    /// `AllowedIPs` = `split_allowed_ips`, or the pool's prefixes.
-    Split,
-}
-
 /// `POST /api/v1/agents/{id}/interfaces/{interface}/peers` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"endpoint": "vpn.example.com:51820", "dns": ["10.8.0.1"], "tunnel": "split", "preshared_key": true, "persistent_keepalive_s": 25}))]
+#[schema(example = json!({"endpoint": "vpn.example.com:51820", "dns": ["10.8.0.1"], "split_tunnel": [], "preshared_key": true, "persistent_keepalive_s": 25}))]
 pub(crate) struct AddPeer {
     /// The client's own public key (32 bytes, standard base64). Absent: the server
     /// generates a key pair and returns the private key in the configuration, once.
     #[serde(default, deserialize_with = "crate::util::present")]
     #[schema(pattern = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$", nullable = false)]
     public_key: Option<String>,
-    /// A static client address instead of the pool's next free one. It must not lie in
-    /// another peer's allowed IPs (409 naming that peer).
+    /// A static client address (one host: `10.8.0.9` or `10.8.0.9/32`, IPv6 likewise)
+    /// instead of the pool's next free one. It must not lie in another peer's allowed IPs
+    /// (409 naming that peer).
     #[serde(default, deserialize_with = "crate::util::present")]
     #[schema(
-        pattern = r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(/(3[0-2]|[12]?[0-9]))?|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$",
+        pattern = r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(/32)?|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))(/128)?)$",
         nullable = false
     )]
     address: Option<String>,
@@ -138,7 +128,7 @@ pub(crate) struct AddPeer {
     preshared_key: bool,
     /// The server as the client reaches it: `host:port`, `ip:port` or `[ipv6]:port`.
     #[schema(
-        pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\]):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$",
+        pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))\]):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$",
         max_length = 259
     )]
     endpoint: String,
@@ -151,13 +141,11 @@ pub(crate) struct AddPeer {
     #[serde(default)]
     #[schema(schema_with = dns_schema)]
     dns: Vec<String>,
-    /// `full` (default) or `split`.
-    #[serde(default)]
-    tunnel: TunnelKind,
-    /// With `split`: the prefixes routed through the tunnel (default: the pool's).
+    /// Split tunnel: the prefixes routed through the tunnel (`[]`: the interface's pool).
+    /// Absent: full tunnel.
     #[serde(default, deserialize_with = "crate::util::present")]
     #[schema(schema_with = split_schema)]
-    split_allowed_ips: Option<Vec<String>>,
+    split_tunnel: Option<Vec<String>>,
     /// The client's persistent keepalive in seconds (0 or absent: off).
     #[serde(default, deserialize_with = "crate::util::integral")]
     #[schema(minimum = 0, maximum = 65535)]
@@ -289,7 +277,7 @@ pub(crate) struct PeerConfig {
 pub(crate) struct ConfigParams {
     /// The server as the client reaches it: `host:port`, `ip:port` or `[ipv6]:port`.
     #[param(
-        pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\]):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$",
+        pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))\]):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$",
         max_length = 259
     )]
     endpoint: String,
@@ -301,13 +289,12 @@ pub(crate) struct ConfigParams {
         pattern = r"^((((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:)))(,(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))))*)?$"
     )]
     dns: Option<String>,
-    /// `full` (default) or `split`.
-    tunnel: Option<TunnelKind>,
-    /// With `split`: comma-separated prefixes (default: the pool's).
+    /// Split tunnel: comma-separated prefixes (host bits are cleared); empty: the
+    /// interface's pool. Absent: full tunnel.
     #[param(
         pattern = r"^((((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))(,(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9])))*)?$"
     )]
-    split_allowed_ips: Option<String>,
+    split_tunnel: Option<String>,
     /// Persistent keepalive in seconds (0: off).
     #[param(minimum = 0, maximum = 65535)]
     persistent_keepalive_s: Option<u16>,
@@ -411,15 +398,40 @@ fn prefix_list<'a>(field: &str, items: impl IntoIterator<Item = &'a str>) -> Res
         if i >= MAX_LIST {
             return Err(Error::invalid(field, "at most 16 prefixes").into());
         }
-        let p: IpPrefix = raw.trim().parse().map_err(|_| {
-            Error::invalid(
-                format!("{field}[{i}]"),
-                "not an IP prefix with the host bits clear",
-            )
-        })?;
+        let p = masked_prefix(raw)
+            .ok_or_else(|| Error::invalid(format!("{field}[{i}]"), "not an IP prefix"))?;
         out.push(p.to_string());
     }
     Ok(out)
+}
+
+/// `addr/len` (or a bare address: a host route) with the host bits cleared, as the desired
+/// peers' allowed IPs are normalised (`10.8.0.1/24` is `10.8.0.0/24`).
+fn masked_prefix(raw: &str) -> Option<IpPrefix> {
+    let raw = raw.trim();
+    let (addr, len) = match raw.split_once('/') {
+        Some((a, l)) => (a.parse::<IpAddr>().ok()?, Some(l)),
+        None => (raw.parse::<IpAddr>().ok()?, None),
+    };
+    let width: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => {
+            l.parse::<u8>().ok().filter(|l| *l <= width)?
+        }
+        Some(_) => return None,
+        None => width,
+    };
+    let masked = match addr {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    };
+    IpPrefix::new(masked, len).ok()
 }
 
 /// The client options, checked, before anything is changed.
@@ -427,7 +439,6 @@ struct Client {
     endpoint: String,
     server_public_key: Option<String>,
     dns: Vec<IpAddr>,
-    tunnel: TunnelKind,
     split: Option<Vec<String>>,
     keepalive: u16,
 }
@@ -438,8 +449,7 @@ impl Client {
             &o.endpoint,
             o.server_public_key.as_deref(),
             o.dns.iter().map(String::as_str),
-            o.tunnel,
-            o.split_allowed_ips
+            o.split_tunnel
                 .as_ref()
                 .map(|v| v.iter().map(String::as_str).collect()),
             o.persistent_keepalive_s,
@@ -454,8 +464,7 @@ impl Client {
             &p.endpoint,
             p.server_public_key.as_deref(),
             p.dns.as_deref().map(split).unwrap_or_default(),
-            p.tunnel.unwrap_or_default(),
-            p.split_allowed_ips.as_deref().map(split),
+            p.split_tunnel.as_deref().map(split),
             p.persistent_keepalive_s.unwrap_or(0),
         )
     }
@@ -464,7 +473,6 @@ impl Client {
         raw_endpoint: &str,
         server_public_key: Option<&str>,
         dns: impl IntoIterator<Item = &'a str>,
-        tunnel: TunnelKind,
         split: Option<Vec<&'a str>>,
         keepalive: u16,
     ) -> Res<Self> {
@@ -473,21 +481,13 @@ impl Client {
             base64_key("server_public_key", k.trim())?;
         }
         let dns = dns_list(dns)?;
-        let split = match (tunnel, split) {
-            (TunnelKind::Full, Some(_)) => {
-                return Err(Error::invalid("split_allowed_ips", "only with tunnel = split").into());
-            }
-            (_, Some(list)) => Some(prefix_list("split_allowed_ips", list)?),
-            (_, None) => None,
-        };
-        if split.as_ref().is_some_and(Vec::is_empty) {
-            return Err(Error::invalid("split_allowed_ips", "at least one prefix").into());
-        }
+        let split = split
+            .map(|list| prefix_list("split_tunnel", list))
+            .transpose()?;
         Ok(Self {
             endpoint,
             server_public_key: server_public_key.map(|k| k.trim().to_owned()),
             dns,
-            tunnel,
             split,
             keepalive,
         })
@@ -517,23 +517,21 @@ impl Client {
             })
     }
 
-    /// The split-tunnel prefixes (the pool's when none were given) or the full tunnel.
+    /// The full tunnel, or the split-tunnel prefixes (the pool's for an empty list).
     fn tunnel(&self, pool: Option<&AddressPool>) -> Res<Tunnel> {
-        Ok(match self.tunnel {
-            TunnelKind::Full => Tunnel::Full,
-            TunnelKind::Split => match (&self.split, pool) {
-                (Some(list), _) => Tunnel::Split(list.clone()),
-                (None, Some(pool)) => {
-                    Tunnel::Split(pool.prefixes().iter().map(ToString::to_string).collect())
-                }
-                (None, None) => {
-                    return Err(Error::invalid(
-                        "split_allowed_ips",
-                        "the interface has no pool: give the prefixes to route",
-                    )
-                    .into());
-                }
-            },
+        Ok(match (&self.split, pool) {
+            (None, _) => Tunnel::Full,
+            (Some(list), _) if !list.is_empty() => Tunnel::Split(list.clone()),
+            (Some(_), Some(pool)) => {
+                Tunnel::Split(pool.prefixes().iter().map(ToString::to_string).collect())
+            }
+            (Some(_), None) => {
+                return Err(Error::Conflict(
+                    "split_tunnel is empty and the interface has no pool: give the prefixes to route"
+                        .into(),
+                )
+                .into());
+            }
         })
     }
 
@@ -668,7 +666,9 @@ pub(crate) async fn put_pool(
     if req.prefixes.len() > MAX_LIST {
         return Err(Error::invalid("prefixes", "at most 16 prefixes").into());
     }
-    let pool = AddressPool::parse(&req.prefixes)?;
+    // Host bits are cleared as in the desired peers' allowed IPs (10.8.0.1/24 is 10.8.0.0/24).
+    let prefixes = prefix_list("prefixes", req.prefixes.iter().map(String::as_str))?;
+    let pool = AddressPool::parse(&prefixes)?;
     st.store
         .set_address_pool(&admin.actor(), &id, &iface, &pool)
         .await?;
@@ -756,13 +756,15 @@ pub(crate) async fn add_peer(
     if let Some(k) = &req.public_key {
         base64_key("public_key", k.trim())?;
     }
-    if let Some(a) = &req.address {
-        a.trim()
-            .split('/')
-            .next()
-            .and_then(|h| h.parse::<IpAddr>().ok())
-            .ok_or_else(|| Error::invalid("address", "not an IP address"))?;
-    }
+    let address = match &req.address {
+        Some(a) => Some(
+            masked_prefix(a)
+                .filter(|p| p.prefix_len() == if p.addr().is_ipv4() { 32 } else { 128 })
+                .ok_or_else(|| Error::invalid("address", "not one IP address (or /32, /128)"))?
+                .to_string(),
+        ),
+        None => None,
+    };
     let pool = st
         .store
         .address_pool(&id, &iface)
@@ -777,7 +779,7 @@ pub(crate) async fn add_peer(
     };
     let mut new = NewPeer::default();
     new.public_key = req.public_key.map(|k| k.trim().to_owned());
-    new.address = req.address.map(|a| a.trim().to_owned());
+    new.address = address;
     let done = st.store.add_peer(&admin.actor(), &id, &iface, new).await?;
     let addresses: Vec<String> = done.addresses.iter().map(ToString::to_string).collect();
     let files =
@@ -967,5 +969,25 @@ mod tests {
         assert_eq!(path_key(url_safe).unwrap(), k);
         assert!(path_key("short").is_err());
         assert!(path_key(&"A".repeat(1000)).is_err());
+    }
+
+    #[test]
+    fn prefixes_have_their_host_bits_cleared() {
+        let m = |s: &str| masked_prefix(s).map(|p| p.to_string());
+        assert_eq!(m("10.8.0.1/24").as_deref(), Some("10.8.0.0/24"));
+        assert_eq!(m("10.8.0.1").as_deref(), Some("10.8.0.1/32"));
+        assert_eq!(m("1.2.3.4/0").as_deref(), Some("0.0.0.0/0"));
+        assert_eq!(m("fd00:8::1/64").as_deref(), Some("fd00:8::/64"));
+        assert_eq!(m("::1/0").as_deref(), Some("::/0"));
+        for bad in [
+            "10.8.0.0/33",
+            "10.8.0.0/",
+            "10.8.0.0/+1",
+            "nope/8",
+            "::/129",
+            "10.0.0.0/0008",
+        ] {
+            assert_eq!(m(bad), None, "{bad}");
+        }
     }
 }
