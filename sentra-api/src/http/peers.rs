@@ -156,12 +156,15 @@ pub(crate) struct AddPeer {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ClientFiles {
     /// The wg-quick file. After `POST` it holds the generated private key (and preshared
-    /// key); from `GET .../config` it never does.
-    config: String,
+    /// key); from `GET .../config` it never does. Zeroed on drop like the other two.
+    #[schema(value_type = String)]
+    config: SecretString,
     /// The same file as a QR code for a terminal (Unicode half blocks).
-    qr_terminal: String,
+    #[schema(value_type = String)]
+    qr_terminal: SecretString,
     /// The same file as a QR code, PNG, standard base64.
-    qr_png_base64: String,
+    #[schema(value_type = String)]
+    qr_png_base64: SecretString,
     /// Whether `config` holds the client's private key (`false`: the line reads
     /// `PrivateKey = <client private key>` and the client fills it in).
     contains_private_key: bool,
@@ -543,9 +546,11 @@ impl Client {
         let qr_terminal = onboard::qr_terminal(&text)?;
         let png = onboard::qr_png(&text, QR_PNG_SCALE)?;
         Ok(ClientFiles {
-            config: text.expose_secret().to_owned(),
-            qr_terminal: qr_terminal.expose_secret().to_owned(),
-            qr_png_base64: base64::engine::general_purpose::STANDARD.encode(&*png),
+            config: text,
+            qr_terminal,
+            qr_png_base64: SecretString::new(
+                base64::engine::general_purpose::STANDARD.encode(&*png),
+            ),
             contains_private_key,
             contains_preshared_key,
         })
