@@ -122,6 +122,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel sent nothing for longer than the client's reply timeout
+    /// (`Client::set_reply_timeout`) while a request waited for its reply: the request or
+    /// its acknowledgement was lost, or the kernel is still busy with it (deleting a device
+    /// with many thousands of peers can take minutes on a slow machine). Never a hang.
+    #[error(
+        "no reply from the kernel within {:.1}s while {op} (request or reply lost, or the kernel is still working on it)",
+        after.as_secs_f64()
+    )]
+    NoReply {
+        /// What was being done.
+        op: Op,
+        /// The timeout that expired.
+        after: std::time::Duration,
+    },
     /// A socket operation failed.
     #[error("netlink socket I/O error")]
     Io(#[from] std::io::Error),

@@ -41,4 +41,4 @@ mod client;
 #[cfg(all(target_os = "linux", feature = "tokio"))]
 pub use client::Client;
 #[cfg(target_os = "linux")]
-pub use client::{ApplyReport, Interface, MAX_DUMP_ATTEMPTS, Stats};
+pub use client::{ApplyReport, DEFAULT_REPLY_TIMEOUT, Interface, MAX_DUMP_ATTEMPTS, Stats};
