@@ -33,8 +33,14 @@ copy_dyn "$WG" /bin/wg
 # The Rust binaries without their debug info: a debug build of sentra or sentra-agent is
 # ~340 MB with it (wasmtime/cranelift), more than the guest's RAM can unpack next to the
 # compressed image ("Initramfs unpacking failed: write error"). Code is unchanged.
+# Scripts (wg-quick) are copied as they are.
 for spec in "$@"; do
-  copy_dyn "${spec#*=}" "/bin/${spec%%=*}"
+  src=$(readlink -f "${spec#*=}")
+  if [ "$(head -c4 "$src" | od -An -c | tr -d ' ')" != '177ELF' ]; then
+    install -D -m755 "$src" "$R/bin/${spec%%=*}"
+    continue
+  fi
+  copy_dyn "$src" "/bin/${spec%%=*}"
   strip --strip-debug "$R/bin/${spec%%=*}" || { echo "strip failed (binutils)" >&2; exit 1; }
 done
 

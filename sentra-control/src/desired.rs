@@ -221,6 +221,8 @@ pub(crate) fn to_proto(peer: &PeerSpec) -> proto::DesiredPeer {
         endpoint: peer.endpoint.clone(),
         allowed_ips: peer.allowed_ips.clone(),
         persistent_keepalive_s: u32::from(peer.persistent_keepalive_s),
+        // Preshared keys are not stored in the control plane yet.
+        preshared_key: Vec::new(),
     }
 }
 

@@ -410,6 +410,7 @@ mod tests {
                         peer("A=", Some("203.0.113.7:51820"), true),
                         peer("B=", None, false),
                     ],
+                    managed: None,
                 }],
             }],
         };

@@ -72,6 +72,90 @@ pub struct InterfaceStatus {
     pub listen_port: u16,
     /// Peers, by public key.
     pub peers: Vec<PeerStatus>,
+    /// What the agent's peer applier reported with this status (`None`: the interface is
+    /// not declared, or the agent reported nothing for it).
+    pub managed: Option<ManagedStatus>,
+}
+
+/// The peer applier's report for one declared interface: desired against applied
+/// revision, drift, errors (from the `sentra_wg_*` samples the agent ships with its
+/// WireGuard status).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ManagedStatus {
+    /// Revision of the declaration the agent holds.
+    pub desired_version: u64,
+    /// Revision the kernel was last made to match (0: never).
+    pub applied_version: u64,
+    /// Whether the kernel matches the desired revision.
+    pub in_sync: bool,
+    /// Whether the agent only observes the interface (drift reported, never corrected).
+    pub observe_only: bool,
+    /// Peers found different from the declaration at the last check (changed by hand).
+    pub drift_peers: u64,
+    /// Listed drifted peers (at most 20): public key and `missing`, `unexpected` or
+    /// `changed`.
+    pub drift: Vec<PeerNote>,
+    /// Peers the kernel refused (listed, at most 20), with the reason.
+    pub peer_errors: Vec<PeerNote>,
+    /// Why the interface as a whole was not applied (a rejected declaration, a kernel error).
+    pub error: Option<String>,
+}
+
+/// A peer named in a [`ManagedStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PeerNote {
+    /// Public key, base64.
+    pub public_key: String,
+    /// The drift kind or the error.
+    pub note: String,
+}
+
+/// The applier's reports in a batch's samples, by interface.
+fn managed_from_samples(batch: &Batch) -> BTreeMap<String, ManagedStatus> {
+    let mut out: BTreeMap<String, ManagedStatus> = BTreeMap::new();
+    for s in &batch.samples {
+        let name = s.name.as_str();
+        if !name.starts_with("sentra_wg_") {
+            continue;
+        }
+        let Some(iface) = s.labels.get("interface") else {
+            continue;
+        };
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let v = match s.value {
+            sentra_core::Value::Gauge(g) if g.is_finite() && g >= 0.0 => g as u64,
+            sentra_core::Value::Counter(c) => c,
+            _ => continue,
+        };
+        let note = |kind: &str| PeerNote {
+            public_key: s.labels.get("peer").unwrap_or_default().to_owned(),
+            note: s.labels.get(kind).unwrap_or_default().to_owned(),
+        };
+        let e = match name {
+            "sentra_wg_desired_revision"
+            | "sentra_wg_applied_revision"
+            | "sentra_wg_in_sync"
+            | "sentra_wg_observe_only"
+            | "sentra_wg_drift_peers"
+            | "sentra_wg_drift_peer"
+            | "sentra_wg_apply_peer_error"
+            | "sentra_wg_apply_error" => out.entry(iface.to_owned()).or_default(),
+            _ => continue,
+        };
+        match name {
+            "sentra_wg_desired_revision" => e.desired_version = v,
+            "sentra_wg_applied_revision" => e.applied_version = v,
+            "sentra_wg_in_sync" => e.in_sync = v == 1,
+            "sentra_wg_observe_only" => e.observe_only = v == 1,
+            "sentra_wg_drift_peers" => e.drift_peers = v,
+            "sentra_wg_drift_peer" => e.drift.push(note("kind")),
+            "sentra_wg_apply_peer_error" => e.peer_errors.push(note("error")),
+            _ => e.error = s.labels.get("error").map(str::to_owned),
+        }
+    }
+    out
 }
 
 /// The status of one WireGuard peer.
@@ -119,6 +203,7 @@ struct IfaceEntry {
     public_key: Option<WgPublicKey>,
     listen_port: u16,
     peers: BTreeMap<WgPublicKey, PeerEntry>,
+    managed: Option<ManagedStatus>,
 }
 
 #[derive(Debug)]
@@ -187,6 +272,7 @@ impl StatusCache {
             return;
         }
         let dt = prev_time.map_or(0, |p| t - p);
+        let mut managed = managed_from_samples(batch);
         let mut old = std::mem::take(&mut e.interfaces);
         for d in &batch.wg_devices {
             let mut old_peers = old.remove(&d.name).map(|i| i.peers).unwrap_or_default();
@@ -218,7 +304,9 @@ impl StatusCache {
                     (p.public_key, entry)
                 })
                 .collect();
-            e.interfaces.insert(d.name.clone(), iface(d, peers));
+            let mut entry = iface(d, peers);
+            entry.managed = managed.remove(&d.name);
+            e.interfaces.insert(d.name.clone(), entry);
         }
         e.status_time = Some(t);
     }
@@ -305,6 +393,7 @@ impl StatusCache {
                     name: name.clone(),
                     public_key: i.public_key.map(|k| k.to_string()),
                     listen_port: i.listen_port,
+                    managed: i.managed.clone(),
                     peers: i
                         .peers
                         .iter()
@@ -338,12 +427,89 @@ fn iface(d: &WgDevice, peers: BTreeMap<WgPublicKey, PeerEntry>) -> IfaceEntry {
         public_key: d.public_key,
         listen_port: d.listen_port,
         peers,
+        managed: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::counter_rate;
+    use super::*;
+    use sentra_core::{Labels, MetricName, Sample, Seq, Value};
+
+    fn sample(name: &str, labels: &[(&str, &str)], v: f64) -> Sample {
+        Sample {
+            name: MetricName::new(name).unwrap(),
+            labels: Labels::from_pairs(labels.iter().copied()).unwrap(),
+            timestamp: UnixMillis::from_millis(1_700_000_000_000),
+            value: Value::Gauge(v),
+        }
+    }
+
+    #[test]
+    fn the_applier_report_is_shown_per_interface() {
+        let cache = StatusCache::new(PresenceConfig::default());
+        let agent = AgentId::new("gw-1".to_owned()).unwrap();
+        let mut b = Batch::new(
+            agent.clone(),
+            Seq::new(1).unwrap(),
+            UnixMillis::from_millis(1_700_000_000_000),
+        );
+        for name in ["wg0", "wg1"] {
+            b.wg_devices.push(WgDevice {
+                name: name.into(),
+                ifindex: 3,
+                public_key: None,
+                listen_port: 51820,
+                fwmark: 0,
+                peers: Vec::new(),
+            });
+        }
+        let i: &[(&str, &str)] = &[("interface", "wg0")];
+        b.samples = vec![
+            sample("sentra_wg_desired_revision", i, 7.0),
+            sample("sentra_wg_applied_revision", i, 6.0),
+            sample("sentra_wg_in_sync", i, 0.0),
+            sample("sentra_wg_observe_only", i, 1.0),
+            sample("sentra_wg_drift_peers", i, 1.0),
+            sample(
+                "sentra_wg_drift_peer",
+                &[
+                    ("interface", "wg0"),
+                    ("peer", "AAA="),
+                    ("kind", "unexpected"),
+                ],
+                1.0,
+            ),
+            sample("sentra_agent_unrelated", i, 5.0),
+        ];
+        cache.apply_wg(&b);
+        let snap = cache.snapshot();
+        let ifaces = &snap.agents[0].interfaces;
+        let m = ifaces[0].managed.clone().expect("wg0 is managed");
+        assert_eq!(
+            (
+                m.desired_version,
+                m.applied_version,
+                m.in_sync,
+                m.observe_only
+            ),
+            (7, 6, false, true)
+        );
+        assert_eq!(m.drift_peers, 1);
+        assert_eq!(
+            m.drift,
+            vec![PeerNote {
+                public_key: "AAA=".into(),
+                note: "unexpected".into()
+            }]
+        );
+        assert_eq!(ifaces[1].managed, None, "wg1 is not declared");
+        let json = serde_json::to_value(&snap).unwrap();
+        assert_eq!(
+            json["agents"][0]["interfaces"][0]["managed"]["applied_version"],
+            6
+        );
+    }
 
     #[test]
     fn rates_and_resets() {

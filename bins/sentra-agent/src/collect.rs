@@ -83,6 +83,8 @@ pub(crate) struct WireGuardSource {
     pub(crate) wg: Arc<tokio::sync::Mutex<WgCollector>>,
     pub(crate) every: Duration,
     pub(crate) health: Arc<Health>,
+    /// The peer applier's latest reports (empty without declared interfaces).
+    pub(crate) apply_reports: crate::apply::Reports,
 }
 
 impl Collector for WireGuardSource {
@@ -94,13 +96,23 @@ impl Collector for WireGuardSource {
         Schedule::every(self.every).max_backoff(self.every)
     }
 
-    async fn collect(&mut self, _cx: &CollectContext) -> Result<Collection, CollectError> {
+    async fn collect(&mut self, cx: &CollectContext) -> Result<Collection, CollectError> {
         let collected = self.wg.lock().await.collect().await;
         self.health
             .set_wireguard_up(matches!(collected, WgCollection::Devices { .. }));
         match collected {
             WgCollection::Devices { devices, skipped } => {
                 let mut c = Collection::new().with_wg_devices(devices);
+                let mut set = SampleSet::new(cx.now());
+                for r in self
+                    .apply_reports
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .values()
+                {
+                    r.samples(&mut set);
+                }
+                c.samples = set.into_samples();
                 c.invalid = skipped.len();
                 c.problems = skipped;
                 Ok(c)

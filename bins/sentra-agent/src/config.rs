@@ -16,6 +16,7 @@
 //! host_interval = "15s"
 //! key_check_interval = "5m"              # 0s disables key rotation checks
 //! desired_state_interval = "30s"         # 0s disables the peer applier
+//! observe_only = ["wg1"]                 # declared interfaces whose drift is only reported
 //! push_timeout = "10s"
 //! backoff_initial = "500ms"
 //! backoff_max = "60s"
@@ -101,6 +102,9 @@ pub struct Config {
     pub key_check_interval: Duration,
     /// How often to fetch desired peers; zero disables the peer applier.
     pub desired_state_interval: Duration,
+    /// Declared interfaces the peer applier only observes: it compares them with the
+    /// declaration and reports the difference as drift, and never changes them.
+    pub observe_only: Vec<String>,
     /// Deadline of one push.
     pub push_timeout: Duration,
     /// First retry delay after a failed push.
@@ -140,6 +144,7 @@ impl Config {
             host_interval: Duration::from_secs(15),
             key_check_interval: Duration::from_secs(300),
             desired_state_interval: Duration::from_secs(30),
+            observe_only: Vec::new(),
             push_timeout: Duration::from_secs(10),
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
@@ -255,6 +260,15 @@ pub struct Overrides {
         value_name = "DURATION"
     )]
     pub desired_state_interval: Option<String>,
+    /// Declared interfaces to observe only: drift is reported, never corrected
+    /// (comma-separated or repeated) [default: none].
+    #[arg(
+        long,
+        env = "SENTRA_AGENT_OBSERVE_ONLY",
+        value_name = "IFACE",
+        value_delimiter = ','
+    )]
+    pub observe_only: Option<Vec<String>>,
     /// Deadline of one push to the server [default: 10s].
     #[arg(long, env = "SENTRA_AGENT_PUSH_TIMEOUT", value_name = "DURATION")]
     pub push_timeout: Option<String>,
@@ -301,6 +315,7 @@ impl Overrides {
             host_interval: self.host_interval.or(lower.host_interval),
             key_check_interval: self.key_check_interval.or(lower.key_check_interval),
             desired_state_interval: self.desired_state_interval.or(lower.desired_state_interval),
+            observe_only: self.observe_only.or(lower.observe_only),
             push_timeout: self.push_timeout.or(lower.push_timeout),
             backoff_initial: self.backoff_initial.or(lower.backoff_initial),
             backoff_max: self.backoff_max.or(lower.backoff_max),
@@ -363,6 +378,9 @@ impl Overrides {
             c.wal_max_bytes = b;
         }
         c.wireguard = !self.no_wireguard.unwrap_or(false);
+        if let Some(o) = self.observe_only {
+            c.observe_only = o.into_iter().filter(|i| !i.is_empty()).collect();
+        }
         if let Some(p) = self.wal_full_policy {
             c.wal_full_policy = p;
         }

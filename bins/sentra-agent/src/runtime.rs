@@ -252,11 +252,14 @@ impl Agent {
         })];
         let wg = (self.wireguard && cfg.wireguard)
             .then(|| Arc::new(tokio::sync::Mutex::new(WgCollector::new())));
+        // The applier's latest per-interface reports, shipped with the next WireGuard batch.
+        let apply_reports = crate::apply::Reports::default();
         if let Some(wg) = &wg {
             collectors.push(Entry::new(WireGuardSource {
                 wg: wg.clone(),
                 every: cfg.wireguard_interval,
                 health: health.clone(),
+                apply_reports: apply_reports.clone(),
             }));
         }
         let taken: std::collections::BTreeSet<String> =
@@ -283,9 +286,10 @@ impl Agent {
         {
             let every = cfg.desired_state_interval;
             let (ingest, creds) = (ingest.clone(), creds.clone());
+            let observe_only = cfg.observe_only.iter().cloned().collect();
             tasks.spawn(with_stop(
                 async move {
-                    let mut applier = Applier::default();
+                    let mut applier = Applier::new(observe_only, apply_reports);
                     let mut tick = tokio::time::interval(every);
                     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                     loop {

@@ -166,7 +166,7 @@ fn keys(extra: &[&'static str]) -> Vec<&'static str> {
     path = "/api/v1/status",
     tag = "status",
     security(("bearer" = [])),
-    description = "Status of every agent, interface and peer (handshake age, rx/tx rates, endpoint, online), from the in-memory status cache.",
+    description = "Status of every agent, interface and peer (handshake age, rx/tx rates, endpoint, online; for declared interfaces `managed`: desired and applied version, in sync, drift, apply errors), from the in-memory status cache.",
     responses(
         (status = 200, description = "Fleet status", body = super::openapi::IngestObject),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
