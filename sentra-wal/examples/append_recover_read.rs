@@ -7,6 +7,7 @@
 //!
 //! Without `DIR` it works in a temporary directory that is removed at the end.
 
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use sentra_wal::{Entry, Options, RecoveryReport, Wal};
@@ -59,15 +60,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("acknowledged up to lsn {shipped}");
     wal.close()?;
 
-    // 4. A power cut in the middle of a write leaves a torn record at the end of the
-    //    tail segment. Simulate it by cutting the last 3 bytes off.
+    // 4. A power cut in the middle of a write leaves a torn record after the last whole
+    //    one. Segments are preallocated (zero-filled) by default, so the torn bytes land in
+    //    the zero fill: simulate the first 12 bytes of a frame (length, checksum, part of
+    //    the LSN) written right after the last valid record.
     let tail = tail_segment(&dir)?;
-    let len = std::fs::metadata(&tail)?.len();
+    let end = sentra_wal::inspect_dir(&dir)?
+        .segments
+        .last()
+        .map_or(0, |s| s.valid_end);
     std::fs::OpenOptions::new()
         .write(true)
         .open(&tail)?
-        .set_len(len - 3)?;
-    println!("cut 3 bytes off {}", tail.display());
+        .write_all_at(&[0x40, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 0x08, 0, 0, 0], end)?;
+    println!("wrote a torn record at byte {end} of {}", tail.display());
 
     // 5. Recovery always opens: the torn tail is truncated, the cursor is where the
     //    shipper left it, and the remaining unshipped records are read again.
