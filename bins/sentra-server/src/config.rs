@@ -100,8 +100,10 @@ pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) alerts: crate::alerts::AlertsArgs,
     /// What this process does: all (gRPC ingest, storage, REST API in one process; the
-    /// default) or worker (a storage worker: pulls batches from NATS JetStream into the
-    /// PostgreSQL database; needs [bus] nats_urls and --storage-backend postgres).
+    /// default), ingest (gRPC only: verifies pushes and puts them on NATS JetStream, acks
+    /// after the PubAck; keys from the PostgreSQL control database) or worker (pulls batches
+    /// from NATS JetStream into the PostgreSQL database). ingest and worker need [bus]
+    /// nats_urls and a PostgreSQL database.
     #[arg(long, env = "SENTRA_ROLE", value_enum)]
     pub(crate) role: Option<Role>,
 }
@@ -112,6 +114,8 @@ pub(crate) struct Cli {
 pub(crate) enum Role {
     /// Everything in one process (gRPC ingest, storage, REST API): the default.
     All,
+    /// gRPC ingest onto the JetStream bus (no storage, no REST API).
+    Ingest,
     /// A storage worker: a durable JetStream consumer feeding the PostgreSQL store.
     Worker,
 }
@@ -371,6 +375,18 @@ impl Config {
         let alerts = crate::alerts::AlertsConfig::resolve(&cli.alerts, file.alerts)?;
         let role = cli.role.or(file.role).unwrap_or(Role::All);
         let bus = bus_config(file.bus.unwrap_or_default())?;
+        if role == Role::Ingest {
+            if bus.is_none() {
+                bail!("--role ingest needs the NATS bus: [bus] nats_urls in the config file");
+            }
+            if control_database_url.is_none() {
+                bail!(
+                    "--role ingest reads agent keys from the PostgreSQL control database: \
+                     --control-database-url-file or --storage-backend postgres with a \
+                     database URL"
+                );
+            }
+        }
         if role == Role::Worker {
             if bus.is_none() {
                 bail!("--role worker needs the NATS bus: [bus] nats_urls in the config file");

@@ -86,8 +86,10 @@ async fn wait(mut rx: watch::Receiver<bool>) {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    if config.role == Role::Worker {
-        return run_worker(config).await;
+    match config.role {
+        Role::Worker => return run_worker(config).await,
+        Role::Ingest => return run_ingest(config).await,
+        Role::All => {}
     }
     sentra_transport::tls::install_crypto_provider();
     std::fs::create_dir_all(&config.data_dir)
@@ -328,6 +330,109 @@ async fn run(config: Config) -> anyhow::Result<()> {
     flushed
         .map_err(|_| anyhow!("flushing the metrics store did not finish within 30 s"))?
         .context("flushing the metrics store")?;
+    info!("stopped");
+    Ok(())
+}
+
+/// `--role ingest`: gRPC ingest onto the JetStream bus. Verifies each push against the
+/// keys in the PostgreSQL control database and answers after JetStream's PubAck; with NATS
+/// unreachable a push is answered `UNAVAILABLE` (the agent keeps it in its WAL) while the
+/// client reconnects with backoff (logged). No metric store and no REST API here: workers
+/// store, `--role all` servers on the same databases serve the API.
+async fn run_ingest(config: Config) -> anyhow::Result<()> {
+    use sentra_ingest::bus::jetstream::BusPublisher;
+    sentra_transport::tls::install_crypto_provider();
+    let (Some(bus), Some(url)) = (config.bus.clone(), config.control_database_url.clone()) else {
+        anyhow::bail!("--role ingest needs [bus] nats_urls and a PostgreSQL control database");
+    };
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    restrict_dir(&config.data_dir)?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let mut backoff = Duration::from_millis(200);
+    // PostgreSQL or NATS may be starting (or restarting): retry with backoff, logged.
+    let (api, publisher) = loop {
+        let attempt = async {
+            let api_config = sentra_api::ApiConfig::default();
+            // The error names what failed, never the URL (it may carry a password).
+            let store = sentra_control::ControlStore::open_postgres(
+                url.expose_secret(),
+                api_config.store.clone(),
+            )
+            .await
+            .context("opening the PostgreSQL control database")?;
+            let api = sentra_api::Api::open_with_store(&config.data_dir, store, api_config, None)
+                .await
+                .with_context(|| {
+                    format!("opening the control plane in {}", config.data_dir.display())
+                })?;
+            let publisher = BusPublisher::connect(bus.clone())
+                .await
+                .context("connecting to the NATS JetStream bus")?;
+            anyhow::Ok((api, publisher))
+        };
+        match attempt.await {
+            Ok(opened) => break opened,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), retry_in = ?backoff, "ingest server not started yet");
+                tokio::select! {
+                    () = &mut stop => {
+                        info!("shutdown requested");
+                        return Ok(());
+                    }
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("binding gRPC to {}", config.grpc_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let mut builder = sentra_transport::Server::builder(api.keyring(), publisher)
+        .desired_state(api.desired_state_service())
+        .limits(config.grpc_limits.clone());
+    if let Some((cert, key)) = &config.tls {
+        builder = builder.tls(
+            sentra_transport::tls::ServerTls::from_files(cert, key, None)
+                .context("loading the gRPC TLS certificate and key")?,
+        );
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut grpc = tokio::spawn(
+        builder
+            .build()
+            .serve_with_shutdown(grpc_listener, wait(stop_rx.clone())),
+    );
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    info!(grpc = %format!("{scheme}://{grpc_addr}"), "sentra-server ingest ready (gRPC -> NATS JetStream)");
+    eprintln!(
+        "sentra-server {} — ingest: gRPC -> NATS JetStream\n  gRPC ingest  {scheme}://{grpc_addr}\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let died: Option<anyhow::Error> = tokio::select! {
+        () = &mut stop => {
+            info!("shutdown requested");
+            None
+        }
+        e = task_end(GRPC, &mut grpc) => Some(e),
+    };
+    let _ = stop_tx.send(true);
+    if let Some(e) = died {
+        return Err(e.context(format!("{GRPC} ended unexpectedly")));
+    }
+    match tokio::time::timeout(Duration::from_secs(10), grpc).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!(error = %e, "gRPC server failed"),
+        Ok(Err(e)) => error!(error = %e, "gRPC server task failed"),
+        Err(_) => warn!("gRPC server did not stop within 10 s"),
+    }
     info!("stopped");
     Ok(())
 }

@@ -15,6 +15,7 @@ use sentra_core::{
     AgentId, Batch, KeyId, Labels, MemoryKeyring, Method, Nonce, Sample, SecretKey, Seq, Signer,
     UnixMillis, Validity, Value, Verified, Verifier, proto::AckStatus,
 };
+// `stored` reads the ledger: (agent, accepted, high water).
 use sentra_ingest::bus::jetstream::{BusConfig, BusPublisher};
 use sentra_testkit::TestDb;
 use sqlx::Connection as _;
@@ -36,11 +37,12 @@ fn nats_bin() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-/// A nats-server child with JetStream on a free loopback port, killed on drop.
+/// A nats-server child with JetStream on a free loopback port, killed on drop; restartable
+/// on the same port and store.
 struct Nats {
-    child: Child,
+    child: Option<Child>,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Nats {
@@ -51,6 +53,24 @@ impl Nats {
             .local_addr()
             .unwrap()
             .port();
+        let mut n = Self {
+            child: None,
+            port,
+            dir,
+        };
+        n.start_again();
+        n
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn start_again(&mut self) {
+        let (dir, port) = (&self.dir, self.port);
         let conf = dir.path().join("nats.conf");
         std::fs::write(
             &conf,
@@ -80,11 +100,7 @@ impl Nats {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
+        self.child = Some(child);
     }
 
     fn url(&self) -> String {
@@ -94,12 +110,11 @@ impl Nats {
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
     }
 }
 
-/// A `sentra-server --role worker` child, killed (-9) on drop; its stderr in `log`.
+/// A `sentra-server` child, killed (-9) on drop; its stderr in `log`.
 struct Worker {
     child: Option<Child>,
     log: PathBuf,
@@ -107,6 +122,10 @@ struct Worker {
 
 impl Worker {
     fn start(config: &Path, log: PathBuf) -> Self {
+        Self::server(&["--role", "worker"], config, log)
+    }
+
+    fn server(args: &[&str], config: &Path, log: PathBuf) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentra-server"));
         // A developer's SENTRA_* variables must not change what the worker does.
         for (k, _) in std::env::vars_os() {
@@ -114,12 +133,19 @@ impl Worker {
                 cmd.env_remove(k);
             }
         }
+        // Appending to the log: a restarted process keeps its predecessor's lines.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = cmd
-            .args(["--role", "worker", "--config"])
+            .args(args)
+            .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(file)
             .spawn()
             .unwrap();
         Self {
@@ -359,4 +385,303 @@ async fn worker_killed_standby_takes_over_nothing_lost_nothing_doubled() {
         );
     }
     assert_eq!(samples, total);
+}
+
+/// A tiny seeded generator (splitmix64): the fault schedule is a function of the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Default)]
+struct AgentStats {
+    sent: std::sync::atomic::AtomicU64,
+    acknowledged: std::sync::atomic::AtomicU64,
+    /// Pushes answered with an error (UNAVAILABLE, connection refused): resent.
+    resent: std::sync::atomic::AtomicU64,
+}
+
+/// One agent's shipping loop: each batch is signed once (the agent's WAL keeps the
+/// envelope) and pushed, alternating between the ingest servers; an error keeps it and
+/// resends it to the other server until it is acknowledged (`ACCEPTED` or `DUPLICATE`).
+async fn ship(
+    e: sentra_control::Enrolment,
+    n: u64,
+    t: i64,
+    grpc: Vec<std::net::SocketAddr>,
+    stats: std::sync::Arc<AgentStats>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let clients: Vec<sentra_transport::Client> = grpc
+        .iter()
+        .map(|a| {
+            sentra_transport::Client::builder(format!("http://{a}"))
+                .retry(sentra_transport::RetryConfig::disabled())
+                .attempt_timeout(Duration::from_secs(10))
+                .deadline(Duration::from_secs(15))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let signer = Signer::new(e.agent_id.clone(), e.key_id, &e.secret);
+    let mut k = 0usize;
+    for seq in 1..=n {
+        let ts = t + i64::try_from(seq).unwrap() * 10;
+        let mut b = Batch::new(
+            e.agent_id.clone(),
+            Seq::new(seq).unwrap(),
+            UnixMillis::from_millis(ts),
+        );
+        b.samples = vec![Sample {
+            name: "scaleout_fault".parse().unwrap(),
+            labels: Labels::from_pairs([("k", "v")]).unwrap(),
+            timestamp: UnixMillis::from_millis(ts),
+            value: Value::Gauge(f64::from(u32::try_from(seq).unwrap())),
+        }];
+        let env = signer.sign_batch(&b, UnixMillis::now(), Nonce::random());
+        stats.sent.fetch_add(1, Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let client = &clients[k % clients.len()];
+            k += 1;
+            match client.push(env.clone()).await {
+                Ok(ack)
+                    if ack.status() == AckStatus::Accepted
+                        || ack.status() == AckStatus::Duplicate =>
+                {
+                    stats.acknowledged.fetch_add(1, Relaxed);
+                    break;
+                }
+                Ok(ack) => panic!("agent {} seq {seq} refused: {ack:?}", e.agent_id),
+                Err(err) => {
+                    stats.resent.fetch_add(1, Relaxed);
+                    assert!(
+                        Instant::now() < deadline,
+                        "agent {} seq {seq} not acknowledged within 120 s: {err}",
+                        e.agent_id
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The fault test (issue 12): 2 ingest servers, 2 workers, 5 agents on their shipping
+/// code (signed envelopes over gRPC, resent until acknowledged); nats-server, a worker, an
+/// ingest server (each `kill -9`) and PostgreSQL (`pg_ctl stop -m immediate`, a private
+/// cluster) die at seeded points and come back. Pass: every acknowledged batch stored, none
+/// twice. Seed: `SENTRA_SCALEOUT_SEED` (default 12), printed with the summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_test_kill9_nats_worker_ingest_and_postgres() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let seed: u64 = std::env::var("SENTRA_SCALEOUT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let mut rng = Rng(seed);
+    let pg = std::sync::Arc::new(
+        tokio::task::spawn_blocking(sentra_testkit::PgServer::start)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a PostgreSQL cluster of this test: {e}")),
+    );
+    let db = TestDb::on(&pg).await.unwrap();
+    let mut nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("database-url");
+    std::fs::write(&url_file, db.url()).unwrap();
+    let config = dir.path().join("scaleout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nbackend = \"postgres\"\ndatabase_url_file = \"{}\"\n\n\
+             [bus]\nnats_urls = [\"{}\"]\nack_wait = \"2s\"\n",
+            url_file.display(),
+            nats.url()
+        ),
+    )
+    .unwrap();
+
+    // Five agents enrolled in the shared control database.
+    let mut opts = sentra_control::StoreOptions::default();
+    opts.password_cost = sentra_control::PasswordCost::insecure_for_tests();
+    opts.reload_interval = None;
+    let ops = sentra_control::ControlStore::open_postgres(db.url(), opts)
+        .await
+        .unwrap();
+    let mut agents = Vec::new();
+    for i in 0..5 {
+        let token = ops
+            .issue_bootstrap_token(
+                &sentra_control::Actor::local(),
+                Duration::from_secs(600),
+                "scaleout",
+            )
+            .await
+            .unwrap();
+        agents.push(
+            ops.enroll(&token.token, &format!("scale-{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    drop(ops);
+
+    let grpc = [free_addr(), free_addr()];
+    let ingest_args = |i: usize| {
+        vec![
+            "--role".to_owned(),
+            "ingest".to_owned(),
+            "--grpc-listen".to_owned(),
+            grpc[i].to_string(),
+            "--data-dir".to_owned(),
+            dir.path().join(format!("ingest-{i}")).display().to_string(),
+        ]
+    };
+    let start_ingest = |i: usize| {
+        let args = ingest_args(i);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Worker::server(&args, &config, dir.path().join(format!("ingest-{i}.log")))
+    };
+    let start_worker =
+        |i: usize| Worker::start(&config, dir.path().join(format!("worker-{i}.log")));
+    let mut ingest = [start_ingest(0), start_ingest(1)];
+    let mut workers = [start_worker(0), start_worker(1)];
+
+    let per_agent = 30u64;
+    let total = per_agent * 5;
+    let t = UnixMillis::now().as_millis();
+    let stats = std::sync::Arc::new(AgentStats::default());
+    let shippers: Vec<_> = agents
+        .into_iter()
+        .map(|e| tokio::spawn(ship(e, per_agent, t, grpc.to_vec(), stats.clone())))
+        .collect();
+
+    // The seeded schedule: which fault at which count of acknowledged batches, how long
+    // down, and which worker / ingest server.
+    let mut faults = ["nats", "worker", "ingest", "postgres"];
+    for i in (1..faults.len()).rev() {
+        faults.swap(i, usize::try_from(rng.below(i as u64 + 1)).unwrap());
+    }
+    let mut schedule = Vec::new();
+    for (i, f) in faults.iter().enumerate() {
+        let at = total * (i as u64 + 1) / 5 + rng.below(total / 10);
+        schedule.push((
+            *f,
+            at,
+            200 + rng.below(1300),
+            usize::try_from(rng.below(2)).unwrap(),
+        ));
+    }
+    let mut log = Vec::new();
+    for &(fault, at, down_ms, which) in &schedule {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while stats.acknowledged.load(Relaxed) < at {
+            assert!(
+                Instant::now() < deadline,
+                "stuck at {} acknowledged before {fault}",
+                stats.acknowledged.load(Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let down = Duration::from_millis(down_ms);
+        match fault {
+            "nats" => {
+                nats.kill9();
+                tokio::time::sleep(down).await;
+                nats.start_again();
+            }
+            "worker" => {
+                // The active one (the other waits on the writer lock as a standby).
+                let which = workers
+                    .iter()
+                    .position(|w| w.logs().contains("storage worker ready"))
+                    .unwrap_or(which);
+                workers[which].kill9();
+                tokio::time::sleep(down).await;
+                workers[which] = start_worker(which);
+            }
+            "ingest" => {
+                ingest[which].kill9();
+                tokio::time::sleep(down).await;
+                ingest[which] = start_ingest(which);
+            }
+            _ => {
+                let p = pg.clone();
+                tokio::task::spawn_blocking(move || p.crash())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                tokio::time::sleep(down).await;
+                let p = pg.clone();
+                tokio::task::spawn_blocking(move || p.start_again())
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+        log.push(format!("{fault}@{at}+{down_ms}ms"));
+    }
+    for s in shippers {
+        s.await.unwrap();
+    }
+    let total_i = i64::try_from(total).unwrap();
+    let all: Vec<&Worker> = workers.iter().chain(ingest.iter()).collect();
+    wait_accepted(&db, total_i, Duration::from_secs(120), &all).await;
+    // Late redeliveries (already stored) must not count twice: wait past AckWait.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (sum, per, samples) = stored(&db).await;
+    let mut redelivered = 0u64;
+    for w in &mut workers {
+        w.stop();
+        let logs = w.logs();
+        let line = logs
+            .lines()
+            .rev()
+            .find(|l| l.contains("storage worker stopping"))
+            .map(strip_ansi)
+            .unwrap_or_default();
+        redelivered += line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("redelivered="))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    for i in &mut ingest {
+        i.stop();
+    }
+    let per_agent_i = i64::try_from(per_agent).unwrap();
+    let lost: i64 =
+        (per_agent_i * 5 - per.iter().map(|p| p.1.min(per_agent_i)).sum::<i64>()).max(0);
+    let duplicated = per.iter().map(|p| (p.1 - per_agent_i).max(0)).sum::<i64>();
+    println!(
+        "scaleout fault test (seed {seed}; {}): sent {}, acknowledged {}, lost {lost}, duplicated-in-storage {duplicated}, raw redeliveries {redelivered} (surviving workers), agent resends {}, stored {sum}, samples {samples}",
+        log.join(", "),
+        stats.sent.load(Relaxed),
+        stats.acknowledged.load(Relaxed),
+        stats.resent.load(Relaxed),
+    );
+    assert_eq!(stats.acknowledged.load(Relaxed), total);
+    assert_eq!((lost, duplicated), (0, 0), "{per:?}");
+    assert_eq!(per.len(), 5, "{per:?}");
+    assert_eq!(samples, total_i);
 }

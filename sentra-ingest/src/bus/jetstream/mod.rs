@@ -374,6 +374,56 @@ impl BusPublisher {
     }
 }
 
+/// The ingest server's push path over the bus: a [`tower_service::Service`] of
+/// [`Verified`] envelopes answering [`Ack`], as [`IngestService`] is for the embedded
+/// store, so the gRPC server takes either. An [`Error::Bus`] (no connection, no PubAck in
+/// time) is the call's error: the transport answers `UNAVAILABLE` and the agent keeps the
+/// batch in its WAL.
+impl tower_service::Service<Verified> for BusPublisher {
+    type Response = Ack;
+    type Error = BoxError;
+    type Future = PublishFuture;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        // Back-pressure is the PubAck wait inside the call.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, verified: Verified) -> Self::Future {
+        let this = self.clone();
+        PublishFuture {
+            inner: Box::pin(async move { this.publish(&verified).await.map_err(BoxError::from) }),
+        }
+    }
+}
+
+/// The future of [`BusPublisher`]'s `Service::call`.
+pub struct PublishFuture {
+    inner: std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<Ack, BoxError>> + Send>,
+    >,
+}
+
+impl fmt::Debug for PublishFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishFuture").finish_non_exhaustive()
+    }
+}
+
+impl std::future::Future for PublishFuture {
+    type Output = std::result::Result<Ack, BoxError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
 /// What a worker did, counted since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
