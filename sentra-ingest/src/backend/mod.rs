@@ -165,7 +165,7 @@ pub(crate) struct Commit {
 }
 
 /// A series the writer created (ids are assigned by the writer, from
-/// [`MetricStore::load_series`]'s maximum + 1).
+/// [`StoredState::load_series`]'s maximum + 1).
 #[derive(Clone, Debug)]
 pub(crate) struct NewSeries {
     pub(crate) id: i64,
@@ -292,14 +292,32 @@ pub(crate) trait MetricReader: Clone + Send + Sync + 'static {
         range: Range,
         limit: u64,
     ) -> impl Future<Output = Result<Vec<(i64, i64, f64)>>> + Send;
+    /// The connection pool the reads shared by every SQL backend go through (the
+    /// provided methods below).
+    fn pool(&self) -> AnyPool<'_>;
     /// The durable high-water mark of `agent` (`None`: unknown agent).
-    fn high_water(&self, agent: &AgentId) -> impl Future<Output = Result<Option<u64>>> + Send;
+    fn high_water(&self, agent: &AgentId) -> impl Future<Output = Result<Option<u64>>> + Send {
+        async move {
+            each_pool!(self.pool(), p => sql::high_water(p, agent.as_str()).await)
+                .map_err(crate::Error::storage("reading a high-water mark"))
+        }
+    }
     /// The durable ledger of `agent`.
-    fn ledger(&self, agent: &AgentId) -> impl Future<Output = Result<Option<AgentLedger>>> + Send;
+    fn ledger(&self, agent: &AgentId) -> impl Future<Output = Result<Option<AgentLedger>>> + Send {
+        async move {
+            each_pool!(self.pool(), p => sql::read_ledger(p, agent.as_str()).await)
+                .map_err(crate::Error::storage("reading an agent's ledger"))
+        }
+    }
     /// The store's own consistency check: one line per problem, empty when none.
     fn integrity_check(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Every series with the start of its newest 1-minute bucket (`None`: none yet).
-    fn rollup_progress(&self) -> impl Future<Output = Result<Vec<(i64, Option<i64>)>>> + Send;
+    fn rollup_progress(&self) -> impl Future<Output = Result<Vec<(i64, Option<i64>)>>> + Send {
+        async move {
+            each_pool!(self.pool(), p => sql::rollup_progress(p).await)
+                .map_err(crate::Error::storage("reading rollup progress"))
+        }
+    }
     /// Raw samples `(ts, value)` of `series` from `from` on, by time.
     fn samples_from(
         &self,
@@ -312,10 +330,42 @@ pub(crate) trait MetricReader: Clone + Send + Sync + 'static {
         series: i64,
         from: i64,
         to: i64,
-    ) -> impl Future<Output = Result<Vec<Bucket>>> + Send;
+    ) -> impl Future<Output = Result<Vec<Bucket>>> + Send {
+        async move {
+            each_pool!(self.pool(), p => sql::minute_buckets(p, series, from, to).await)
+                .map_err(crate::Error::storage("reading rollups"))
+        }
+    }
     /// Closes the read connections.
-    fn close(&self) -> impl Future<Output = ()> + Send;
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        async move { each_pool!(self.pool(), p => p.close().await) }
+    }
 }
+
+/// The read pool of whichever SQL backend is open ([`MetricReader::pool`]).
+#[derive(Clone, Copy)]
+pub(crate) enum AnyPool<'a> {
+    /// SQLite's read-only connections.
+    #[cfg(feature = "sqlite")]
+    Sqlite(&'a sqlx::SqlitePool),
+    /// PostgreSQL's connections.
+    #[cfg(feature = "postgres")]
+    Postgres(&'a sqlx::PgPool),
+}
+
+/// Runs `$call` with `$p` bound to the open backend's pool (each arm is generic code
+/// instantiated for its database).
+macro_rules! each_pool {
+    ($pool:expr, $p:ident => $call:expr) => {
+        match $pool {
+            #[cfg(feature = "sqlite")]
+            AnyPool::Sqlite($p) => $call,
+            #[cfg(feature = "postgres")]
+            AnyPool::Postgres($p) => $call,
+        }
+    };
+}
+use each_pool;
 
 /// The read side of whichever backend is open (see "Dispatch" in the [module docs](self)).
 #[derive(Clone)]
@@ -341,6 +391,9 @@ macro_rules! each_reader {
 }
 
 impl MetricReader for Reader {
+    fn pool(&self) -> AnyPool<'_> {
+        each_reader!(self, r => r.pool())
+    }
     async fn names(&self, agent: Option<&AgentId>, limit: usize) -> Result<Vec<String>> {
         each_reader!(self, r => r.names(agent, limit).await)
     }
@@ -367,25 +420,10 @@ impl MetricReader for Reader {
     ) -> Result<Vec<(i64, i64, f64)>> {
         each_reader!(self, r => r.raw_rows(ids, range, limit).await)
     }
-    async fn high_water(&self, agent: &AgentId) -> Result<Option<u64>> {
-        each_reader!(self, r => r.high_water(agent).await)
-    }
-    async fn ledger(&self, agent: &AgentId) -> Result<Option<AgentLedger>> {
-        each_reader!(self, r => r.ledger(agent).await)
-    }
     async fn integrity_check(&self) -> Result<Vec<String>> {
         each_reader!(self, r => r.integrity_check().await)
     }
-    async fn rollup_progress(&self) -> Result<Vec<(i64, Option<i64>)>> {
-        each_reader!(self, r => r.rollup_progress().await)
-    }
     async fn samples_from(&self, series: i64, from: i64) -> Result<Vec<(i64, Option<f64>)>> {
         each_reader!(self, r => r.samples_from(series, from).await)
-    }
-    async fn minute_buckets(&self, series: i64, from: i64, to: i64) -> Result<Vec<Bucket>> {
-        each_reader!(self, r => r.minute_buckets(series, from, to).await)
-    }
-    async fn close(&self) {
-        each_reader!(self, r => r.close().await);
     }
 }

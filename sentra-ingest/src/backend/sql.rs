@@ -183,6 +183,20 @@ where
     Ok(row.as_ref().map(ledger))
 }
 
+/// [`MetricReader::rollup_progress`](super::MetricReader::rollup_progress) through
+/// [`ROLLUP_PROGRESS`].
+pub(crate) async fn rollup_progress<DB>(pool: &Pool<DB>) -> sqlx::Result<Vec<(i64, Option<i64>)>>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+{
+    let rows = sqlx::query::<DB>(ROLLUP_PROGRESS).fetch_all(pool).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// [`MetricReader::minute_buckets`](super::MetricReader::minute_buckets) through
 /// [`MINUTE_BUCKETS`].
 pub(crate) async fn minute_buckets<DB>(

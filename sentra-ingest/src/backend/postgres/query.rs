@@ -4,9 +4,8 @@ use sentra_core::AgentId;
 use sqlx::{PgPool, Row as _};
 
 use crate::{
-    AgentLedger, Error, Result,
-    backend::{MetricReader, sql},
-    maintenance::Bucket,
+    Error, Result,
+    backend::{AnyPool, MetricReader, sql},
     query::{Aggregation, MatchOp, Range, Resolution, Selector, SeriesInfo},
 };
 
@@ -23,6 +22,10 @@ impl PgReader {
 }
 
 impl MetricReader for PgReader {
+    fn pool(&self) -> AnyPool<'_> {
+        AnyPool::Postgres(&self.pool)
+    }
+
     async fn names(&self, agent: Option<&AgentId>, limit: usize) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT DISTINCT name FROM series WHERE ($1::text IS NULL OR agent = $1) \
@@ -148,18 +151,6 @@ impl MetricReader for PgReader {
         Ok(sql::triples(&rows))
     }
 
-    async fn high_water(&self, agent: &AgentId) -> Result<Option<u64>> {
-        sql::high_water(&self.pool, agent.as_str())
-            .await
-            .map_err(Error::storage("reading a high-water mark"))
-    }
-
-    async fn ledger(&self, agent: &AgentId) -> Result<Option<AgentLedger>> {
-        sql::read_ledger(&self.pool, agent.as_str())
-            .await
-            .map_err(Error::storage("reading an agent's ledger"))
-    }
-
     /// PostgreSQL checks its own pages (checksums, WAL); this checks the store's own
     /// invariants: samples and rollups of unknown series, overlapping stored-seq ranges,
     /// a stored seq above the agent's high-water mark.
@@ -204,14 +195,6 @@ impl MetricReader for PgReader {
         Ok(problems)
     }
 
-    async fn rollup_progress(&self) -> Result<Vec<(i64, Option<i64>)>> {
-        let rows = sqlx::query(sql::ROLLUP_PROGRESS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(Error::storage("reading rollup progress"))?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
     async fn samples_from(&self, series: i64, from: i64) -> Result<Vec<(i64, Option<f64>)>> {
         let rows =
             sqlx::query("SELECT ts, v FROM samples WHERE series_id = $1 AND ts >= $2 ORDER BY ts")
@@ -221,15 +204,5 @@ impl MetricReader for PgReader {
                 .await
                 .map_err(Error::storage("reading samples for rollup"))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
-    async fn minute_buckets(&self, series: i64, from: i64, to: i64) -> Result<Vec<Bucket>> {
-        sql::minute_buckets(&self.pool, series, from, to)
-            .await
-            .map_err(Error::storage("reading rollups"))
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
     }
 }

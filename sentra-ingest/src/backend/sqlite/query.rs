@@ -4,9 +4,8 @@ use sentra_core::AgentId;
 use sqlx::{Row as _, SqlitePool};
 
 use crate::{
-    AgentLedger, Error, Result,
-    backend::{MetricReader, sql},
-    maintenance::Bucket,
+    Error, Result,
+    backend::{AnyPool, MetricReader, sql},
     query::{Aggregation, MatchOp, Range, Resolution, Selector, SeriesInfo},
 };
 
@@ -29,6 +28,10 @@ fn ids_json(ids: &[i64]) -> String {
 }
 
 impl MetricReader for SqliteReader {
+    fn pool(&self) -> AnyPool<'_> {
+        AnyPool::Sqlite(&self.pool)
+    }
+
     async fn names(&self, agent: Option<&AgentId>, limit: usize) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT DISTINCT name FROM series WHERE (?1 IS NULL OR agent = ?1) ORDER BY name LIMIT ?2",
@@ -150,18 +153,6 @@ impl MetricReader for SqliteReader {
         Ok(sql::triples(&rows))
     }
 
-    async fn high_water(&self, agent: &AgentId) -> Result<Option<u64>> {
-        sql::high_water(&self.pool, agent.as_str())
-            .await
-            .map_err(Error::storage("reading a high-water mark"))
-    }
-
-    async fn ledger(&self, agent: &AgentId) -> Result<Option<AgentLedger>> {
-        sql::read_ledger(&self.pool, agent.as_str())
-            .await
-            .map_err(Error::storage("reading an agent's ledger"))
-    }
-
     /// SQLite's `PRAGMA integrity_check`, one line per problem as SQLite reports them
     /// (damage that stops the check, `database disk image is malformed`, is one line).
     async fn integrity_check(&self) -> Result<Vec<String>> {
@@ -188,14 +179,6 @@ impl MetricReader for SqliteReader {
         })
     }
 
-    async fn rollup_progress(&self) -> Result<Vec<(i64, Option<i64>)>> {
-        let rows = sqlx::query(sql::ROLLUP_PROGRESS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(Error::storage("reading rollup progress"))?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
     async fn samples_from(&self, series: i64, from: i64) -> Result<Vec<(i64, Option<f64>)>> {
         let rows = sqlx::query(
             "SELECT ts, CAST(v AS REAL) FROM samples WHERE series_id = ? AND ts >= ? ORDER BY ts",
@@ -206,15 +189,5 @@ impl MetricReader for SqliteReader {
         .await
         .map_err(Error::storage("reading samples for rollup"))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
-    async fn minute_buckets(&self, series: i64, from: i64, to: i64) -> Result<Vec<Bucket>> {
-        sql::minute_buckets(&self.pool, series, from, to)
-            .await
-            .map_err(Error::storage("reading rollups"))
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
     }
 }
