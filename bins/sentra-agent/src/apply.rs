@@ -144,6 +144,9 @@ pub struct InterfaceReport {
     /// Why the interface as a whole was not applied (a rejected declaration, a missing
     /// device, a kernel error); nothing was changed when the declaration was rejected.
     pub error: Option<String>,
+    /// Whether that error is WireGuard being unusable here (no kernel support or no
+    /// `CAP_NET_ADMIN`): the collector already says so, the applier logs it quietly.
+    pub wireguard_unavailable: bool,
 }
 
 impl InterfaceReport {
@@ -245,6 +248,7 @@ pub async fn reconcile(
     let actual = match client.get_device(iface.name.as_str()).await {
         Ok(d) => d,
         Err(e) => {
+            report.wireguard_unavailable = e.is_unavailable();
             report.error = Some(e.to_string());
             return report;
         }
@@ -414,7 +418,11 @@ impl Applier {
 }
 
 fn log_report(r: &InterfaceReport, before: u64) {
-    if let Some(e) = &r.error {
+    if let Some(e) = &r.error
+        && r.wireguard_unavailable
+    {
+        tracing::debug!(interface = %r.interface, error = %e, "declared peers not applied: WireGuard unavailable");
+    } else if let Some(e) = &r.error {
         tracing::warn!(interface = %r.interface, revision = r.desired_revision, error = %e, "declared peers not applied; retrying next interval");
     }
     for (k, e) in &r.peer_errors {
@@ -581,5 +589,73 @@ mod tests {
             ..InterfaceReport::default()
         };
         assert!(ok.in_sync());
+    }
+
+    /// A server that answers with a fixed state (or "unchanged" once the agent knows it)
+    /// and records the revision each query carried.
+    struct FakeServer {
+        state: proto::DesiredState,
+        known: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl Ingest for FakeServer {
+        fn push(
+            &self,
+            _: proto::SignedBatch,
+        ) -> crate::ship::BoxFuture<'_, Result<proto::Ack, crate::IngestError>> {
+            unreachable!("the applier never pushes")
+        }
+        fn fetch_desired_state(
+            &self,
+            envelope: proto::SignedBatch,
+        ) -> crate::ship::BoxFuture<'_, Result<proto::DesiredState, crate::IngestError>> {
+            let q = proto::DesiredStateQuery::decode(envelope.payload).expect("query");
+            self.known.lock().unwrap().push(q.known_revision);
+            let state = if q.known_revision == self.state.revision {
+                proto::DesiredState {
+                    revision: self.state.revision,
+                    unchanged: true,
+                    interfaces: Vec::new(),
+                }
+            } else {
+                self.state.clone()
+            };
+            Box::pin(async move { Ok(state) })
+        }
+    }
+
+    /// Without a kernel device (`wgapplytest0` exists nowhere; on a host without WireGuard
+    /// the module is missing): the revision the agent knows is sent back, an unchanged answer
+    /// still reconciles the kept state, and every round leaves a report with the reason.
+    #[tokio::test(flavor = "current_thread")]
+    async fn rounds_send_the_known_revision_and_keep_reconciling() {
+        let server = FakeServer {
+            state: proto::DesiredState {
+                revision: 3,
+                unchanged: false,
+                interfaces: vec![proto::DesiredInterface {
+                    name: "wgapplytest0".into(),
+                    peers: vec![peer(1, &["10.0.0.1/32"])],
+                }],
+            },
+            known: std::sync::Mutex::default(),
+        };
+        let creds: KeyState = std::sync::Arc::new(std::sync::RwLock::new(crate::Credentials::new(
+            sentra_core::AgentId::new("edge-01").unwrap(),
+            sentra_core::KeyId::new(1),
+            sentra_core::SecretKey::from_bytes([7; 32]),
+        )));
+        let wg = tokio::sync::Mutex::new(WgCollector::new());
+        let reports = Reports::default();
+        let mut applier = Applier::new(BTreeSet::new(), reports.clone());
+        for _ in 0..2 {
+            applier.round(&server, &creds, &wg).await;
+            let r = reports.lock().unwrap().get("wgapplytest0").cloned();
+            let r = r.expect("a report for the declared interface");
+            assert_eq!((r.desired_revision, r.applied_revision), (3, 0));
+            assert!(r.error.is_some() && !r.in_sync(), "{r:?}");
+            reports.lock().unwrap().clear();
+        }
+        assert_eq!(*server.known.lock().unwrap(), [0, 3]);
     }
 }
