@@ -80,10 +80,11 @@ impl PeerSpec {
 
 /// An IPv4 address with an optional prefix length.
 #[cfg(feature = "openapi")]
-const ALLOWED_IP_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(/(3[0-2]|[12]?[0-9]))?$";
+const ALLOWED_IP_PATTERN: &str = r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(/(3[0-2]|[12]?[0-9]))?|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$";
 
 #[cfg(feature = "openapi")]
-/// The OpenAPI schema of `allowed_ips` (IPv4 prefixes; IPv6 is accepted too, see the docs).
+/// The OpenAPI schema of `allowed_ips`: IPv4 and IPv6 prefixes (IPv6 with an embedded IPv4
+/// part is accepted too, though the pattern does not list it).
 fn allowed_ips_schema() -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
     ArrayBuilder::new()
@@ -94,7 +95,7 @@ fn allowed_ips_schema() -> utoipa::openapi::schema::Array {
         )
         .max_items(Some(MAX_ALLOWED_IPS_PER_PEER))
         .description(Some(
-            "Allowed IPs as prefixes; a bare address is a host route; host bits are cleared. IPv6 prefixes are accepted too.",
+            "Allowed IPs as prefixes (IPv4 or IPv6); a bare address is a host route; host bits are cleared.",
         ))
         .build()
 }
