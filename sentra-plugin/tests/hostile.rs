@@ -125,7 +125,12 @@ fn flood_is_cut_at_the_sample_bound_and_huge_lengths_are_not_copied() {
     );
     let msg = p.collect().unwrap_err().to_string();
     assert!(msg.contains("more than 10000 samples"), "{msg}");
-    let p = load(&host, "huge_string", SLACK_DEADLINE, Capabilities::default());
+    let p = load(
+        &host,
+        "huge_string",
+        SLACK_DEADLINE,
+        Capabilities::default(),
+    );
     let msg = p.collect().unwrap_err().to_string();
     assert!(
         msg.contains("metric name: 100000000 bytes, at most 256"),
@@ -270,7 +275,12 @@ fn battery_1000_runs_host_survives_and_kills_runaways_in_time() {
     let tick = host.config().epoch_tick;
     let plugins: Vec<(Plugin, FailureKind)> = CASES
         .iter()
-        .map(|(n, k)| (load(&host, n, deadline_for(*k), Capabilities::default()), *k))
+        .map(|(n, k)| {
+            (
+                load(&host, n, deadline_for(*k), Capabilities::default()),
+                *k,
+            )
+        })
         .collect();
     let mut kills = Vec::new();
     let mut runs = 0u32;
@@ -324,12 +334,7 @@ fn battery_1000_runs_host_survives_and_kills_runaways_in_time() {
 #[test]
 fn good_plugin_next_to_50_hostile_keeps_its_throughput() {
     let host = host(3);
-    let good = load(
-        &host,
-        "uptime",
-        SLACK_DEADLINE,
-        Capabilities::default(),
-    );
+    let good = load(&host, "uptime", SLACK_DEADLINE, Capabilities::default());
     let good_errors = AtomicU64::new(0);
     let rate = |good: &Plugin, window: Duration| {
         let t0 = Instant::now();
