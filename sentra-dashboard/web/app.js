@@ -7,14 +7,31 @@ const $ = (id) => document.getElementById(id);
 const ROW_H = 32;
 const FRESH_S = 180; // WireGuard re-handshakes every 2 min on an active tunnel
 const AGING_S = 600;
+// The server's presence thresholds (sentra-ingest PresenceConfig defaults): an agent silent
+// for longer than 30 s is stale, longer than 120 s offline. The page ages presence with the
+// clock between events, so an agent that goes silent changes colour without a new event.
+const STALE_AFTER_MS = 30000;
+const OFFLINE_AFTER_MS = 120000;
+// A peer is handshaking while its last handshake is within 210 s (PresenceConfig default).
+const PEER_TIMEOUT_MS = 210000;
+const RANGES = [
+  { label: 'Last hour', span: 3600e3, step: 60e3 },
+  { label: 'Last 6 hours', span: 6 * 3600e3, step: 300e3 },
+  { label: 'Last 24 hours', span: 24 * 3600e3, step: 900e3 },
+  { label: 'Last 7 days', span: 7 * 24 * 3600e3, step: 3600e3 },
+];
 
 const state = {
   token: null,
+  role: null,
   expiryTimer: null,
   stream: null, // AbortController of the live stream
   agents: new Map(), // agent_id -> AgentStatus
   view: 'login',
   iface: null, // { agent, name }
+  agent: null, // the agent page's agent id
+  peer: null, // { agent, iface, key }
+  chartSeq: 0, // drops answers to superseded chart queries
   sortKey: 'handshake',
   sortDir: 1,
   filter: '',
@@ -95,6 +112,19 @@ function signIn(token, expiresIn) {
   $('nav').hidden = false;
   show('fleet');
   startStream();
+  loadRole();
+}
+
+async function loadRole() {
+  try {
+    const resp = await api('/api/v1/auth/me');
+    if (!resp.ok) return;
+    const me = await resp.json();
+    state.role = me.role;
+    $('nav-enrol').hidden = me.role !== 'admin';
+  } catch {
+    // Expired (handled by api()) or unreachable: the menu stays as it is.
+  }
 }
 
 function signOut(message) {
@@ -105,6 +135,9 @@ function signOut(message) {
   state.stream = null;
   state.agents.clear();
   state.rows = [];
+  state.role = null;
+  clearEnrol();
+  $('nav-enrol').hidden = true;
   $('nav').hidden = true;
   $('login-msg').textContent = message || '';
   show('login');
@@ -165,6 +198,7 @@ function onEvent(raw) {
     else if (field === 'data') data.push(val);
   }
   const text = data.join('\n');
+  window.sentraEvents = (window.sentraEvents || 0) + 1;
   if (type === 'snapshot') {
     const snap = JSON.parse(text);
     state.agents.clear();
@@ -188,12 +222,19 @@ function setLive(text) {
 
 // ------------------------------------------------------------------ views
 
+const VIEWS = ['login', 'fleet', 'agent', 'peers', 'peer', 'enrol'];
+
 function show(view) {
+  if (state.view === 'enrol' && view !== 'enrol') clearEnrol();
   state.view = view;
-  $('login-view').hidden = view !== 'login';
-  $('fleet-view').hidden = view !== 'fleet';
-  $('peers-view').hidden = view !== 'peers';
+  for (const v of VIEWS) $(`${v}-view`).hidden = v !== view;
   if (view === 'login') $('username').focus();
+  else {
+    // Move focus to the new page's heading so keyboard and screen-reader users land on it.
+    const h = $(`${view}-title`);
+    h.tabIndex = -1;
+    h.focus({ preventScroll: true });
+  }
   queueRender(true);
 }
 
@@ -207,8 +248,10 @@ function queueRender(changed) {
     state.renderQueued = false;
     const c = dataChanged;
     dataChanged = false;
-    if (state.view === 'fleet') renderFleet();
+    if (state.view === 'fleet') renderFleet(c);
     else if (state.view === 'peers') renderPeers(c);
+    else if (state.view === 'agent') renderAgent();
+    else if (state.view === 'peer') renderPeerFacts();
   });
 }
 
@@ -233,44 +276,99 @@ function ago(ms) {
   return `${Math.floor(s / 86400)} d`;
 }
 
-function renderFleet() {
+const RANK = { online: 0, stale: 1, offline: 2 };
+
+// Presence now: the server's word at its last event, aged by the silence since then.
+function presenceOf(a) {
+  const silent = Date.now() - (state.skew || 0) - a.last_seen_ms;
+  const local = silent > OFFLINE_AFTER_MS ? 'offline' : silent > STALE_AFTER_MS ? 'stale' : 'online';
+  return (RANK[local] ?? 0) > (RANK[a.presence] ?? 0) ? local : a.presence;
+}
+
+function handshaking(peers) {
+  const now = Date.now() - (state.skew || 0);
+  return peers.filter((p) => p.last_handshake_ms != null && now - p.last_handshake_ms <= PEER_TIMEOUT_MS).length;
+}
+
+// Re-renders the cards when the data changed; on clock ticks only presence and ages move,
+// updated in place so keyboard focus stays where it is.
+function renderFleet(changed) {
   const counts = { online: 0, stale: 0, offline: 0 };
-  for (const a of state.agents.values()) counts[a.presence] = (counts[a.presence] || 0) + 1;
+  for (const a of state.agents.values()) counts[presenceOf(a)] += 1;
   $('summary').replaceChildren(
     ...['online', 'stale', 'offline'].map((p) =>
       el('li', { class: `p-${p}`, 'data-presence': p, text: `${counts[p]} ${p}` }),
     ),
   );
+  const box = $('agents');
+  if (!changed && box.dataset.rendered === '1') {
+    for (const card of box.querySelectorAll('[data-agent]')) {
+      const a = state.agents.get(card.dataset.agent);
+      if (a) paintPresence(card, a);
+    }
+    return;
+  }
+  const focused = document.activeElement && document.activeElement.closest('#agents') ? focusKey(document.activeElement) : null;
   const cards = [];
   for (const a of state.agents.values()) {
-    const ifaces = a.interfaces.map((i) => {
-      const up = i.peers.filter((p) => p.online).length;
-      return el(
+    const ifaces = a.interfaces.map((i) =>
+      el(
         'li',
         {},
         el('button', {
           type: 'button',
           class: 'link',
           'data-iface': `${a.agent_id}/${i.name}`,
+          'aria-label': `Peers of ${i.name} on ${a.agent_id}`,
           text: `${i.name}`,
           onclick: () => openPeers(a.agent_id, i.name),
         }),
-        ` — ${i.peers.length} peers, ${up} handshaking`,
-      );
-    });
-    cards.push(
-      el(
-        'article',
-        { class: 'card agent', 'data-agent': a.agent_id },
-        el('h3', { text: a.agent_id }),
-        el('span', { class: `badge p-${a.presence}`, text: a.presence }),
-        el('p', { class: 'muted', text: `last seen ${ago(a.last_seen_ms)} ago` }),
-        ifaces.length ? el('ul', { 'aria-label': 'Interfaces' }, ...ifaces) : el('p', { class: 'muted', text: 'no WireGuard interfaces' }),
+        ` — ${i.peers.length} peers, ${handshaking(i.peers)} handshaking`,
       ),
     );
+    const card = el(
+      'article',
+      { class: 'card agent', 'data-agent': a.agent_id, 'aria-label': `Agent ${a.agent_id}` },
+      el(
+        'h3',
+        {},
+        el('button', {
+          type: 'button',
+          class: 'link',
+          'data-open-agent': a.agent_id,
+          'aria-label': `Agent page of ${a.agent_id}`,
+          text: a.agent_id,
+          onclick: () => openAgent(a.agent_id),
+        }),
+      ),
+      el('span', { class: 'badge', 'data-badge': '' }),
+      el('p', { class: 'muted', 'data-seen': '' }),
+      ifaces.length ? el('ul', { 'aria-label': 'Interfaces' }, ...ifaces) : el('p', { class: 'muted', text: 'no WireGuard interfaces' }),
+    );
+    paintPresence(card, a);
+    cards.push(card);
   }
   if (!cards.length) cards.push(el('p', { class: 'muted', text: 'No agent has reported yet.' }));
-  $('agents').replaceChildren(...cards);
+  box.replaceChildren(...cards);
+  box.dataset.rendered = '1';
+  if (focused) box.querySelector(focused)?.focus();
+}
+
+function paintPresence(card, a) {
+  const p = presenceOf(a);
+  const badge = card.querySelector('[data-badge]');
+  badge.className = `badge p-${p}`;
+  badge.textContent = p;
+  card.dataset.presence = p;
+  card.querySelector('[data-seen]').textContent = `last seen ${ago(a.last_seen_ms + (state.skew || 0))} ago`;
+}
+
+// A CSS selector that finds the same control after a re-render.
+function focusKey(e) {
+  for (const k of ['data-iface', 'data-open-agent']) {
+    if (e.hasAttribute(k)) return `[${k}="${CSS.escape(e.getAttribute(k))}"]`;
+  }
+  return null;
 }
 
 // ------------------------------------------------------------------ peer table
@@ -395,7 +493,18 @@ function renderPeers(changed) {
       'div',
       { class: 'row vrow', role: 'row', 'data-key': p.public_key, 'aria-rowindex': String(i + 2) },
       el('div', { role: 'cell', class: 'mono', text: p.allowed_ips.join(', ') }),
-      el('div', { role: 'cell', class: 'mono', title: p.public_key, text: shortKey(p.public_key) }),
+      el(
+        'div',
+        { role: 'cell', class: 'mono' },
+        el('button', {
+          type: 'button',
+          class: 'link mono',
+          title: p.public_key,
+          'data-peer': p.public_key,
+          'aria-label': `Traffic of peer ${p.public_key}`,
+          text: shortKey(p.public_key),
+        }),
+      ),
       el('div', { role: 'cell', class: 'mono', text: p.endpoint || '—' }),
       el('div', {
         role: 'cell',
@@ -414,12 +523,365 @@ function renderPeers(changed) {
   window.sentraLastRender = performance.now();
 }
 
+
+// ------------------------------------------------------------------ charts (hand-written SVG)
+
+const SVG = 'http://www.w3.org/2000/svg';
+const CW = 640;
+const CH = 200;
+const PAD = { l: 64, r: 12, t: 10, b: 26 };
+
+function svg(tag, attrs = {}, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text != null) e.textContent = text;
+  return e;
+}
+
+function fmtTime(ms, span) {
+  const d = new Date(ms);
+  const hm = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  return span > 24 * 3600e3 ? `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${hm}` : hm;
+}
+
+// A line chart: `series` = [{ label, points: [[ms, value], ...] }]; gaps longer than 1.5
+// steps break the line. The legend (latest values) doubles as the text alternative.
+// The next "round" number at or above v (1, 2, 2.5 or 5 times a power of ten), > 0.
+function niceCeil(v) {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 2.5, 5, 10].map((m) => m * p).find((c) => c >= v * 1.05) || 10 * p;
+}
+
+function lineChart({ id, title, series, from, to, step, fmt, yMax }) {
+  const fig = el('figure', { class: 'chart card', 'data-chart': id });
+  fig.append(el('figcaption', { text: title }));
+  const pts = series.flatMap((s) => s.points);
+  if (!pts.length) {
+    fig.append(el('p', { class: 'muted', 'data-empty': '', text: 'No data in this range.' }));
+    return fig;
+  }
+  const max = yMax || niceCeil(Math.max(...pts.map((p) => p[1])));
+  const x = (t) => PAD.l + ((t - from) / (to - from)) * (CW - PAD.l - PAD.r);
+  const y = (v) => CH - PAD.b - (v / max) * (CH - PAD.t - PAD.b);
+  const summary = series
+    .map((s) => `${s.label} ${s.points.length ? fmt(s.points[s.points.length - 1][1]) : 'no data'}`)
+    .join(', ');
+  const g = svg('svg', { viewBox: `0 0 ${CW} ${CH}`, role: 'img', 'aria-label': `${title}: latest ${summary}`, class: 'plot' });
+  for (const f of [0, 0.5, 1]) {
+    const yy = y(max * f);
+    g.append(svg('line', { x1: PAD.l, x2: CW - PAD.r, y1: yy, y2: yy, class: 'grid' }));
+    g.append(svg('text', { x: PAD.l - 6, y: yy + 4, 'text-anchor': 'end', class: 'tick' }, fmt(max * f)));
+  }
+  g.append(svg('text', { x: PAD.l, y: CH - 6, class: 'tick' }, fmtTime(from, to - from)));
+  g.append(svg('text', { x: CW - PAD.r, y: CH - 6, 'text-anchor': 'end', class: 'tick' }, fmtTime(to, to - from)));
+  series.forEach((s, i) => {
+    let d = '';
+    let prev = null;
+    for (const [t, v] of s.points) {
+      d += `${prev == null || t - prev > 1.5 * step ? 'M' : 'L'}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+      prev = t;
+    }
+    if (s.points.length === 1) {
+      const [t, v] = s.points[0];
+      g.append(svg('circle', { cx: x(t), cy: y(v), r: 2.5, class: `s${i} dot` }));
+    }
+    g.append(svg('path', { d, class: `s${i} line`, 'data-series': s.label, 'data-points': String(s.points.length) }));
+  });
+  fig.append(g);
+  fig.append(
+    el(
+      'ul',
+      { class: 'legend', 'aria-hidden': 'true' },
+      ...series.map((s, i) =>
+        el('li', { class: `s${i}` }, el('span', { class: 'swatch' }), `${s.label}: ${s.points.length ? fmt(s.points[s.points.length - 1][1]) : 'no data'}`),
+      ),
+    ),
+  );
+  return fig;
+}
+
+function rangeOf(select) {
+  const r = RANGES[Number(select.value)] || RANGES[0];
+  const now = Date.now();
+  const to = Math.ceil(now / r.step) * r.step;
+  return { from: to - r.span, to, step: r.step };
+}
+
+async function history(name, agent, labels, range, agg) {
+  const q = new URLSearchParams({ name, agent, from: String(range.from), to: String(range.to), step_ms: String(range.step), agg });
+  for (const l of labels) q.append('label', l);
+  const resp = await api(`/api/v1/metrics/history?${q}`);
+  if (!resp.ok) throw new Error(await errorText(resp));
+  return (await resp.json()).series;
+}
+
+// Per-second rate of a counter from per-step values (a decrease is a reset: the new
+// value is the increase).
+function rate(points) {
+  const out = [];
+  for (let i = 1; i < points.length; i++) {
+    const [t0, v0] = points[i - 1];
+    const [t1, v1] = points[i];
+    if (t1 <= t0) continue;
+    out.push([t1, ((v1 >= v0 ? v1 - v0 : v1) * 1000) / (t1 - t0)]);
+  }
+  return out;
+}
+
+// Sums series point-wise by timestamp.
+function sumSeries(list, f = (p) => p) {
+  const m = new Map();
+  for (const s of list) for (const [t, v] of f(s.points)) m.set(t, (m.get(t) || 0) + v);
+  return [...m.entries()].sort((a, b) => a[0] - b[0]);
+}
+
+const fmtNum = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2));
+const fmtPct = (v) => `${v.toFixed(0)} %`;
+const fmtIec = (b) => {
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (b >= 1024 && i < u.length - 1) {
+    b /= 1024;
+    i += 1;
+  }
+  return `${b.toFixed(i ? 1 : 0)} ${u[i]}`;
+};
+
+// ------------------------------------------------------------------ agent page
+
+function openAgent(id) {
+  state.agent = id;
+  $('agent-title').textContent = `Agent ${id}`;
+  show('agent');
+  loadAgentCharts();
+}
+
+function renderAgent() {
+  const a = state.agents.get(state.agent);
+  if (!a) {
+    $('agent-presence').textContent = 'This agent has not reported since the page loaded.';
+    $('agent-ifaces').replaceChildren();
+    return;
+  }
+  const p = presenceOf(a);
+  $('agent-presence').replaceChildren(
+    el('span', { class: `badge p-${p}`, 'data-agent-presence': p, text: p }),
+    ` last seen ${ago(a.last_seen_ms + (state.skew || 0))} ago`,
+  );
+  const rows = a.interfaces.map((i) =>
+    el(
+      'tr',
+      { 'data-agent-iface': i.name },
+      el(
+        'th',
+        { scope: 'row' },
+        el('button', { type: 'button', class: 'link', 'aria-label': `Peers of ${i.name}`, text: i.name, onclick: () => openPeers(a.agent_id, i.name) }),
+      ),
+      el('td', { class: 'mono', title: i.public_key || '', text: i.public_key ? shortKey(i.public_key) : '—' }),
+      el('td', { text: String(i.listen_port) }),
+      el('td', { text: String(i.peers.length) }),
+      el('td', { text: String(handshaking(i.peers)) }),
+    ),
+  );
+  if (!rows.length) rows.push(el('tr', {}, el('td', { colspan: '5', class: 'muted', text: 'No WireGuard interfaces.' })));
+  const focused = document.activeElement && document.activeElement.closest('#agent-ifaces') ? document.activeElement.textContent : null;
+  $('agent-ifaces').replaceChildren(...rows);
+  if (focused) [...$('agent-ifaces').querySelectorAll('button')].find((b) => b.textContent === focused)?.focus();
+}
+
+async function loadAgentCharts() {
+  const seq = ++state.chartSeq;
+  const agent = state.agent;
+  const range = rangeOf($('agent-range'));
+  $('agent-chart-msg').textContent = 'loading…';
+  $('agent-charts').setAttribute('aria-busy', 'true');
+  try {
+    const [l1, l5, l15, total, avail, cpu, rx, tx] = await Promise.all([
+      history('node_load1', agent, [], range, 'avg'),
+      history('node_load5', agent, [], range, 'avg'),
+      history('node_load15', agent, [], range, 'avg'),
+      history('node_memory_MemTotal_bytes', agent, [], range, 'avg'),
+      history('node_memory_MemAvailable_bytes', agent, [], range, 'avg'),
+      history('node_cpu_seconds_total', agent, [], range, 'max'),
+      history('node_network_receive_bytes_total', agent, ['device!=lo'], range, 'max'),
+      history('node_network_transmit_bytes_total', agent, ['device!=lo'], range, 'max'),
+    ]);
+    if (seq !== state.chartSeq) return;
+    const used = [];
+    const totals = new Map(sumSeries(total));
+    for (const [t, v] of sumSeries(avail)) if (totals.has(t)) used.push([t, totals.get(t) - v]);
+    const busy = sumSeries(cpu.filter((s) => !['idle', 'iowait'].includes(s.series.labels.mode)), rate);
+    const all = new Map(sumSeries(cpu, rate));
+    const cpuPct = busy.filter(([t]) => all.get(t) > 0).map(([t, v]) => [t, (100 * v) / all.get(t)]);
+    const c = { ...range };
+    $('agent-charts').replaceChildren(
+      lineChart({ ...c, id: 'cpu', title: 'CPU busy', series: [{ label: 'busy', points: cpuPct }], fmt: fmtPct, yMax: 100 }),
+      lineChart({ ...c, id: 'load', title: 'Load average', fmt: fmtNum, series: [
+        { label: '1 min', points: sumSeries(l1) },
+        { label: '5 min', points: sumSeries(l5) },
+        { label: '15 min', points: sumSeries(l15) },
+      ] }),
+      lineChart({ ...c, id: 'memory', title: 'Memory in use', series: [{ label: 'used', points: used }], fmt: fmtIec }),
+      lineChart({ ...c, id: 'network', title: 'Network (all devices but lo)', fmt: fmtRate, series: [
+        { label: 'received', points: sumSeries(rx, rate) },
+        { label: 'sent', points: sumSeries(tx, rate) },
+      ] }),
+    );
+    $('agent-chart-msg').textContent = '';
+  } catch (e) {
+    if (e instanceof Expired || seq !== state.chartSeq) return;
+    $('agent-chart-msg').textContent = `Cannot load the charts: ${e.message}`;
+  } finally {
+    if (seq === state.chartSeq) $('agent-charts').setAttribute('aria-busy', 'false');
+  }
+}
+
+// ------------------------------------------------------------------ peer page
+
+function openPeer(key) {
+  if (!state.iface) return;
+  state.peer = { agent: state.iface.agent, iface: state.iface.name, key };
+  $('peer-title').textContent = `Peer ${shortKey(key)} on ${state.iface.name} of ${state.iface.agent}`;
+  show('peer');
+  loadPeerCharts();
+}
+
+function renderPeerFacts() {
+  const { agent, iface, key } = state.peer || {};
+  const a = state.agents.get(agent);
+  const i = a && a.interfaces.find((x) => x.name === iface);
+  const p = i && i.peers.find((x) => x.public_key === key);
+  const facts = [['Public key', key || '—']];
+  if (p) {
+    const fresh = freshness(p);
+    facts.push(
+      ['Allowed IPs', p.allowed_ips.join(', ') || '—'],
+      ['Endpoint', p.endpoint || '—'],
+      ['Last handshake', p.last_handshake_ms == null ? 'never' : `${ago(p.last_handshake_ms + (state.skew || 0))} ago (${fresh})`],
+      ['Rx / Tx rate', `${fmtRate(p.rx_rate_bps)} / ${fmtRate(p.tx_rate_bps)}`],
+      ['Rx / Tx total', `${fmtBytes(p.rx_bytes)} / ${fmtBytes(p.tx_bytes)}`],
+    );
+  } else {
+    facts.push(['Status', 'not in the latest status of its interface']);
+  }
+  $('peer-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { class: 'mono', text: v })]));
+}
+
+async function loadPeerCharts() {
+  const seq = ++state.chartSeq;
+  const { agent, iface, key } = state.peer;
+  const range = rangeOf($('peer-range'));
+  const labels = [`interface=${iface}`, `public_key=${key}`];
+  $('peer-chart-msg').textContent = 'loading…';
+  $('peer-charts').setAttribute('aria-busy', 'true');
+  try {
+    const [rx, tx] = await Promise.all([
+      history('wireguard_received_bytes_total', agent, labels, range, 'max'),
+      history('wireguard_sent_bytes_total', agent, labels, range, 'max'),
+    ]);
+    if (seq !== state.chartSeq) return;
+    $('peer-charts').replaceChildren(
+      lineChart({ ...range, id: 'peer-traffic', title: 'Peer traffic', fmt: fmtRate, series: [
+        { label: 'received', points: sumSeries(rx, rate) },
+        { label: 'sent', points: sumSeries(tx, rate) },
+      ] }),
+    );
+    $('peer-chart-msg').textContent = '';
+  } catch (e) {
+    if (e instanceof Expired || seq !== state.chartSeq) return;
+    $('peer-chart-msg').textContent = `Cannot load the chart: ${e.message}`;
+  } finally {
+    if (seq === state.chartSeq) $('peer-charts').setAttribute('aria-busy', 'false');
+  }
+}
+
+// ------------------------------------------------------------------ enrolment
+
+function shellQuote(s) {
+  return `'${String(s).replace(/'/g, `'\\''`)}'`;
+}
+
+function clearEnrol() {
+  // The token is shown once: leaving the page forgets it.
+  $('enrol-cmd').textContent = '';
+  $('enrol-result').hidden = true;
+  $('enrol-msg').textContent = '';
+  $('enrol-copied').textContent = '';
+}
+
+async function onEnrol(ev) {
+  ev.preventDefault();
+  clearEnrol();
+  $('enrol-submit').disabled = true;
+  try {
+    const resp = await api('/api/v1/tokens', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ ttl_s: Number($('enrol-ttl').value), note: $('enrol-note').value }),
+    });
+    if (resp.status === 403) {
+      $('enrol-msg').textContent = 'Only an administrator can create bootstrap tokens.';
+      return;
+    }
+    if (!resp.ok) {
+      $('enrol-msg').textContent = `Cannot create the token: ${await errorText(resp)}`;
+      return;
+    }
+    const t = await resp.json();
+    const origin = location.origin;
+    const grpc = `${location.protocol}//${location.hostname}:7443`;
+    $('enrol-cmd').textContent =
+      `sentra-agent enroll --server-api ${shellQuote(origin)} --token ${shellQuote(t.token)}\n` +
+      `# then run it (gRPC ingest address of this server; 7443 by default):\n` +
+      `sentra-agent --server ${shellQuote(grpc)} --api ${shellQuote(origin)}`;
+    $('enrol-expires').textContent = new Date(t.expires_ms).toLocaleString();
+    $('enrol-result').hidden = false;
+    $('enrol-note').value = '';
+    $('enrol-cmd').focus();
+  } catch (e) {
+    if (!(e instanceof Expired)) $('enrol-msg').textContent = `Cannot reach the server (${e.message}).`;
+  } finally {
+    $('enrol-submit').disabled = false;
+  }
+}
+
+async function onCopy() {
+  try {
+    await navigator.clipboard.writeText($('enrol-cmd').textContent);
+    $('enrol-copied').textContent = 'Copied.';
+  } catch {
+    // No clipboard (plain HTTP, permissions): select the text for a manual copy.
+    const r = document.createRange();
+    r.selectNodeContents($('enrol-cmd'));
+    getSelection().removeAllRanges();
+    getSelection().addRange(r);
+    $('enrol-copied').textContent = 'Selected: press Ctrl+C to copy.';
+  }
+}
+
 // ------------------------------------------------------------------ wiring
 
 function init() {
   $('login-form').addEventListener('submit', onLogin);
   $('logout').addEventListener('click', () => signOut());
   $('nav-fleet').addEventListener('click', () => show('fleet'));
+  $('nav-enrol').addEventListener('click', () => show('enrol'));
+  $('enrol-form').addEventListener('submit', onEnrol);
+  $('enrol-copy').addEventListener('click', onCopy);
+  $('peer-back').addEventListener('click', () => show('peers'));
+  for (const id of ['agent-range', 'peer-range']) {
+    $(id).replaceChildren(...RANGES.map((r, i) => el('option', { value: String(i), text: r.label })));
+  }
+  $('agent-range').addEventListener('change', loadAgentCharts);
+  $('peer-range').addEventListener('change', loadPeerCharts);
+  $('agent-refresh').addEventListener('click', loadAgentCharts);
+  $('peer-refresh').addEventListener('click', loadPeerCharts);
+  // One listener for every peer row (rows come and go as the table scrolls).
+  $('peer-spacer').addEventListener('click', (e) => {
+    const b = e.target.closest('[data-peer]');
+    if (b) openPeer(b.dataset.peer);
+  });
   $('peer-scroll').addEventListener('scroll', () => queueRender(false), { passive: true });
   $('peer-scroll').addEventListener('keydown', (e) => {
     const s = $('peer-scroll');
