@@ -78,6 +78,25 @@ pub struct EngineConfig {
     pub save_every: Duration,
     /// Grace for receivers to finish their queues on shutdown (default 5 s).
     pub shutdown_grace: Duration,
+    /// A shared store the state is also saved to, on the same schedule as the file (for
+    /// example a row in a control database several servers share).
+    pub state_store: Option<Arc<dyn StateStore>>,
+    /// A saved state to start from (as written to [`StateStore::save`]); when set, the
+    /// state file is not read.
+    pub restore: Option<Vec<u8>>,
+}
+
+/// A store for the engine's serialized state besides the state file, written on the same
+/// schedule (periodically and on shutdown). Each call replaces the previous state.
+pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Replaces the stored state with `state` (atomically). The error text is logged and
+    /// counted as a failed save.
+    fn save(
+        &self,
+        state: Vec<u8>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + '_>,
+    >;
 }
 
 impl EngineConfig {
@@ -93,6 +112,8 @@ impl EngineConfig {
             state_file: None,
             save_every: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            state_store: None,
+            restore: None,
         }
     }
 }
@@ -151,7 +172,7 @@ pub struct Engine {
     dispatcher: std::sync::RwLock<Option<Arc<Dispatcher>>>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<JoinHandle<()>>>,
-    state_file: Option<PathBuf>,
+    persist: Persist,
     grace: Duration,
     routing: RouterConfig,
 }
@@ -160,7 +181,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("rules", &self.shared.rules.len())
-            .field("state_file", &self.state_file)
+            .field("state_file", &self.persist.file)
             .finish_non_exhaustive()
     }
 }
@@ -172,25 +193,28 @@ fn load(path: &Path) -> Result<Option<Saved>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::State(format!("reading {}: {e}", path.display()))),
     };
-    let saved: Saved = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+    decode(&bytes, &path.display().to_string()).map(Some)
+}
+
+/// Decodes a saved state; errors name `origin`.
+fn decode(bytes: &[u8], origin: &str) -> Result<Saved> {
+    let saved: Saved =
+        serde_json::from_slice(bytes).map_err(|e| Error::State(format!("{origin}: {e}")))?;
     if saved.version != 1 {
         return Err(Error::State(format!(
-            "{}: unknown format version {}",
-            path.display(),
+            "{origin}: unknown format version {}",
             saved.version
         )));
     }
-    Ok(Some(saved))
+    Ok(saved)
 }
 
 /// Writes `saved` to `path` atomically: a temporary file in the same directory, fsync,
 /// rename, fsync of the directory.
-fn save(path: &Path, saved: &Saved) -> Result<()> {
+fn save(path: &Path, body: &[u8]) -> Result<()> {
     let err = |what: &str, e: &dyn std::fmt::Display| {
         Error::State(format!("saving to {}: {what}: {e}", path.display()))
     };
-    let body = serde_json::to_vec(saved).map_err(|e| err("encoding", &e))?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -198,7 +222,7 @@ fn save(path: &Path, saved: &Saved) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     {
         let mut f = fs::File::create(&tmp).map_err(|e| err("creating the temporary file", &e))?;
-        f.write_all(&body).map_err(|e| err("writing", &e))?;
+        f.write_all(body).map_err(|e| err("writing", &e))?;
         f.sync_all().map_err(|e| err("fsync", &e))?;
     }
     fs::rename(&tmp, path).map_err(|e| err("rename", &e))?;
@@ -223,9 +247,10 @@ impl Engine {
         notifiers: Vec<Arc<dyn Notifier>>,
         feed: mpsc::Receiver<Feed>,
     ) -> Result<Self> {
-        let saved = match &config.state_file {
-            Some(p) => load(p)?,
-            None => None,
+        let saved = match (&config.restore, &config.state_file) {
+            (Some(bytes), _) => Some(decode(bytes, "the restored alert state")?),
+            (None, Some(p)) => load(p)?,
+            (None, None) => None,
         };
         let (evaluator, router) = match saved {
             Some(s) => {
@@ -257,14 +282,20 @@ impl Engine {
             stopped,
             config.tick,
             config.save_every,
-            config.state_file.clone(),
+            Persist {
+                file: config.state_file.clone(),
+                store: config.state_store.clone(),
+            },
         ));
         Ok(Self {
             shared,
             dispatcher: std::sync::RwLock::new(Some(dispatcher)),
             stop: Mutex::new(Some(stop)),
             task: Mutex::new(Some(task)),
-            state_file: config.state_file,
+            persist: Persist {
+                file: config.state_file,
+                store: config.state_store,
+            },
             grace: config.shutdown_grace,
             routing: config.routing,
         })
@@ -394,11 +425,11 @@ impl Engine {
     ///
     /// [`Error::State`] naming the file when it cannot be written.
     pub async fn save(&self) -> Result<()> {
-        let Some(path) = &self.state_file else {
+        if !self.persist.is_on() {
             return Ok(());
-        };
+        }
         let router = self.dispatcher()?.snapshot().await?;
-        save_now(&self.shared, path, router)
+        save_now(&self.shared, &self.persist, router).await
     }
 
     /// Stops the engine: evaluates what is queued, stops routing, gives receivers the
@@ -445,15 +476,28 @@ impl Engine {
             }
         };
         let router = dispatcher.shutdown(self.grace).await?;
-        if let Some(path) = &self.state_file {
-            save_now(&self.shared, path, router)?;
-            tracing::info!(path = %path.display(), "alert state saved");
+        if self.persist.is_on() {
+            save_now(&self.shared, &self.persist, router).await?;
+            tracing::info!(path = ?self.persist.file, "alert state saved");
         }
         Ok(())
     }
 }
 
-fn save_now(shared: &Shared, path: &Path, router: RouterState) -> Result<()> {
+/// Where the state is saved: the file, the store, both or neither.
+#[derive(Clone, Debug)]
+struct Persist {
+    file: Option<PathBuf>,
+    store: Option<Arc<dyn StateStore>>,
+}
+
+impl Persist {
+    fn is_on(&self) -> bool {
+        self.file.is_some() || self.store.is_some()
+    }
+}
+
+async fn save_now(shared: &Shared, persist: &Persist, router: RouterState) -> Result<()> {
     let evaluator = shared
         .evaluator
         .lock()
@@ -465,7 +509,21 @@ fn save_now(shared: &Shared, path: &Path, router: RouterState) -> Result<()> {
         evaluator,
         router,
     };
-    let r = save(path, &saved);
+    let r = async {
+        let body = serde_json::to_vec(&saved)
+            .map_err(|e| Error::State(format!("encoding the alert state: {e}")))?;
+        if let Some(path) = &persist.file {
+            save(path, &body)?;
+        }
+        if let Some(store) = &persist.store {
+            store
+                .save(body)
+                .await
+                .map_err(|e| Error::State(format!("saving to the state store: {e}")))?;
+        }
+        Ok(())
+    }
+    .await;
     match &r {
         Ok(()) => shared.counters.saves.fetch_add(1, Ordering::Relaxed),
         Err(_) => shared.counters.save_errors.fetch_add(1, Ordering::Relaxed),
@@ -509,7 +567,7 @@ async fn run(
     mut stop: oneshot::Receiver<()>,
     every: Duration,
     save_every: Duration,
-    state_file: Option<PathBuf>,
+    persist: Persist,
 ) {
     let mut ticker = tokio::time::interval(every.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -534,10 +592,10 @@ async fn run(
             },
             _ = ticker.tick() => tick(&shared, &dispatcher),
             _ = saver.tick() => {
-                if let Some(path) = &state_file {
+                if persist.is_on() {
                     match dispatcher.snapshot().await {
                         Ok(router) => {
-                            if let Err(e) = save_now(&shared, path, router) {
+                            if let Err(e) = save_now(&shared, &persist, router).await {
                                 tracing::error!(error = %e, "cannot save the alert state");
                             }
                         }

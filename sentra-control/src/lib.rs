@@ -3,6 +3,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "postgres")]
+pub mod alert_lease;
 pub mod backend;
 mod desired;
 mod error;

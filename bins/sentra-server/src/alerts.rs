@@ -13,21 +13,41 @@
 //! state (evaluator and router: what fired, what was notified, silences) lives in
 //! `alerts-state.json` in the data directory, so a restart neither repeats nor loses a
 //! notification.
+//!
+//! **One evaluator per fleet.** With the SQLite control store (one server per data
+//! directory) the engine simply runs. With a shared PostgreSQL control database, servers
+//! hold an election by **lease**: a session advisory lock
+//! (`sentra_control::alert_lease`, `pg_try_advisory_lock` on a dedicated connection).
+//! Only the holder runs the engine (evaluates and notifies) and saves its state to the
+//! row `sentra_alert_state` of that database (same schedule as the file, through the
+//! lease's connection; no state file then), so a new holder resumes without re-notifying
+//! or losing pending alerts. The others retry every 2 s; when the holder dies its session
+//! ends, the lock is released and one of them takes over. A holder that loses its session
+//! (the database restarted, the network broke) exits at once with an error, since another
+//! server may already evaluate (restart it to rejoin; as Kubernetes controllers do on a lost
+//! leader election). On a server that does not hold the lease `/api/v1/alerts` answers
+//! 503 (ask the holder: the log of each server says whether it holds it) and
+//! `sentra_alerts_leader` on `/metrics` is 0; the engine's other series appear on the
+//! holder only. The holder evaluates the batches its own ingest stores: agents reporting
+//! to another server are evaluated only by a holder that sees their batches.
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 use sentra_alerts::{
-    engine::{Engine, EngineConfig},
+    engine::{Engine, EngineConfig, Feed},
     notify::{Log, Notifier, Webhook},
     route::{InhibitRule, Route, RouterConfig},
 };
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Alerting flags (each also an environment variable or an `[alerts]` key).
 #[derive(Debug, Default, clap::Args)]
@@ -63,6 +83,10 @@ pub(crate) struct AlertsArgs {
     /// Evaluation interval (humantime, e.g. "5s"; default 5s).
     #[arg(long, env = "SENTRA_ALERTS_TICK")]
     pub(crate) alerts_tick: Option<String>,
+    /// How often the alert state is saved while running (humantime; default 30s; also
+    /// on shutdown).
+    #[arg(long, env = "SENTRA_ALERTS_STATE_SAVE_EVERY")]
+    pub(crate) alerts_state_save_every: Option<String>,
 }
 
 /// `[alerts]` in the TOML file.
@@ -76,6 +100,7 @@ pub(crate) struct AlertsSection {
     tick: Option<String>,
     /// Default: `alerts-state.json` in the data directory.
     state_file: Option<PathBuf>,
+    state_save_every: Option<String>,
 }
 
 /// The effective alerting configuration.
@@ -88,6 +113,8 @@ pub(crate) struct AlertsConfig {
     pub(crate) tick: Duration,
     /// `None`: `alerts-state.json` in the data directory.
     pub(crate) state_file: Option<PathBuf>,
+    /// How often the state is saved while running.
+    pub(crate) save_every: Duration,
 }
 
 impl AlertsConfig {
@@ -103,7 +130,21 @@ impl AlertsConfig {
         if tick < Duration::from_millis(100) || tick > Duration::from_secs(3600) {
             bail!("alerts tick must be between 100ms and 1h, got {tick:?}");
         }
+        let save_every = match args
+            .alerts_state_save_every
+            .clone()
+            .or(file.state_save_every)
+        {
+            None => Duration::from_secs(30),
+            Some(t) => humantime::parse_duration(&t).with_context(|| {
+                format!("alerts state_save_every {t:?} is not a duration like \"30s\"")
+            })?,
+        };
+        if save_every < Duration::from_millis(100) || save_every > Duration::from_secs(3600) {
+            bail!("alerts state_save_every must be between 100ms and 1h, got {save_every:?}");
+        }
         Ok(Self {
+            save_every,
             enabled: args.alerts.or(file.enabled).unwrap_or(true),
             builtin_rules: args
                 .alerts_builtin_rules
@@ -219,6 +260,7 @@ pub(crate) fn load(config: &AlertsConfig, data_dir: &Path) -> anyhow::Result<Loa
     engine.routing = routing;
     engine.tick = config.tick;
     engine.state_file = Some(config.state_file(data_dir));
+    engine.save_every = config.save_every;
     Ok(Loaded {
         engine,
         notifiers,
@@ -226,47 +268,201 @@ pub(crate) fn load(config: &AlertsConfig, data_dir: &Path) -> anyhow::Result<Loa
     })
 }
 
-/// Loads the configuration and starts the engine on `ingest`'s stored batches, serves it
-/// under `/api/v1/alerts` and registers its counters on `/metrics`. `Ok(None)` when
-/// alerting is off.
+/// How often a server without the alert lease tries to take it.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
+/// How often the lease holder checks that its session is alive.
+const LEASE_CHECK: Duration = Duration::from_secs(1);
+
+/// The engine once this server runs it, and whether it holds the lease.
+#[derive(Debug, Default)]
+struct Slot {
+    engine: OnceLock<Arc<Engine>>,
+    leader: AtomicBool,
+}
+
+/// The alerting of this server: the engine (at once, or once it holds the lease) and the
+/// election task on a shared PostgreSQL control database.
+#[derive(Debug)]
+pub(crate) struct Alerting {
+    slot: Arc<Slot>,
+    election: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Loads the configuration and starts alerting: without `control_url` (SQLite control
+/// store) the engine runs at once; with it, an election task runs the engine once this
+/// server holds the alert lease (see the module documentation). The engine reads
+/// `ingest`'s stored batches, is served under `/api/v1/alerts` and counted on `/metrics`.
+/// `Ok(None)` when alerting is off.
 pub(crate) fn start(
     config: &AlertsConfig,
     data_dir: &Path,
     api: &sentra_api::Api,
     ingest: &sentra_ingest::Ingest,
-) -> anyhow::Result<Option<Arc<Engine>>> {
+    control_url: Option<&str>,
+) -> anyhow::Result<Option<Alerting>> {
     if !config.enabled {
         info!("alerting is off ([alerts] enabled = false)");
         return Ok(None);
     }
     let loaded = load(config, data_dir)?;
-    let state_file = config.state_file(data_dir);
+    let slot = Arc::new(Slot::default());
+    let collector = AlertsCollector(Arc::clone(&slot));
+    api.register_metrics(|r| r.register_collector(Box::new(collector)));
+    let Some(url) = control_url else {
+        let state_file = config.state_file(data_dir);
+        let feed = sentra_api::Api::alert_feed(ingest, 4096);
+        let engine = run_engine(loaded, api, feed).with_context(|| {
+            format!(
+                "starting the alert engine (state file {})",
+                state_file.display()
+            )
+        })?;
+        let _ = slot.engine.set(engine);
+        slot.leader.store(true, Ordering::Relaxed);
+        return Ok(Some(Alerting {
+            slot,
+            election: None,
+        }));
+    };
+    let election = tokio::spawn(elect(
+        url.to_owned(),
+        loaded,
+        api.clone(),
+        sentra_api::Api::alert_feed(ingest, 4096),
+        Arc::clone(&slot),
+    ));
+    Ok(Some(Alerting {
+        slot,
+        election: Some(election),
+    }))
+}
+
+/// Starts the engine on `feed` (the ingest's stored batches) and serves it under
+/// `/api/v1/alerts`.
+fn run_engine(
+    loaded: Loaded,
+    api: &sentra_api::Api,
+    feed: tokio::sync::mpsc::Receiver<Feed>,
+) -> anyhow::Result<Arc<Engine>> {
     let rules = loaded.engine.rules.len();
     let routes = loaded.engine.routing.routes.len();
-    let feed = sentra_api::Api::alert_feed(ingest, 4096);
-    let engine = Engine::start(loaded.engine, loaded.notifiers, feed).with_context(|| {
-        format!(
-            "starting the alert engine (state file {})",
-            state_file.display()
-        )
-    })?;
-    let engine = Arc::new(engine);
+    let state = match (&loaded.engine.state_store, &loaded.engine.state_file) {
+        (Some(_), _) => "the control database (sentra_alert_state)".to_owned(),
+        (None, Some(f)) => f.display().to_string(),
+        (None, None) => "none".to_owned(),
+    };
+    let engine = Arc::new(Engine::start(loaded.engine, loaded.notifiers, feed)?);
     api.attach_alerts(Arc::clone(&engine));
-    let collector = AlertsCollector(Arc::clone(&engine));
-    api.register_metrics(|r| r.register_collector(Box::new(collector)));
     info!(
         rules,
         routes,
         receivers = %loaded.receivers.join(","),
-        state_file = %state_file.display(),
+        state = %state,
         "alert engine started"
     );
-    Ok(Some(engine))
+    Ok(engine)
+}
+
+/// The engine state's row in the control database, written through the lease's session.
+#[derive(Debug)]
+struct LeaseStore(Arc<sentra_control::alert_lease::AlertLease>);
+
+impl sentra_alerts::engine::StateStore for LeaseStore {
+    fn save(
+        &self,
+        state: Vec<u8>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + '_>,
+    > {
+        Box::pin(async move { self.0.save_state(&state).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// Waits `d`, discarding the batches a standby server stores meanwhile (the holder
+/// evaluates; a standby starts from the saved state and the batches after it).
+async fn idle(feed: &mut tokio::sync::mpsc::Receiver<Feed>, d: Duration) {
+    let until = tokio::time::Instant::now() + d;
+    loop {
+        match tokio::time::timeout_at(until, feed.recv()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tokio::time::sleep_until(until).await;
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// The election on the shared control database: takes the lease (retrying), runs the
+/// engine from the saved state, then watches the lease; exits the process if it is lost.
+async fn elect(
+    url: String,
+    mut loaded: Loaded,
+    api: sentra_api::Api,
+    mut feed: tokio::sync::mpsc::Receiver<Feed>,
+    slot: Arc<Slot>,
+) {
+    let mut said = false;
+    let (lease, restore) = loop {
+        match sentra_control::alert_lease::AlertLease::try_acquire(&url).await {
+            Ok(Some(lease)) => match lease.load_state().await {
+                Ok(state) => break (Arc::new(lease), state),
+                Err(e) => warn!(error = %e, "cannot read the saved alert state; retrying"),
+            },
+            Ok(None) => {
+                if !said {
+                    info!(
+                        retry_s = LEASE_RETRY.as_secs(),
+                        "alert engine on standby: another server holds the alert lease \
+                         (PostgreSQL advisory lock); this server takes over when it ends"
+                    );
+                    said = true;
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot try the alert lease; retrying"),
+        }
+        idle(&mut feed, LEASE_RETRY).await;
+    };
+    let restored = restore.is_some();
+    loaded.engine.state_file = None;
+    loaded.engine.restore = restore;
+    loaded.engine.state_store = Some(Arc::new(LeaseStore(Arc::clone(&lease))));
+    let engine = match run_engine(loaded, &api, feed) {
+        Ok(e) => e,
+        Err(e) => {
+            error!(
+                error = %format!("{e:#}"),
+                "this server holds the alert lease but cannot start the alert engine \
+                 (a saved state that does not decode: delete the row of sentra_alert_state \
+                 to start empty); exiting"
+            );
+            std::process::exit(1);
+        }
+    };
+    let _ = slot.engine.set(engine);
+    slot.leader.store(true, Ordering::Relaxed);
+    info!(
+        restored,
+        "this server holds the alert lease and evaluates the alerts"
+    );
+    loop {
+        tokio::time::sleep(LEASE_CHECK).await;
+        if let Err(e) = lease.check().await {
+            slot.leader.store(false, Ordering::Relaxed);
+            error!(
+                error = %e,
+                "lost the alert lease (its database session ended); exiting so that only \
+                 one server evaluates the alerts; restart this server to rejoin"
+            );
+            std::process::exit(1);
+        }
+    }
 }
 
 /// The engine's counters on `/metrics` (read at scrape time from the engine's atomics).
 #[derive(Debug)]
-struct AlertsCollector(Arc<Engine>);
+struct AlertsCollector(Arc<Slot>);
 
 impl prometheus_client::collector::Collector for AlertsCollector {
     fn encode(
@@ -277,9 +473,21 @@ impl prometheus_client::collector::Collector for AlertsCollector {
             encoding::EncodeMetric as _,
             metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
         };
-        let e = self.0.stats();
-        let d = self.0.dispatch_stats();
-        let r = self.0.last_router_stats();
+        ConstGauge::new(i64::from(self.0.leader.load(Ordering::Relaxed))).encode(
+            encoder.encode_descriptor(
+                "sentra_alerts_leader",
+                "1 on the server that evaluates the alerts (it holds the alert lease, or the \
+                 control store is SQLite), else 0.",
+                None,
+                MetricType::Gauge,
+            )?,
+        )?;
+        let Some(engine) = self.0.engine.get() else {
+            return Ok(());
+        };
+        let e = engine.stats();
+        let d = engine.dispatch_stats();
+        let r = engine.last_router_stats();
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let counters: [(&str, &str, u64); 12] = [
             (
@@ -357,7 +565,7 @@ impl prometheus_client::collector::Collector for AlertsCollector {
             (
                 "sentra_alerts_rules",
                 "Alert rules evaluated.",
-                gauge(self.0.rules().len()),
+                gauge(engine.rules().len()),
             ),
             (
                 "sentra_alerts_silences",
@@ -387,9 +595,16 @@ impl prometheus_client::collector::Collector for AlertsCollector {
     }
 }
 
-/// Stops the engine and saves its state (bounded: 15 s).
-pub(crate) async fn shutdown(engine: Option<Arc<Engine>>) {
-    let Some(engine) = engine else { return };
+/// Stops the election and the engine and saves its state (bounded: 15 s).
+pub(crate) async fn shutdown(alerting: Option<Alerting>) {
+    let Some(alerting) = alerting else { return };
+    if let Some(election) = alerting.election {
+        election.abort();
+        let _ = election.await;
+    }
+    let Some(engine) = alerting.slot.engine.get().cloned() else {
+        return;
+    };
     match tokio::time::timeout(Duration::from_secs(15), engine.shutdown()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "alert engine shutdown failed"),

@@ -154,7 +154,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let readiness = api.readiness().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     // Before gRPC accepts batches, so the engine sees every stored one.
-    let alert_engine = alerts::start(&config.alerts, &config.data_dir, &api, &ingest)?;
+    let alert_engine = alerts::start(
+        &config.alerts,
+        &config.data_dir,
+        &api,
+        &ingest,
+        config
+            .control_database_url
+            .as_ref()
+            .map(|u| u.expose_secret()),
+    )?;
 
     // gRPC ingest.
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
