@@ -276,47 +276,57 @@ struct Agent {
     secret: SecretKey,
 }
 
-/// One WireGuard peer with keepalive whose last handshake is `age` old.
+/// One WireGuard peer with keepalive whose last handshake is `age` old, pushed until the
+/// server accepts it (a server learns an agent enrolled through another one within a
+/// moment: the wait is on that condition, bounded).
 fn push(rt: &tokio::runtime::Runtime, grpc: SocketAddr, agent: &Agent, seq: u64, age: Duration) {
-    let now = UnixMillis::now();
-    let handshake = UnixMillis::from_millis(now.as_millis() - age.as_millis() as i64);
-    let mut batch = Batch::new(agent.id.clone(), Seq::new(seq).unwrap(), now);
-    batch.wg_devices.push(WgDevice {
-        name: "wg0".into(),
-        ifindex: 3,
-        public_key: Some(WgPublicKey::from_bytes([9; 32])),
-        listen_port: 51820,
-        fwmark: 0,
-        peers: vec![WgPeer {
-            public_key: WgPublicKey::from_bytes([1; 32]),
-            endpoint: Some("198.51.100.7:51820".parse().unwrap()),
-            allowed_ips: vec!["10.0.0.2/32".parse().unwrap()],
-            last_handshake: Some(handshake),
-            rx_bytes: 1000 * seq,
-            tx_bytes: 1000 * seq,
-            persistent_keepalive_s: Some(25),
-            has_preshared_key: false,
-        }],
-    });
-    let env = Signer::new(agent.id.clone(), agent.key, &agent.secret).sign_batch(
-        &batch,
-        now,
-        Nonce::random(),
-    );
-    let ack = rt.block_on(async {
-        let client = sentra_transport::Client::builder(format!("http://{grpc}"))
-            .retry(sentra_transport::RetryConfig::disabled())
-            .attempt_timeout(Duration::from_secs(30))
-            .deadline(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        client.push(env).await.unwrap()
-    });
-    assert_eq!(
-        ack.status(),
-        sentra_core::proto::AckStatus::Accepted,
-        "{ack:?}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = UnixMillis::now();
+        let handshake = UnixMillis::from_millis(now.as_millis() - age.as_millis() as i64);
+        let mut batch = Batch::new(agent.id.clone(), Seq::new(seq).unwrap(), now);
+        batch.wg_devices.push(WgDevice {
+            name: "wg0".into(),
+            ifindex: 3,
+            public_key: Some(WgPublicKey::from_bytes([9; 32])),
+            listen_port: 51820,
+            fwmark: 0,
+            peers: vec![WgPeer {
+                public_key: WgPublicKey::from_bytes([1; 32]),
+                endpoint: Some("198.51.100.7:51820".parse().unwrap()),
+                allowed_ips: vec!["10.0.0.2/32".parse().unwrap()],
+                last_handshake: Some(handshake),
+                rx_bytes: 1000 * seq,
+                tx_bytes: 1000 * seq,
+                persistent_keepalive_s: Some(25),
+                has_preshared_key: false,
+            }],
+        });
+        let env = Signer::new(agent.id.clone(), agent.key, &agent.secret).sign_batch(
+            &batch,
+            now,
+            Nonce::random(),
+        );
+        let answer = rt.block_on(async {
+            let client = sentra_transport::Client::builder(format!("http://{grpc}"))
+                .retry(sentra_transport::RetryConfig::disabled())
+                .attempt_timeout(Duration::from_secs(30))
+                .deadline(Duration::from_secs(60))
+                .build()
+                .unwrap();
+            client.push(env).await
+        });
+        let why = match answer {
+            Ok(ack) if ack.status() == sentra_core::proto::AckStatus::Accepted => return,
+            Ok(ack) => format!("{ack:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "batch {seq} to {grpc} not accepted within 60 s: {why}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Checks the `Sentra-Signature` of `r` against the shared secret and returns the parsed
