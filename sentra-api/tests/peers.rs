@@ -1,7 +1,8 @@
 //! Peer onboarding over real HTTP on loopback with a real SQLite control store: pools,
 //! adding a client (its files returned once), list/show/config/remove, conflicts naming
-//! the other side, roles, audit, hostile input changing nothing, and no private key or
-//! preshared key in the database files.
+//! the other side, roles, audit, hostile input changing nothing, no private key in the
+//! database files, and the preshared key held by the control plane for the agent
+//! (`FetchDesiredState`) but in no audit entry and no later response.
 
 mod support;
 
@@ -185,9 +186,38 @@ async fn onboarding_over_rest() {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
 
+    // The preshared key reaches the agent (the answer the FetchDesiredState handler
+    // sends): for that peer only, as the 32 bytes the client's file holds.
+    let b64 = |k: &str| base64::engine::general_purpose::STANDARD.decode(k).unwrap();
+    let state = s.api.store().desired_state(&a.agent_id, 0).await.unwrap();
+    let wg0 = state.interfaces.iter().find(|i| i.name == "wg0").unwrap();
+    assert_eq!(wg0.peers.len(), 2);
+    let with = wg0
+        .peers
+        .iter()
+        .find(|p| p.public_key == b64(&public))
+        .unwrap();
+    assert_eq!(with.preshared_key, b64(&psk));
+    let without = wg0
+        .peers
+        .iter()
+        .find(|p| p.public_key == b64(&own))
+        .unwrap();
+    assert!(without.preshared_key.is_empty());
+
     // List, show (URL-safe key), config of an existing peer without secrets.
     let list = s.get(&format!("{base}/peers"), Some(&viewer)).await.json();
     assert_eq!(list["peers"].as_array().unwrap().len(), 2, "{list}");
+    assert!(!list.to_string().contains(&psk));
+    for path in [
+        format!("/api/v1/agents/{}/desired", a.agent_id),
+        format!("{base}/peers/{}", url_safe(&public)),
+        format!("/api/v1/agents/{}", a.agent_id),
+    ] {
+        let r = s.get(&path, Some(&admin)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        assert!(!r.text.contains(&psk), "{path} shows the preshared key");
+    }
     assert_eq!(list["pool"], json!(["10.8.0.0/24", "fd00:8::/64"]));
     let r = s
         .get(
@@ -362,6 +392,15 @@ async fn onboarding_over_rest() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let rev_removed = r.json()["revision"].as_u64().unwrap();
+    // Removed with its peer: no preshared key is sent any more.
+    let state = s.api.store().desired_state(&a.agent_id, 0).await.unwrap();
+    assert!(
+        state
+            .interfaces
+            .iter()
+            .flat_map(|i| &i.peers)
+            .all(|p| p.preshared_key.is_empty() && p.public_key != b64(&public))
+    );
     let r = s
         .send(
             HttpMethod::DELETE,
@@ -410,10 +449,8 @@ async fn onboarding_over_rest() {
         !contains(&db, &private),
         "the private key is in the database files"
     );
-    assert!(
-        !contains(&db, &psk),
-        "the preshared key is in the database files"
-    );
+    // The preshared key is in control.db by design (the server interface needs it),
+    // like the agents' HMAC keys; the private key is nowhere.
 }
 
 /// Without `server_public_key`, the file names the key the agent last reported for the

@@ -8,7 +8,7 @@ use std::{
 use sentra_core::{IpPrefix, proto};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result, util};
+use crate::{Error, Result, SecretString, util};
 
 /// Most peers accepted on one interface.
 pub const MAX_PEERS_PER_INTERFACE: usize = 10_000;
@@ -216,14 +216,17 @@ fn parse_prefix(s: &str) -> Option<IpPrefix> {
     IpPrefix::new(masked, len).ok()
 }
 
-pub(crate) fn to_proto(peer: &PeerSpec) -> proto::DesiredPeer {
+/// The wire form of a declared peer, with its stored preshared key if it has one.
+pub(crate) fn to_proto(peer: &PeerSpec, psk: Option<&SecretString>) -> proto::DesiredPeer {
     proto::DesiredPeer {
         public_key: util::b64_decode(&peer.public_key).unwrap_or_default(),
         endpoint: peer.endpoint.clone(),
         allowed_ips: peer.allowed_ips.clone(),
         persistent_keepalive_s: u32::from(peer.persistent_keepalive_s),
-        // Preshared keys are not stored in the control plane yet.
-        preshared_key: Vec::new(),
+        // Stored as base64 of the 32 bytes (as `wg` prints it); the wire holds the bytes.
+        preshared_key: psk
+            .and_then(|k| util::b64_decode(k.expose_secret()))
+            .unwrap_or_default(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sentra_control::{
     Actor, AuditQuery, ControlStore, Error, NewPeer, Password, PasswordCost, PeerSpec, Role,
     StoreOptions, UserUpdate,
-    onboard::{AddressPool, public_key_of},
+    onboard::{AddressPool, generate_psk, public_key_of},
 };
 use sentra_core::{KeyId, Keyring as _};
 
@@ -80,6 +80,7 @@ conformance!(
     every_mutation_is_audited_in_its_transaction,
     changes_reach_another_store_within_1s,
     onboarding_allocates_each_address_once,
+    preshared_keys_reach_the_agent,
 );
 
 async fn users_and_the_last_admin(db: Db) {
@@ -709,4 +710,114 @@ async fn the_jwt_key_is_shared_on_postgres_and_local_on_sqlite() {
     assert_eq!(*ka, *kb);
     let lite = Db::sqlite().await.open(None).await;
     assert!(lite.shared_jwt_key().await.unwrap().is_none());
+}
+
+/// Preshared keys (issue 16): stored on add, sent in `FetchDesiredState` for that peer only,
+/// durable, forgotten when the peer leaves (remove, a declaration without it, deleting the
+/// interface), never in the audit log; a malformed one is refused before any change.
+async fn preshared_keys_reach_the_agent(db: Db) {
+    use base64::Engine as _;
+    let b64 = |k: &str| base64::engine::general_purpose::STANDARD.decode(k).unwrap();
+    let s = db.open(None).await;
+    let me = Actor::local();
+    let tok = s
+        .issue_bootstrap_token(&me, Duration::from_secs(600), "")
+        .await
+        .unwrap();
+    let a = s.enroll(&tok.token, "hub").await.unwrap().agent_id;
+    let pool = AddressPool::parse(["10.8.0.0/24"]).unwrap();
+    s.set_address_pool(&me, &a, "wg0", &pool).await.unwrap();
+    let psk_of = |state: &sentra_core::proto::DesiredState, key: &str| {
+        state
+            .interfaces
+            .iter()
+            .flat_map(|i| &i.peers)
+            .find(|p| p.public_key == b64(key))
+            .map(|p| p.preshared_key.clone())
+    };
+
+    let mut bad = NewPeer::default();
+    bad.preshared_key = Some(sentra_control::SecretString::new("not-a-key"));
+    assert!(matches!(
+        s.add_peer(&me, &a, "wg0", bad).await,
+        Err(Error::Invalid { .. })
+    ));
+    assert_eq!(s.desired_state(&a, 0).await.unwrap().revision, 0);
+
+    let psk1 = generate_psk().unwrap();
+    let mut with = NewPeer::default();
+    with.public_key = Some(K1.into());
+    with.preshared_key = Some(psk1.clone());
+    s.add_peer(&me, &a, "wg0", with).await.unwrap();
+    let mut without = NewPeer::default();
+    without.public_key = Some(K2.into());
+    s.add_peer(&me, &a, "wg0", without).await.unwrap();
+    // Durable: a reopened store still sends it.
+    drop(s);
+    let s = db.open(None).await;
+    let state = s.desired_state(&a, 0).await.unwrap();
+    assert_eq!(psk_of(&state, K1), Some(b64(psk1.expose_secret())));
+    assert_eq!(psk_of(&state, K2), Some(Vec::new()));
+    assert_eq!(b64(psk1.expose_secret()).len(), 32);
+
+    // Removed with the peer: the same key re-added without a PSK gets none.
+    s.remove_peer(&me, &a, "wg0", K1).await.unwrap();
+    let mut again = NewPeer::default();
+    again.public_key = Some(K1.into());
+    s.add_peer(&me, &a, "wg0", again).await.unwrap();
+    assert_eq!(
+        psk_of(&s.desired_state(&a, 0).await.unwrap(), K1),
+        Some(Vec::new())
+    );
+
+    // A declaration that drops the peer forgets its PSK; one that keeps it keeps it.
+    s.remove_peer(&me, &a, "wg0", K2).await.unwrap();
+    let psk2 = generate_psk().unwrap();
+    let mut with = NewPeer::default();
+    with.public_key = Some(K2.into());
+    with.preshared_key = Some(psk2.clone());
+    let added = s.add_peer(&me, &a, "wg0", with).await.unwrap();
+    let k1 = PeerSpec::new(K1).with_allowed_ips(["10.8.0.2/32"]);
+    let k2 = PeerSpec::new(K2).with_allowed_ips(added.peer.allowed_ips.clone());
+    s.set_desired_interface(&me, &a, "wg0", vec![k1.clone(), k2.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        psk_of(&s.desired_state(&a, 0).await.unwrap(), K2),
+        Some(b64(psk2.expose_secret()))
+    );
+    s.set_desired_interface(&me, &a, "wg0", vec![k1.clone()])
+        .await
+        .unwrap();
+    s.set_desired_interface(&me, &a, "wg0", vec![k1.clone(), k2.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        psk_of(&s.desired_state(&a, 0).await.unwrap(), K2),
+        Some(Vec::new())
+    );
+
+    // Deleting the interface forgets its PSKs too.
+    s.remove_peer(&me, &a, "wg0", K2).await.unwrap();
+    let mut with = NewPeer::default();
+    with.public_key = Some(K2.into());
+    with.preshared_key = Some(psk2.clone());
+    s.add_peer(&me, &a, "wg0", with).await.unwrap();
+    s.delete_desired_interface(&me, &a, "wg0").await.unwrap();
+    s.set_desired_interface(&me, &a, "wg0", vec![k1, k2])
+        .await
+        .unwrap();
+    assert_eq!(
+        psk_of(&s.desired_state(&a, 0).await.unwrap(), K2),
+        Some(Vec::new())
+    );
+
+    // Audited as having one, never the key itself.
+    let log = s.audit_log(&AuditQuery::default()).await.unwrap();
+    assert!(log.iter().any(|e| e.action == "peer.add"
+        && e.detail.contains(K1)
+        && e.detail.contains("preshared_key=true")));
+    for psk in [&psk1, &psk2] {
+        assert!(log.iter().all(|e| !e.detail.contains(psk.expose_secret())));
+    }
 }

@@ -115,8 +115,8 @@ enum PeerCommand {
         /// A static address instead of the pool's next free one.
         #[arg(long)]
         address: Option<String>,
-        /// Also generate a preshared key (in the file only: set the same key on the server
-        /// interface with `wg set`, Sentra does not store it).
+        /// Also generate a preshared key: in the file, and stored by the control plane,
+        /// which sends it to the agent for the server interface (never shown again).
         #[arg(long)]
         psk: bool,
         /// Write the file here (mode 0600) instead of stdout.
@@ -292,8 +292,8 @@ pub(crate) fn run(args: PeerArgs) -> anyhow::Result<()> {
                 }
                 if psk {
                     eprintln!(
-                        "The preshared key is in the file only: set it on the server interface too \
-                         (wg set {} peer <public key> preshared-key <file>).",
+                        "The preshared key is in the file and goes to the agent of {} with the \
+                         desired peers: it is not shown again.",
                         display_safe(&target.interface)
                     );
                 }

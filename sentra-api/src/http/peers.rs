@@ -5,8 +5,11 @@
 //! Reads need a viewer token, changes the admin role (Sentra has no separate operator
 //! role). Every change goes through `sentra-control`, which audits it with the user and
 //! what changed and bumps the agent's desired-state revision (pools are not desired state
-//! and do not bump it). Private keys and preshared keys generated here are in the
-//! response only: they are never stored, logged or audited.
+//! and do not bump it). Private keys generated here are in the response only: they are
+//! never stored, logged or audited. A preshared key is a secret shared with the server
+//! interface, so the control plane stores it (like the agents' HMAC keys) and sends it to
+//! the agent with the desired peers; it is never logged, audited or shown again after
+//! the `POST` that generated it.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -121,9 +124,9 @@ pub(crate) struct AddPeer {
         nullable = false
     )]
     address: Option<String>,
-    /// Generate a preshared key for this client (returned once in the configuration;
-    /// never stored, so the server interface does not get it from Sentra: set it there
-    /// with `wg set <interface> peer <key> preshared-key <file>`).
+    /// Generate a preshared key for this client: returned once in the configuration,
+    /// and stored by the control plane, which sends it to the agent so the server
+    /// interface gets it too (never logged, audited or shown again).
     #[serde(default)]
     preshared_key: bool,
     /// The server as the client reaches it: `host:port`, `ip:port` or `[ipv6]:port`.
@@ -183,7 +186,8 @@ pub(crate) struct AddedPeer {
     peer: PeerView,
     /// The client's addresses.
     addresses: Vec<String>,
-    /// Shown this once: private key and preshared key are not stored.
+    /// Shown this once: the private key is not stored; the preshared key is stored for
+    /// the server interface but never shown again.
     client: ClientFiles,
 }
 
@@ -731,7 +735,7 @@ pub(crate) async fn list_peers(
     path = "/api/v1/agents/{id}/interfaces/{interface}/peers",
     tag = "peers",
     security(("bearer" = [])),
-    description = "Onboard a client peer: its address is the pool's next free one (or the static one asked for), its key pair is generated (or the client's public key is used), optionally with a preshared key. The response holds the client's wg-quick file and its QR code ONCE: the private key and the preshared key are never stored, logged or audited. The interface's desired peers gain the peer, the agent's revision moves; audited as peer.add with the user, public key and addresses.",
+    description = "Onboard a client peer: its address is the pool's next free one (or the static one asked for), its key pair is generated (or the client's public key is used), optionally with a preshared key. The response holds the client's wg-quick file and its QR code ONCE: the private key is never stored, logged or audited; the preshared key is a secret shared with the server interface, so the control plane stores it (like the agents' HMAC keys) and sends it to the agent with the desired peers, and it is never logged, audited or returned by any later response. The interface's desired peers gain the peer, the agent's revision moves; audited as peer.add with the user, public key and addresses.",
     params(
         ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
         ("interface" = String, Path, description = "Interface name: 1-15 printable ASCII characters without / or :, not . or ..", pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$", max_length = 15),
@@ -785,6 +789,7 @@ pub(crate) async fn add_peer(
     let mut new = NewPeer::default();
     new.public_key = req.public_key.map(|k| k.trim().to_owned());
     new.address = address;
+    new.preshared_key.clone_from(&psk);
     let done = st.store.add_peer(&admin.actor(), &id, &iface, new).await?;
     let addresses: Vec<String> = done.addresses.iter().map(ToString::to_string).collect();
     let files =

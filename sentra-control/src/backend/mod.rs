@@ -29,7 +29,7 @@ use sentra_core::{AgentId, AgentKey, KeyId, SecretKey};
 
 use crate::{
     AgentInfo, AuditEntry, AuditQuery, BootstrapTokenInfo, DesiredInterfaceInfo, NewestKey, Result,
-    Role, User,
+    Role, SecretString, User,
 };
 
 /// A boxed future, as the object-safe traits return them.
@@ -202,6 +202,11 @@ pub trait ControlBackend: Send + Sync + fmt::Debug + 'static {
     /// Every interface's address pool as `(agent, interface, comma-separated prefixes)`,
     /// ordered by agent and interface.
     fn address_pools(&self) -> BoxFuture<'_, Result<Vec<(String, String, String)>>>;
+    /// The stored preshared keys of an agent's peers as `(interface, public key, PSK)`.
+    fn preshared_keys<'a>(
+        &'a self,
+        agent: &'a AgentId,
+    ) -> BoxFuture<'a, Result<Vec<(String, String, SecretString)>>>;
     /// Appends an audit entry on its own (no other change).
     fn append_audit<'a>(&'a self, entry: AuditRecord<'a>) -> BoxFuture<'a, Result<()>>;
     /// Reads the audit log, newest first.
@@ -304,6 +309,20 @@ pub trait ControlTx: Send {
         agent: &'a AgentId,
         interface: &'a str,
     ) -> BoxFuture<'a, Result<bool>>;
+    /// Stores (`Some`) or forgets (`None`) the preshared key of one peer.
+    fn set_preshared_key<'a>(
+        &'a mut self,
+        agent: &'a AgentId,
+        interface: &'a str,
+        public_key: &'a str,
+        preshared_key: Option<&'a SecretString>,
+    ) -> BoxFuture<'a, Result<()>>;
+    /// Forgets the preshared keys of every peer of an interface.
+    fn delete_interface_preshared_keys<'a>(
+        &'a mut self,
+        agent: &'a AgentId,
+        interface: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
     /// Stores an interface's address pool (comma-separated prefixes), replacing it.
     fn set_address_pool<'a>(
         &'a mut self,

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     AgentInfo, AuditEntry, AuditQuery, BootstrapTokenInfo, DesiredInterfaceInfo, Error, KeyInfo,
-    NewestKey, Result, Role, User,
+    NewestKey, Result, Role, SecretString, User,
 };
 
 /// What one SQL backend does its own way; everything else is [`SqlBackend`].
@@ -137,6 +137,18 @@ const UPSERT_DESIRED_INTERFACE: &str =
 const SET_DESIRED_REVISION: &str = "UPDATE agents SET desired_revision = $1 WHERE agent_id = $2";
 const DELETE_DESIRED_INTERFACE: &str =
     "DELETE FROM desired_interfaces WHERE agent_id = $1 AND interface = $2";
+const PRESHARED_KEYS: &str = "SELECT interface, public_key, preshared_key
+     FROM peer_preshared_keys WHERE agent_id = $1 AND preshared_key IS NOT NULL
+     ORDER BY interface, public_key";
+const SET_PRESHARED_KEY: &str =
+    "INSERT INTO peer_preshared_keys (agent_id, interface, public_key, preshared_key)
+     VALUES ($1, $2, $3, $4)
+     ON CONFLICT (agent_id, interface, public_key) DO UPDATE
+       SET preshared_key = excluded.preshared_key";
+const DELETE_PRESHARED_KEY: &str = "DELETE FROM peer_preshared_keys
+     WHERE agent_id = $1 AND interface = $2 AND public_key = $3";
+const DELETE_INTERFACE_PRESHARED_KEYS: &str =
+    "DELETE FROM peer_preshared_keys WHERE agent_id = $1 AND interface = $2";
 const SET_ADDRESS_POOL: &str =
     "INSERT INTO address_pools (agent_id, interface, prefixes, updated_ms)
      VALUES ($1, $2, $3, $4)
@@ -484,6 +496,24 @@ where
             let rows = query::<D>(ADDRESS_POOLS).fetch_all(&self.pool).await?;
             rows.iter()
                 .map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?)))
+                .collect()
+        })
+    }
+
+    fn preshared_keys<'a>(
+        &'a self,
+        agent: &'a AgentId,
+    ) -> BoxFuture<'a, Result<Vec<(String, String, SecretString)>>> {
+        Box::pin(async move {
+            let rows = query::<D>(PRESHARED_KEYS)
+                .bind(agent.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let psk: String = col(r, 2)?;
+                    Ok((col(r, 0)?, col(r, 1)?, SecretString::new(psk)))
+                })
                 .collect()
         })
     }
@@ -843,6 +873,44 @@ where
                 .bind(agent.as_str())
                 .bind(interface);
             Ok(self.exec(q).await? > 0)
+        })
+    }
+
+    fn set_preshared_key<'a>(
+        &'a mut self,
+        agent: &'a AgentId,
+        interface: &'a str,
+        public_key: &'a str,
+        preshared_key: Option<&'a SecretString>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let q = match preshared_key {
+                Some(psk) => query::<D>(SET_PRESHARED_KEY)
+                    .bind(agent.as_str())
+                    .bind(interface)
+                    .bind(public_key)
+                    .bind(psk.expose_secret()),
+                None => query::<D>(DELETE_PRESHARED_KEY)
+                    .bind(agent.as_str())
+                    .bind(interface)
+                    .bind(public_key),
+            };
+            self.exec(q).await?;
+            Ok(())
+        })
+    }
+
+    fn delete_interface_preshared_keys<'a>(
+        &'a mut self,
+        agent: &'a AgentId,
+        interface: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let q = query::<D>(DELETE_INTERFACE_PRESHARED_KEYS)
+                .bind(agent.as_str())
+                .bind(interface);
+            self.exec(q).await?;
+            Ok(())
         })
     }
 

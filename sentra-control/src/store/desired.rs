@@ -49,6 +49,13 @@ impl ControlStore {
             let changed = tx
                 .upsert_desired_interface(agent, interface, &json, util::now_ms())
                 .await?;
+            // A peer the new list drops loses its preshared key (a later peer with the
+            // same public key must not inherit it).
+            for (name, key, _) in self.backend().preshared_keys(agent).await? {
+                if name == interface && !peers.iter().any(|p| p.public_key == key) {
+                    tx.set_preshared_key(agent, interface, &key, None).await?;
+                }
+            }
             if changed {
                 rev += 1;
                 tx.set_desired_revision(agent, rev).await?;
@@ -84,6 +91,7 @@ impl ControlStore {
             if !tx.delete_desired_interface(agent, interface).await? {
                 return Err(Error::not_found("desired interface", target.clone()));
             }
+            tx.delete_interface_preshared_keys(agent, interface).await?;
             let rev = match tx.agent_state(agent).await? {
                 // A revoked agent keeps its row; its revision still moves.
                 AgentState::Live { desired_revision }
@@ -146,6 +154,12 @@ impl ControlStore {
             });
         }
         let info = self.desired(agent).await?;
+        let psks = self.backend().preshared_keys(agent).await?;
+        let psk_of = |interface: &str, key: &str| {
+            psks.iter()
+                .find(|(i, k, _)| i == interface && k == key)
+                .map(|(_, _, psk)| psk)
+        };
         Ok(proto::DesiredState {
             revision: info.revision,
             unchanged: false,
@@ -154,7 +168,11 @@ impl ControlStore {
                 .iter()
                 .map(|i| proto::DesiredInterface {
                     name: i.name.clone(),
-                    peers: i.peers.iter().map(desired::to_proto).collect(),
+                    peers: i
+                        .peers
+                        .iter()
+                        .map(|p| desired::to_proto(p, psk_of(&i.name, &p.public_key)))
+                        .collect(),
                 })
                 .collect(),
         })

@@ -26,6 +26,10 @@ pub struct NewPeer {
     pub address: Option<String>,
     /// Persistent keepalive the server side uses (0: off).
     pub persistent_keepalive_s: u16,
+    /// A preshared key for this peer. The control plane stores it (the server interface
+    /// needs it: it reaches the agent in `FetchDesiredState`); it is never logged,
+    /// audited or shown by a REST view.
+    pub preshared_key: Option<SecretString>,
 }
 
 /// The outcome of [`ControlStore::add_peer`].
@@ -147,6 +151,14 @@ impl ControlStore {
         new: NewPeer,
     ) -> Result<Onboarded> {
         check_interface(interface)?;
+        if let Some(psk) = &new.preshared_key
+            && util::b64_decode(psk.expose_secret()).is_none_or(|b| b.len() != 32)
+        {
+            return Err(Error::invalid(
+                "preshared_key",
+                "not 32 bytes in standard base64",
+            ));
+        }
         let target = format!("{agent}/{interface}");
         let _w = self.inner.write.lock().await;
         let res = async {
@@ -200,13 +212,21 @@ impl ControlStore {
             let json = serde_json::to_string(&peers).map_err(|e| Error::Internal(e.to_string()))?;
             tx.upsert_desired_interface(agent, interface, &json, util::now_ms())
                 .await?;
+            tx.set_preshared_key(
+                agent,
+                interface,
+                &peer.public_key,
+                new.preshared_key.as_ref(),
+            )
+            .await?;
             let rev = rev + 1;
             tx.set_desired_revision(agent, rev).await?;
             let detail = format!(
-                "public_key={} addresses={} generated_key={} revision={rev}",
+                "public_key={} addresses={} generated_key={} preshared_key={} revision={rev}",
                 peer.public_key,
                 peer.allowed_ips.join(","),
-                private_key.is_some()
+                private_key.is_some(),
+                new.preshared_key.is_some()
             );
             audit_in(
                 &mut *tx,
@@ -265,6 +285,8 @@ impl ControlStore {
             }
             let json = serde_json::to_string(&peers).map_err(|e| Error::Internal(e.to_string()))?;
             tx.upsert_desired_interface(agent, interface, &json, util::now_ms())
+                .await?;
+            tx.set_preshared_key(agent, interface, public_key.trim(), None)
                 .await?;
             let rev = rev + 1;
             tx.set_desired_revision(agent, rev).await?;
