@@ -9,6 +9,8 @@
 //! `sentra_alerts_leader`. The holder is killed with SIGKILL once its state is saved to
 //! the database; the standby takes the lease, restores the state (the alert still fires,
 //! no second `firing`), and a fresh handshake gives exactly one `resolved` notification.
+//! A holder whose database session the database ends exits with an error (another server
+//! may already evaluate) and the standby takes the lease.
 //! Every wait is on a condition with a bound; no timing is asserted.
 
 use std::{
@@ -565,4 +567,60 @@ send_resolved = true
         "exactly one firing and one resolved notification"
     );
     assert!(!b.log_text().contains(SECRET));
+}
+
+#[test]
+fn a_holder_that_loses_its_session_exits_and_the_standby_takes_over() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt
+        .block_on(sentra_testkit::TestDb::new())
+        .unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("control-db.url");
+    std::fs::write(&url_file, db.url()).unwrap();
+    let routing = dir.path().join("routing.toml");
+    std::fs::write(&routing, "[[route]]\nreceiver = \"log\"\n").unwrap();
+
+    let mut a = Server::start(dir.path(), "a", &url_file, &routing);
+    wait_for("a holds the alert lease", Duration::from_secs(60), || {
+        (a.leader()? == 1).then_some(())
+    });
+    let b = Server::start(dir.path(), "b", &url_file, &routing);
+    wait_for("b on standby", Duration::from_secs(60), || {
+        b.log_text()
+            .contains("alert engine on standby")
+            .then_some(())
+    });
+
+    // the database ends the holder's session (as a restart or a broken network would)
+    let ended = rt.block_on(async {
+        use sqlx::Connection as _;
+        let mut c = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let n: Vec<(bool,)> = sqlx::query_as(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks
+             WHERE locktype = 'advisory' AND granted AND database =
+               (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        n.len()
+    });
+    assert_eq!(ended, 1, "one session holds the lease");
+    let status = wait_for("a exits", Duration::from_secs(60), || {
+        a.child.try_wait().unwrap()
+    });
+    assert!(!status.success(), "a lost lease is an error exit: {status}");
+    assert!(
+        a.log_text().contains("lost the alert lease"),
+        "{}",
+        a.log_text()
+    );
+    wait_for("b holds the alert lease", Duration::from_secs(60), || {
+        (b.leader()? == 1).then_some(())
+    });
 }
