@@ -41,8 +41,33 @@ fn url_safe(key: &str) -> String {
     key.replace('+', "-").replace('/', "_").replace('=', "")
 }
 
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn onboarding_over_rest() {
+    // Every log line of the server at TRACE level (global: server tasks run on other
+    // threads). Only this test in this binary installs a subscriber.
+    let capture = Capture::default();
+    let writer = capture.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    )
+    .expect("no other subscriber in this binary");
     let s = start().await;
     let admin = s.admin().await;
     let viewer = s.viewer().await;
@@ -440,6 +465,21 @@ async fn onboarding_over_rest() {
     );
     let audit_text = serde_json::to_string(&audit).unwrap();
     assert!(!audit_text.contains(&private) && !audit_text.contains(&psk));
+    let log = capture.0.lock().unwrap().clone();
+    assert!(!log.is_empty(), "sanity: the server logs at TRACE level");
+    for (what, secret) in [("private key", &private), ("preshared key", &psk)] {
+        assert!(!contains(&log, secret), "the {what} is in the server log");
+        let hex: String = base64::engine::general_purpose::STANDARD
+            .decode(secret)
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(
+            !contains(&log, &hex),
+            "the {what} is in the server log (hex)"
+        );
+    }
     let db = all_bytes(&s.data_dir());
     assert!(
         contains(&db, &public),
