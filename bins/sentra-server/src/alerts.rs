@@ -15,8 +15,9 @@
 //! notification.
 //!
 //! **One evaluator per fleet.** With the SQLite control store (one server per data
-//! directory) the engine simply runs. With a shared PostgreSQL control database, servers
-//! hold an election by **lease**: a session advisory lock
+//! directory) the engine simply runs. With a shared PostgreSQL control database and
+//! `[alerts] lease = true` (`--alerts-lease`), servers hold an election by **lease**: a
+//! session advisory lock
 //! (`sentra_control::alert_lease`, `pg_try_advisory_lock` on a dedicated connection).
 //! Only the holder runs the engine (evaluates and notifies) and saves its state to the
 //! row `sentra_alert_state` of that database (same schedule as the file, through the
@@ -30,6 +31,14 @@
 //! `sentra_alerts_leader` on `/metrics` is 0; the engine's other series appear on the
 //! holder only. The holder evaluates the batches its own ingest stores: agents reporting
 //! to another server are evaluated only by a holder that sees their batches.
+//!
+//! The lease is **off by default**, decided here: servers that share a control database
+//! keep their own metric stores today, so each sees only the agents that report to it, and
+//! a single holder would silently miss the others' alerts — a missed alert is worse than a
+//! duplicate one. Without the lease each server evaluates its own agents (no duplicates
+//! while every agent reports to one server). Turn it on when every server sees every
+//! agent's batches (e.g. agents behind a load balancer that sends each to all servers, or
+//! once the engine is fed from the JetStream bus).
 
 use std::{
     path::{Path, PathBuf},
@@ -87,6 +96,18 @@ pub(crate) struct AlertsArgs {
     /// on shutdown).
     #[arg(long, env = "SENTRA_ALERTS_STATE_SAVE_EVERY")]
     pub(crate) alerts_state_save_every: Option<String>,
+    /// With a shared PostgreSQL control database: only the holder of the alert lease
+    /// evaluates and notifies (default false: each server evaluates the agents that report
+    /// to it; see the README).
+    #[arg(
+        long,
+        env = "SENTRA_ALERTS_LEASE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub(crate) alerts_lease: Option<bool>,
 }
 
 /// `[alerts]` in the TOML file.
@@ -101,6 +122,7 @@ pub(crate) struct AlertsSection {
     /// Default: `alerts-state.json` in the data directory.
     state_file: Option<PathBuf>,
     state_save_every: Option<String>,
+    lease: Option<bool>,
 }
 
 /// The effective alerting configuration.
@@ -115,6 +137,8 @@ pub(crate) struct AlertsConfig {
     pub(crate) state_file: Option<PathBuf>,
     /// How often the state is saved while running.
     pub(crate) save_every: Duration,
+    /// Elect one evaluator by lease on a shared PostgreSQL control database.
+    pub(crate) lease: bool,
 }
 
 impl AlertsConfig {
@@ -145,6 +169,7 @@ impl AlertsConfig {
         }
         Ok(Self {
             save_every,
+            lease: args.alerts_lease.or(file.lease).unwrap_or(false),
             enabled: args.alerts.or(file.enabled).unwrap_or(true),
             builtin_rules: args
                 .alerts_builtin_rules
@@ -289,7 +314,8 @@ pub(crate) struct Alerting {
 }
 
 /// Loads the configuration and starts alerting: without `control_url` (SQLite control
-/// store) the engine runs at once; with it, an election task runs the engine once this
+/// store) or without `[alerts] lease` the engine runs at once; with both, an election task
+/// runs the engine once this
 /// server holds the alert lease (see the module documentation). The engine reads
 /// `ingest`'s stored batches, is served under `/api/v1/alerts` and counted on `/metrics`.
 /// `Ok(None)` when alerting is off.
@@ -308,7 +334,7 @@ pub(crate) fn start(
     let slot = Arc::new(Slot::default());
     let collector = AlertsCollector(Arc::clone(&slot));
     api.register_metrics(|r| r.register_collector(Box::new(collector)));
-    let Some(url) = control_url else {
+    let Some(url) = control_url.filter(|_| config.lease) else {
         let state_file = config.state_file(data_dir);
         let feed = sentra_api::Api::alert_feed(ingest, 4096);
         let engine = run_engine(loaded, api, feed).with_context(|| {
@@ -624,6 +650,9 @@ mod tests {
     fn defaults_run_the_builtin_rules_and_send_nothing() {
         let c = AlertsConfig::resolve(&args(), None).unwrap();
         assert!(c.enabled && c.builtin_rules);
+        assert!(!c.lease, "the alert lease is opt-in");
+        let section: AlertsSection = toml::from_str("lease = true").unwrap();
+        assert!(AlertsConfig::resolve(&args(), Some(section)).unwrap().lease);
         assert_eq!(c.tick, Duration::from_secs(5));
         assert_eq!(
             c.state_file(Path::new("/d")),

@@ -193,7 +193,7 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n\n[alerts]\nrouting_file = \"{}\"\ntick = \"500ms\"\nstate_save_every = \"500ms\"\n",
+                "data_dir = \"{}\"\n\n[alerts]\nlease = true\nrouting_file = \"{}\"\ntick = \"500ms\"\nstate_save_every = \"500ms\"\n",
                 dir.join(name).display(),
                 routing.display()
             ),
