@@ -83,7 +83,7 @@ fn bench_throughput(c: &mut Criterion, smoke: bool) {
     g.sample_size(10);
     let threads_list: &[usize] = if smoke { &[2] } else { &[1, 4, 16] };
     for &threads in threads_list {
-        // sentra-wal, one record per append call (default options: preallocated segments;
+        // sentra-wal, one record per append call (preallocated segments;
         // and growing segments, `preallocate(false)`).
         for (name, prealloc) in [("sentra_growing", false), ("sentra", true)] {
             let dir = tempfile::tempdir().unwrap();
@@ -273,7 +273,7 @@ fn ratios(smoke: bool) {
         let (grow, pre) = (grow / per as u32, pre / per as u32);
         let ceil = threads as f64 / pre.min(grow).as_secs_f64();
         println!(
-            "{threads:>2} appenders, 1 record/append: sentra growing {s:.0}/s, sentra (default, preallocated) {sp:.0}/s, okaywal {o:.0}/s; sentra growing/okaywal {:.2}x, sentra/okaywal {:.2}x",
+            "{threads:>2} appenders, 1 record/append: sentra growing {s:.0}/s, sentra preallocated {sp:.0}/s, okaywal {o:.0}/s; sentra growing/okaywal {:.2}x, sentra/okaywal {:.2}x",
             s / o,
             sp / o
         );

@@ -54,13 +54,13 @@ impl Default for Options {
             full_policy: FullPolicy::Refuse,
             sync: SyncPolicy::Always,
             max_group_bytes: 4 << 20,
-            preallocate: true,
+            preallocate: false,
         }
     }
 }
 
 impl Options {
-    /// Default options: 16 MiB preallocated segments, 4 MiB records, 1 GiB cap, refuse when
+    /// Default options: 16 MiB growing segments, 4 MiB records, 1 GiB cap, refuse when
     /// full, durable.
     #[must_use]
     pub fn new() -> Self {
@@ -98,7 +98,11 @@ impl Options {
         self
     }
     /// Zero-fill each new segment to its full size before use (okaywal's approach; §7.3 of
-    /// the design notes). On by default. Appends then overwrite allocated blocks, so
+    /// the design notes). Off by default: a preallocated segment needs its full size free
+    /// before the first record goes in, so on a small or nearly full disk (an edge device,
+    /// the agent's state directory) nothing could be appended where growing segments still
+    /// take what fits. Turn it on for a dedicated disk with room to spare. Appends then
+    /// overwrite allocated blocks, so
     /// `fdatasync` does not have to commit a file-size change through the file-system
     /// journal: lower and steadier sync latency (about half on the build machine's ext4),
     /// especially when other processes keep the journal busy. The cost is that every segment

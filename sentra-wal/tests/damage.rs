@@ -8,7 +8,10 @@ use std::path::Path;
 use sentra_wal::{Entry, Loss, LossCause, Options, RecoveryReport, Wal, format};
 
 fn opts() -> Options {
-    Options::default().segment_size(64 << 10).disk_cap(1 << 30)
+    Options::default()
+        .segment_size(64 << 10)
+        .disk_cap(1 << 30)
+        .preallocate(true)
 }
 
 fn payload(i: u64) -> Vec<u8> {
@@ -224,11 +227,7 @@ fn torn_record_in_a_preallocated_zero_filled_tail() {
         build(dir.path());
         let path = seg(dir.path(), 101);
         let mut bytes = std::fs::read(&path).expect("read");
-        assert_eq!(
-            bytes.len(),
-            64 << 10,
-            "tail segment preallocated by default"
-        );
+        assert_eq!(bytes.len(), 64 << 10, "tail segment preallocated");
         let at = frame_offset(&bytes, 189);
         let end = at + format::frame_len(payload(189).len());
         assert!(

@@ -38,7 +38,7 @@ struct Target {
 /// What the client's wg-quick file needs besides the peer.
 #[derive(Debug, clap::Args)]
 struct ClientOpts {
-    /// The server as the client reaches it: host:port, ip:port or [ipv6]:port.
+    /// The server as the client reaches it: host:port, ip:port or `[ipv6]:port`.
     #[arg(long)]
     endpoint: String,
     /// The server interface's public key (default: as the agent reported it).

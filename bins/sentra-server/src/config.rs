@@ -102,8 +102,8 @@ pub(crate) struct Cli {
     /// What this process does: all (gRPC ingest, storage, REST API in one process; the
     /// default), ingest (gRPC only: verifies pushes and puts them on NATS JetStream, acks
     /// after the PubAck; keys from the PostgreSQL control database) or worker (pulls batches
-    /// from NATS JetStream into the PostgreSQL database). ingest and worker need [bus]
-    /// nats_urls and a PostgreSQL database.
+    /// from NATS JetStream into the PostgreSQL database). ingest and worker need `[bus]
+    /// nats_urls` and a PostgreSQL database.
     #[arg(long, env = "SENTRA_ROLE", value_enum)]
     pub(crate) role: Option<Role>,
 }
