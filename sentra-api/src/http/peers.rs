@@ -105,6 +105,17 @@ pub(crate) struct PoolInfo {
     prefixes: Vec<String>,
 }
 
+impl PoolInfo {
+    /// The answer of both pool endpoints.
+    fn new(agent: &impl ToString, interface: String, pool: &AddressPool) -> Self {
+        Self {
+            agent_id: agent.to_string(),
+            interface,
+            prefixes: pool.prefixes().iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
 /// `POST /api/v1/agents/{id}/interfaces/{interface}/peers` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -633,12 +644,7 @@ pub(crate) async fn get_pool(
         .address_pool(&id, &iface)
         .await?
         .ok_or_else(|| Error::not_found("address pool", format!("{id}/{iface}")))?;
-    Ok(Json(PoolInfo {
-        agent_id: id.to_string(),
-        interface: iface,
-        prefixes: pool.prefixes().iter().map(ToString::to_string).collect(),
-    })
-    .into_response())
+    Ok(Json(PoolInfo::new(&id, iface, &pool)).into_response())
 }
 
 #[utoipa::path(
@@ -681,12 +687,7 @@ pub(crate) async fn put_pool(
     st.store
         .set_address_pool(&admin.actor(), &id, &iface, &pool)
         .await?;
-    Ok(Json(PoolInfo {
-        agent_id: id.to_string(),
-        interface: iface,
-        prefixes: pool.prefixes().iter().map(ToString::to_string).collect(),
-    })
-    .into_response())
+    Ok(Json(PoolInfo::new(&id, iface, &pool)).into_response())
 }
 
 #[utoipa::path(
