@@ -54,14 +54,14 @@ impl Default for Options {
             full_policy: FullPolicy::Refuse,
             sync: SyncPolicy::Always,
             max_group_bytes: 4 << 20,
-            preallocate: false,
+            preallocate: true,
         }
     }
 }
 
 impl Options {
-    /// Default options: 16 MiB growing segments, 4 MiB records, 1 GiB cap, refuse when
-    /// full, durable.
+    /// Default options: 16 MiB preallocated segments (growing ones when the disk has no room
+    /// for a whole segment), 4 MiB records, 1 GiB cap, refuse when full, durable.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -98,17 +98,22 @@ impl Options {
         self
     }
     /// Zero-fill each new segment to its full size before use (okaywal's approach; §7.3 of
-    /// the design notes). Off by default: a preallocated segment needs its full size free
-    /// before the first record goes in, so on a small or nearly full disk (an edge device,
-    /// the agent's state directory) nothing could be appended where growing segments still
-    /// take what fits. Turn it on for a dedicated disk with room to spare. Appends then
-    /// overwrite allocated blocks, so
+    /// the design notes). On by default. Appends then overwrite allocated blocks, so
     /// `fdatasync` does not have to commit a file-size change through the file-system
     /// journal: lower and steadier sync latency (about half on the build machine's ext4),
-    /// especially when other processes keep the journal busy. The cost is that every segment
-    /// is written twice, which matters on flash with limited write endurance: turn it off
-    /// there. The disk cap counts preallocated bytes. Recovery treats the zero fill after the
-    /// last frame as the end of the log and cuts a torn record in it.
+    /// especially when other processes keep the journal busy.
+    ///
+    /// A small or nearly full disk does not prevent appends: when the zero fill of a segment
+    /// fails for lack of room (`ENOSPC`, `EDQUOT`, `EFBIG`), what was filled is released and
+    /// that segment grows with its appends instead (logged once per `Wal`, counted in
+    /// [`Stats::growing_segments`](crate::Stats::growing_segments)); appends then take what
+    /// fits, and a full disk refuses an append with [`Error::DiskFull`] as with growing
+    /// segments. The next segment tries to preallocate again.
+    ///
+    /// The cost is that every segment is written twice, which matters on flash with limited
+    /// write endurance: turn it off there. The disk cap counts preallocated bytes. Recovery
+    /// treats the zero fill after the last frame as the end of the log and cuts a torn record
+    /// in it.
     #[must_use]
     pub fn preallocate(mut self, on: bool) -> Self {
         self.preallocate = on;

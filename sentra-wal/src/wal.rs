@@ -105,6 +105,10 @@ pub struct Stats {
     pub dropped_records: u64,
     /// Group commits (write + sync rounds) since open.
     pub groups: u64,
+    /// Segments created (or continued) since open that should have been preallocated
+    /// ([`Options::preallocate`](crate::Options::preallocate)) but grow with their appends
+    /// instead, because the file system had no room for a whole segment.
+    pub growing_segments: u64,
     /// Whether the log is poisoned by an I/O error.
     pub poisoned: bool,
 }
@@ -145,6 +149,7 @@ pub(crate) struct State {
     used: u64,
     dropped: u64,
     groups: u64,
+    growing_segments: u64,
     pub(crate) losses: Vec<Loss>,
 }
 
@@ -258,6 +263,8 @@ struct Active {
     /// Size of the file: `len`, or more if preallocated.
     file_size: u64,
     records: u64,
+    /// Preallocation was asked for but did not fit: the segment grows instead.
+    growing: bool,
 }
 
 /// Writes zeros over `[from, to)` (preallocation; see [`Options::preallocate`]).
@@ -274,8 +281,45 @@ fn zero_fill(file: &dyn VfsFile, path: &Path, from: u64, to: u64) -> Result<()> 
     Ok(())
 }
 
-/// Creates a segment: header, optional zero fill up to `prealloc` bytes, `fdatasync`, and a
-/// directory fsync so the new name is durable before any record in it is acknowledged.
+/// `true` if a failed zero fill means "not enough room for a whole preallocated segment"
+/// (`ENOSPC`, `EDQUOT`, `EFBIG`): the segment then grows instead.
+fn prealloc_no_room(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. }
+        if Error::is_no_space(source) || source.kind() == std::io::ErrorKind::FileTooLarge)
+}
+
+/// Zero-fills `[from, to)` of a segment (see [`Options::preallocate`]). If the file system
+/// has no room for the whole fill, releases what was filled (cuts the file back to `from`)
+/// and returns `Ok(false)`: the segment grows with its appends instead, and a full disk is
+/// then met by an append as [`Error::DiskFull`]. Other errors are returned.
+fn preallocate_or_grow(file: &dyn VfsFile, path: &Path, from: u64, to: u64) -> Result<bool> {
+    match zero_fill(file, path, from, to) {
+        Ok(()) => Ok(true),
+        Err(e) if prealloc_no_room(&e) => {
+            file.set_len(from)
+                .map_err(Error::io("release preallocation", path))?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Logs a segment that could not be preallocated, once per [`Wal`] (every case is counted in
+/// [`Stats::growing_segments`]).
+fn note_growing_segment(logged: &mut bool, path: &Path, want: u64) {
+    if !*logged {
+        *logged = true;
+        tracing::warn!(
+            segment = %path.display(),
+            preallocate_bytes = want,
+            "wal: not enough free space to preallocate a segment; it grows with its appends instead (logged once; see Stats::growing_segments)"
+        );
+    }
+}
+
+/// Creates a segment: header, optional zero fill up to `prealloc` bytes (falling back to a
+/// growing segment when the disk has no room for it: `Active::growing`), `fdatasync`,
+/// and a directory fsync so the new name is durable before any record in it is acknowledged.
 fn create_segment(
     vfs: &dyn Vfs,
     dir: &Path,
@@ -297,8 +341,13 @@ fn create_segment(
         .map_err(Error::io("create", &path))?;
     file.write_all_at(&header.encode(), 0)
         .map_err(Error::io("write", &path))?;
-    let file_size = prealloc.max(SEGMENT_HEADER_LEN as u64);
-    zero_fill(&*file, &path, SEGMENT_HEADER_LEN as u64, file_size)?;
+    let header_len = SEGMENT_HEADER_LEN as u64;
+    let mut file_size = prealloc.max(header_len);
+    let mut growing = false;
+    if file_size > header_len && !preallocate_or_grow(&*file, &path, header_len, file_size)? {
+        file_size = header_len;
+        growing = true;
+    }
     file.sync_data().map_err(Error::io("sync", &path))?;
     vfs.sync_dir(dir).map_err(Error::io("sync dir", dir))?;
     Ok(Active {
@@ -307,9 +356,10 @@ fn create_segment(
         first_lsn,
         salt,
         segment_id,
-        len: SEGMENT_HEADER_LEN as u64,
+        len: header_len,
         file_size,
         records: 0,
+        growing,
     })
 }
 
@@ -452,15 +502,19 @@ impl Wal {
                     .open(&path, OpenMode::ReadWrite)
                     .map_err(Error::io("open", &path))?;
                 let mut file_size = t.file_len;
+                let mut growing = false;
                 if opts.preallocate && file_size < opts.segment_size {
                     // Bytes in [len, file_len) are zero (recovery keeps only a zero tail).
-                    zero_fill(&*file, &path, file_size, opts.segment_size)?;
-                    file.sync_data().map_err(Error::io("sync", &path))?;
-                    used += opts.segment_size - file_size;
-                    file_size = opts.segment_size;
-                    if let Some(m) = segs.get_mut(&t.first_lsn) {
-                        m.size = file_size;
+                    if preallocate_or_grow(&*file, &path, file_size, opts.segment_size)? {
+                        used += opts.segment_size - file_size;
+                        file_size = opts.segment_size;
+                        if let Some(m) = segs.get_mut(&t.first_lsn) {
+                            m.size = file_size;
+                        }
+                    } else {
+                        growing = true;
                     }
+                    file.sync_data().map_err(Error::io("sync", &path))?;
                 }
                 Active {
                     file,
@@ -471,6 +525,7 @@ impl Wal {
                     len: t.len,
                     file_size,
                     records: t.next_lsn - t.first_lsn,
+                    growing,
                 }
             }
             _ => {
@@ -519,13 +574,19 @@ impl Wal {
                             len: t.len,
                             file_size: t.file_len,
                             records: t.next_lsn - t.first_lsn,
+                            growing: false,
                         }
                     }
                 }
             }
         };
+        let mut growing_logged = false;
+        if active.growing {
+            note_growing_segment(&mut growing_logged, &active.path, opts.segment_size);
+        }
         let committed = next_lsn - 1;
         let state = State {
+            growing_segments: u64::from(active.growing),
             segs,
             committed,
             durable: committed,
@@ -557,6 +618,7 @@ impl Wal {
             last_group: 0,
             last_sync_took: Duration::ZERO,
             need_segment,
+            growing_logged,
             space_limit: None,
             groups_under_limit: 0,
         };
@@ -866,6 +928,7 @@ impl Wal {
             segments: st.segs.len(),
             dropped_records: st.dropped,
             groups: st.groups,
+            growing_segments: st.growing_segments,
             poisoned,
         }
     }
@@ -918,6 +981,8 @@ struct Writer {
     /// The active segment is sealed but its successor could not be created (disk full):
     /// the next append creates it first.
     need_segment: bool,
+    /// A segment that could not be preallocated has been logged (once per `Wal`).
+    growing_logged: bool,
     /// Under [`FullPolicy::DropOldest`], after ENOSPC: the bytes the file system held when it
     /// was full, used as a lower cap so the oldest segments make room (like the cap). Lifted
     /// after [`SPACE_LIMIT_GROUPS`] successful groups to find out whether space came back.
@@ -1423,9 +1488,13 @@ impl Writer {
                 return Err(e);
             }
         };
+        if next.growing {
+            note_growing_segment(&mut self.growing_logged, &next.path, prealloc);
+        }
         {
             let mut st = self.inner.state();
             st.used += next.file_size;
+            st.growing_segments += u64::from(next.growing);
             st.segs.insert(
                 next.first_lsn,
                 SegMeta {

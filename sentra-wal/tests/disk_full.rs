@@ -40,7 +40,21 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
+        // Tests run in parallel: a child process another test is forking (`mount`) may hold
+        // our file descriptors for a moment (until its exec closes them), so the mount can be
+        // busy briefly. Retry, then detach lazily rather than leak the mount.
+        for _ in 0..20 {
+            let ok = Command::new("umount")
+                .arg(&self.path)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
 
@@ -112,4 +126,99 @@ fn enospc_below_the_cap_refuses_cleanly_and_recovers() {
     assert_eq!(rep.next_lsn, last + 2);
     let unacked: Vec<_> = stored.into_iter().filter(|(l, _)| *l > last - 2).collect();
     assert_eq!(records(&wal, last - 1), unacked);
+}
+
+/// Size of the segment file named for `first_lsn`.
+fn segment_len(dir: &Path, first_lsn: u64) -> u64 {
+    let name = sentra_wal::format::segment_name(first_lsn);
+    std::fs::metadata(dir.join(name)).expect("segment").len()
+}
+
+#[test]
+fn a_segment_too_large_to_preallocate_grows_instead() {
+    let Some(fs) = Tmpfs::mount("1m") else { return };
+    let dir: &Path = &fs.path.join("wal");
+    // Preallocation is the default; a 4 MiB segment cannot be zero-filled on a 1 MiB file
+    // system: the segment falls back to growing, the fill is released, appends succeed.
+    let opts = Options::default().segment_size(4 << 20).disk_cap(1 << 30);
+    let (wal, _) = Wal::open(dir, opts.clone()).expect("open on a small disk");
+    assert_eq!(wal.stats().growing_segments, 1, "{:?}", wal.stats());
+    let len_before = segment_len(dir, 1);
+    assert!(
+        len_before < 4096,
+        "the partial zero fill was released: {len_before} bytes"
+    );
+    let mut stored = Vec::new();
+    for i in 1..=20u64 {
+        let lsn = wal
+            .append(&payload(i))
+            .expect("append to a growing segment");
+        assert_eq!(lsn, i);
+        stored.push((lsn, payload(i)));
+    }
+    assert_eq!(records(&wal, 1), stored);
+    let st = wal.stats();
+    assert!(!st.poisoned);
+    assert_eq!(
+        st.disk_used,
+        segment_len(dir, 1),
+        "the cap counts the real size"
+    );
+    wal.close().expect("close");
+    // Reopen: the tail still does not fit preallocated; it keeps growing, nothing lost.
+    let (wal, rep) = Wal::open(dir, opts).expect("reopen");
+    assert!(rep.losses.is_empty() && rep.damage.is_empty(), "{rep:?}");
+    assert_eq!(rep.truncated_bytes, 0, "{rep:?}");
+    assert_eq!(wal.stats().growing_segments, 1);
+    assert_eq!(records(&wal, 1), stored);
+    let lsn = wal.append(&payload(21)).expect("append after reopen");
+    assert_eq!(lsn, 21);
+}
+
+#[test]
+fn preallocated_log_fills_the_disk_then_refuses_and_recovers_exactly_what_was_acknowledged() {
+    let Some(fs) = Tmpfs::mount("1m") else { return };
+    let dir: &Path = &fs.path.join("wal");
+    // 192 KiB segments on 1 MiB: the first few are preallocated, a later one no longer fits
+    // and grows until the disk is full.
+    let opts = Options::default().segment_size(192 << 10).disk_cap(1 << 30);
+    let (wal, _) = Wal::open(dir, opts.clone()).expect("open");
+    assert_eq!(wal.stats().growing_segments, 0, "the first segment fits");
+    assert_eq!(segment_len(dir, 1), 192 << 10, "preallocated by default");
+    let mut stored = Vec::new();
+    let err = loop {
+        let i = stored.len() as u64 + 1;
+        match wal.append(&payload(i)) {
+            Ok(lsn) => {
+                assert_eq!(lsn, i, "LSNs are dense");
+                stored.push((lsn, payload(i)));
+            }
+            Err(e) => break e,
+        }
+        assert!(stored.len() < 10_000, "a 1 MiB file system never filled up");
+    };
+    assert!(err.is_disk_full(), "clear disk-full error, got: {err:?}");
+    assert!(err.to_string().contains("no space left"), "{err}");
+    let st = wal.stats();
+    assert!(!st.poisoned, "a full disk must not poison the log");
+    assert!(
+        st.growing_segments >= 1,
+        "a segment fell back to growing: {st:?}"
+    );
+    assert!(
+        stored.len() > 200,
+        "appends kept going after preallocation stopped fitting: {} records",
+        stored.len()
+    );
+    assert_eq!(records(&wal, 1), stored);
+    // A crash-like drop with a full disk: reopen returns exactly the acknowledged records.
+    drop(wal);
+    let (wal, rep) = Wal::open(dir, opts).expect("reopen on a full disk");
+    assert!(rep.losses.is_empty() && rep.damage.is_empty(), "{rep:?}");
+    assert_eq!(rep.truncated_bytes, 0, "{rep:?}");
+    assert_eq!(rep.next_lsn, stored.len() as u64 + 1);
+    assert_eq!(records(&wal, 1), stored, "exactly the acknowledged records");
+    let again = wal.append(&payload(999_999)).expect_err("still full");
+    assert!(again.is_disk_full(), "{again:?}");
+    assert_eq!(records(&wal, 1), stored);
 }
