@@ -17,47 +17,16 @@
 //! postgres` on a fresh database of a real PostgreSQL (`sentra-testkit`: the server from
 //! `SENTRA_TEST_PG_URL`, or one it starts with `initdb`/`pg_ctl`).
 
+mod common;
+
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-fn server_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sentra-server"))
-}
-
-fn agent_bin() -> PathBuf {
-    let p = server_bin().with_file_name("sentra-agent");
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `cargo build -p sentra-agent` (cargo test --workspace does)",
-        p.display()
-    );
-    p
-}
-
-/// Removes every `SENTRA_*` variable this test inherited from `cmd`'s environment: a
-/// developer's shell (a storage backend, a data directory, an agent's server or token)
-/// must not change what the spawned server or agent does.
-fn clean_env(cmd: &mut Command) -> &mut Command {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("SENTRA_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{Server, agent_bin, clean_env, free_addr, http, json, login, terminate, wait_for};
 
 struct Proc {
     name: String,
@@ -71,18 +40,8 @@ impl Proc {
     }
 
     fn terminate(mut self) {
-        // SIGTERM: the graceful path.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{} did not stop within 15 s of SIGTERM", self.name);
+        let status = terminate(&mut self.child, &self.name);
+        assert!(status.success(), "{} exited with {status}", self.name);
     }
 }
 
@@ -110,30 +69,21 @@ impl Cluster {
             .unwrap()
     }
 
-    fn start_server(&self) -> Proc {
-        let mut cmd = Command::new(server_bin());
-        clean_env(&mut cmd)
-            .arg("--data-dir")
-            .arg(self.dir.join("server"))
-            .args(["--grpc-listen", &self.grpc.to_string()])
-            .args(["--api-listen", &self.api.to_string()])
-            .args(["--status-interval", "0", "--log-format", "json"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(self.log("server"));
+    fn start_server(&self) -> Server {
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["--data-dir".into(), self.dir.join("server").into()];
+        args.extend(["--log-format".into(), "json".into()]);
         if let Some(db) = &self.database {
             let url_file = self.dir.join("database-url");
             std::fs::write(&url_file, db.url()).unwrap();
-            cmd.args(["--storage-backend", "postgres", "--database-url-file"])
-                .arg(url_file);
+            args.extend([
+                "--storage-backend".into(),
+                "postgres".into(),
+                "--database-url-file".into(),
+                url_file.into(),
+            ]);
         }
-        let child = cmd.spawn().unwrap();
-        let p = Proc {
-            name: "server".into(),
-            child,
-        };
-        wait_ready(self.api);
-        p
+        Server::start(&self.dir, "server", self.api, self.grpc, &args)
     }
 
     fn agent_dir(&self, name: &str) -> PathBuf {
@@ -160,80 +110,6 @@ impl Cluster {
     }
 }
 
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-    body: Option<&str>,
-) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = bearer {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body.unwrap_or(""));
-    s.write_all(req.as_bytes()).ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)?
-    } else {
-        body.to_owned()
-    };
-    Some((status, body))
-}
-
-fn dechunk(mut body: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n")?;
-        let n = usize::from_str_radix(size.trim(), 16).ok()?;
-        if n == 0 {
-            return Some(out);
-        }
-        out.push_str(rest.get(..n)?);
-        body = rest.get(n + 2..)?;
-    }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    http(addr, "GET", path, None, None)
-}
-
-/// The value of `"key":` in a flat JSON object: a number, `null` (`None`) or a string.
-fn json_field(body: &str, key: &str) -> Option<String> {
-    let pat = format!("\"{key}\":");
-    let rest = body[body.find(&pat)? + pat.len()..].trim_start();
-    if let Some(s) = rest.strip_prefix('"') {
-        return Some(s[..s.find('"')?].to_owned());
-    }
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    let v = rest[..end].trim();
-    (v != "null").then(|| v.to_owned())
-}
-
-/// Logs in over the REST API; the access token.
-fn login(api: SocketAddr, user: &str, password: &str) -> String {
-    let body = format!("{{\"username\":\"{user}\",\"password\":\"{password}\"}}");
-    let (status, body) = http(api, "POST", "/api/v1/auth/login", None, Some(&body)).unwrap();
-    assert_eq!(status, 200, "login failed: {body}");
-    json_field(&body, "access_token").expect("access_token in the login answer")
-}
-
 /// An agent's durable ingest ledger, through `GET /api/v1/agents/{id}/ingest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Ledger {
@@ -257,31 +133,19 @@ fn ledger(api: SocketAddr, token: &str, agent: &str) -> Option<Ledger> {
         return None; // nothing received from the agent yet
     }
     assert_eq!(status, 200, "GET /api/v1/agents/{agent}/ingest: {body}");
+    let v = json(&body);
     let n = |k: &str| -> u64 {
-        json_field(&body, k)
+        v[k].as_u64()
             .unwrap_or_else(|| panic!("{k} missing in {body}"))
-            .parse()
-            .unwrap()
     };
     Some(Ledger {
-        high_water: json_field(&body, "high_water").map(|v| v.parse().unwrap()),
+        high_water: v["high_water"].as_u64(),
         accepted: n("accepted"),
         gaps: n("gaps"),
         missing: n("missing"),
         rejected_stale: n("rejected_stale"),
         rejected_ahead: n("rejected_ahead"),
     })
-}
-
-fn wait_ready(api: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if matches!(http_get(api, "/readyz"), Some((200, _))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("server on {api} not ready within 30 s");
 }
 
 fn agent_id(state: &Path) -> String {
@@ -349,8 +213,8 @@ fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing(storage: 
     };
     let cluster = Cluster {
         dir: root,
-        grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
-        api: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        grpc: free_addr(),
+        api: free_addr(),
         database,
     };
     let server_dir = cluster.dir.join("server");
@@ -408,26 +272,49 @@ fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing(storage: 
             cluster.dir.display()
         );
     }
+    let token = login(cluster.api, E2E_USER, E2E_PASSWORD);
+    // Instead of sleeping: wait until the server has stored at least 10 more batches of
+    // each agent, so every fault below hits a live stream.
+    let streamed = |what: &str| {
+        let high_water = |name: &str| {
+            let state = cluster.agent_dir(name);
+            ledger(cluster.api, &token, &agent_id(&state))
+                .and_then(|l| l.high_water)
+                .unwrap_or(0)
+        };
+        let start: Vec<u64> = names.iter().map(|n| high_water(n)).collect();
+        wait_for(what, Duration::from_secs(60), || {
+            names
+                .iter()
+                .zip(&start)
+                .all(|(n, s)| high_water(n) >= s + 10)
+                .then_some(())
+        });
+    };
     let mut a = cluster.start_agent("edge-a", "100ms");
     let b = cluster.start_agent("edge-b", "100ms");
-    std::thread::sleep(Duration::from_secs(3));
+    streamed("both agents streaming");
 
     // kill -9 an agent mid-stream, restart it.
     a.kill9();
     std::thread::sleep(Duration::from_millis(300));
     a = cluster.start_agent("edge-a", "100ms");
-    std::thread::sleep(Duration::from_secs(3));
+    streamed("both agents streaming after edge-a's kill -9");
 
     // kill -9 the server, restart it on the same data.
     server.kill9();
     server = cluster.start_server();
-    std::thread::sleep(Duration::from_secs(3));
+    streamed("both agents streaming after the server's kill -9");
 
     // Stop the server for 30 s; the agents keep collecting into their WALs.
-    server.terminate();
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "server exited with {status} after SIGTERM"
+    );
     std::thread::sleep(Duration::from_secs(30));
     server = cluster.start_server();
-    std::thread::sleep(Duration::from_secs(3));
+    streamed("both agents streaming after the outage");
 
     // End of the stream: kill both agents hard, note what their WALs hold.
     a.kill9();
@@ -442,7 +329,6 @@ fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing(storage: 
 
     // Drain: restart with collection nearly off; wait until the server's high-water mark
     // covers everything that was in the WALs.
-    let token = login(cluster.api, E2E_USER, E2E_PASSWORD);
     let drain: Vec<Proc> = names.iter().map(|n| cluster.start_agent(n, "1h")).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !expected.iter().all(|(name, last)| {
@@ -497,7 +383,11 @@ fn kill9_agents_and_server_and_a_30s_outage_lose_and_duplicate_nothing(storage: 
             "{name}: batches refused: {l:?}"
         );
     }
-    server.terminate();
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "server exited with {status} after SIGTERM"
+    );
 }
 
 const E2E_USER: &str = "e2e-viewer";
