@@ -37,6 +37,10 @@ const state = {
   filter: '',
   rows: [], // the peer table's filtered, sorted rows
   renderQueued: false,
+  alerts: null, // the last answer of GET /api/v1/alerts (null: not loaded / alerting off)
+  alertsSeq: 0,
+  alertsTimer: null,
+  manageSeq: 0,
 };
 
 // ------------------------------------------------------------------ API
@@ -57,7 +61,8 @@ async function api(path, opts = {}) {
 async function errorText(resp) {
   try {
     const body = await resp.json();
-    return body.message || body.error || `HTTP ${resp.status}`;
+    const e = body.error;
+    return (e && typeof e === 'object' ? e.message : e) || body.message || `HTTP ${resp.status}`;
   } catch {
     return `HTTP ${resp.status}`;
   }
@@ -122,6 +127,7 @@ async function loadRole() {
     const me = await resp.json();
     state.role = me.role;
     $('nav-enrol').hidden = me.role !== 'admin';
+    if (state.view === 'peers') paintManageRole();
   } catch {
     // Expired (handled by api()) or unreachable: the menu stays as it is.
   }
@@ -136,6 +142,11 @@ function signOut(message) {
   state.agents.clear();
   state.rows = [];
   state.role = null;
+  state.alerts = null;
+  state.alertsSeq += 1;
+  clearTimeout(state.alertsTimer);
+  $('alerts-list').replaceChildren();
+  clearAddResult();
   clearEnrol();
   $('nav-enrol').hidden = true;
   $('nav').hidden = true;
@@ -226,6 +237,8 @@ const VIEWS = ['login', 'fleet', 'agent', 'peers', 'peer', 'enrol'];
 
 function show(view) {
   if (state.view === 'enrol' && view !== 'enrol') clearEnrol();
+  // A new peer's configuration is shown once: leaving the interface page forgets it.
+  if (state.view === 'peers' && view !== 'peers') clearAddResult();
   state.view = view;
   for (const v of VIEWS) $(`${v}-view`).hidden = v !== view;
   if (view === 'login') $('username').focus();
@@ -235,6 +248,8 @@ function show(view) {
     h.tabIndex = -1;
     h.focus({ preventScroll: true });
   }
+  if (view === 'fleet') loadAlerts();
+  else clearTimeout(state.alertsTimer);
   queueRender(true);
 }
 
@@ -300,6 +315,7 @@ function renderFleet(changed) {
       el('li', { class: `p-${p}`, 'data-presence': p, text: `${counts[p]} ${p}` }),
     ),
   );
+  renderAlerts(changed);
   const box = $('agents');
   if (!changed && box.dataset.rendered === '1') {
     for (const card of box.querySelectorAll('[data-agent]')) {
@@ -383,13 +399,19 @@ const COLUMNS = [
   { key: 'total', label: 'Rx / Tx', get: (p) => p.rx_bytes + p.tx_bytes },
 ];
 
-function openPeers(agent, name) {
+function setIface(agent, name) {
   state.iface = { agent, name };
   $('peers-title').textContent = `Peers of ${name} on ${agent}`;
   state.filter = '';
   $('peer-filter').value = '';
   renderHead();
   $('peer-scroll').scrollTop = 0;
+  clearAddResult();
+  loadManage(true);
+}
+
+function openPeers(agent, name) {
+  setIface(agent, name);
   show('peers');
 }
 
@@ -739,6 +761,12 @@ async function loadAgentCharts() {
 
 // ------------------------------------------------------------------ peer page
 
+// A peer page reached from elsewhere (an alert): its interface page is the way back.
+function openPeerOf(agent, iface, key) {
+  setIface(agent, iface);
+  openPeer(key);
+}
+
 function openPeer(key) {
   if (!state.iface) return;
   state.peer = { agent: state.iface.agent, iface: state.iface.name, key };
@@ -796,6 +824,311 @@ async function loadPeerCharts() {
   }
 }
 
+// ------------------------------------------------------------------ alerts on the overview
+
+// Alerts change at the engine's evaluation ticks, not with the status stream: some fire
+// precisely because nothing arrives (an agent gone silent), and a large fleet sends many
+// events a second. So the overview asks GET /api/v1/alerts when it is shown, then every
+// ALERTS_EVERY_MS while it stays shown and the browser tab is visible: one small request
+// per open overview every 10 s, none from hidden tabs or other pages.
+const ALERTS_EVERY_MS = 10000;
+const MAX_ALERTS_SHOWN = 50;
+const SEVERITY_RANK = { critical: 0, warning: 1, info: 2 };
+
+async function loadAlerts() {
+  clearTimeout(state.alertsTimer);
+  state.alertsTimer = null;
+  if (!state.token || state.view !== 'fleet' || document.hidden) return;
+  const seq = ++state.alertsSeq;
+  try {
+    const resp = await api('/api/v1/alerts');
+    if (seq !== state.alertsSeq) return;
+    if (resp.status === 503) {
+      state.alerts = null;
+      $('alerts-msg').textContent = 'Alerting is off on this server.';
+    } else if (!resp.ok) {
+      $('alerts-msg').textContent = `Cannot load the alerts: ${await errorText(resp)}`;
+    } else {
+      const list = (await resp.json()).alerts;
+      if (seq !== state.alertsSeq) return;
+      state.alerts = list;
+      $('alerts-msg').textContent = '';
+    }
+    renderAlerts(true);
+  } catch (e) {
+    if (e instanceof Expired || seq !== state.alertsSeq) return;
+    $('alerts-msg').textContent = `Cannot load the alerts (${e.message}).`;
+  } finally {
+    if (seq === state.alertsSeq && state.token && state.view === 'fleet' && !document.hidden) {
+      state.alertsTimer = setTimeout(loadAlerts, ALERTS_EVERY_MS);
+    }
+  }
+}
+
+function sinceText(ms) {
+  const d = new Date(ms);
+  return `since ${d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })} (${ago(ms)})`;
+}
+
+// The alert's link: its peer's page, its interface's peer table or its agent's page.
+function alertTarget(l) {
+  if (l.agent && l.interface && l.peer) {
+    return el('button', {
+      type: 'button',
+      class: 'link target mono',
+      'data-alert-link': 'peer',
+      'aria-label': `Peer ${l.peer} on ${l.interface} of ${l.agent}`,
+      text: `peer ${shortKey(l.peer)} on ${l.agent}/${l.interface}`,
+      onclick: () => openPeerOf(l.agent, l.interface, l.peer),
+    });
+  }
+  if (l.agent && l.interface) {
+    return el('button', {
+      type: 'button',
+      class: 'link target',
+      'data-alert-link': 'interface',
+      text: `${l.agent}/${l.interface}`,
+      onclick: () => openPeers(l.agent, l.interface),
+    });
+  }
+  if (l.agent) {
+    return el('button', { type: 'button', class: 'link target', 'data-alert-link': 'agent', text: l.agent, onclick: () => openAgent(l.agent) });
+  }
+  const rest = Object.entries(l).filter(([k]) => !['alertname', 'severity'].includes(k));
+  return el('span', { class: 'target mono', text: rest.map(([k, v]) => `${k}=${v}`).join(' ') || '—' });
+}
+
+function renderAlerts(changed) {
+  const list = state.alerts || [];
+  const firing = list.filter((a) => a.status === 'firing').length;
+  const pending = list.length - firing;
+  const count = $('alerts-count');
+  count.textContent = state.alerts ? String(firing) : '–';
+  count.dataset.count = String(firing);
+  count.className = `badge ${firing ? 'count-n' : 'count-0'}`;
+  count.setAttribute('aria-label', `${firing} firing${pending ? `, ${pending} pending` : ''}`);
+  const box = $('alerts-list');
+  if (!changed) {
+    for (const s of box.querySelectorAll('[data-since]')) s.textContent = sinceText(Number(s.dataset.since) + (state.skew || 0));
+    return;
+  }
+  const focused = document.activeElement?.closest('#alerts-list [data-alert]')?.dataset.alert;
+  const sorted = list.slice().sort(
+    (a, b) =>
+      (a.status === 'firing' ? 0 : 1) - (b.status === 'firing' ? 0 : 1) ||
+      (SEVERITY_RANK[a.severity] ?? 3) - (SEVERITY_RANK[b.severity] ?? 3) ||
+      a.since_ms - b.since_ms,
+  );
+  // A fleet-wide outage can fire thousands: the list shows the first MAX_ALERTS_SHOWN.
+  const items = sorted.slice(0, MAX_ALERTS_SHOWN).map((a) =>
+    el(
+      'li',
+      { class: `sev-${a.severity}`, 'data-alert': a.fingerprint, 'data-rule': a.rule, 'data-status': a.status },
+      el('span', { class: `badge sev-${a.severity}`, text: a.severity }),
+      el('span', { class: 'rule', text: a.status === 'pending' ? `${a.rule} (pending)` : a.rule }),
+      alertTarget(a.labels || {}),
+      el('span', { class: 'muted', 'data-since': String(a.since_ms), text: sinceText(a.since_ms + (state.skew || 0)) }),
+      a.summary ? el('span', { class: 'muted summary-text', text: a.summary }) : null,
+    ),
+  );
+  if (sorted.length > MAX_ALERTS_SHOWN) {
+    items.push(el('li', { class: 'none', 'data-more': '', text: `and ${sorted.length - MAX_ALERTS_SHOWN} more (GET /api/v1/alerts lists them all)` }));
+  }
+  if (!items.length && state.alerts) items.push(el('li', { class: 'none', 'data-none': '', text: 'No alert is firing.' }));
+  box.replaceChildren(...items);
+  if (focused) box.querySelector(`[data-alert="${CSS.escape(focused)}"] button`)?.focus();
+}
+
+// ------------------------------------------------------------------ declared peers, add peer
+
+function peersPath(extra = '') {
+  const { agent, name } = state.iface;
+  return `/api/v1/agents/${encodeURIComponent(agent)}/interfaces/${encodeURIComponent(name)}/${extra}`;
+}
+
+const splitList = (v) => v.split(/[\s,]+/).map((x) => x.trim()).filter(Boolean);
+
+function paintManageRole() {
+  const admin = state.role === 'admin';
+  $('pool-form').hidden = !admin;
+  $('add-form').hidden = !admin;
+  for (const b of $('declared').querySelectorAll('button[data-remove]')) b.hidden = !admin;
+}
+
+// Reads the interface's pool and declared peers (GET .../peers answers both).
+async function loadManage(fresh) {
+  const seq = ++state.manageSeq;
+  const iface = state.iface;
+  if (fresh) {
+    $('declared').replaceChildren();
+    $('pool-prefixes').value = '';
+    $('pool-msg').textContent = '';
+    $('add-msg').textContent = '';
+    const a = state.agents.get(iface.agent);
+    const i = a && a.interfaces.find((x) => x.name === iface.name);
+    $('add-endpoint').value = i && i.listen_port ? `${location.hostname}:${i.listen_port}` : '';
+  }
+  paintManageRole();
+  $('manage-msg').textContent = 'loading…';
+  try {
+    const resp = await api(peersPath('peers'));
+    if (seq !== state.manageSeq) return;
+    if (!resp.ok) {
+      $('manage-msg').textContent = `Cannot read the declared peers: ${await errorText(resp)}`;
+      return;
+    }
+    const list = await resp.json();
+    if (seq !== state.manageSeq) return;
+    $('pool-prefixes').value = list.pool.join(', ');
+    $('manage-msg').textContent = list.pool.length
+      ? `Address pool ${list.pool.join(', ')}; ${list.peers.length} declared peer${list.peers.length === 1 ? '' : 's'}.`
+      : 'No address pool is set for this interface: set one to add peers.';
+    const rows = list.peers.map((p) =>
+      el(
+        'tr',
+        { 'data-declared': p.public_key },
+        el('td', { class: 'mono', title: p.public_key, text: shortKey(p.public_key) }),
+        el('td', { class: 'mono', text: p.allowed_ips.join(', ') }),
+        el('td', { class: 'mono', text: p.endpoint || 'roaming' }),
+        el('td', { text: p.persistent_keepalive_s ? `${p.persistent_keepalive_s} s` : 'off' }),
+        el(
+          'td',
+          {},
+          el('button', {
+            type: 'button',
+            class: 'danger',
+            'data-remove': p.public_key,
+            'aria-label': `Remove peer ${p.public_key}`,
+            text: 'Remove',
+          }),
+        ),
+      ),
+    );
+    if (!rows.length) rows.push(el('tr', {}, el('td', { colspan: '5', class: 'muted', text: 'No peer is declared on this interface.' })));
+    $('declared').replaceChildren(...rows);
+    paintManageRole();
+  } catch (e) {
+    if (e instanceof Expired || seq !== state.manageSeq) return;
+    $('manage-msg').textContent = `Cannot read the declared peers (${e.message}).`;
+  }
+}
+
+async function onPoolSave(ev) {
+  ev.preventDefault();
+  $('pool-msg').textContent = '';
+  $('pool-save').disabled = true;
+  try {
+    const resp = await api(peersPath('pool'), {
+      method: 'PUT',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ prefixes: splitList($('pool-prefixes').value) }),
+    });
+    if (!resp.ok) {
+      $('pool-msg').textContent = `Cannot set the pool: ${await errorText(resp)}`;
+      return;
+    }
+    await loadManage(false);
+  } catch (e) {
+    if (!(e instanceof Expired)) $('pool-msg').textContent = `Cannot reach the server (${e.message}).`;
+  } finally {
+    $('pool-save').disabled = false;
+  }
+}
+
+function clearAddResult() {
+  // Shown once: the private key leaves the page's memory with these nodes' contents.
+  $('add-config').textContent = '';
+  $('add-qr').removeAttribute('src');
+  $('add-result').hidden = true;
+  $('add-copied').textContent = '';
+}
+
+async function onAddPeer(ev) {
+  ev.preventDefault();
+  clearAddResult();
+  $('add-msg').textContent = '';
+  const body = {
+    endpoint: $('add-endpoint').value.trim(),
+    preshared_key: $('add-psk').checked,
+    persistent_keepalive_s: Number($('add-keepalive').value || 0),
+    dns: splitList($('add-dns').value),
+  };
+  if ($('add-address').value.trim()) body.address = $('add-address').value.trim();
+  if ($('add-pubkey').value.trim()) body.public_key = $('add-pubkey').value.trim();
+  const tunnel = $('add-tunnel').value;
+  if (tunnel === 'pool') body.split_tunnel = [];
+  else if (tunnel === 'custom') body.split_tunnel = splitList($('add-split').value);
+  $('add-submit').disabled = true;
+  try {
+    const resp = await api(peersPath('peers'), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    if (!resp.ok) {
+      $('add-msg').textContent = `Cannot add the peer: ${await errorText(resp)}`;
+      return;
+    }
+    const added = await resp.json();
+    $('add-config').textContent = added.client.config;
+    // The PNG arrives as base64 text: shown through a data: URL in an <img> (img-src
+    // allows data:), never parsed as markup.
+    $('add-qr').src = `data:image/png;base64,${added.client.qr_png_base64}`;
+    $('add-psk-note').textContent = added.client.contains_preshared_key ? ' and the preshared key' : '';
+    $('add-result').dataset.key = added.peer.public_key;
+    $('add-result').hidden = false;
+    $('add-address').value = '';
+    $('add-pubkey').value = '';
+    $('add-result-title').focus();
+    loadManage(false);
+  } catch (e) {
+    if (!(e instanceof Expired)) $('add-msg').textContent = `Cannot reach the server (${e.message}).`;
+  } finally {
+    $('add-submit').disabled = false;
+  }
+}
+
+// Remove asks twice: the first press turns the button into "Confirm removal".
+async function onRemove(e) {
+  const b = e.target.closest('button[data-remove]');
+  if (!b) return;
+  if (b.dataset.confirm !== '1') {
+    b.dataset.confirm = '1';
+    b.textContent = 'Confirm removal';
+    b.setAttribute('aria-label', `Confirm removal of peer ${b.dataset.remove}`);
+    return;
+  }
+  b.disabled = true;
+  try {
+    const resp = await api(peersPath(`peers/${encodeURIComponent(b.dataset.remove)}`), { method: 'DELETE' });
+    if (!resp.ok) {
+      $('manage-msg').textContent = `Cannot remove the peer: ${await errorText(resp)}`;
+      b.disabled = false;
+      return;
+    }
+    await loadManage(false);
+    $('manage-title').tabIndex = -1;
+    $('manage-title').focus();
+  } catch (err) {
+    if (!(err instanceof Expired)) $('manage-msg').textContent = `Cannot reach the server (${err.message}).`;
+    b.disabled = false;
+  }
+}
+
+async function copyText(pre, status) {
+  try {
+    await navigator.clipboard.writeText(pre.textContent);
+    status.textContent = 'Copied.';
+  } catch {
+    // No clipboard (plain HTTP, permissions): select the text for a manual copy.
+    const r = document.createRange();
+    r.selectNodeContents(pre);
+    getSelection().removeAllRanges();
+    getSelection().addRange(r);
+    status.textContent = 'Selected: press Ctrl+C to copy.';
+  }
+}
+
 // ------------------------------------------------------------------ enrolment
 
 function shellQuote(s) {
@@ -846,18 +1179,8 @@ async function onEnrol(ev) {
   }
 }
 
-async function onCopy() {
-  try {
-    await navigator.clipboard.writeText($('enrol-cmd').textContent);
-    $('enrol-copied').textContent = 'Copied.';
-  } catch {
-    // No clipboard (plain HTTP, permissions): select the text for a manual copy.
-    const r = document.createRange();
-    r.selectNodeContents($('enrol-cmd'));
-    getSelection().removeAllRanges();
-    getSelection().addRange(r);
-    $('enrol-copied').textContent = 'Selected: press Ctrl+C to copy.';
-  }
+function onCopy() {
+  return copyText($('enrol-cmd'), $('enrol-copied'));
 }
 
 // ------------------------------------------------------------------ wiring
@@ -870,6 +1193,23 @@ function init() {
   $('enrol-form').addEventListener('submit', onEnrol);
   $('enrol-copy').addEventListener('click', onCopy);
   $('peer-back').addEventListener('click', () => show('peers'));
+  $('pool-form').addEventListener('submit', onPoolSave);
+  $('add-form').addEventListener('submit', onAddPeer);
+  $('add-copy').addEventListener('click', () => copyText($('add-config'), $('add-copied')));
+  $('add-done').addEventListener('click', () => {
+    clearAddResult();
+    $('manage-title').tabIndex = -1;
+    $('manage-title').focus();
+  });
+  $('add-tunnel').addEventListener('change', () => {
+    const custom = $('add-tunnel').value === 'custom';
+    $('add-split').hidden = !custom;
+    $('add-split-label').hidden = !custom;
+  });
+  $('declared').addEventListener('click', onRemove);
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && state.view === 'fleet') loadAlerts();
+  });
   for (const id of ['agent-range', 'peer-range']) {
     $(id).replaceChildren(...RANGES.map((r, i) => el('option', { value: String(i), text: r.label })));
   }
