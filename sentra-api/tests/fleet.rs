@@ -1,6 +1,8 @@
 //! Read endpoints over a real `sentra-ingest` pipeline, the live stream, `/metrics`, and
 //! the canary-secret check over logs and error bodies.
 
+#[path = "support/schema.rs"]
+mod schema;
 mod support;
 
 use std::{
@@ -236,6 +238,32 @@ async fn status_queries_stream_and_metrics() {
         )
         .await;
     assert_eq!(js.json().as_array().unwrap().len(), 2);
+    // Every answer above, with data in it, is what the OpenAPI document says it is.
+    let doc = s.get("/api/v1/openapi.json", None).await.json();
+    let agent_path = |p: &str| p.replace("{id}", a.agent_id.as_str());
+    for (path, query) in [
+        ("/api/v1/status", String::new()),
+        ("/api/v1/status/agents/{id}", String::new()),
+        ("/api/v1/agents/{id}/ingest", String::new()),
+        ("/api/v1/presence", String::new()),
+        ("/api/v1/metrics/names", String::new()),
+        ("/api/v1/metrics/series", "name=cpu_usage_ratio".to_owned()),
+        ("/api/v1/metrics/latest", "name=cpu_usage_ratio".to_owned()),
+        ("/api/v1/metrics/history", format!("{q}&step_ms=700000")),
+        ("/api/v1/metrics/aggregate", q.clone()),
+        ("/api/v1/metrics/top", q.clone()),
+        ("/api/v1/metrics/percentiles", q.clone()),
+    ] {
+        let r = s
+            .get(&format!("{}?{query}", agent_path(path)), Some(&viewer))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        schema::assert_response(&doc, "get", path, &r.json());
+    }
+    let export = &doc["paths"]["/api/v1/metrics/export"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"];
+    let errs = schema::validate(&doc, export, &js.json(), "export");
+    assert!(errs.is_empty(), "{errs:?}");
     // Bad queries: 400 JSON.
     for bad in [
         "/api/v1/metrics/history?from=10&to=5",
@@ -282,6 +310,41 @@ async fn status_queries_stream_and_metrics() {
             .iter()
             .any(|e| e["action"] == "agent.delete_data" && e["outcome"] == "success")
     );
+}
+
+/// The served document types every JSON response (no `{}` or property-less object inside,
+/// except the document's own) and every component example is valid against its schema;
+/// the checker refuses what it should, so both can fail.
+#[tokio::test]
+async fn openapi_responses_are_typed_and_examples_valid() {
+    let s = start().await;
+    let doc = s.get("/api/v1/openapi.json", None).await.json();
+    let loose = schema::free_form_responses(&doc);
+    assert!(
+        loose.is_empty(),
+        "free-form response schemas:\n{}",
+        loose.join("\n")
+    );
+    let (checked, bad) = schema::invalid_examples(&doc);
+    assert!(checked >= 10, "only {checked} examples");
+    assert!(bad.is_empty(), "invalid examples:\n{}", bad.join("\n"));
+
+    let ledger = &doc["components"]["schemas"]["AgentLedger"];
+    let mut ex = ledger["example"].clone();
+    assert!(schema::validate(&doc, ledger, &ex, "l").is_empty());
+    ex["accepted"] = "many".into();
+    ex.as_object_mut().unwrap().remove("gaps");
+    ex["extra"] = 1.into();
+    let errs = schema::validate(&doc, ledger, &ex, "l");
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    let agent = &doc["components"]["schemas"]["AgentStatus"];
+    let mut ex = agent["example"].clone();
+    ex["presence"] = "asleep".into();
+    ex["interfaces"][0]["peers"][0]["allowed_ips"] = json!([1]);
+    assert_eq!(schema::validate(&doc, agent, &ex, "a").len(), 2);
+    assert!(schema::free_form(&doc, &json!({})));
+    assert!(schema::free_form(&doc, &json!({"type": "object"})));
+    assert!(!schema::free_form(&doc, ledger));
 }
 
 #[tokio::test]

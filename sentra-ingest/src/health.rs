@@ -54,6 +54,8 @@ impl IngestHealth {
 
 /// Durable per-agent counters, kept in the same transaction as the batches they count (see
 /// [`Ingest::agent_ledger`](crate::Ingest::agent_ledger)).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"high_water": 42, "accepted": 40, "gaps": 1, "missing": 2, "rejected_stale": 0, "rejected_ahead": 0})))]
 #[derive(Clone, Debug, serde::Serialize)]
 #[non_exhaustive]
 pub struct AgentLedger {

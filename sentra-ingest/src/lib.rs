@@ -121,8 +121,8 @@ pub use health::{AgentLedger, IngestHealth, StorageHealth};
 pub use maintenance::MaintenanceReport;
 pub use prom::{FleetCollector, FleetMetricsOptions, render_prometheus};
 pub use query::{
-    Aggregation, Export, ExportFormat, LabelMatcher, LatestValue, MatchOp, Order, Query, Range,
-    Resolution, Selector, SeriesHistory, SeriesInfo, SeriesPercentiles, SeriesValue,
+    Aggregation, Export, ExportFormat, ExportRow, LabelMatcher, LatestValue, MatchOp, Order, Query,
+    Range, Resolution, Selector, SeriesHistory, SeriesInfo, SeriesPercentiles, SeriesValue,
 };
 pub use service::{IngestService, IngestStats, ResponseFuture};
 pub use status::{Presence, StatusCache, StatusSnapshot};

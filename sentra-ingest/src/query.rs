@@ -201,6 +201,7 @@ impl FromStr for Aggregation {
 }
 
 /// Which table a history query reads.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -239,6 +240,8 @@ pub enum ExportFormat {
 }
 
 /// Identity of one series in results.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"agent_id": "edge-01", "name": "wireguard_received_bytes_total", "labels": {"interface": "wg0", "public_key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="}, "kind": "counter"})))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct SeriesInfo {
@@ -249,6 +252,7 @@ pub struct SeriesInfo {
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// `"gauge"` or `"counter"`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^(gauge|counter)$"))]
     pub kind: &'static str,
     #[serde(skip)]
     id: i64,
@@ -274,6 +278,7 @@ impl SeriesInfo {
 }
 
 /// The newest sample of a series.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct LatestValue {
@@ -281,11 +286,13 @@ pub struct LatestValue {
     pub series: SeriesInfo,
     /// Sample time, Unix ms.
     pub timestamp_ms: i64,
-    /// Value (NaN for a stored NaN).
+    /// Value (NaN for a stored NaN; JSON has no NaN or infinity: `null`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     pub value: f64,
 }
 
 /// One series' points of a history query.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct SeriesHistory {
@@ -293,21 +300,26 @@ pub struct SeriesHistory {
     pub series: SeriesInfo,
     /// The table that answered.
     pub resolution: Resolution,
-    /// `(step start, value)`, ascending; steps without data are absent.
+    /// `(step start, value)`, ascending; steps without data are absent (a NaN or infinite
+    /// value is `null` in JSON).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<(i64, Option<f64>)>))]
     pub points: Vec<(i64, f64)>,
 }
 
 /// One value per series (aggregates, top-N).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct SeriesValue {
     /// The series.
     pub series: SeriesInfo,
-    /// The value.
+    /// The value (`null` in JSON for NaN or infinity, e.g. `avg` over NaN samples).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     pub value: f64,
 }
 
 /// Percentiles of one series.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct SeriesPercentiles {
@@ -315,8 +327,28 @@ pub struct SeriesPercentiles {
     pub series: SeriesInfo,
     /// Samples considered (NaN excluded).
     pub samples: u64,
-    /// `(q, value)` per requested quantile (linear interpolation between closest ranks).
+    /// `(q, value)` per requested quantile (linear interpolation between closest ranks; an
+    /// infinite value is `null` in JSON).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<(f64, Option<f64>)>))]
     pub values: Vec<(f64, f64)>,
+}
+
+/// One sample of a JSON export ([`ExportFormat::Json`] is an array of these).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"agent": "edge-01", "name": "wireguard_received_bytes_total", "labels": {"interface": "wg0"}, "timestamp_ms": 1764480000000_i64, "value": 1048576.0})))]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ExportRow<'a> {
+    /// Agent id.
+    pub agent: &'a str,
+    /// Metric name.
+    pub name: &'a str,
+    /// Labels.
+    pub labels: &'a BTreeMap<String, String>,
+    /// Sample time, Unix ms.
+    pub timestamp_ms: i64,
+    /// Value; `null` for NaN or infinity (JSON has neither).
+    pub value: Option<f64>,
 }
 
 /// An export body.
@@ -676,20 +708,20 @@ impl Query {
                 }
             }
             ExportFormat::Json => {
-                let items: Vec<serde_json::Value> = rows
+                let items: Vec<ExportRow<'_>> = rows
                     .iter()
-                    .map(|(id, ts, v)| {
-                        let s = by_id[id];
-                        serde_json::json!({
-                            "agent": s.agent_id,
-                            "name": s.name,
-                            "labels": s.labels,
-                            "timestamp_ms": ts,
-                            "value": if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null },
-                        })
+                    .map(|&(id, timestamp_ms, v)| {
+                        let s = by_id[&id];
+                        ExportRow {
+                            agent: &s.agent_id,
+                            name: &s.name,
+                            labels: &s.labels,
+                            timestamp_ms,
+                            value: v.is_finite().then_some(v),
+                        }
                     })
                     .collect();
-                body = serde_json::Value::Array(items).to_string();
+                body = serde_json::to_string(&items).unwrap_or_default();
             }
         }
         Ok(Export {

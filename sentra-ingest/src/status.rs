@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::PresenceConfig;
 
 /// Whether an agent is reporting.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -33,6 +34,8 @@ pub enum Presence {
 }
 
 /// A point-in-time copy of the whole cache.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"at_ms": 1764480012500_i64, "agents": [{"agent_id": "edge-01", "presence": "online", "last_seen_ms": 1764480012000_i64, "high_water": 42, "status_time_ms": 1764480010000_i64, "interfaces": [{"name": "wg0", "public_key": "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", "listen_port": 51820, "peers": [{"public_key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "endpoint": "192.0.2.1:51820", "allowed_ips": ["10.0.0.2/32"], "last_handshake_ms": 1764480000000_i64, "handshake_age_s": 12.5, "online": true, "rx_bytes": 1048576, "tx_bytes": 524288, "rx_rate_bps": 2048.0, "tx_rate_bps": 1024.0, "counter_resets": 0, "persistent_keepalive_s": 25, "has_preshared_key": false}], "managed": null}]}]})))]
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct StatusSnapshot {
@@ -43,6 +46,8 @@ pub struct StatusSnapshot {
 }
 
 /// The status of one agent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"agent_id": "edge-01", "presence": "online", "last_seen_ms": 1764480012000_i64, "high_water": 42, "status_time_ms": 1764480010000_i64, "interfaces": [{"name": "wg0", "public_key": "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", "listen_port": 51820, "peers": [{"public_key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "endpoint": "192.0.2.1:51820", "allowed_ips": ["10.0.0.2/32"], "last_handshake_ms": 1764480000000_i64, "handshake_age_s": 12.5, "online": true, "rx_bytes": 1048576, "tx_bytes": 524288, "rx_rate_bps": 2048.0, "tx_rate_bps": 1024.0, "counter_resets": 0, "persistent_keepalive_s": 25, "has_preshared_key": false}], "managed": null}]})))]
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct AgentStatus {
@@ -61,6 +66,7 @@ pub struct AgentStatus {
 }
 
 /// The status of one WireGuard interface.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct InterfaceStatus {
@@ -80,6 +86,7 @@ pub struct InterfaceStatus {
 /// The peer applier's report for one declared interface: desired against applied
 /// revision, drift, errors (from the `sentra_wg_*` samples the agent ships with its
 /// WireGuard status).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct ManagedStatus {
@@ -103,6 +110,7 @@ pub struct ManagedStatus {
 }
 
 /// A peer named in a [`ManagedStatus`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct PeerNote {
@@ -159,6 +167,7 @@ fn managed_from_samples(batch: &Batch) -> BTreeMap<String, ManagedStatus> {
 }
 
 /// The status of one WireGuard peer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct PeerStatus {

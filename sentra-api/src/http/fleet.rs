@@ -14,9 +14,13 @@ use axum::{
 };
 use sentra_core::{AgentId, UnixMillis};
 use sentra_ingest::{
-    Aggregation, ExportFormat, Ingest, LabelMatcher, Order, Range, Resolution, Selector,
+    Aggregation, ExportFormat, Ingest, LabelMatcher, LatestValue, Order, Range, Resolution,
+    Selector, SeriesHistory, SeriesInfo, SeriesPercentiles, SeriesValue, StatusSnapshot,
+    status::AgentStatus,
 };
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::{ApiError, AppState, extract::Viewer, openapi::ErrorBody};
 use crate::Error;
@@ -150,6 +154,65 @@ fn decode_query(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
     Ok(pairs)
 }
 
+/// Presence of one agent.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AgentPresence {
+    agent_id: String,
+    /// Null for a pusher the control store does not know (deleted while data remained).
+    name: Option<String>,
+    /// Null for a pusher the control store does not know.
+    revoked: Option<bool>,
+    /// `online`, `stale`, `offline` or `never`.
+    #[schema(pattern = "^(online|stale|offline|never)$")]
+    presence: String,
+    /// Last push, Unix ms; null if never.
+    last_seen_ms: Option<i64>,
+}
+
+/// `GET /api/v1/presence`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PresenceList {
+    /// The time presence was computed for, Unix ms.
+    at_ms: i64,
+    agents: Vec<AgentPresence>,
+}
+
+/// `GET /api/v1/metrics/names`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct NameList {
+    names: Vec<String>,
+}
+
+/// `GET /api/v1/metrics/series`: one entry per matching series.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SeriesList {
+    series: Vec<SeriesInfo>,
+}
+
+/// `GET /api/v1/metrics/history`: the points of each matching series.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HistoryList {
+    series: Vec<SeriesHistory>,
+}
+
+/// `GET /api/v1/metrics/percentiles`: the percentiles of each matching series with samples.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PercentileList {
+    series: Vec<SeriesPercentiles>,
+}
+
+/// `GET /api/v1/metrics/latest`: the newest value of each matching series.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LatestList {
+    values: Vec<LatestValue>,
+}
+
+/// `GET /api/v1/metrics/aggregate` and `/top`: one value per series.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ValueList {
+    values: Vec<SeriesValue>,
+}
+
 /// Largest `n` of `GET /api/v1/metrics/top`.
 const MAX_TOP_N: usize = 10_000;
 
@@ -168,13 +231,14 @@ fn keys(extra: &[&'static str]) -> Vec<&'static str> {
     security(("bearer" = [])),
     description = "Status of every agent, interface and peer (handshake age, rx/tx rates, endpoint, online; for declared interfaces `managed`: desired and applied version, in sync, drift, apply errors), from the in-memory status cache.",
     responses(
-        (status = 200, description = "Fleet status", body = super::openapi::IngestObject),
+        (status = 200, description = "Fleet status", body = StatusSnapshot),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
         (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
     )
 )]
 pub(crate) async fn status(State(st): State<AppState>, _u: Viewer) -> Res<Response> {
-    Ok(Json(ingest(&st)?.status().snapshot()).into_response())
+    let snapshot: StatusSnapshot = ingest(&st)?.status().snapshot();
+    Ok(Json(snapshot).into_response())
 }
 
 #[utoipa::path(
@@ -187,7 +251,7 @@ pub(crate) async fn status(State(st): State<AppState>, _u: Viewer) -> Res<Respon
         ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
     ),
     responses(
-        (status = 200, description = "Agent status", body = super::openapi::IngestObject),
+        (status = 200, description = "Agent status", body = AgentStatus),
         (status = 400, description = "Malformed request or a value outside the rules; nothing changed", body = ErrorBody),
         (status = 404, description = "No such agent status", body = ErrorBody),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
@@ -200,7 +264,7 @@ pub(crate) async fn agent_status(
     Path(id): Path<String>,
 ) -> Res<Response> {
     let id = super::extract::agent_id(&id)?;
-    let s = ingest(&st)?
+    let s: AgentStatus = ingest(&st)?
         .status()
         .agent_at(&id, UnixMillis::now())
         .ok_or_else(|| Error::not_found("agent status", id.as_str()))?;
@@ -216,7 +280,7 @@ pub(crate) async fn agent_status(
     security(("bearer" = [])),
     description = "Presence of every enrolled agent: online, stale, offline or never.",
     responses(
-        (status = 200, description = "Presence", body = super::openapi::PresenceList),
+        (status = 200, description = "Presence", body = PresenceList),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
         (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
     )
@@ -224,26 +288,44 @@ pub(crate) async fn agent_status(
 pub(crate) async fn presence(State(st): State<AppState>, _u: Viewer) -> Res<Response> {
     let ingest = ingest(&st)?;
     let snapshot = ingest.status().snapshot();
-    let mut seen: BTreeMap<String, (serde_json::Value, i64)> = snapshot
+    let mut seen: BTreeMap<String, (String, i64)> = snapshot
         .agents
         .iter()
-        .map(|a| (a.agent_id.clone(), (json!(a.presence), a.last_seen_ms)))
+        .map(|a| {
+            (
+                a.agent_id.clone(),
+                (presence_name(a.presence), a.last_seen_ms),
+            )
+        })
         .collect();
-    let mut out = Vec::new();
+    let mut agents = Vec::new();
     for a in st.store.list_agents().await? {
-        let (presence, last_seen) = seen
+        let (presence, last_seen_ms) = seen
             .remove(&a.agent_id)
-            .map_or((json!("never"), None), |(p, t)| (p, Some(t)));
-        out.push(json!({
-            "agent_id": a.agent_id, "name": a.name, "revoked": a.revoked_ms.is_some(),
-            "presence": presence, "last_seen_ms": last_seen,
-        }));
+            .map_or(("never".to_owned(), None), |(p, t)| (p, Some(t)));
+        agents.push(AgentPresence {
+            revoked: Some(a.revoked_ms.is_some()),
+            agent_id: a.agent_id,
+            name: Some(a.name),
+            presence,
+            last_seen_ms,
+        });
     }
     // Pushers unknown to the control store (e.g. deleted while data remained).
-    for (id, (p, t)) in seen {
-        out.push(json!({ "agent_id": id, "name": null, "revoked": null, "presence": p, "last_seen_ms": t }));
+    for (agent_id, (presence, t)) in seen {
+        agents.push(AgentPresence {
+            agent_id,
+            name: None,
+            revoked: None,
+            presence,
+            last_seen_ms: Some(t),
+        });
     }
-    Ok(Json(json!({ "at_ms": snapshot.at_ms, "agents": out })).into_response())
+    Ok(Json(PresenceList {
+        at_ms: snapshot.at_ms,
+        agents,
+    })
+    .into_response())
 }
 
 // ------------------------------------------------------------------ metric queries
@@ -258,7 +340,7 @@ pub(crate) async fn presence(State(st): State<AppState>, _u: Viewer) -> Res<Resp
         ("agent" = Option<String>, Query, description = "Only this agent", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$"),
     ),
     responses(
-        (status = 200, description = "Names", body = super::openapi::NameList),
+        (status = 200, description = "Names", body = NameList),
         (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
@@ -278,7 +360,7 @@ pub(crate) async fn names(
         .names(agent.as_ref())
         .await
         .map_err(map_ingest)?;
-    Ok(Json(json!({ "names": names })).into_response())
+    Ok(Json(NameList { names }).into_response())
 }
 
 #[utoipa::path(
@@ -291,7 +373,7 @@ pub(crate) async fn names(
         super::openapi::SelectorParams,
     ),
     responses(
-        (status = 200, description = "Series", body = super::openapi::SeriesList),
+        (status = 200, description = "Series", body = SeriesList),
         (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
@@ -310,7 +392,7 @@ pub(crate) async fn series(
         .series(&p.selector()?)
         .await
         .map_err(map_ingest)?;
-    Ok(Json(json!({ "series": s })).into_response())
+    Ok(Json(SeriesList { series: s }).into_response())
 }
 
 #[utoipa::path(
@@ -323,7 +405,7 @@ pub(crate) async fn series(
         super::openapi::SelectorParams,
     ),
     responses(
-        (status = 200, description = "Values", body = super::openapi::ValueList),
+        (status = 200, description = "Values", body = LatestList),
         (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
@@ -342,7 +424,7 @@ pub(crate) async fn latest(
         .latest(&p.selector()?)
         .await
         .map_err(map_ingest)?;
-    Ok(Json(json!({ "values": v })).into_response())
+    Ok(Json(LatestList { values: v }).into_response())
 }
 
 #[utoipa::path(
@@ -359,7 +441,7 @@ pub(crate) async fn latest(
         ("resolution" = Option<String>, Query, description = "auto (default), raw, minute or hour", pattern = r"^(auto|raw|minute|hour)$"),
     ),
     responses(
-        (status = 200, description = "Series", body = super::openapi::SeriesList),
+        (status = 200, description = "Series", body = HistoryList),
         (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
@@ -394,7 +476,7 @@ pub(crate) async fn history(
         .history(&p.selector()?, range, p.agg(Aggregation::Avg)?, res)
         .await
         .map_err(map_ingest)?;
-    Ok(Json(json!({ "series": h })).into_response())
+    Ok(Json(HistoryList { series: h }).into_response())
 }
 
 #[utoipa::path(
@@ -409,7 +491,7 @@ pub(crate) async fn history(
         ("agg" = Option<String>, Query, description = "avg (default), min, max, sum, count or last", pattern = r"^(avg|min|max|sum|count|last)$"),
     ),
     responses(
-        (status = 200, description = "Values", body = super::openapi::ValueList),
+        (status = 200, description = "Values", body = ValueList),
         (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
@@ -429,7 +511,7 @@ pub(crate) async fn aggregate(
         .aggregate(&p.selector()?, from, to, p.agg(Aggregation::Avg)?)
         .await
         .map_err(map_ingest)?;
-    Ok(Json(json!({ "values": v })).into_response())
+    Ok(Json(ValueList { values: v }).into_response())
 }
 
 #[utoipa::path(
@@ -446,7 +528,7 @@ pub(crate) async fn aggregate(
         ("order" = Option<String>, Query, description = "desc (default) or asc", pattern = r"^(asc|desc)$"),
     ),
     responses(
-        (status = 200, description = "Values", body = super::openapi::ValueList),
+        (status = 200, description = "Values", body = ValueList),
         (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
@@ -475,7 +557,7 @@ pub(crate) async fn top(
         .top_n(&p.selector()?, from, to, p.agg(Aggregation::Avg)?, n, order)
         .await
         .map_err(map_ingest)?;
-    Ok(Json(json!({ "values": v })).into_response())
+    Ok(Json(ValueList { values: v }).into_response())
 }
 
 #[utoipa::path(
@@ -490,7 +572,7 @@ pub(crate) async fn top(
         ("q" = Option<Vec<f64>>, Query, description = "Quantile in [0, 1]; repeat for several", explode = true, style = Form),
     ),
     responses(
-        (status = 200, description = "Series", body = super::openapi::SeriesList),
+        (status = 200, description = "Series", body = PercentileList),
         (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
@@ -520,7 +602,7 @@ pub(crate) async fn percentiles(
         .percentiles(&p.selector()?, from, to, &qs)
         .await
         .map_err(map_ingest)?;
-    Ok(Json(json!({ "series": v })).into_response())
+    Ok(Json(PercentileList { series: v }).into_response())
 }
 
 #[utoipa::path(
@@ -535,7 +617,7 @@ pub(crate) async fn percentiles(
         ("format" = Option<String>, Query, description = "csv (default) or json", pattern = r"^(csv|json)$"),
     ),
     responses(
-        (status = 200, description = "Samples: CSV (format=csv) or a JSON document (format=json)", content((String = "text/csv"), (serde_json::Value = "application/json"))),
+        (status = 200, description = "Samples: CSV (format=csv) or a JSON document (format=json)", content((String = "text/csv"), (Vec<sentra_ingest::ExportRow<'static>> = "application/json"))),
         (status = 400, description = "Malformed selector or range, or a query over the limits (series, points); nothing changed", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
@@ -676,6 +758,14 @@ pub(crate) async fn stream(State(st): State<AppState>, user: Viewer) -> Res<Resp
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// `online`, `stale` or `offline`: the name `Presence` serialises as.
+fn presence_name(p: sentra_ingest::Presence) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn snapshot_event(ingest: &Ingest) -> SseEvent {

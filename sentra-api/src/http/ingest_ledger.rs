@@ -30,7 +30,7 @@ use crate::Error;
         ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
     ),
     responses(
-        (status = 200, description = "The ledger", body = super::openapi::IngestObject),
+        (status = 200, description = "The ledger", body = sentra_ingest::AgentLedger),
         (status = 400, description = "Malformed request or a value outside the rules; nothing changed", body = ErrorBody),
         (status = 404, description = "No such ingest ledger (the metrics store never received from this agent)", body = ErrorBody),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
@@ -46,7 +46,7 @@ pub(crate) async fn agent_ingest(
     let ingest = st.ingest.as_ref().ok_or(Error::Unavailable(
         "no metrics store is attached to this API",
     ))?;
-    let ledger = ingest
+    let ledger: sentra_ingest::AgentLedger = ingest
         .agent_ledger(&id)
         .await
         .map_err(map_ingest)?

@@ -133,50 +133,6 @@ pub(crate) struct DesiredChange {
     revision: u64,
 }
 
-/// Presence of one agent.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct AgentPresence {
-    agent_id: String,
-    /// Null for a pusher the control store does not know (deleted while data remained).
-    name: Option<String>,
-    /// Null for a pusher the control store does not know.
-    revoked: Option<bool>,
-    /// `online`, `stale`, `offline` or `never`.
-    presence: String,
-    /// Last push, Unix ms; null if never.
-    last_seen_ms: Option<i64>,
-}
-
-/// `GET /api/v1/presence`.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct PresenceList {
-    at_ms: i64,
-    agents: Vec<AgentPresence>,
-}
-
-/// `GET /api/v1/metrics/names`.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct NameList {
-    names: Vec<String>,
-}
-
-/// A JSON object whose shape is `sentra-ingest`'s (see that crate's docs).
-#[derive(Serialize, ToSchema)]
-#[schema(value_type = Object)]
-pub(crate) struct IngestObject(serde_json::Value);
-
-/// `{"series": [...]}`: one entry per matching series.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct SeriesList {
-    series: Vec<IngestObject>,
-}
-
-/// `{"values": [...]}`: one value per matching series.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ValueList {
-    values: Vec<IngestObject>,
-}
-
 /// A series selector (all parameters optional; `label` repeatable).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -263,8 +263,7 @@ pub(crate) struct PeerInfo {
     peer: PeerView,
     /// The peer as the agent last reported it (handshake, rx/tx, endpoint; the shape of
     /// `GET /api/v1/status/agents/{id}`'s peers); null when the agent has not reported it.
-    #[schema(value_type = Option<Object>)]
-    status: Option<serde_json::Value>,
+    status: Option<sentra_ingest::status::PeerStatus>,
 }
 
 /// `DELETE /api/v1/agents/{id}/interfaces/{interface}/peers/{public_key}`.
@@ -841,8 +840,7 @@ pub(crate) async fn get_peer(
         .as_ref()
         .and_then(|i| i.status().agent_at(&id, UnixMillis::now()))
         .and_then(|a| a.interfaces.into_iter().find(|i| i.name == iface))
-        .and_then(|i| i.peers.into_iter().find(|p| p.public_key == key))
-        .and_then(|p| serde_json::to_value(p).ok());
+        .and_then(|i| i.peers.into_iter().find(|p| p.public_key == key));
     Ok(Json(PeerInfo {
         agent_id: id.to_string(),
         interface: iface,
