@@ -317,6 +317,58 @@ pub(crate) struct ConfigParams {
     persistent_keepalive_s: Option<u16>,
 }
 
+/// `{id}` and `{interface}` of the per-interface routes.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct InterfacePath {
+    /// Agent id.
+    #[param(pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64)]
+    id: String,
+    /// Interface name: 1-15 printable ASCII characters without / or :, not . or ..
+    #[param(
+        pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$",
+        max_length = 15
+    )]
+    interface: String,
+}
+
+impl InterfacePath {
+    /// The agent id and interface name, checked (400 naming the bad one).
+    fn parse(self) -> Res<(AgentId, String)> {
+        Ok((agent_id(&self.id)?, interface(&self.interface)?))
+    }
+}
+
+/// `{id}`, `{interface}` and `{public_key}` of the per-peer routes.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct PeerPath {
+    /// Agent id.
+    #[param(pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64)]
+    id: String,
+    /// Interface name: 1-15 printable ASCII characters without / or :, not . or ..
+    #[param(
+        pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$",
+        max_length = 15
+    )]
+    interface: String,
+    /// The peer's public key: standard base64 (percent-encoded) or the URL-safe alphabet,
+    /// padding optional.
+    #[param(pattern = r"^[A-Za-z0-9+/_-]{42}[AEIMQUYcgkosw048]=?$")]
+    public_key: String,
+}
+
+impl PeerPath {
+    /// The agent id, interface name and the key in its standard form, checked.
+    fn parse(self) -> Res<(AgentId, String, String)> {
+        Ok((
+            agent_id(&self.id)?,
+            interface(&self.interface)?,
+            path_key(&self.public_key)?,
+        ))
+    }
+}
+
 // ------------------------------------------------------------------ validation
 
 fn interface(raw: &str) -> Res<String> {
@@ -620,8 +672,7 @@ fn find_peer(agent: &AgentId, interface: &str, peers: Vec<PeerSpec>, key: &str) 
     security(("bearer" = [])),
     description = "The address pool of one interface: client addresses are taken from it.",
     params(
-        ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
-        ("interface" = String, Path, description = "Interface name: 1-15 printable ASCII characters without / or :, not . or ..", pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$", max_length = 15),
+        InterfacePath,
     ),
     responses(
         (status = 200, description = "The pool", body = PoolInfo),
@@ -633,10 +684,9 @@ fn find_peer(agent: &AgentId, interface: &str, peers: Vec<PeerSpec>, key: &str) 
 pub(crate) async fn get_pool(
     State(st): State<AppState>,
     _user: Viewer,
-    Path((id, iface)): Path<(String, String)>,
+    Path(path): Path<InterfacePath>,
 ) -> Res<Response> {
-    let id = agent_id(&id)?;
-    let iface = interface(&iface)?;
+    let (id, iface) = path.parse()?;
     st.store.desired(&id).await?;
     let pool = st
         .store
@@ -653,8 +703,7 @@ pub(crate) async fn get_pool(
     security(("bearer" = [])),
     description = "Set the address pool of one interface (replaces it). Pools of different interfaces must not overlap (409 naming the other interface). Audited as pool.set.",
     params(
-        ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
-        ("interface" = String, Path, description = "Interface name: 1-15 printable ASCII characters without / or :, not . or ..", pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$", max_length = 15),
+        InterfacePath,
     ),
     request_body = PoolBody,
     responses(
@@ -670,11 +719,10 @@ pub(crate) async fn get_pool(
 pub(crate) async fn put_pool(
     State(st): State<AppState>,
     admin: Admin,
-    Path((id, iface)): Path<(String, String)>,
+    Path(path): Path<InterfacePath>,
     JsonBody(req): JsonBody<PoolBody>,
 ) -> Res<Response> {
-    let id = agent_id(&id)?;
-    let iface = interface(&iface)?;
+    let (id, iface) = path.parse()?;
     // Unknown agents first: a 404 says more than a rule about the body.
     st.store.desired(&id).await?;
     if req.prefixes.len() > MAX_LIST {
@@ -696,8 +744,7 @@ pub(crate) async fn put_pool(
     security(("bearer" = [])),
     description = "The declared peers of one interface and its pool.",
     params(
-        ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
-        ("interface" = String, Path, description = "Interface name: 1-15 printable ASCII characters without / or :, not . or ..", pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$", max_length = 15),
+        InterfacePath,
     ),
     responses(
         (status = 200, description = "Peers (an interface with none declared is an empty list)", body = PeerList),
@@ -709,10 +756,9 @@ pub(crate) async fn put_pool(
 pub(crate) async fn list_peers(
     State(st): State<AppState>,
     _user: Viewer,
-    Path((id, iface)): Path<(String, String)>,
+    Path(path): Path<InterfacePath>,
 ) -> Res<Response> {
-    let id = agent_id(&id)?;
-    let iface = interface(&iface)?;
+    let (id, iface) = path.parse()?;
     let (revision, peers) = declared(&st, &id, &iface).await?;
     let pool = st
         .store
@@ -737,8 +783,7 @@ pub(crate) async fn list_peers(
     security(("bearer" = [])),
     description = "Onboard a client peer: its address is the pool's next free one (or the static one asked for), its key pair is generated (or the client's public key is used), optionally with a preshared key. The response holds the client's wg-quick file and its QR code ONCE: the private key is never stored, logged or audited; the preshared key is a secret shared with the server interface, so the control plane stores it (like the agents' HMAC keys) and sends it to the agent with the desired peers, and it is never logged, audited or returned by any later response. The interface's desired peers gain the peer, the agent's revision moves; audited as peer.add with the user, public key and addresses.",
     params(
-        ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
-        ("interface" = String, Path, description = "Interface name: 1-15 printable ASCII characters without / or :, not . or ..", pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$", max_length = 15),
+        InterfacePath,
     ),
     request_body = AddPeer,
     responses(
@@ -754,11 +799,10 @@ pub(crate) async fn list_peers(
 pub(crate) async fn add_peer(
     State(st): State<AppState>,
     admin: Admin,
-    Path((id, iface)): Path<(String, String)>,
+    Path(path): Path<InterfacePath>,
     JsonBody(req): JsonBody<AddPeer>,
 ) -> Res<Response> {
-    let id = agent_id(&id)?;
-    let iface = interface(&iface)?;
+    let (id, iface) = path.parse()?;
     st.store.desired(&id).await?;
     // Everything is checked before the store changes.
     let client = Client::from_body(&req)?;
@@ -814,9 +858,7 @@ pub(crate) async fn add_peer(
     security(("bearer" = [])),
     description = "One declared peer. The key is standard base64 (percent-encoded) or URL-safe base64.",
     params(
-        ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
-        ("interface" = String, Path, description = "Interface name: 1-15 printable ASCII characters without / or :, not . or ..", pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$", max_length = 15),
-        ("public_key" = String, Path, description = "The peer's public key", pattern = r"^[A-Za-z0-9+/_-]{42}[AEIMQUYcgkosw048]=?$"),
+        PeerPath,
     ),
     responses(
         (status = 200, description = "The peer", body = PeerInfo),
@@ -828,11 +870,9 @@ pub(crate) async fn add_peer(
 pub(crate) async fn get_peer(
     State(st): State<AppState>,
     _user: Viewer,
-    Path((id, iface, key)): Path<(String, String, String)>,
+    Path(path): Path<PeerPath>,
 ) -> Res<Response> {
-    let id = agent_id(&id)?;
-    let iface = interface(&iface)?;
-    let key = path_key(&key)?;
+    let (id, iface, key) = path.parse()?;
     let (revision, peers) = declared(&st, &id, &iface).await?;
     let peer = find_peer(&id, &iface, peers, &key)?;
     let status = st
@@ -858,9 +898,7 @@ pub(crate) async fn get_peer(
     security(("bearer" = [])),
     description = "Remove one peer: its addresses are free again, the agent's revision moves; audited as peer.remove.",
     params(
-        ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
-        ("interface" = String, Path, description = "Interface name: 1-15 printable ASCII characters without / or :, not . or ..", pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$", max_length = 15),
-        ("public_key" = String, Path, description = "The peer's public key", pattern = r"^[A-Za-z0-9+/_-]{42}[AEIMQUYcgkosw048]=?$"),
+        PeerPath,
     ),
     responses(
         (status = 200, description = "Removed", body = RemovedPeer),
@@ -874,11 +912,9 @@ pub(crate) async fn get_peer(
 pub(crate) async fn remove_peer(
     State(st): State<AppState>,
     admin: Admin,
-    Path((id, iface, key)): Path<(String, String, String)>,
+    Path(path): Path<PeerPath>,
 ) -> Res<Response> {
-    let id = agent_id(&id)?;
-    let iface = interface(&iface)?;
-    let key = path_key(&key)?;
+    let (id, iface, key) = path.parse()?;
     let revision = st
         .store
         .remove_peer(&admin.actor(), &id, &iface, &key)
@@ -899,9 +935,7 @@ pub(crate) async fn remove_peer(
     security(("bearer" = [])),
     description = "The wg-quick file and QR code of an existing peer, WITHOUT its private key (Sentra never had or kept it: the file reads `PrivateKey = <client private key>`) and without a preshared key. Addresses are the peer's declared allowed IPs.",
     params(
-        ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
-        ("interface" = String, Path, description = "Interface name: 1-15 printable ASCII characters without / or :, not . or ..", pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$", max_length = 15),
-        ("public_key" = String, Path, description = "The peer's public key", pattern = r"^[A-Za-z0-9+/_-]{42}[AEIMQUYcgkosw048]=?$"),
+        PeerPath,
         ConfigParams,
     ),
     responses(
@@ -915,12 +949,10 @@ pub(crate) async fn remove_peer(
 pub(crate) async fn peer_config(
     State(st): State<AppState>,
     _user: Viewer,
-    Path((id, iface, key)): Path<(String, String, String)>,
+    Path(path): Path<PeerPath>,
     QueryParams(q): QueryParams<ConfigParams>,
 ) -> Res<Response> {
-    let id = agent_id(&id)?;
-    let iface = interface(&iface)?;
-    let key = path_key(&key)?;
+    let (id, iface, key) = path.parse()?;
     let (_, peers) = declared(&st, &id, &iface).await?;
     let peer = find_peer(&id, &iface, peers, &key)?;
     let client = Client::from_query(&q)?;
