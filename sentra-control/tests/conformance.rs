@@ -242,12 +242,20 @@ async fn enrolment_rotation_revocation(db: Db) {
         .await
         .unwrap();
     assert!(tok.token.expose_secret().starts_with("sntb_"));
+    let unknown = sentra_core::AgentId::new("edge-router-1-nobody").unwrap();
+    assert!(!s.agent_exists(&unknown).await.unwrap());
+    assert!(matches!(
+        s.require_agent(&unknown).await,
+        Err(Error::NotFound { .. })
+    ));
     let e = s.enroll(&tok.token, "Edge Router #1").await.unwrap();
     assert!(
         e.agent_id.as_str().starts_with("edge-router-1-"),
         "{}",
         e.agent_id
     );
+    assert!(s.agent_exists(&e.agent_id).await.unwrap());
+    s.require_agent(&e.agent_id).await.unwrap();
     assert!(matches!(
         s.enroll(&tok.token, "again").await,
         Err(Error::InvalidBootstrapToken)
@@ -313,11 +321,14 @@ async fn enrolment_rotation_revocation(db: Db) {
         Err(Error::NotFound { .. })
     ));
     assert!(s.get_agent(&e.agent_id).await.unwrap().revoked_ms.is_some());
+    // A revoked agent still exists (its declarations and audit trail remain).
+    assert!(s.agent_exists(&e.agent_id).await.unwrap());
     s.delete_agent(&me, &e.agent_id).await.unwrap();
     assert!(matches!(
         s.get_agent(&e.agent_id).await,
         Err(Error::NotFound { .. })
     ));
+    assert!(!s.agent_exists(&e.agent_id).await.unwrap());
     assert!(s.list_agents().await.unwrap().is_empty());
     // Reopened: the keyring is loaded from the database.
     let tok = s

@@ -687,7 +687,7 @@ pub(crate) async fn get_pool(
     Path(path): Path<InterfacePath>,
 ) -> Res<Response> {
     let (id, iface) = path.parse()?;
-    st.store.desired(&id).await?;
+    st.store.require_agent(&id).await?;
     let pool = st
         .store
         .address_pool(&id, &iface)
@@ -724,7 +724,7 @@ pub(crate) async fn put_pool(
 ) -> Res<Response> {
     let (id, iface) = path.parse()?;
     // Unknown agents first: a 404 says more than a rule about the body.
-    st.store.desired(&id).await?;
+    st.store.require_agent(&id).await?;
     if req.prefixes.len() > MAX_LIST {
         return Err(Error::invalid("prefixes", "at most 16 prefixes").into());
     }
@@ -803,7 +803,7 @@ pub(crate) async fn add_peer(
     JsonBody(req): JsonBody<AddPeer>,
 ) -> Res<Response> {
     let (id, iface) = path.parse()?;
-    st.store.desired(&id).await?;
+    st.store.require_agent(&id).await?;
     // Everything is checked before the store changes.
     let client = Client::from_body(&req)?;
     if let Some(k) = &req.public_key {

@@ -186,6 +186,8 @@ pub trait ControlBackend: Send + Sync + fmt::Debug + 'static {
     fn agents(&self) -> BoxFuture<'_, Result<Vec<AgentInfo>>>;
     /// One agent with its keys.
     fn agent<'a>(&'a self, agent: &'a AgentId) -> BoxFuture<'a, Result<Option<AgentInfo>>>;
+    /// Whether an agent (live or revoked) exists: one indexed row lookup, nothing decoded.
+    fn agent_exists<'a>(&'a self, agent: &'a AgentId) -> BoxFuture<'a, Result<bool>>;
     /// The newest key of a live agent.
     fn newest_key<'a>(&'a self, agent: &'a AgentId) -> BoxFuture<'a, Result<Option<NewestKey>>>;
     /// The desired-state revision of an agent (`live_only`: `None` for a revoked agent).

@@ -119,6 +119,7 @@ const CONSUME_BOOTSTRAP_TOKEN: &str = "UPDATE bootstrap_tokens SET used_ms = $1,
 const INSERT_AGENT: &str = "INSERT INTO agents (agent_id, name, created_ms) VALUES ($1, $2, $3)";
 const INSERT_KEY: &str =
     "INSERT INTO agent_keys (agent_id, key_id, secret, created_ms) VALUES ($1, $2, $3, $4)";
+const AGENT_EXISTS: &str = "SELECT 1 FROM agents WHERE agent_id = $1";
 const AGENT_STATE: &str = "SELECT revoked_ms, desired_revision FROM agents WHERE agent_id = $1";
 const REVOKE_AGENT: &str =
     "UPDATE agents SET revoked_ms = $1 WHERE agent_id = $2 AND revoked_ms IS NULL";
@@ -433,6 +434,16 @@ where
                 .map(|k| key_info_of_row(k, 0))
                 .collect::<Result<_>>()?;
             agent_of_row(&a, keys).map(Some)
+        })
+    }
+
+    fn agent_exists<'a>(&'a self, agent: &'a AgentId) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let row = query::<D>(AGENT_EXISTS)
+                .bind(agent.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.is_some())
         })
     }
 

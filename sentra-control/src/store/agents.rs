@@ -115,6 +115,31 @@ impl ControlStore {
             .ok_or_else(|| Error::not_found("agent", agent.as_str()))
     }
 
+    /// Whether `agent` exists (enrolled, live or revoked): a single-row lookup, cheaper
+    /// than [`get_agent`](Self::get_agent) (keys) or [`desired`](Self::desired) (every
+    /// declared peer parsed).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`].
+    pub async fn agent_exists(&self, agent: &AgentId) -> Result<bool> {
+        self.backend().agent_exists(agent).await
+    }
+
+    /// `Ok` if `agent` exists (live or revoked), else [`Error::NotFound`] naming it: the
+    /// check a request about an agent makes before anything else.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::Database`].
+    pub async fn require_agent(&self, agent: &AgentId) -> Result<()> {
+        if self.agent_exists(agent).await? {
+            Ok(())
+        } else {
+            Err(Error::not_found("agent", agent.as_str()))
+        }
+    }
+
     /// Revokes an agent: its keys are deleted and disappear from the keyring before this
     /// returns, so its next envelope fails verification (and, through the control version,
     /// within one poll interval on every other server sharing the database). The agent row
