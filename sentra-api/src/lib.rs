@@ -226,6 +226,7 @@ pub struct Api {
     readiness: Readiness,
     metrics: std::sync::Arc<metrics::Metrics>,
     alerts: Arc<std::sync::OnceLock<Arc<sentra_alerts::engine::Engine>>>,
+    alerts_standby: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Api {
@@ -294,8 +295,10 @@ impl Api {
         let readiness = state.readiness.clone();
         let metrics = std::sync::Arc::clone(&state.metrics);
         let alerts = Arc::clone(&state.alerts);
+        let alerts_standby = Arc::clone(&state.alerts_standby);
         Ok(Self {
             alerts,
+            alerts_standby,
             router: http::router(state),
             store,
             readiness,

@@ -74,6 +74,34 @@ async fn alerts_endpoints_roles_hostile_input_and_audit() {
     let r = s.get("/api/v1/alerts", Some(&viewer)).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
     assert_eq!(r.error_code(), "unavailable");
+    assert!(r.text.contains("not enabled on this server"), "{}", r.text);
+    // a standby of the alert lease says so, and where alerts are served
+    s.api.alerts_standby();
+    for path in [
+        "/api/v1/alerts",
+        "/api/v1/alerts/rules",
+        "/api/v1/alerts/silences",
+    ] {
+        let r = s.get(path, Some(&viewer)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {}",
+            r.text
+        );
+        assert_eq!(r.error_code(), "unavailable");
+        for part in [
+            "standby for the alert lease",
+            "sentra_alerts_leader 1",
+            "takes over",
+        ] {
+            assert!(
+                r.text.contains(part),
+                "{path}: {part:?} missing: {}",
+                r.text
+            );
+        }
+    }
     assert_eq!(
         s.get("/api/v1/alerts", None).await.status,
         StatusCode::UNAUTHORIZED

@@ -350,6 +350,8 @@ pub(crate) fn start(
             election: None,
         }));
     };
+    // Until this server holds the lease, /api/v1/alerts says the holder serves alerts.
+    api.alerts_standby();
     let election = tokio::spawn(elect(
         url.to_owned(),
         loaded,

@@ -1,10 +1,15 @@
 //! `/api/v1/alerts`: active alerts, rules, silences, receiver tests and dead letters of the
 //! alerting engine the server attached ([`crate::Api::attach_alerts`]). Without one, every
-//! endpoint answers `503 unavailable`. Reads need any role, writes the admin role; writes
+//! endpoint answers `503 unavailable`, saying why: alerting is off, or this server is a
+//! standby of the alert lease ([`crate::Api::alerts_standby`]) and the holder serves alerts. Reads need any role, writes the admin role; writes
 //! are audited (`alerts.silence.create`, `alerts.silence.expire`, `alerts.receiver.test`,
 //! `alerts.dead_letter.resend`).
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use axum::{
     Json,
@@ -35,6 +40,14 @@ impl crate::Api {
     /// returns `false`).
     pub fn attach_alerts(&self, engine: Arc<Engine>) -> bool {
         self.alerts.set(engine).is_ok()
+    }
+
+    /// Marks this server as a standby of the alert lease (a shared control database with
+    /// `[alerts] lease`): until [`attach_alerts`](Self::attach_alerts), `/api/v1/alerts`
+    /// answers 503 saying that the lease holder serves alerts and how to find it, instead
+    /// of "not enabled".
+    pub fn alerts_standby(&self) {
+        self.alerts_standby.store(true, Ordering::Relaxed);
     }
 }
 
@@ -70,11 +83,26 @@ impl crate::Api {
     }
 }
 
+/// The 503 message of a standby server: which server answers is not recorded anywhere (the
+/// lease is a PostgreSQL advisory lock), so say how to find it.
+pub(crate) const STANDBY: &str = "this server is a standby for the alert lease: another \
+    server sharing the control database holds it, evaluates the rules and serves \
+    /api/v1/alerts; ask that server (the one whose /metrics shows sentra_alerts_leader 1, \
+    or whose log says it holds the alert lease). This server takes over when the holder \
+    stops, within seconds";
+
 fn engine(st: &AppState) -> Res<Arc<Engine>> {
-    st.alerts
-        .get()
-        .cloned()
-        .ok_or_else(|| Error::Unavailable("alerting is not enabled on this server").into())
+    if let Some(engine) = st.alerts.get() {
+        return Ok(Arc::clone(engine));
+    }
+    Err(if st.alerts_standby.load(Ordering::Relaxed) {
+        Error::Unavailable(STANDBY)
+    } else {
+        Error::Unavailable(
+            "alerting is not enabled on this server (the server's [alerts] configuration)",
+        )
+    }
+    .into())
 }
 
 /// A read of the engine: any authenticated user (401 first), then the engine (503 without).
@@ -213,7 +241,7 @@ pub(crate) struct AlertList {
     responses(
         (status = 200, description = "Active alerts", body = AlertList),
         (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody),
-        (status = 503, description = "Alerting is not enabled", body = ErrorBody),
+        (status = 503, description = "Alerting is not enabled on this server, or this server is a standby for the alert lease and another server serves alerts (the message says which, and how to find the holder)", body = ErrorBody, example = json!({"error": {"code": "unavailable", "message": STANDBY}})),
     )
 )]
 pub(crate) async fn list_alerts(Reader(e): Reader) -> Res<Json<AlertList>> {
@@ -273,7 +301,7 @@ pub(crate) struct RuleList {
     responses(
         (status = 200, description = "Rules", body = RuleList),
         (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody),
-        (status = 503, description = "Alerting is not enabled", body = ErrorBody),
+        (status = 503, description = "Alerting is not enabled on this server, or this server is a standby for the alert lease and another server serves alerts (the message says which, and how to find the holder)", body = ErrorBody, example = json!({"error": {"code": "unavailable", "message": STANDBY}})),
     )
 )]
 pub(crate) async fn list_rules(Reader(e): Reader) -> Res<Json<RuleList>> {
@@ -327,7 +355,7 @@ pub(crate) struct SilenceList {
     responses(
         (status = 200, description = "Silences", body = SilenceList),
         (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody),
-        (status = 503, description = "Alerting is not enabled", body = ErrorBody),
+        (status = 503, description = "Alerting is not enabled on this server, or this server is a standby for the alert lease and another server serves alerts (the message says which, and how to find the holder)", body = ErrorBody, example = json!({"error": {"code": "unavailable", "message": STANDBY}})),
     )
 )]
 pub(crate) async fn list_silences(Reader(e): Reader) -> Res<Json<SilenceList>> {
@@ -391,7 +419,7 @@ pub(crate) struct SilenceCreated {
         (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody),
         (status = 403, description = "Admin role needed", body = ErrorBody),
         (status = 413, description = "Request body larger than the limit", body = ErrorBody),
-        (status = 503, description = "Alerting is not enabled", body = ErrorBody),
+        (status = 503, description = "Alerting is not enabled on this server, or this server is a standby for the alert lease and another server serves alerts (the message says which, and how to find the holder)", body = ErrorBody, example = json!({"error": {"code": "unavailable", "message": STANDBY}})),
     )
 )]
 pub(crate) async fn create_silence(
@@ -456,7 +484,7 @@ pub(crate) async fn create_silence(
         (status = 403, description = "Admin role needed", body = ErrorBody),
         (status = 404, description = "No such silence", body = ErrorBody),
         (status = 409, description = "Already expired", body = ErrorBody),
-        (status = 503, description = "Alerting is not enabled", body = ErrorBody),
+        (status = 503, description = "Alerting is not enabled on this server, or this server is a standby for the alert lease and another server serves alerts (the message says which, and how to find the holder)", body = ErrorBody, example = json!({"error": {"code": "unavailable", "message": STANDBY}})),
     )
 )]
 pub(crate) async fn expire_silence(w: Writer, Path(id): Path<String>) -> Res<StatusCode> {
@@ -515,7 +543,7 @@ fn delivery_error(err: sentra_alerts::Error) -> super::ApiError {
         (status = 403, description = "Admin role needed", body = ErrorBody),
         (status = 404, description = "No such receiver", body = ErrorBody),
         (status = 409, description = "The receiver failed", body = ErrorBody),
-        (status = 503, description = "Alerting is not enabled", body = ErrorBody),
+        (status = 503, description = "Alerting is not enabled on this server, or this server is a standby for the alert lease and another server serves alerts (the message says which, and how to find the holder)", body = ErrorBody, example = json!({"error": {"code": "unavailable", "message": STANDBY}})),
     )
 )]
 pub(crate) async fn test_receiver(w: Writer, Path(name): Path<String>) -> Res<Json<DeliveryInfo>> {
@@ -573,7 +601,7 @@ pub(crate) struct DeadLetterList {
     responses(
         (status = 200, description = "Dead letters", body = DeadLetterList),
         (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody),
-        (status = 503, description = "Alerting is not enabled", body = ErrorBody),
+        (status = 503, description = "Alerting is not enabled on this server, or this server is a standby for the alert lease and another server serves alerts (the message says which, and how to find the holder)", body = ErrorBody, example = json!({"error": {"code": "unavailable", "message": STANDBY}})),
     )
 )]
 pub(crate) async fn list_dead_letters(Reader(e): Reader) -> Res<Json<DeadLetterList>> {
@@ -611,7 +639,7 @@ pub(crate) async fn list_dead_letters(Reader(e): Reader) -> Res<Json<DeadLetterL
         (status = 403, description = "Admin role needed", body = ErrorBody),
         (status = 404, description = "No such dead letter", body = ErrorBody),
         (status = 409, description = "The receiver failed again", body = ErrorBody),
-        (status = 503, description = "Alerting is not enabled", body = ErrorBody),
+        (status = 503, description = "Alerting is not enabled on this server, or this server is a standby for the alert lease and another server serves alerts (the message says which, and how to find the holder)", body = ErrorBody, example = json!({"error": {"code": "unavailable", "message": STANDBY}})),
     )
 )]
 pub(crate) async fn resend_dead_letter(

@@ -51,6 +51,8 @@ pub(crate) struct AppState {
     pub(crate) readiness: crate::Readiness,
     /// The alerting engine, once the server attached one (`/api/v1/alerts`).
     pub(crate) alerts: Arc<std::sync::OnceLock<Arc<sentra_alerts::engine::Engine>>>,
+    /// Set while this server waits for the alert lease another server holds.
+    pub(crate) alerts_standby: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -70,6 +72,7 @@ impl AppState {
         ));
         Self {
             alerts: Arc::default(),
+            alerts_standby: Arc::default(),
             replay: store.replay_guard(),
             ingest,
             readiness,
