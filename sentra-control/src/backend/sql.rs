@@ -194,6 +194,21 @@ where
     Ok(row.try_get(i)?)
 }
 
+/// `of_columns!(row => Type { a, b, c })` is `Type { a: col(row, 0)?, b: col(row, 1)?, c:
+/// col(row, 2)? }`: a struct whose fields are the row's columns in `SELECT` order, each
+/// decoded by [`col`], written once for every listing that maps columns to fields one to one.
+macro_rules! of_columns {
+    ($row:ident => $ty:ident { $($field:ident),+ $(,)? }) => {
+        of_columns!(@next $row, $ty, 0_usize, {}, $($field),+)
+    };
+    (@next $row:ident, $ty:ident, $i:expr, { $($done:tt)* }, $field:ident $(, $rest:ident)*) => {
+        of_columns!(@next $row, $ty, $i + 1, { $($done)* $field: col($row, $i)?, } $(, $rest)*)
+    };
+    (@next $row:ident, $ty:ident, $i:expr, { $($done:tt)* }) => {
+        $ty { $($done)* }
+    };
+}
+
 /// A key as the keyring holds it, from `key_id, secret, not_before_ms, not_after_ms` at
 /// `first`.
 fn key_of_row<R>(row: &R, first: usize) -> Result<(KeyId, AgentKey)>
@@ -381,15 +396,9 @@ where
             let rows = query::<D>(BOOTSTRAP_TOKENS).fetch_all(&self.pool).await?;
             rows.iter()
                 .map(|r| {
-                    Ok(BootstrapTokenInfo {
-                        token_id: col(r, 0)?,
-                        created_ms: col(r, 1)?,
-                        expires_ms: col(r, 2)?,
-                        created_by: col(r, 3)?,
-                        note: col(r, 4)?,
-                        used_ms: col(r, 5)?,
-                        used_by_agent: col(r, 6)?,
-                    })
+                    Ok(of_columns!(r => BootstrapTokenInfo {
+                        token_id, created_ms, expires_ms, created_by, note, used_ms, used_by_agent,
+                    }))
                 })
                 .collect()
         })
@@ -547,15 +556,9 @@ where
                 .await?;
             rows.iter()
                 .map(|r| {
-                    Ok(AuditEntry {
-                        id: col(r, 0)?,
-                        at_ms: col(r, 1)?,
-                        actor: col(r, 2)?,
-                        action: col(r, 3)?,
-                        target: col(r, 4)?,
-                        outcome: col(r, 5)?,
-                        detail: col(r, 6)?,
-                    })
+                    Ok(of_columns!(r => AuditEntry {
+                        id, at_ms, actor, action, target, outcome, detail,
+                    }))
                 })
                 .collect()
         })
