@@ -1074,7 +1074,7 @@ async function onAddPeer(ev) {
     // The PNG arrives as base64 text: shown through a data: URL in an <img> (img-src
     // allows data:), never parsed as markup.
     $('add-qr').src = `data:image/png;base64,${added.client.qr_png_base64}`;
-    $('add-psk-note').textContent = added.client.contains_preshared_key ? ' and the preshared key' : '';
+    $('add-psk-note').textContent = added.client.contains_preshared_key ? ', and the preshared key is never shown again' : '';
     $('add-result').dataset.key = added.peer.public_key;
     $('add-result').hidden = false;
     $('add-address').value = '';
