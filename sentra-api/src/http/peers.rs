@@ -339,33 +339,21 @@ impl InterfacePath {
     }
 }
 
-/// `{id}`, `{interface}` and `{public_key}` of the per-peer routes.
+/// `{public_key}` of the per-peer routes (their `{id}` and `{interface}` are an
+/// [`InterfacePath`], extracted from the same path).
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-pub(crate) struct PeerPath {
-    /// Agent id.
-    #[param(pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64)]
-    id: String,
-    /// Interface name: 1-15 printable ASCII characters without / or :, not . or ..
-    #[param(
-        pattern = r"^([!-\x2d0-9;-~]|[!-.0-9;-~][!-\x2d0-9;-~]|[!-\x2d0-9;-~]\.|[!-.0-9;-~]{3,15})$",
-        max_length = 15
-    )]
-    interface: String,
+pub(crate) struct PeerKeyPath {
     /// The peer's public key: standard base64 (percent-encoded) or the URL-safe alphabet,
     /// padding optional.
     #[param(pattern = r"^[A-Za-z0-9+/_-]{42}[AEIMQUYcgkosw048]=?$")]
     public_key: String,
 }
 
-impl PeerPath {
-    /// The agent id, interface name and the key in its standard form, checked.
-    fn parse(self) -> Res<(AgentId, String, String)> {
-        Ok((
-            agent_id(&self.id)?,
-            interface(&self.interface)?,
-            path_key(&self.public_key)?,
-        ))
+impl PeerKeyPath {
+    /// The key in its standard form, checked.
+    fn parse(self) -> Res<String> {
+        path_key(&self.public_key)
     }
 }
 
@@ -858,7 +846,8 @@ pub(crate) async fn add_peer(
     security(("bearer" = [])),
     description = "One declared peer. The key is standard base64 (percent-encoded) or URL-safe base64.",
     params(
-        PeerPath,
+        InterfacePath,
+        PeerKeyPath,
     ),
     responses(
         (status = 200, description = "The peer", body = PeerInfo),
@@ -870,9 +859,11 @@ pub(crate) async fn add_peer(
 pub(crate) async fn get_peer(
     State(st): State<AppState>,
     _user: Viewer,
-    Path(path): Path<PeerPath>,
+    Path(path): Path<InterfacePath>,
+    Path(key): Path<PeerKeyPath>,
 ) -> Res<Response> {
-    let (id, iface, key) = path.parse()?;
+    let (id, iface) = path.parse()?;
+    let key = key.parse()?;
     let (revision, peers) = declared(&st, &id, &iface).await?;
     let peer = find_peer(&id, &iface, peers, &key)?;
     let status = st
@@ -898,7 +889,8 @@ pub(crate) async fn get_peer(
     security(("bearer" = [])),
     description = "Remove one peer: its addresses are free again, the agent's revision moves; audited as peer.remove.",
     params(
-        PeerPath,
+        InterfacePath,
+        PeerKeyPath,
     ),
     responses(
         (status = 200, description = "Removed", body = RemovedPeer),
@@ -912,9 +904,11 @@ pub(crate) async fn get_peer(
 pub(crate) async fn remove_peer(
     State(st): State<AppState>,
     admin: Admin,
-    Path(path): Path<PeerPath>,
+    Path(path): Path<InterfacePath>,
+    Path(key): Path<PeerKeyPath>,
 ) -> Res<Response> {
-    let (id, iface, key) = path.parse()?;
+    let (id, iface) = path.parse()?;
+    let key = key.parse()?;
     let revision = st
         .store
         .remove_peer(&admin.actor(), &id, &iface, &key)
@@ -935,7 +929,8 @@ pub(crate) async fn remove_peer(
     security(("bearer" = [])),
     description = "The wg-quick file and QR code of an existing peer, WITHOUT its private key (Sentra never had or kept it: the file reads `PrivateKey = <client private key>`) and without a preshared key. Addresses are the peer's declared allowed IPs.",
     params(
-        PeerPath,
+        InterfacePath,
+        PeerKeyPath,
         ConfigParams,
     ),
     responses(
@@ -949,10 +944,12 @@ pub(crate) async fn remove_peer(
 pub(crate) async fn peer_config(
     State(st): State<AppState>,
     _user: Viewer,
-    Path(path): Path<PeerPath>,
+    Path(path): Path<InterfacePath>,
+    Path(key): Path<PeerKeyPath>,
     QueryParams(q): QueryParams<ConfigParams>,
 ) -> Res<Response> {
-    let (id, iface, key) = path.parse()?;
+    let (id, iface) = path.parse()?;
+    let key = key.parse()?;
     let (_, peers) = declared(&st, &id, &iface).await?;
     let peer = find_peer(&id, &iface, peers, &key)?;
     let client = Client::from_query(&q)?;
