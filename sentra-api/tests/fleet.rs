@@ -260,6 +260,19 @@ async fn status_queries_stream_and_metrics() {
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
         schema::assert_response(&doc, "get", path, &r.json());
     }
+    for path in [
+        "/api/v1/users",
+        "/api/v1/tokens",
+        "/api/v1/agents",
+        "/api/v1/audit",
+        "/api/v1/auth/me",
+        "/healthz",
+        "/readyz",
+    ] {
+        let r = s.get(path, Some(&admin)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        schema::assert_response(&doc, "get", path, &r.json());
+    }
     let export = &doc["paths"]["/api/v1/metrics/export"]["get"]["responses"]["200"]["content"]["application/json"]
         ["schema"];
     let errs = schema::validate(&doc, export, &js.json(), "export");

@@ -18,7 +18,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     ApiError, AppState,
     extract::{Admin, ClientIp, JsonBody, QueryParams, Viewer, agent_id},
-    openapi::ErrorBody,
+    openapi::{
+        AgentList, AuditList, DesiredChange, ErrorBody, Health, Me, RotationResponse,
+        SequenceReset, TokenList, UserList,
+    },
 };
 use crate::{AuditQuery, Error, Password, PeerSpec, Role, SecretString, metrics::Event, util};
 
@@ -104,8 +107,11 @@ pub(crate) async fn login(
         (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
     )
 )]
-pub(crate) async fn me(user: Viewer) -> Json<serde_json::Value> {
-    Json(json!({ "username": user.username, "role": user.role }))
+pub(crate) async fn me(user: Viewer) -> Json<Me> {
+    Json(Me {
+        username: user.username,
+        role: user.role,
+    })
 }
 
 /// `POST /api/v1/auth/logout`: ends every access token of the caller.
@@ -291,7 +297,8 @@ pub(crate) async fn update_user(
     )
 )]
 pub(crate) async fn list_users(State(st): State<AppState>, _admin: Admin) -> Res<Response> {
-    Ok(Json(json!({ "users": st.store.list_users().await? })).into_response())
+    let users = st.store.list_users().await?;
+    Ok(Json(UserList { users }).into_response())
 }
 
 #[utoipa::path(
@@ -381,7 +388,8 @@ pub(crate) async fn issue_token(
     )
 )]
 pub(crate) async fn list_tokens(State(st): State<AppState>, _admin: Admin) -> Res<Response> {
-    Ok(Json(json!({ "tokens": st.store.list_bootstrap_tokens().await? })).into_response())
+    let tokens = st.store.list_bootstrap_tokens().await?;
+    Ok(Json(TokenList { tokens }).into_response())
 }
 
 fn no_store() -> [(header::HeaderName, &'static str); 1] {
@@ -463,7 +471,8 @@ pub(crate) async fn enroll(
     )
 )]
 pub(crate) async fn list_agents(State(st): State<AppState>, _user: Viewer) -> Res<Response> {
-    Ok(Json(json!({ "agents": st.store.list_agents().await? })).into_response())
+    let agents = st.store.list_agents().await?;
+    Ok(Json(AgentList { agents }).into_response())
 }
 
 #[utoipa::path(
@@ -609,13 +618,19 @@ pub(crate) async fn rotate_key(
         .into());
     }
     let rotation = st.store.rotate_key(&admin.actor(), &id, overlap).await?;
-    let mut body = serde_json::to_value(&rotation)
-        .map_err(|e| Error::Internal(format!("rotation to JSON: {e}")))?;
-    if params.reset_sequence {
-        let previous = st.reset_sequence(&admin.actor(), &id).await?;
-        body["sequence_reset"] = json!({ "previous_high_water": previous });
-    }
-    Ok(Json(body).into_response())
+    let sequence_reset = if params.reset_sequence {
+        let previous_high_water = st.reset_sequence(&admin.actor(), &id).await?;
+        Some(SequenceReset {
+            previous_high_water,
+        })
+    } else {
+        None
+    };
+    Ok(Json(RotationResponse {
+        rotation,
+        sequence_reset,
+    })
+    .into_response())
 }
 
 /// `POST /api/v1/agent/key` answer.
@@ -784,10 +799,12 @@ pub(crate) async fn put_desired(
         .store
         .set_desired_interface(&admin.actor(), &id, &interface, req.peers)
         .await?;
-    Ok(
-        Json(json!({ "agent_id": id.as_str(), "interface": interface, "revision": revision }))
-            .into_response(),
-    )
+    Ok(Json(DesiredChange {
+        agent_id: id.to_string(),
+        interface,
+        revision,
+    })
+    .into_response())
 }
 
 #[utoipa::path(
@@ -818,10 +835,12 @@ pub(crate) async fn delete_desired(
         .store
         .delete_desired_interface(&admin.actor(), &id, &interface)
         .await?;
-    Ok(
-        Json(json!({ "agent_id": id.as_str(), "interface": interface, "revision": revision }))
-            .into_response(),
-    )
+    Ok(Json(DesiredChange {
+        agent_id: id.to_string(),
+        interface,
+        revision,
+    })
+    .into_response())
 }
 
 // ------------------------------------------------------------------ audit, health, docs
@@ -868,7 +887,8 @@ pub(crate) async fn audit_log(
     q.before_id = p.before_id;
     q.since_ms = p.since_ms;
     q.limit = p.limit;
-    Ok(Json(json!({ "entries": st.store.audit_log(&q).await? })).into_response())
+    let entries = st.store.audit_log(&q).await?;
+    Ok(Json(AuditList { entries }).into_response())
 }
 
 #[utoipa::path(
@@ -881,8 +901,10 @@ pub(crate) async fn audit_log(
         (status = 200, description = "Serving", body = super::openapi::Health),
     )
 )]
-pub(crate) async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
 }
 
 /// 200 `{"status":"ready"}`, or 503 `{"status":"unavailable","reasons":[{"component",
@@ -912,7 +934,10 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
         &st.readiness,
     ));
     if reasons.is_empty() {
-        return Json(json!({ "status": "ready" })).into_response();
+        return Json(Health {
+            status: "ready".to_owned(),
+        })
+        .into_response();
     }
     let summary = reasons
         .iter()

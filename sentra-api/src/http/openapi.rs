@@ -3,11 +3,10 @@
 //! lists exactly the routes the router registers; `scripts/check-openapi` runs
 //! schemathesis against a real server with it.
 //!
-//! The types in this module only describe JSON bodies that handlers build with `json!`
-//! (they are never constructed); schemathesis' `response_schema_conformance` check keeps
-//! them honest against the running server.
-
-#![allow(dead_code)] // description-only types, see above
+//! The response types in this module are what the handlers serialise (so the document
+//! cannot drift from the answers); the error and readiness shapes describe bodies built
+//! elsewhere (`error.rs`, `readiness.rs`), kept honest by schemathesis'
+//! `response_schema_conformance` check against the running server.
 
 use serde::Serialize;
 use utoipa::{
@@ -25,11 +24,6 @@ use crate::{
     AgentInfo, AuditEntry, BootstrapTokenInfo, DesiredInfo, DesiredInterfaceInfo,
     IssuedBootstrapToken, KeyInfo, PeerSpec, Role, Rotation, User,
 };
-
-/// An agent id in a path: 1–64 of `a-z`, `0-9`, `-`, not starting or ending with `-`.
-pub(crate) const AGENT_ID_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$";
-/// A user name: 1–64 of `A-Z a-z 0-9 _ - . @`.
-pub(crate) const USERNAME_PATTERN: &str = r"^[A-Za-z0-9_.@-]{1,64}$";
 
 /// The error body of every 4xx/5xx response.
 #[derive(Serialize, ToSchema)]
@@ -53,7 +47,7 @@ pub(crate) struct ErrorDetail {
 pub(crate) struct Health {
     /// Always `ok`.
     #[schema(example = "ok")]
-    status: String,
+    pub(crate) status: String,
 }
 
 /// One failing component of `/readyz`.
@@ -79,61 +73,64 @@ pub(crate) struct NotReady {
 /// `GET /api/v1/auth/me`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Me {
-    username: String,
-    role: Role,
+    pub(crate) username: String,
+    pub(crate) role: Role,
 }
 
 /// `GET /api/v1/users`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct UserList {
-    users: Vec<User>,
+    pub(crate) users: Vec<User>,
 }
 
 /// `GET /api/v1/tokens`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct TokenList {
-    tokens: Vec<BootstrapTokenInfo>,
+    pub(crate) tokens: Vec<BootstrapTokenInfo>,
 }
 
 /// `GET /api/v1/agents`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AgentList {
-    agents: Vec<AgentInfo>,
+    pub(crate) agents: Vec<AgentInfo>,
 }
 
 /// `GET /api/v1/audit`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AuditList {
-    entries: Vec<AuditEntry>,
+    pub(crate) entries: Vec<AuditEntry>,
 }
 
 /// The sequence reset done with a key rotation.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct SequenceReset {
     /// The high-water mark that was forgotten (null: there was none).
-    previous_high_water: Option<u64>,
+    pub(crate) previous_high_water: Option<u64>,
 }
 
 /// `POST /api/v1/agents/{id}/rotate-key`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct RotationResponse {
     #[serde(flatten)]
-    rotation: Rotation,
+    pub(crate) rotation: Rotation,
     /// Present when `reset_sequence=true` was given.
     #[schema(required = false)]
-    sequence_reset: Option<SequenceReset>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sequence_reset: Option<SequenceReset>,
 }
 
 /// `PUT`/`DELETE /api/v1/agents/{id}/desired/{interface}`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct DesiredChange {
-    agent_id: String,
-    interface: String,
+    pub(crate) agent_id: String,
+    pub(crate) interface: String,
     /// The agent's desired-state revision after the change.
-    revision: u64,
+    pub(crate) revision: u64,
 }
 
-/// A series selector (all parameters optional; `label` repeatable).
+/// A series selector (all parameters optional; `label` repeatable). Describes the query
+/// only: the handlers decode repeated keys strictly themselves (`fleet.rs`).
+#[allow(dead_code)]
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct SelectorParams {
@@ -147,7 +144,9 @@ pub(crate) struct SelectorParams {
     label: Option<Vec<String>>,
 }
 
-/// A time range, Unix milliseconds (default: the last hour up to now).
+/// A time range, Unix milliseconds (default: the last hour up to now). Describes the query
+/// only, as [`SelectorParams`].
+#[allow(dead_code)]
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct RangeParams {
@@ -190,6 +189,7 @@ impl Modify for Security {
         (status = 401, description = "The server was started with a scrape token and the request did not carry it", body = ErrorBody),
     )
 )]
+#[allow(dead_code)] // documentation only
 fn metrics_doc() {}
 
 #[derive(OpenApi)]
