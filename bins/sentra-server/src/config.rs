@@ -106,6 +106,11 @@ pub(crate) struct Cli {
     /// nats_urls` and a PostgreSQL database.
     #[arg(long, env = "SENTRA_ROLE", value_enum)]
     pub(crate) role: Option<Role>,
+    /// Where an ingest or worker process serves GET /readyz, /healthz and /metrics
+    /// (plaintext HTTP; the REST API's metrics token applies to /metrics). Default: off.
+    /// A `--role all` server has them on its REST API.
+    #[arg(long, env = "SENTRA_OBSERVE_LISTEN")]
+    pub(crate) observe_listen: Option<SocketAddr>,
 }
 
 /// What a `sentra-server` process does (issue 12: scale-out on NATS JetStream).
@@ -174,6 +179,15 @@ struct FileConfig {
     alerts: Option<crate::alerts::AlertsSection>,
     role: Option<Role>,
     bus: Option<BusSection>,
+    observe: Option<ObserveSection>,
+}
+
+/// `[observe]` in the TOML file: readiness and metrics of ingest and worker processes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObserveSection {
+    /// Address of the small HTTP listener (`/readyz`, `/healthz`, `/metrics`); off when unset.
+    listen: Option<SocketAddr>,
 }
 
 /// `[bus]` in the TOML file: the NATS JetStream bus between ingest servers and workers.
@@ -258,6 +272,8 @@ pub(crate) struct Config {
     pub(crate) role: Role,
     /// The JetStream bus (`[bus]`), `None` without `nats_urls`.
     pub(crate) bus: Option<sentra_ingest::bus::jetstream::BusConfig>,
+    /// `/readyz` and `/metrics` of an ingest or worker process (`[observe] listen`).
+    pub(crate) observe_listen: Option<SocketAddr>,
 }
 
 /// `[bus]` as the bus client's configuration (`None` without URLs).
@@ -431,6 +447,7 @@ impl Config {
             alerts,
             role,
             bus,
+            observe_listen: cli.observe_listen.or(file.observe.and_then(|o| o.listen)),
         };
         config.check()?;
         Ok(config)
@@ -449,6 +466,21 @@ impl Config {
                 "refusing the plaintext REST API on non-loopback address {}: give --api-tls-cert/--api-tls-key, or --allow-plaintext if TLS terminates in front of the server",
                 self.api_listen
             );
+        }
+        if let Some(addr) = self.observe_listen {
+            if self.role == Role::All {
+                bail!(
+                    "[observe] listen / --observe-listen is for --role ingest and worker; a \
+                     --role all server serves /readyz and /metrics on its REST API"
+                );
+            }
+            if !addr.ip().is_loopback() && !self.allow_plaintext {
+                bail!(
+                    "refusing plaintext /readyz and /metrics on non-loopback address {addr}: \
+                     add --allow-plaintext (the listener has no TLS; put it behind a proxy or \
+                     a private network)"
+                );
+            }
         }
         Ok(())
     }
@@ -619,6 +651,40 @@ mod tests {
             !shown.contains("pw-9") && !shown.contains("s3cret"),
             "{shown}"
         );
+        assert_eq!(
+            c.observe_listen, None,
+            "the observe listener is off by default"
+        );
+        let observed = write(&format!(
+            "role = \"worker\"\n[storage]\nbackend = \"postgres\"\ndatabase_url_file = \"{}\"\n{bus}[observe]\nlisten = \"127.0.0.1:9464\"\n",
+            url.display()
+        ));
+        let c = Config::load(&cli(&["--config", &observed])).unwrap();
+        assert_eq!(c.observe_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let c = Config::load(&cli(&[
+            "--config",
+            &observed,
+            "--observe-listen",
+            "127.0.0.1:9500",
+        ]))
+        .unwrap();
+        assert_eq!(c.observe_listen, Some("127.0.0.1:9500".parse().unwrap()));
+        let err = format!(
+            "{:#}",
+            Config::load(&cli(&[
+                "--config",
+                &observed,
+                "--observe-listen",
+                "0.0.0.0:9464"
+            ]))
+            .unwrap_err()
+        );
+        assert!(err.contains("--allow-plaintext"), "{err}");
+        let err = format!(
+            "{:#}",
+            Config::load(&cli(&["--observe-listen", "127.0.0.1:9464"])).unwrap_err()
+        );
+        assert!(err.contains("REST API"), "{err}");
         for (text, want) in [
             ("[bus]\nnats_urls = [\"\"]\n", "entry 1 is empty"),
             (

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 mod alerts;
 mod config;
 mod local_agent;
+mod observe;
 mod status_line;
 
 use config::{Cli, Config, LogFormat, Role};
@@ -343,13 +344,31 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the `[observe]` listener of an ingest or worker process, if configured.
+async fn start_observer(
+    config: &Config,
+    observer: &observe::Observer,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<JoinHandle<std::io::Result<()>>>> {
+    let Some(addr) = config.observe_listen else {
+        return Ok(None);
+    };
+    let (local, task) = observer
+        .serve(addr, config.metrics_token.clone(), stop)
+        .await?;
+    info!(observe = %format!("http://{local}"), "serving /readyz, /healthz and /metrics");
+    eprintln!("  observe      http://{local}   (/readyz, /healthz, /metrics)");
+    Ok(Some(task))
+}
+
 /// `--role ingest`: gRPC ingest onto the JetStream bus. Verifies each push against the
 /// keys in the PostgreSQL control database and answers after JetStream's PubAck; with NATS
 /// unreachable a push is answered `UNAVAILABLE` (the agent keeps it in its WAL) while the
-/// client reconnects with backoff (logged). No metric store and no REST API here: workers
-/// store, `--role all` servers on the same databases serve the API.
+/// client reconnects with backoff (logged, `/readyz` 503 naming NATS, `sentra_bus_connected`
+/// 0). No metric store and no REST API here: workers store, `--role all` servers on the
+/// same databases serve the API.
 async fn run_ingest(config: Config) -> anyhow::Result<()> {
-    use sentra_ingest::bus::jetstream::BusPublisher;
+    use sentra_ingest::bus::jetstream::{BusMetrics, BusPublisher};
     sentra_transport::tls::install_crypto_provider();
     let (Some(bus), Some(url)) = (config.bus.clone(), config.control_database_url.clone()) else {
         anyhow::bail!("--role ingest needs [bus] nats_urls and a PostgreSQL control database");
@@ -357,64 +376,128 @@ async fn run_ingest(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     restrict_dir(&config.data_dir)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let observer = observe::Observer::new();
+    observer.set(observe::POSTGRES, Some("connecting".to_owned()));
+    observer.set(observe::NATS, Some("connecting".to_owned()));
+    observer.set(GRPC, Some("not started".to_owned()));
+    let bus_metrics = BusMetrics::new();
+    let transport_metrics = sentra_transport::metrics::Metrics::new();
+    observer.register(|r| {
+        bus_metrics.register(r);
+        transport_metrics.register(r);
+    });
+    let mut observed = start_observer(&config, &observer, stop_rx.clone()).await?;
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut backoff = Duration::from_millis(200);
-    // PostgreSQL or NATS may be starting (or restarting): retry with backoff, logged.
+    // PostgreSQL or NATS may be starting (or restarting): retry with backoff, logged and
+    // shown on /readyz.
+    let mut api = None;
+    let mut publisher = None;
     let (api, publisher) = loop {
-        let attempt = async {
+        if api.is_none() {
             let api_config = sentra_api::ApiConfig::default();
             // The error names what failed, never the URL (it may carry a password).
-            let store = sentra_control::ControlStore::open_postgres(
-                url.expose_secret(),
-                api_config.store.clone(),
-            )
-            .await
-            .context("opening the PostgreSQL control database")?;
-            let api = sentra_api::Api::open_with_store(&config.data_dir, store, api_config, None)
+            let opened = async {
+                let store = sentra_control::ControlStore::open_postgres(
+                    url.expose_secret(),
+                    api_config.store.clone(),
+                )
                 .await
-                .with_context(|| {
-                    format!("opening the control plane in {}", config.data_dir.display())
-                })?;
-            let publisher = BusPublisher::connect(bus.clone())
-                .await
-                .context("connecting to the NATS JetStream bus")?;
-            anyhow::Ok((api, publisher))
-        };
-        match attempt.await {
-            Ok(opened) => break opened,
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), retry_in = ?backoff, "ingest server not started yet");
-                tokio::select! {
-                    () = &mut stop => {
-                        info!("shutdown requested");
-                        return Ok(());
-                    }
-                    () = tokio::time::sleep(backoff) => {}
+                .context("opening the PostgreSQL control database")?;
+                sentra_api::Api::open_with_store(&config.data_dir, store, api_config, None)
+                    .await
+                    .with_context(|| {
+                        format!("opening the control plane in {}", config.data_dir.display())
+                    })
+            };
+            match opened.await {
+                Ok(a) => {
+                    observer.database_probe(Ok(()));
+                    api = Some(a);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    warn!(error = %why, retry_in = ?backoff, "ingest server not started yet");
+                    observer.database_probe(Err(why));
+                }
             }
         }
+        if publisher.is_none() {
+            match BusPublisher::connect_with(bus.clone(), bus_metrics.clone()).await {
+                Ok(p) => {
+                    observer.set(observe::NATS, None);
+                    publisher = Some(p);
+                }
+                Err(e) => {
+                    let why = format!("NATS JetStream unreachable: {e:#}");
+                    warn!(error = %why, retry_in = ?backoff, "ingest server not started yet");
+                    observer.set(observe::NATS, Some(why));
+                }
+            }
+        }
+        if let (Some(_), Some(_)) = (&api, &publisher) {
+            break (api.take().expect("set"), publisher.take().expect("set"));
+        }
+        tokio::select! {
+            () = &mut stop => {
+                info!("shutdown requested");
+                let _ = stop_tx.send(true);
+                return Ok(());
+            }
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     };
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("binding gRPC to {}", config.grpc_listen))?;
     let grpc_addr = grpc_listener.local_addr()?;
-    let mut builder = sentra_transport::Server::builder(api.keyring(), publisher)
+    let mut builder = sentra_transport::Server::builder(api.keyring(), publisher.clone())
         .desired_state(api.desired_state_service())
-        .limits(config.grpc_limits.clone());
+        .limits(config.grpc_limits.clone())
+        .metrics(transport_metrics);
     if let Some((cert, key)) = &config.tls {
         builder = builder.tls(
             sentra_transport::tls::ServerTls::from_files(cert, key, None)
                 .context("loading the gRPC TLS certificate and key")?,
         );
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut grpc = tokio::spawn(
         builder
             .build()
             .serve_with_shutdown(grpc_listener, wait(stop_rx.clone())),
     );
+    observer.set(GRPC, None);
+    let probe = {
+        let observer = observer.clone();
+        let api = api.clone();
+        let publisher = publisher.clone();
+        tokio::spawn(observe::every_second(stop_rx.clone(), move || {
+            let observer = observer.clone();
+            let api = api.clone();
+            let publisher = publisher.clone();
+            async move {
+                observer.set(
+                    observe::NATS,
+                    (!publisher.is_connected()).then(|| {
+                        "not connected to NATS JetStream (reconnecting with backoff); pushes \
+                         are answered UNAVAILABLE"
+                            .to_owned()
+                    }),
+                );
+                let ping = tokio::time::timeout(Duration::from_secs(2), api.store().ping()).await;
+                observer.database_probe(match ping {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("PostgreSQL control database not reachable".to_owned()),
+                    Err(_) => {
+                        Err("PostgreSQL control database did not answer within 2 s".to_owned())
+                    }
+                });
+            }
+        }))
+    };
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -425,16 +508,18 @@ async fn run_ingest(config: Config) -> anyhow::Result<()> {
         "sentra-server {} — ingest: gRPC -> NATS JetStream\n  gRPC ingest  {scheme}://{grpc_addr}\n",
         env!("CARGO_PKG_VERSION")
     );
-    let died: Option<anyhow::Error> = tokio::select! {
+    let died: Option<(&str, anyhow::Error)> = tokio::select! {
         () = &mut stop => {
             info!("shutdown requested");
             None
         }
-        e = task_end(GRPC, &mut grpc) => Some(e),
+        e = task_end(GRPC, &mut grpc) => Some((GRPC, e)),
+        e = optional_task_end(OBSERVE, observed.as_mut()) => Some((OBSERVE, e)),
     };
     let _ = stop_tx.send(true);
-    if let Some(e) = died {
-        return Err(e.context(format!("{GRPC} ended unexpectedly")));
+    probe.abort();
+    if let Some((task, e)) = died {
+        return Err(e.context(format!("{task} ended unexpectedly")));
     }
     match tokio::time::timeout(Duration::from_secs(10), grpc).await {
         Ok(Ok(Ok(()))) => {}
@@ -453,10 +538,17 @@ async fn run_ingest(config: Config) -> anyhow::Result<()> {
 /// second worker on the same database waits here as a hot standby until the writer lock
 /// is free (the active worker died); its unacked messages are then redelivered.
 async fn run_worker(config: Config) -> anyhow::Result<()> {
-    use sentra_ingest::bus::jetstream::BusWorker;
+    use sentra_ingest::bus::jetstream::{BusMetrics, BusWorker};
     let (Some(bus), Some(url)) = (config.bus.clone(), config.database_url.clone()) else {
         anyhow::bail!("--role worker needs [bus] nats_urls and a PostgreSQL database URL");
     };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let observer = observe::Observer::new();
+    observer.set(observe::POSTGRES, Some("connecting".to_owned()));
+    observer.set(observe::NATS, Some("connecting".to_owned()));
+    let bus_metrics = BusMetrics::new();
+    observer.register(|r| bus_metrics.register(r));
+    let mut observed = start_observer(&config, &observer, stop_rx.clone()).await?;
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut backoff = Duration::from_millis(200);
@@ -465,17 +557,36 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
             let mut ingest_config = sentra_ingest::Config::default();
             ingest_config.retention = config.retention;
             // The error names host, port, database and user, never the URL.
-            let ingest = sentra_ingest::Ingest::open_with(
+            let ingest = match sentra_ingest::Ingest::open_with(
                 sentra_ingest::Backend::postgres(url.expose_secret()),
                 ingest_config,
             )
             .await
-            .context("opening the PostgreSQL metric store")?;
-            match BusWorker::connect(bus.clone(), &ingest).await {
-                Ok(w) => Ok((ingest, w)),
+            {
+                Ok(i) => {
+                    observer.database_probe(Ok(()));
+                    i
+                }
+                Err(e) => {
+                    let e = anyhow::Error::new(e).context("opening the PostgreSQL metric store");
+                    // Waiting for the writer lock is what a standby does: say so.
+                    observer.database_probe(Err(format!("{e:#}")));
+                    return Err(e);
+                }
+            };
+            match BusWorker::connect_with(bus.clone(), &ingest, bus_metrics.clone()).await {
+                Ok(w) => {
+                    observer.set(observe::NATS, None);
+                    Ok((ingest, w))
+                }
                 Err(e) => {
                     let _ = ingest.shutdown().await;
-                    Err(anyhow::Error::new(e).context("connecting to the NATS JetStream bus"))
+                    let e = anyhow::Error::new(e).context("connecting to the NATS JetStream bus");
+                    observer.set(
+                        observe::NATS,
+                        Some(format!("NATS JetStream unreachable: {e:#}")),
+                    );
+                    Err(e)
                 }
             }
         };
@@ -486,6 +597,7 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
                 tokio::select! {
                     () = &mut stop => {
                         info!("shutdown requested");
+                        let _ = stop_tx.send(true);
                         return Ok(());
                     }
                     () = tokio::time::sleep(backoff) => {}
@@ -495,25 +607,74 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
         }
     };
     let (ingest, worker) = opened;
+    let ingest = Arc::new(ingest);
+    observer
+        .register(|r| ingest.register_metrics(r, sentra_ingest::FleetMetricsOptions::default()));
     info!("sentra-server storage worker ready (NATS JetStream -> PostgreSQL)");
     eprintln!(
         "sentra-server {} — storage worker: NATS JetStream -> PostgreSQL\n",
         env!("CARGO_PKG_VERSION")
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut task = {
         let w = worker.clone();
+        let stop_rx = stop_rx.clone();
         tokio::spawn(async move { w.run(wait(stop_rx)).await })
     };
-    let died: Option<anyhow::Error> = tokio::select! {
+    let probe = {
+        let observer = observer.clone();
+        let ingest = ingest.clone();
+        let worker = worker.clone();
+        let probe_agent = sentra_core::AgentId::new("sentra-readiness-probe")
+            .context("the readiness probe's agent id")?;
+        tokio::spawn(observe::every_second(stop_rx.clone(), move || {
+            let observer = observer.clone();
+            let ingest = ingest.clone();
+            let worker = worker.clone();
+            let probe_agent = probe_agent.clone();
+            async move {
+                let connected = worker.is_connected();
+                observer.set(
+                    observe::NATS,
+                    (!connected).then(|| {
+                        "not connected to NATS JetStream (reconnecting with backoff); nothing \
+                         is pulled meanwhile"
+                            .to_owned()
+                    }),
+                );
+                if connected && let Err(e) = worker.refresh_pending().await {
+                    tracing::debug!(error = %e, "consumer info not available");
+                }
+                let probe =
+                    tokio::time::timeout(Duration::from_secs(2), ingest.high_water(&probe_agent))
+                        .await;
+                observer.database_probe(match probe {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("PostgreSQL metric store not reachable: {e}")),
+                    Err(_) => Err("PostgreSQL metric store did not answer within 2 s".to_owned()),
+                });
+                observer.set(
+                    observe::STORAGE,
+                    match ingest.health().storage {
+                        StorageHealth::Failing { error, .. } => {
+                            Some(format!("metrics storage cannot commit: {error}"))
+                        }
+                        _ => None,
+                    },
+                );
+            }
+        }))
+    };
+    let died: Option<(&str, anyhow::Error)> = tokio::select! {
         () = &mut stop => {
             info!("shutdown requested");
             None
         }
-        e = task_end(WORKER, &mut task) => Some(e),
-        e = watch_ingest(ingest.watch_health()) => Some(e),
+        e = task_end(WORKER, &mut task) => Some((WORKER, e)),
+        e = watch_ingest(ingest.watch_health()) => Some((INGEST, e)),
+        e = optional_task_end(OBSERVE, observed.as_mut()) => Some((OBSERVE, e)),
     };
     let _ = stop_tx.send(true);
+    probe.abort();
     if died.is_none() {
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
@@ -528,8 +689,8 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
         "storage worker stopping"
     );
     let flushed = tokio::time::timeout(Duration::from_secs(30), ingest.shutdown()).await;
-    if let Some(e) = died {
-        return Err(e.context(format!("{WORKER} ended unexpectedly")));
+    if let Some((task, e)) = died {
+        return Err(e.context(format!("{task} ended unexpectedly")));
     }
     flushed
         .map_err(|_| anyhow!("flushing the metrics store did not finish within 30 s"))?
@@ -544,6 +705,7 @@ const REST: &str = "REST API";
 const LOCAL_AGENT: &str = "local agent";
 const INGEST: &str = "ingest";
 const WORKER: &str = "storage worker";
+const OBSERVE: &str = "observe listener";
 
 /// Resolves when a supervised task ends, with why; a task's end is always an error here.
 async fn task_end<E>(what: &str, task: &mut JoinHandle<Result<(), E>>) -> anyhow::Error

@@ -685,3 +685,252 @@ async fn fault_test_kill9_nats_worker_ingest_and_postgres() {
     assert_eq!(per.len(), 5, "{per:?}");
     assert_eq!(samples, total_i);
 }
+
+/// `GET path` on `addr` over plain HTTP/1.0: (status, body); `None` while nothing listens.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// Polls `GET path` until `ok(status, body)` holds (bounded); the last answer on failure.
+async fn wait_http(
+    addr: std::net::SocketAddr,
+    path: &str,
+    what: &str,
+    within: Duration,
+    procs: &[&Worker],
+    ok: impl Fn(u16, &str) -> bool,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let path_owned = path.to_owned();
+        let got = tokio::task::spawn_blocking(move || http_get(addr, &path_owned))
+            .await
+            .unwrap();
+        if let Some((status, body)) = &got
+            && ok(*status, body)
+        {
+            return body.clone();
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = procs.iter().map(|p| p.logs()).collect();
+            panic!(
+                "{what}: not within {within:?}; last answer of {addr}{path}: {got:?}\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The value of the first sample line starting with `series ` (exact series text).
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// An ingest server and a storage worker with `--observe-listen`: `/readyz` is 200 once
+/// NATS and PostgreSQL answer, 503 naming NATS while nats-server is down (kill -9), 200
+/// again after its restart; `/metrics` has the bus series (connection state, reconnects,
+/// publishes, PubAck latency, worker results, consumer pending) and passes `promtool check
+/// metrics` when promtool is installed (scripts/check-metrics installs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_worker_readyz_and_metrics_follow_nats() {
+    let mut nats = Nats::start();
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("database-url");
+    std::fs::write(&url_file, db.url()).unwrap();
+    let config = dir.path().join("observe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nbackend = \"postgres\"\ndatabase_url_file = \"{}\"\n\n\
+             [bus]\nnats_urls = [\"{}\"]\nack_wait = \"2s\"\n",
+            url_file.display(),
+            nats.url()
+        ),
+    )
+    .unwrap();
+    let (ingest_obs, worker_obs) = (free_addr(), free_addr());
+    let grpc = free_addr().to_string();
+    let ingest_data = dir.path().join("ingest").display().to_string();
+    let ingest_observe = ingest_obs.to_string();
+    let mut ingest = Worker::server(
+        &[
+            "--role",
+            "ingest",
+            "--grpc-listen",
+            &grpc,
+            "--data-dir",
+            &ingest_data,
+            "--observe-listen",
+            &ingest_observe,
+        ],
+        &config,
+        dir.path().join("ingest.log"),
+    );
+    let worker_observe = worker_obs.to_string();
+    let mut worker = Worker::server(
+        &["--role", "worker", "--observe-listen", &worker_observe],
+        &config,
+        dir.path().join("worker.log"),
+    );
+    let within = Duration::from_secs(60);
+    for (addr, what) in [(ingest_obs, "ingest"), (worker_obs, "worker")] {
+        wait_http(
+            addr,
+            "/readyz",
+            &format!("{what} ready"),
+            within,
+            &[&ingest, &worker],
+            |s, _| s == 200,
+        )
+        .await;
+    }
+
+    // Batches through the bus: the worker counts what it stored.
+    let publisher = BusPublisher::connect(BusConfig::new(nats.url()))
+        .await
+        .unwrap();
+    let agent = AgentId::new("observe-0").unwrap();
+    let t = UnixMillis::now().as_millis();
+    for seq in 1..=5u64 {
+        let ack = publisher
+            .publish(&verified(&agent, seq, t + i64::try_from(seq).unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(ack.status, AckStatus::Accepted as i32, "{ack:?}");
+    }
+    drop(publisher);
+    let worker_page = wait_http(
+        worker_obs,
+        "/metrics",
+        "worker counted 5 stored batches and nothing pending",
+        within,
+        &[&worker],
+        |s, b| {
+            s == 200
+                && sample(b, "sentra_bus_worker_messages_total{result=\"accepted\"}") == Some(5.0)
+                && sample(b, "sentra_bus_consumer_pending") == Some(0.0)
+        },
+    )
+    .await;
+    let ingest_page = http_get(ingest_obs, "/metrics").unwrap().1;
+    for (page, wants) in [
+        (
+            &ingest_page,
+            &[
+                "# TYPE sentra_bus_publishes_total counter",
+                "# TYPE sentra_bus_puback_seconds histogram",
+                "sentra_bus_connected 1",
+                "sentra_bus_reconnects_total 0",
+                "sentra_component_ready{component=\"nats\"} 1",
+                "sentra_component_ready{component=\"postgres\"} 1",
+                "sentra_database_reachable 1",
+                "# TYPE sentra_transport_connections_closed_total counter",
+            ][..],
+        ),
+        (
+            &worker_page,
+            &[
+                "sentra_bus_connected 1",
+                "sentra_bus_redeliveries_total 0",
+                "sentra_bus_dead_letters_total 0",
+                "sentra_bus_consumer_ack_pending 0",
+                "sentra_component_ready{component=\"storage\"} 1",
+                "sentra_database_reachable 1",
+                "# TYPE sentra_ingest_commit_duration_seconds histogram",
+            ][..],
+        ),
+    ] {
+        for want in wants {
+            assert!(page.contains(want), "{want} missing in\n{page}");
+        }
+    }
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .output()
+    {
+        Err(_) => println!("promtool not installed: metric names not linted here"),
+        Ok(_) => {
+            for (what, page) in [("ingest", &ingest_page), ("worker", &worker_page)] {
+                use std::io::Write as _;
+                let mut child = Command::new("promtool")
+                    .args(["check", "metrics"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(page.as_bytes())
+                    .unwrap();
+                let out = child.wait_with_output().unwrap();
+                let said = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(
+                    out.status.success() && said.trim().is_empty(),
+                    "promtool check metrics on the {what}'s /metrics: {said}\n{page}"
+                );
+            }
+        }
+    }
+
+    // NATS dies: both say so on /readyz and /metrics; then it comes back.
+    nats.kill9();
+    for (addr, what) in [(ingest_obs, "ingest"), (worker_obs, "worker")] {
+        let body = wait_http(
+            addr,
+            "/readyz",
+            &format!("{what} /readyz 503 naming NATS"),
+            within,
+            &[&ingest, &worker],
+            |s, b| s == 503 && b.contains("\"component\":\"nats\"") && b.contains("NATS"),
+        )
+        .await;
+        assert!(body.contains("\"status\":\"unavailable\""), "{body}");
+        wait_http(
+            addr,
+            "/metrics",
+            &format!("{what} sentra_bus_connected 0"),
+            within,
+            &[&ingest, &worker],
+            |s, b| s == 200 && sample(b, "sentra_bus_connected") == Some(0.0),
+        )
+        .await;
+    }
+    nats.start_again();
+    for (addr, what) in [(ingest_obs, "ingest"), (worker_obs, "worker")] {
+        wait_http(
+            addr,
+            "/readyz",
+            &format!("{what} ready again after the NATS restart"),
+            within,
+            &[&ingest, &worker],
+            |s, _| s == 200,
+        )
+        .await;
+        let page = http_get(addr, "/metrics").unwrap().1;
+        assert!(
+            sample(&page, "sentra_bus_reconnects_total").is_some_and(|n| n >= 1.0),
+            "{what}: {page}"
+        );
+    }
+    ingest.stop();
+    worker.stop();
+}

@@ -88,6 +88,9 @@ use sentra_core::{
 
 use crate::{BoxError, Error, Ingest, IngestService, Result};
 
+mod metrics;
+pub use metrics::BusMetrics;
+
 /// The header carrying the envelope's fingerprint (hex of its 32-byte tag).
 pub const HEADER_FINGERPRINT: &str = "Sentra-Fingerprint";
 /// The header of a dead-lettered message that says why.
@@ -188,7 +191,9 @@ fn bus<E: Into<BoxError>>(context: &'static str) -> impl FnOnce(E) -> Error {
 async fn connect(
     cfg: &BusConfig,
     role: &'static str,
+    metrics: &BusMetrics,
 ) -> Result<(async_nats::Client, jetstream::Context)> {
+    let events = metrics.clone();
     let options = match &cfg.credentials_file {
         None => async_nats::ConnectOptions::new(),
         // The error says which file, never what is in it.
@@ -202,15 +207,20 @@ async fn connect(
     let client = options
         .name(format!("sentra-{role}"))
         .connection_timeout(cfg.timeout)
-        .event_callback(move |event| async move {
-            match event {
-                async_nats::Event::Connected => {
-                    tracing::info!(role, "NATS connection (re)established")
+        .event_callback(move |event| {
+            let metrics = events.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        metrics.connection(true);
+                        tracing::info!(role, "NATS connection (re)established")
+                    }
+                    async_nats::Event::Disconnected => {
+                        metrics.connection(false);
+                        tracing::warn!(role, "NATS connection lost; reconnecting with backoff");
+                    }
+                    other => tracing::warn!(role, event = %other, "NATS connection event"),
                 }
-                async_nats::Event::Disconnected => {
-                    tracing::warn!(role, "NATS connection lost; reconnecting with backoff");
-                }
-                other => tracing::warn!(role, event = %other, "NATS connection event"),
             }
         })
         // Several servers: the client picks one and fails over to the others.
@@ -282,6 +292,7 @@ pub struct BusPublisher {
     client: async_nats::Client,
     js: jetstream::Context,
     cfg: Arc<BusConfig>,
+    metrics: BusMetrics,
 }
 
 impl fmt::Debug for BusPublisher {
@@ -299,11 +310,22 @@ impl BusPublisher {
     ///
     /// [`Error::Bus`] when NATS is unreachable or JetStream refuses the stream config.
     pub async fn connect(cfg: BusConfig) -> Result<Self> {
-        let (client, js) = connect(&cfg, "ingest").await?;
+        Self::connect_with(cfg, BusMetrics::new()).await
+    }
+
+    /// As [`connect`](Self::connect), counting in `metrics` (registered by the caller,
+    /// e.g. before the first connection attempt so `/metrics` answers meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(cfg: BusConfig, metrics: BusMetrics) -> Result<Self> {
+        let (client, js) = connect(&cfg, "ingest", &metrics).await?;
         Ok(Self {
             client,
             js,
             cfg: Arc::new(cfg),
+            metrics,
         })
     }
 
@@ -311,6 +333,12 @@ impl BusPublisher {
     #[must_use]
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
+    }
+
+    /// The bus series this publisher counts in.
+    #[must_use]
+    pub fn metrics(&self) -> &BusMetrics {
+        &self.metrics
     }
 
     /// Puts one verified batch on the bus and answers the agent (see the
@@ -325,6 +353,7 @@ impl BusPublisher {
         let agent = verified.agent_id();
         let seq = verified.seq();
         if let Err(e) = verified.decode_batch() {
+            self.metrics.publish("rejected");
             return Ok(ack(
                 agent,
                 seq,
@@ -334,6 +363,7 @@ impl BusPublisher {
             ));
         }
         if !self.is_connected() {
+            self.metrics.publish("failed");
             return Err(Error::Bus {
                 context: "publishing a batch",
                 source: "not connected to NATS (reconnecting)".into(),
@@ -345,15 +375,30 @@ impl BusPublisher {
             format!("{}:{}", agent.as_str(), seq.get()).as_str(),
         );
         headers.insert(HEADER_FINGERPRINT, hex(verified.fingerprint()).as_str());
-        let pending = self
-            .js
-            .publish_with_headers(self.cfg.subject(agent), headers, verified.payload().clone())
-            .await
-            .map_err(bus("publishing a batch"))?;
-        // The second future: the PubAck. Without awaiting it the publish is fire-and-forget.
-        let pub_ack = pending
-            .await
-            .map_err(bus("waiting for JetStream's PubAck"))?;
+        let started = std::time::Instant::now();
+        let published = async {
+            let pending = self
+                .js
+                .publish_with_headers(self.cfg.subject(agent), headers, verified.payload().clone())
+                .await
+                .map_err(bus("publishing a batch"))?;
+            // The second future: the PubAck. Without awaiting it the publish is
+            // fire-and-forget.
+            pending.await.map_err(bus("waiting for JetStream's PubAck"))
+        };
+        let pub_ack = match published.await {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics.publish("failed");
+                return Err(e);
+            }
+        };
+        self.metrics.puback(started.elapsed().as_secs_f64());
+        self.metrics.publish(if pub_ack.duplicate {
+            "duplicate"
+        } else {
+            "accepted"
+        });
         if pub_ack.duplicate {
             Ok(ack(
                 agent,
@@ -463,11 +508,13 @@ fn bump(c: &AtomicU64) {
 /// [`Ingest`]; see the [module docs](self). Cloning is cheap; clones share the counters.
 #[derive(Clone)]
 pub struct BusWorker {
+    client: async_nats::Client,
     js: jetstream::Context,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     service: IngestService,
     cfg: Arc<BusConfig>,
     counts: Arc<Counts>,
+    metrics: BusMetrics,
 }
 
 impl fmt::Debug for BusWorker {
@@ -493,7 +540,20 @@ impl BusWorker {
     ///
     /// [`Error::Bus`] when NATS is unreachable or refuses the stream/consumer config.
     pub async fn connect(cfg: BusConfig, ingest: &Ingest) -> Result<Self> {
-        let (_client, js) = connect(&cfg, "worker").await?;
+        Self::connect_with(cfg, ingest, BusMetrics::new()).await
+    }
+
+    /// As [`connect`](Self::connect), counting in `metrics` (registered by the caller).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(
+        cfg: BusConfig,
+        ingest: &Ingest,
+        metrics: BusMetrics,
+    ) -> Result<Self> {
+        let (client, js) = connect(&cfg, "worker", &metrics).await?;
         let stream = js
             .get_stream(&cfg.stream)
             .await
@@ -514,12 +574,43 @@ impl BusWorker {
             .await
             .map_err(bus("creating the workers' durable consumer"))?;
         Ok(Self {
+            client,
             js,
             consumer,
             service: ingest.service(),
             cfg: Arc::new(cfg),
             counts: Arc::default(),
+            metrics,
         })
+    }
+
+    /// Whether the client is connected right now (for `/readyz`).
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    /// The bus series this worker counts in.
+    #[must_use]
+    pub fn metrics(&self) -> &BusMetrics {
+        &self.metrics
+    }
+
+    /// Asks JetStream how many messages wait for the workers' consumer (not delivered yet,
+    /// and delivered but unacknowledged) and updates `sentra_bus_consumer_pending` and
+    /// `sentra_bus_consumer_ack_pending`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bus`] when JetStream does not answer (not connected, timeout).
+    pub async fn refresh_pending(&self) -> Result<(u64, usize)> {
+        let info = self
+            .consumer
+            .get_info()
+            .await
+            .map_err(bus("reading the workers' consumer info"))?;
+        self.metrics.pending(info.num_pending, info.num_ack_pending);
+        Ok((info.num_pending, info.num_ack_pending))
     }
 
     /// The counters so far.
@@ -595,6 +686,7 @@ impl BusWorker {
         let delivered = msg.info().map_or(1, |i| i.delivered);
         if delivered > 1 {
             bump(&self.counts.redelivered);
+            self.metrics.redelivered();
         }
         let handled = self.apply(&msg, delivered).await;
         match handled {
@@ -643,10 +735,17 @@ impl BusWorker {
         {
             Ok(a) => {
                 match AckStatus::try_from(a.status) {
-                    Ok(AckStatus::Accepted) => bump(&self.counts.accepted),
-                    Ok(AckStatus::Duplicate) => bump(&self.counts.duplicates),
+                    Ok(AckStatus::Accepted) => {
+                        bump(&self.counts.accepted);
+                        self.metrics.message("accepted");
+                    }
+                    Ok(AckStatus::Duplicate) => {
+                        bump(&self.counts.duplicates);
+                        self.metrics.message("duplicate");
+                    }
                     _ => {
                         bump(&self.counts.rejected);
+                        self.metrics.message("rejected");
                         tracing::info!(%agent, %seq, detail = %a.detail, "bus batch refused by the store");
                     }
                 }
@@ -654,6 +753,7 @@ impl BusWorker {
             }
             Err(e) => {
                 bump(&self.counts.failed);
+                self.metrics.message("failed");
                 if delivered >= self.cfg.max_deliver {
                     Handled::Dead(format!("store failed on the last delivery: {e}"))
                 } else {
@@ -691,6 +791,7 @@ impl BusWorker {
         match published.await {
             Ok(()) => {
                 bump(&self.counts.dead_lettered);
+                self.metrics.dead_lettered();
                 if let Err(e) = msg.double_ack_with(AckKind::Term).await {
                     tracing::warn!(error = %e, "terminating a dead-lettered message failed");
                 }
