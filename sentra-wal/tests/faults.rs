@@ -372,3 +372,63 @@ fn enospc_creating_a_segment_is_retried_and_open_survives_it() {
     assert!(rep.losses.is_empty() && rep.damage.is_empty(), "{rep:?}");
     assert_eq!(lsns(&read_all(&wal, 1)), vec![1, 2, 3, 4]);
 }
+
+#[test]
+fn preallocation_that_does_not_fit_falls_back_to_growing_and_survives_a_power_cut() {
+    // Preallocation is the default. 64 KiB segments on a file system with 40 KiB left: the
+    // zero fill fails with ENOSPC, is released, the segment grows; appends take what fits.
+    let fs = SimFs::new();
+    let opts = Options::default().segment_size(64 << 10).disk_cap(1 << 30);
+    fs.set_capacity(Some(40 << 10));
+    let (wal, _) = Wal::open_with(Arc::new(fs.clone()), DIR, opts.clone()).unwrap();
+    assert_eq!(wal.stats().growing_segments, 1, "{:?}", wal.stats());
+    assert!(
+        fs.used_bytes() < 16 << 10,
+        "the partial fill was released: {} bytes used",
+        fs.used_bytes()
+    );
+    let mut acked = Vec::new();
+    let err = loop {
+        let i = acked.len() as u64 + 1;
+        match wal.append(&[i as u8; 300]) {
+            Ok(lsn) => {
+                assert_eq!(lsn, i);
+                acked.push(lsn);
+            }
+            Err(e) => break e,
+        }
+        assert!(acked.len() < 1000, "the file system never filled up");
+    };
+    assert!(err.is_disk_full(), "{err:?}");
+    assert!(!wal.stats().poisoned);
+    assert!(acked.len() > 50, "appends went on in the growing segment");
+    // Power cut with the disk full: recovery returns exactly the acknowledged records.
+    drop(wal);
+    fs.crash(11);
+    fs.set_capacity(None);
+    let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, opts).unwrap();
+    assert!(rep.losses.is_empty() && rep.damage.is_empty(), "{rep:?}");
+    assert_eq!(lsns(&read_all(&wal, 1)), acked);
+    // With room again the (continued) tail is preallocated and appends go on.
+    assert_eq!(wal.stats().growing_segments, 0);
+    assert_eq!(wal.append(b"more").unwrap(), acked.len() as u64 + 1);
+}
+
+#[test]
+fn efbig_while_preallocating_falls_back_to_growing() {
+    let fs = SimFs::new();
+    let opts = Options::default().segment_size(64 << 10).disk_cap(1 << 30);
+    let wal = open(&fs, opts.clone());
+    wal.append(b"first").unwrap();
+    // Rotation writes the seal, then the next segment's header, then its zero fill: the
+    // fill (third write) hits a file-size limit.
+    fs.inject(FaultOp::Write, 2, ErrorKind::FileTooLarge, false);
+    wal.rotate().unwrap();
+    assert_eq!(wal.stats().growing_segments, 1);
+    assert_eq!(wal.append(b"second").unwrap(), 2);
+    assert!(!wal.stats().poisoned);
+    wal.close().unwrap();
+    let (wal, rep) = Wal::open_with(Arc::new(fs.clone()), DIR, opts).unwrap();
+    assert!(rep.losses.is_empty() && rep.damage.is_empty(), "{rep:?}");
+    assert_eq!(lsns(&read_all(&wal, 1)), vec![1, 2]);
+}
