@@ -737,14 +737,21 @@ fn sample(page: &str, series: &str) -> Option<f64> {
 }
 
 /// An ingest server and a storage worker with `--observe-listen`: `/readyz` is 200 once
-/// NATS and PostgreSQL answer, 503 naming NATS while nats-server is down (kill -9), 200
-/// again after its restart; `/metrics` has the bus series (connection state, reconnects,
+/// NATS and PostgreSQL answer, 503 naming NATS while nats-server is down (kill -9), 503
+/// naming PostgreSQL while it is stopped (immediate), 200 again after each restart; `/metrics` has the bus series (connection state, reconnects,
 /// publishes, PubAck latency, worker results, consumer pending) and passes `promtool check
 /// metrics` when promtool is installed (scripts/check-metrics installs it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_and_worker_readyz_and_metrics_follow_nats() {
     let mut nats = Nats::start();
-    let db = TestDb::new().await.unwrap();
+    // A private cluster: this test stops PostgreSQL too.
+    let pg = std::sync::Arc::new(
+        tokio::task::spawn_blocking(sentra_testkit::PgServer::start)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a PostgreSQL cluster of this test: {e}")),
+    );
+    let db = TestDb::on(&pg).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url_file = dir.path().join("database-url");
     std::fs::write(&url_file, db.url()).unwrap();
@@ -930,6 +937,40 @@ async fn ingest_and_worker_readyz_and_metrics_follow_nats() {
             sample(&page, "sentra_bus_reconnects_total").is_some_and(|n| n >= 1.0),
             "{what}: {page}"
         );
+    }
+
+    // PostgreSQL stops (immediate): both name it on /readyz; then it comes back.
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.crash())
+        .await
+        .unwrap()
+        .unwrap();
+    for (addr, what) in [(ingest_obs, "ingest"), (worker_obs, "worker")] {
+        wait_http(
+            addr,
+            "/readyz",
+            &format!("{what} /readyz 503 naming PostgreSQL"),
+            within,
+            &[&ingest, &worker],
+            |s, b| s == 503 && b.contains("\"component\":\"postgres\"") && b.contains("PostgreSQL"),
+        )
+        .await;
+    }
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.start_again())
+        .await
+        .unwrap()
+        .unwrap();
+    for (addr, what) in [(ingest_obs, "ingest"), (worker_obs, "worker")] {
+        wait_http(
+            addr,
+            "/readyz",
+            &format!("{what} ready again after the PostgreSQL restart"),
+            within,
+            &[&ingest, &worker],
+            |s, _| s == 200,
+        )
+        .await;
     }
     ingest.stop();
     worker.stop();
