@@ -296,6 +296,73 @@ impl Ingest {
         })
     }
 
+    /// A pipeline without a writer over `reader`, for a bus follower
+    /// ([`bus::jetstream::BusFollower`]): queries and ledgers read the store; the status
+    /// cache and subscribers are fed with [`Ingest::observe`]; pushes, `reset_sequence`,
+    /// `delete_agent`, `flush` and maintenance answer [`Error::Closed`] (storage workers
+    /// write).
+    #[cfg(all(feature = "jetstream", feature = "postgres"))]
+    pub(crate) fn without_writer(reader: Reader, config: Config) -> Self {
+        let (tx, _) = mpsc::channel(1);
+        let (events, _) = broadcast::channel(config.subscriber_capacity.max(1));
+        let (stop, _) = watch::channel(false);
+        Self {
+            service: IngestService {
+                tx: tx.clone(),
+                counters: Arc::default(),
+                max_future_skew_ms: config::millis(config.max_future_skew),
+            },
+            status: StatusCache::new(config.presence),
+            query: Query::new(reader.clone(), config.limits, config.retention),
+            events: std::sync::Mutex::new(Some(events)),
+            maintainer: Arc::new(Maintainer {
+                reader,
+                tx,
+                dirty: writer::Dirty::default(),
+                retention: (
+                    config.retention,
+                    config.rollup_1m_retention,
+                    config.rollup_1h_retention,
+                ),
+            }),
+            health: watch::Sender::new(IngestHealth::ok()),
+            stop,
+            tasks: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A batch another process stored (a storage worker), seen on the bus: updates the
+    /// status cache (newest status kept) and tells subscribers.
+    #[cfg(all(feature = "jetstream", feature = "postgres"))]
+    pub(crate) fn observe(&self, agent: &AgentId, seq: Seq, received: UnixMillis, batch: Batch) {
+        self.status.touch(agent, received, seq.get());
+        self.status.apply_wg(&batch);
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = events.as_ref() {
+            let _ = tx.send(Arc::new(StoredBatch {
+                agent_id: agent.clone(),
+                seq,
+                received,
+                batch: Arc::new(batch),
+            }));
+        }
+    }
+
+    /// Restores one agent's status at start (a bus follower's warm-up from the store).
+    #[cfg(all(feature = "jetstream", feature = "postgres"))]
+    pub(crate) fn restore_status(
+        &self,
+        agent: &AgentId,
+        last_seen: i64,
+        high_water: u64,
+        status: Option<&Batch>,
+    ) {
+        self.status.restore(agent, last_seen, high_water, status);
+    }
+
     /// The pipeline service (cheap to clone). Mount it in the transport server.
     #[must_use]
     pub fn service(&self) -> IngestService {

@@ -101,9 +101,10 @@ pub(crate) struct Cli {
     pub(crate) alerts: crate::alerts::AlertsArgs,
     /// What this process does: all (gRPC ingest, storage, REST API in one process; the
     /// default), ingest (gRPC only: verifies pushes and puts them on NATS JetStream, acks
-    /// after the PubAck; keys from the PostgreSQL control database) or worker (pulls batches
-    /// from NATS JetStream into the PostgreSQL database). ingest and worker need `[bus]
-    /// nats_urls` and a PostgreSQL database.
+    /// after the PubAck; keys from the PostgreSQL control database), worker (pulls batches
+    /// from NATS JetStream into the PostgreSQL database) or api (REST API and dashboard on
+    /// the PostgreSQL databases, live status followed from NATS JetStream). ingest, worker
+    /// and api need `[bus] nats_urls` and a PostgreSQL database.
     #[arg(long, env = "SENTRA_ROLE", value_enum)]
     pub(crate) role: Option<Role>,
     /// Where an ingest or worker process serves GET /readyz, /healthz and /metrics
@@ -123,6 +124,10 @@ pub(crate) enum Role {
     Ingest,
     /// A storage worker: a durable JetStream consumer feeding the PostgreSQL store.
     Worker,
+    /// The REST API, dashboard, `/metrics` and `/readyz` on the shared PostgreSQL stores (no
+    /// gRPC ingest, no writer); its status cache, live stream and alert engine follow the
+    /// JetStream bus.
+    Api,
 }
 
 /// Where the server stores metrics and the control plane.
@@ -415,6 +420,21 @@ impl Config {
                 );
             }
         }
+        if role == Role::Api {
+            if bus.is_none() {
+                bail!(
+                    "--role api follows the fleet on the NATS bus: [bus] nats_urls in the \
+                     config file"
+                );
+            }
+            if database_url.is_none() || control_database_url.is_none() {
+                bail!(
+                    "--role api serves the shared PostgreSQL stores: add --storage-backend \
+                     postgres and a database URL (--database-url-file, SENTRA_DATABASE_URL or \
+                     [storage] database_url_file)"
+                );
+            }
+        }
         let config = Self {
             data_dir: cli
                 .data_dir
@@ -468,10 +488,10 @@ impl Config {
             );
         }
         if let Some(addr) = self.observe_listen {
-            if self.role == Role::All {
+            if matches!(self.role, Role::All | Role::Api) {
                 bail!(
                     "[observe] listen / --observe-listen is for --role ingest and worker; a \
-                     --role all server serves /readyz and /metrics on its REST API"
+                     --role all or api server serves /readyz and /metrics on its REST API"
                 );
             }
             if !addr.ip().is_loopback() && !self.allow_plaintext {

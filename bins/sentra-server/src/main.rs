@@ -90,6 +90,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     match config.role {
         Role::Worker => return run_worker(config).await,
         Role::Ingest => return run_ingest(config).await,
+        Role::Api => return run_api(config).await,
         Role::All => {}
     }
     sentra_transport::tls::install_crypto_provider();
@@ -192,41 +193,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     readiness.set_ready(GRPC);
 
     // REST API.
-    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
-        .await
-        .with_context(|| format!("binding the REST API to {}", config.api_listen))?;
-    let api_addr = api_listener.local_addr()?;
-    let router = api.router();
-    let mut rest = match &config.api_tls {
-        Some((cert, key)) => {
-            use axum::serve::ListenerExt as _;
-            let tls = sentra_api::ApiTls::from_files(cert, key)
-                .context("loading the REST API TLS certificate and key")?;
-            // `tap_io` keeps `ConnectInfo<SocketAddr>` (the per-address login limit) working.
-            let listener = sentra_api::TlsListener::new(api_listener, tls)?.tap_io(|_| {});
-            tokio::spawn(
-                axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(wait(stop_rx.clone()))
-                .into_future(),
-            )
-        }
-        None => tokio::spawn(
-            axum::serve(
-                api_listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(wait(stop_rx.clone()))
-            .into_future(),
-        ),
-    };
-    let api_scheme = if config.api_tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let (api_addr, api_scheme, mut rest) = serve_rest(&config, &api, stop_rx.clone()).await?;
     readiness.set_ready(REST);
 
     let scheme = if config.tls.is_some() {
@@ -340,6 +307,215 @@ async fn run(config: Config) -> anyhow::Result<()> {
     flushed
         .map_err(|_| anyhow!("flushing the metrics store did not finish within 30 s"))?
         .context("flushing the metrics store")?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Binds and serves the REST API (with TLS if configured) until `stop`: the address,
+/// the scheme and the server task.
+async fn serve_rest(
+    config: &Config,
+    api: &sentra_api::Api,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, &'static str, JoinHandle<std::io::Result<()>>)> {
+    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .with_context(|| format!("binding the REST API to {}", config.api_listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let router = api.router();
+    let rest = match &config.api_tls {
+        Some((cert, key)) => {
+            use axum::serve::ListenerExt as _;
+            let tls = sentra_api::ApiTls::from_files(cert, key)
+                .context("loading the REST API TLS certificate and key")?;
+            // `tap_io` keeps `ConnectInfo<SocketAddr>` (the per-address login limit) working.
+            let listener = sentra_api::TlsListener::new(api_listener, tls)?.tap_io(|_| {});
+            tokio::spawn(
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(wait(stop))
+                .into_future(),
+            )
+        }
+        None => tokio::spawn(
+            axum::serve(
+                api_listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(wait(stop))
+            .into_future(),
+        ),
+    };
+    let scheme = if config.api_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Ok((api_addr, scheme, rest))
+}
+
+/// `--role api`: the REST API, dashboard, `/metrics` and `/readyz` on the shared PostgreSQL
+/// control and metric stores, with no gRPC ingest and no writer. Its status cache, live
+/// stream (`/api/v1/status/stream`) and alert engine follow the JetStream bus (an ephemeral
+/// ordered consumer, see `sentra_ingest::bus::jetstream::BusFollower`), warmed up from the
+/// metric store at start. With NATS unreachable `/readyz` is 503 naming nats and the REST
+/// API still serves what is stored.
+async fn run_api(config: Config) -> anyhow::Result<()> {
+    use sentra_ingest::bus::jetstream::{BusFollower, BusMetrics, open_follower_store};
+    sentra_transport::tls::install_crypto_provider();
+    let (Some(bus), Some(url), Some(control_url)) = (
+        config.bus.clone(),
+        config.database_url.clone(),
+        config.control_database_url.clone(),
+    ) else {
+        anyhow::bail!("--role api needs [bus] nats_urls and the PostgreSQL databases");
+    };
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    restrict_dir(&config.data_dir)?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let mut api_config = sentra_api::ApiConfig::default();
+    api_config.store.lock_data_dir = true;
+    api_config.metrics_token = config.metrics_token.clone();
+    api_config.metrics_peer_endpoints = config.metrics_peer_endpoints;
+    // PostgreSQL may still be starting: retry with backoff, as the other roles do.
+    let mut backoff = Duration::from_millis(200);
+    let (ingest, store) = loop {
+        let attempt = async {
+            let mut ingest_config = sentra_ingest::Config::default();
+            ingest_config.retention = config.retention;
+            // The errors name host, port, database and user, never the URL.
+            let ingest = open_follower_store(url.expose_secret(), ingest_config)
+                .await
+                .context("opening the PostgreSQL metric store (read-only)")?;
+            let store = sentra_control::ControlStore::open_postgres(
+                control_url.expose_secret(),
+                api_config.store.clone(),
+            )
+            .await
+            .context("opening the PostgreSQL control database")?;
+            anyhow::Ok((ingest, store))
+        };
+        match attempt.await {
+            Ok(o) => break o,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), retry_in = ?backoff, "api server not started yet");
+                tokio::select! {
+                    () = &mut stop => {
+                        info!("shutdown requested");
+                        return Ok(());
+                    }
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let ingest = Arc::new(ingest);
+    let api =
+        sentra_api::Api::open_with_store(&config.data_dir, store, api_config, Some(ingest.clone()))
+            .await
+            .with_context(|| format!("opening the API in {}", config.data_dir.display()))?;
+    let readiness = api.readiness().clone();
+    readiness.set_failing(observe::NATS, "connecting to NATS JetStream");
+    let bus_metrics = BusMetrics::new();
+    api.register_metrics(|r| bus_metrics.register(r));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Fed from the bus like the status cache; with `[alerts] lease = true` one API server
+    // evaluates the whole fleet.
+    let alert_engine = alerts::start(
+        &config.alerts,
+        &config.data_dir,
+        &api,
+        &ingest,
+        Some(control_url.expose_secret()),
+    )?;
+    let (api_addr, api_scheme, mut rest) = serve_rest(&config, &api, stop_rx.clone()).await?;
+    readiness.set_ready(REST);
+    let follower: Arc<std::sync::OnceLock<Arc<BusFollower>>> = Arc::default();
+    let mut follow = {
+        let follower = Arc::clone(&follower);
+        let ingest = Arc::clone(&ingest);
+        let readiness = readiness.clone();
+        let stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            let f = loop {
+                match BusFollower::connect_with(bus.clone(), bus_metrics.clone()).await {
+                    Ok(f) => break Arc::new(f),
+                    Err(e) => {
+                        let why =
+                            format!("NATS JetStream unreachable: {:#}", anyhow::Error::new(e));
+                        warn!(error = %why, retry_in = ?backoff, "not following the bus yet");
+                        readiness.set_failing(observe::NATS, why);
+                        tokio::select! {
+                            () = wait(stop_rx.clone()) => return Ok(()),
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+            readiness.set_ready(observe::NATS);
+            let _ = follower.set(Arc::clone(&f));
+            f.run(&ingest, wait(stop_rx)).await
+        })
+    };
+    let probe = {
+        let follower = Arc::clone(&follower);
+        let readiness = readiness.clone();
+        tokio::spawn(observe::every_second(stop_rx.clone(), move || {
+            let connected = follower.get().map(|f| f.is_connected());
+            let readiness = readiness.clone();
+            async move {
+                match connected {
+                    Some(true) => readiness.set_ready(observe::NATS),
+                    Some(false) => readiness.set_failing(
+                        observe::NATS,
+                        "not connected to NATS JetStream (reconnecting with backoff); the live \
+                         status and alerts wait, stored data is served",
+                    ),
+                    None => {}
+                }
+            }
+        }))
+    };
+    info!(api = %format!("{api_scheme}://{api_addr}"), "sentra-server api ready (REST API, live status from NATS JetStream)");
+    eprintln!(
+        "sentra-server {} — api: REST API on PostgreSQL, live status from NATS JetStream\n  REST API     {api_scheme}://{api_addr}   (OpenAPI: /api/v1/openapi.json, Prometheus: /metrics)\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let died: Option<(&str, anyhow::Error)> = tokio::select! {
+        () = &mut stop => {
+            info!("shutdown requested");
+            None
+        }
+        e = task_end(REST, &mut rest) => Some((REST, e)),
+        e = task_end(FOLLOWER, &mut follow) => Some((FOLLOWER, e)),
+    };
+    if let Some((task, e)) = &died {
+        let message = format!("{e:#}");
+        error!(task, error = %message, "server task ended unexpectedly; stopping the server");
+        readiness.set_failing(task, message);
+    }
+    let _ = stop_tx.send(true);
+    probe.abort();
+    if !matches!(died, Some((REST, _))) {
+        match tokio::time::timeout(Duration::from_secs(10), rest).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => error!(error = %e, "REST server failed"),
+            Ok(Err(e)) => error!(error = %e, "REST server task failed"),
+            Err(_) => warn!("REST server did not stop within 10 s"),
+        }
+    }
+    alerts::shutdown(alert_engine).await;
+    drop(api);
+    if let Some((task, e)) = died {
+        return Err(e.context(format!("{task} ended unexpectedly")));
+    }
     info!("stopped");
     Ok(())
 }
@@ -706,6 +882,7 @@ const LOCAL_AGENT: &str = "local agent";
 const INGEST: &str = "ingest";
 const WORKER: &str = "storage worker";
 const OBSERVE: &str = "observe listener";
+const FOLLOWER: &str = "bus follower";
 
 /// Resolves when a supervised task ends, with why; a task's end is always an error here.
 async fn task_end<E>(what: &str, task: &mut JoinHandle<Result<(), E>>) -> anyhow::Error

@@ -975,3 +975,399 @@ async fn ingest_and_worker_readyz_and_metrics_follow_nats() {
     ingest.stop();
     worker.stop();
 }
+
+/// `METHOD path` on `addr` over HTTP/1.0 with an optional bearer token and JSON body:
+/// (status, body); `None` while nothing listens.
+fn http_req(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    s.write_all(req.as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// A batch of `agent` with one WireGuard interface and one peer whose counters grow with
+/// `seq`, signed with the agent's enrolled key.
+fn wg_envelope(e: &sentra_control::Enrolment, seq: u64, t: i64) -> sentra_core::proto::SignedBatch {
+    let ts = t + i64::try_from(seq).unwrap() * 1000;
+    let mut b = Batch::new(
+        e.agent_id.clone(),
+        Seq::new(seq).unwrap(),
+        UnixMillis::from_millis(ts),
+    );
+    b.samples = vec![Sample {
+        name: "scaleout_follow".parse().unwrap(),
+        labels: Labels::from_pairs([("k", "v")]).unwrap(),
+        timestamp: UnixMillis::from_millis(ts),
+        value: Value::Gauge(f64::from(u32::try_from(seq).unwrap())),
+    }];
+    b.wg_devices = vec![sentra_core::WgDevice {
+        name: "wg0".to_owned(),
+        ifindex: 3,
+        public_key: Some(sentra_core::WgPublicKey::from_bytes([7; 32])),
+        listen_port: 51820,
+        fwmark: 0,
+        peers: vec![sentra_core::WgPeer {
+            public_key: sentra_core::WgPublicKey::from_bytes([9; 32]),
+            endpoint: Some("192.0.2.1:51820".parse().unwrap()),
+            allowed_ips: vec!["10.0.0.2/32".parse().unwrap()],
+            last_handshake: Some(UnixMillis::from_millis(ts - 5000)),
+            rx_bytes: 1000 * seq,
+            tx_bytes: 500 * seq,
+            persistent_keepalive_s: Some(25),
+            has_preshared_key: false,
+        }],
+    }];
+    Signer::new(e.agent_id.clone(), e.key_id, &e.secret).sign_batch(
+        &b,
+        UnixMillis::now(),
+        Nonce::random(),
+    )
+}
+
+/// Pushes `env` to the ingest server until it is acknowledged (bounded).
+async fn push_until_acked(
+    grpc: std::net::SocketAddr,
+    env: sentra_core::proto::SignedBatch,
+    procs: &[&Worker],
+) {
+    let client = sentra_transport::Client::builder(format!("http://{grpc}"))
+        .retry(sentra_transport::RetryConfig::disabled())
+        .attempt_timeout(Duration::from_secs(10))
+        .deadline(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.push(env.clone()).await {
+            Ok(ack) if ack.status() == AckStatus::Accepted => return,
+            Ok(ack) => panic!("push refused: {ack:?}"),
+            Err(err) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "push not acknowledged within 60 s: {err}\n{}",
+                    procs
+                        .iter()
+                        .map(|p| p.logs())
+                        .collect::<Vec<_>>()
+                        .join("\n----\n")
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// The agent's entry in a `/api/v1/status` answer: (high water, peers as
+/// `(public_key, endpoint, rx, tx, allowed_ips)`).
+fn agent_in(body: &str, agent: &str) -> Option<(u64, Vec<String>)> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let a = v["agents"]
+        .as_array()?
+        .iter()
+        .find(|a| a["agent_id"] == agent)?;
+    let peers = a["interfaces"]
+        .as_array()?
+        .iter()
+        .flat_map(|i| i["peers"].as_array().cloned().unwrap_or_default())
+        .map(|p| {
+            format!(
+                "{} {} {} {} {}",
+                p["public_key"], p["endpoint"], p["rx_bytes"], p["tx_bytes"], p["allowed_ips"]
+            )
+        })
+        .collect();
+    Some((a["high_water"].as_u64()?, peers))
+}
+
+/// Polls `/api/v1/status` of `addr` until `agent` is at `seq` (bounded): its entry.
+async fn wait_status(
+    addr: std::net::SocketAddr,
+    token: &str,
+    agent: &str,
+    seq: u64,
+    within: Duration,
+    procs: &[&Worker],
+) -> (u64, Vec<String>) {
+    let deadline = Instant::now() + within;
+    loop {
+        let tk = token.to_owned();
+        let got = tokio::task::spawn_blocking(move || {
+            http_req(addr, "GET", "/api/v1/status", Some(&tk), None)
+        })
+        .await
+        .unwrap();
+        if let Some((200, body)) = &got
+            && let Some(a) = agent_in(body, agent)
+            && a.0 == seq
+        {
+            return a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr}: {agent} at seq {seq} not in /api/v1/status within {within:?}: {got:?}\n{}",
+            procs
+                .iter()
+                .map(|p| p.logs())
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `--role api` (issue 12): 1 ingest server, 1 storage worker and 2 API servers on one
+/// nats-server and PostgreSQL. An agent's batches pushed to the ingest server appear in
+/// `/api/v1/status` of both API servers (same seq, same peer data) and on the live stream
+/// of one; nats-server killed (-9): both `/readyz` 503 naming nats while the REST API still
+/// serves; restarted: ready again and new batches flow to both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_servers_follow_the_bus_status_stream_and_readyz() {
+    use std::io::{BufRead as _, Write as _};
+    let mut nats = Nats::start();
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("database-url");
+    std::fs::write(&url_file, db.url()).unwrap();
+    let config = dir.path().join("api.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nbackend = \"postgres\"\ndatabase_url_file = \"{}\"\n\n\
+             [bus]\nnats_urls = [\"{}\"]\nack_wait = \"2s\"\n",
+            url_file.display(),
+            nats.url()
+        ),
+    )
+    .unwrap();
+
+    // One enrolled agent and a viewer in the shared control database.
+    let mut opts = sentra_control::StoreOptions::default();
+    opts.password_cost = sentra_control::PasswordCost::insecure_for_tests();
+    opts.reload_interval = None;
+    let ops = sentra_control::ControlStore::open_postgres(db.url(), opts)
+        .await
+        .unwrap();
+    let token = ops
+        .issue_bootstrap_token(
+            &sentra_control::Actor::local(),
+            Duration::from_secs(600),
+            "scaleout",
+        )
+        .await
+        .unwrap();
+    let enrolment = ops.enroll(&token.token, "follow-0").await.unwrap();
+    let agent = enrolment.agent_id.as_str();
+    let password = "follow the bus, both of you";
+    ops.create_user(
+        &sentra_control::Actor::local(),
+        "viewer",
+        sentra_control::Password::new(password),
+        sentra_control::Role::Viewer,
+    )
+    .await
+    .unwrap();
+    drop(ops);
+
+    let grpc = free_addr();
+    let (grpc_s, ingest_dir) = (
+        grpc.to_string(),
+        dir.path().join("ingest").display().to_string(),
+    );
+    let mut ingest = Worker::server(
+        &[
+            "--role",
+            "ingest",
+            "--grpc-listen",
+            &grpc_s,
+            "--data-dir",
+            &ingest_dir,
+        ],
+        &config,
+        dir.path().join("ingest.log"),
+    );
+    let mut worker = Worker::start(&config, dir.path().join("worker.log"));
+    let apis = [free_addr(), free_addr()];
+    let mut api_servers: Vec<Worker> = (0..2)
+        .map(|i| {
+            let (listen, data) = (
+                apis[i].to_string(),
+                dir.path().join(format!("api-{i}")).display().to_string(),
+            );
+            Worker::server(
+                &[
+                    "--role",
+                    "api",
+                    "--api-listen",
+                    &listen,
+                    "--data-dir",
+                    &data,
+                ],
+                &config,
+                dir.path().join(format!("api-{i}.log")),
+            )
+        })
+        .collect();
+    let within = Duration::from_secs(60);
+    for (i, addr) in apis.iter().enumerate() {
+        wait_http(
+            *addr,
+            "/readyz",
+            &format!("api server {i} ready"),
+            within,
+            &[&api_servers[i]],
+            |s, _| s == 200,
+        )
+        .await;
+    }
+    let login = serde_json::json!({ "username": "viewer", "password": password }).to_string();
+    let tokens: Vec<String> = apis
+        .iter()
+        .map(|a| {
+            let (status, body) =
+                http_req(*a, "POST", "/api/v1/auth/login", None, Some(&login)).unwrap();
+            assert_eq!(status, 200, "login on {a}: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["access_token"].as_str().unwrap().to_owned()
+        })
+        .collect();
+
+    // A live-stream client on the first API server: every line it reads, on a channel.
+    let mut sse = std::net::TcpStream::connect(apis[0]).unwrap();
+    write!(
+        sse,
+        "GET /api/v1/status/stream HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        apis[0], tokens[0]
+    )
+    .unwrap();
+    let sse_closer = sse.try_clone().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(sse).lines() {
+            let Ok(line) = line else { return };
+            if line_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = |what: &str, ok: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match line_rx.recv_timeout(left) {
+                Ok(l) if ok(&l) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("live stream: no {what} within {within:?} ({e})"),
+            }
+        }
+    };
+    next_line("snapshot event", &|l| l == "event: snapshot");
+
+    let t = UnixMillis::now().as_millis();
+    for seq in 1..=2u64 {
+        push_until_acked(grpc, wg_envelope(&enrolment, seq, t), &[&ingest]).await;
+    }
+    let want_peer = format!(
+        "\"{}\" \"192.0.2.1:51820\" 2000 1000 [\"10.0.0.2/32\"]",
+        sentra_core::WgPublicKey::from_bytes([9; 32])
+    );
+    let mut seen = Vec::new();
+    for (i, addr) in apis.iter().enumerate() {
+        let got = wait_status(
+            *addr,
+            &tokens[i],
+            agent,
+            2,
+            within,
+            &[&api_servers[i], &worker],
+        )
+        .await;
+        assert_eq!(got.1, vec![want_peer.clone()], "api server {i}");
+        seen.push(got);
+    }
+    assert_eq!(seen[0], seen[1], "both API servers show the same fleet");
+    next_line("agent event of follow-0 seq 2", &|l| {
+        l.starts_with("data:")
+            && l.contains(&format!("\"agent_id\":\"{agent}\""))
+            && l.contains("\"seq\":2")
+    });
+
+    // NATS dies: both API servers say so on /readyz and still serve what is stored.
+    nats.kill9();
+    for (i, addr) in apis.iter().enumerate() {
+        wait_http(
+            *addr,
+            "/readyz",
+            &format!("api server {i} /readyz 503 naming nats"),
+            within,
+            &[&api_servers[i]],
+            |s, b| s == 503 && b.contains("\"component\":\"nats\"") && b.contains("NATS"),
+        )
+        .await;
+        let (status, body) =
+            http_req(*addr, "GET", "/api/v1/status", Some(&tokens[i]), None).unwrap();
+        assert_eq!(status, 200, "api server {i} without NATS: {body}");
+        assert_eq!(agent_in(&body, agent).map(|a| a.0), Some(2), "{body}");
+        let (status, body) =
+            http_req(*addr, "GET", "/api/v1/agents", Some(&tokens[i]), None).unwrap();
+        assert_eq!(status, 200, "api server {i} without NATS: {body}");
+        assert!(body.contains(agent), "{body}");
+    }
+    nats.start_again();
+    for (i, addr) in apis.iter().enumerate() {
+        wait_http(
+            *addr,
+            "/readyz",
+            &format!("api server {i} ready again after the NATS restart"),
+            within,
+            &[&api_servers[i]],
+            |s, _| s == 200,
+        )
+        .await;
+    }
+    push_until_acked(grpc, wg_envelope(&enrolment, 3, t), &[&ingest]).await;
+    for (i, addr) in apis.iter().enumerate() {
+        wait_status(
+            *addr,
+            &tokens[i],
+            agent,
+            3,
+            within,
+            &[&api_servers[i], &worker],
+        )
+        .await;
+    }
+    next_line("agent event of follow-0 seq 3", &|l| {
+        l.starts_with("data:")
+            && l.contains(&format!("\"agent_id\":\"{agent}\""))
+            && l.contains("\"seq\":3")
+    });
+    let _ = sse_closer.shutdown(std::net::Shutdown::Both);
+    for s in &mut api_servers {
+        s.stop();
+    }
+    ingest.stop();
+    worker.stop();
+}

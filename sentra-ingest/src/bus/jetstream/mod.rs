@@ -9,6 +9,10 @@
 //!                                     ──ack the message after the commit──▶ JetStream
 //! ```
 //!
+//! API servers (`--role api`) follow the same stream with an ephemeral ordered consumer
+//! each (`BusFollower`, with the `postgres` feature): their status cache, live stream and
+//! alert engine see every published batch, so any API server shows the same fleet.
+//!
 //! # The chain (docs/security.md §5)
 //!
 //! 1. [`BusPublisher::publish`] decodes the verified envelope (what no worker could store is
@@ -88,7 +92,11 @@ use sentra_core::{
 
 use crate::{BoxError, Error, Ingest, IngestService, Result};
 
+#[cfg(feature = "postgres")]
+mod follower;
 mod metrics;
+#[cfg(feature = "postgres")]
+pub use follower::{BusFollower, open_follower_store};
 pub use metrics::BusMetrics;
 
 /// The header carrying the envelope's fingerprint (hex of its 32-byte tag).
