@@ -16,8 +16,10 @@ use tokio::sync::Mutex;
 
 use crate::{Error, Result};
 
-/// The advisory lock key of the alert lease ("SENTRA" and 1).
-pub const LEASE_KEY: i64 = 0x5345_4E54_5241_0001;
+/// The advisory lock key of the alert lease ("SENTRA" and 2). Not 1: that is the metric
+/// store's writer lock (`sentra-ingest`, PostgreSQL backend), held by the storage worker
+/// on the same database when the control plane and the metrics share one.
+pub const LEASE_KEY: i64 = 0x5345_4E54_5241_0002;
 
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS sentra_alert_state (
     id SMALLINT PRIMARY KEY CHECK (id = 1),

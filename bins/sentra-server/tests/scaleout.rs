@@ -1008,9 +1008,15 @@ fn http_req(
     Some((status, body))
 }
 
-/// A batch of `agent` with one WireGuard interface and one peer whose counters grow with
-/// `seq`, signed with the agent's enrolled key.
-fn wg_envelope(e: &sentra_control::Enrolment, seq: u64, t: i64) -> sentra_core::proto::SignedBatch {
+/// A batch of `agent` with one WireGuard interface and one peer (persistent keepalive, last
+/// handshake `handshake_age` ago) whose counters grow with `seq`, signed with the agent's
+/// enrolled key.
+fn wg_envelope(
+    e: &sentra_control::Enrolment,
+    seq: u64,
+    t: i64,
+    handshake_age: Duration,
+) -> sentra_core::proto::SignedBatch {
     let ts = t + i64::try_from(seq).unwrap() * 1000;
     let mut b = Batch::new(
         e.agent_id.clone(),
@@ -1033,7 +1039,9 @@ fn wg_envelope(e: &sentra_control::Enrolment, seq: u64, t: i64) -> sentra_core::
             public_key: sentra_core::WgPublicKey::from_bytes([9; 32]),
             endpoint: Some("192.0.2.1:51820".parse().unwrap()),
             allowed_ips: vec!["10.0.0.2/32".parse().unwrap()],
-            last_handshake: Some(UnixMillis::from_millis(ts - 5000)),
+            last_handshake: Some(UnixMillis::from_millis(
+                UnixMillis::now().as_millis() - i64::try_from(handshake_age.as_millis()).unwrap(),
+            )),
             rx_bytes: 1000 * seq,
             tx_bytes: 500 * seq,
             persistent_keepalive_s: Some(25),
@@ -1102,6 +1110,10 @@ fn agent_in(body: &str, agent: &str) -> Option<(u64, Vec<String>)> {
     Some((a["high_water"].as_u64()?, peers))
 }
 
+/// A handshake age well within the stale threshold (180 s), and one beyond it.
+const FRESH: Duration = Duration::from_secs(5);
+const STALE: Duration = Duration::from_secs(200);
+
 /// Polls `/api/v1/status` of `addr` until `agent` is at `seq` (bounded): its entry.
 async fn wait_status(
     addr: std::net::SocketAddr,
@@ -1142,7 +1154,8 @@ async fn wait_status(
 /// nats-server and PostgreSQL. An agent's batches pushed to the ingest server appear in
 /// `/api/v1/status` of both API servers (same seq, same peer data) and on the live stream
 /// of one; nats-server killed (-9): both `/readyz` 503 naming nats while the REST API still
-/// serves; restarted: ready again and new batches flow to both.
+/// serves; restarted: ready again and new batches flow to both. With `[alerts] lease =
+/// true` one of them evaluates the fleet: a stale peer fires exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_servers_follow_the_bus_status_stream_and_readyz() {
     use std::io::{BufRead as _, Write as _};
@@ -1152,13 +1165,25 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
     let url_file = dir.path().join("database-url");
     std::fs::write(&url_file, db.url()).unwrap();
     let config = dir.path().join("api.toml");
+    // Alerts: the lease (one API server evaluates the fleet), notifications of the stale
+    // handshake rule to the server log.
+    let routing = dir.path().join("routing.toml");
+    std::fs::write(
+        &routing,
+        "[[route]]\nreceiver = \"log\"\nmatchers = ['alertname=\"WgHandshakeStale\"']\n\
+         group_wait = \"1s\"\ngroup_interval = \"2s\"\nrepeat_interval = \"1h\"\n",
+    )
+    .unwrap();
     std::fs::write(
         &config,
         format!(
             "[storage]\nbackend = \"postgres\"\ndatabase_url_file = \"{}\"\n\n\
-             [bus]\nnats_urls = [\"{}\"]\nack_wait = \"2s\"\n",
+             [bus]\nnats_urls = [\"{}\"]\nack_wait = \"2s\"\n\n\
+             [alerts]\nlease = true\nrouting_file = \"{}\"\ntick = \"500ms\"\n\
+             state_save_every = \"500ms\"\n",
             url_file.display(),
-            nats.url()
+            nats.url(),
+            routing.display()
         ),
     )
     .unwrap();
@@ -1287,7 +1312,7 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
 
     let t = UnixMillis::now().as_millis();
     for seq in 1..=2u64 {
-        push_until_acked(grpc, wg_envelope(&enrolment, seq, t), &[&ingest]).await;
+        push_until_acked(grpc, wg_envelope(&enrolment, seq, t, FRESH), &[&ingest]).await;
     }
     let want_peer = format!(
         "\"{}\" \"192.0.2.1:51820\" 2000 1000 [\"10.0.0.2/32\"]",
@@ -1347,7 +1372,7 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
         )
         .await;
     }
-    push_until_acked(grpc, wg_envelope(&enrolment, 3, t), &[&ingest]).await;
+    push_until_acked(grpc, wg_envelope(&enrolment, 3, t, FRESH), &[&ingest]).await;
     for (i, addr) in apis.iter().enumerate() {
         wait_status(
             *addr,
@@ -1364,6 +1389,66 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
             && l.contains(&format!("\"agent_id\":\"{agent}\""))
             && l.contains("\"seq\":3")
     });
+
+    // Alerts fed from the bus: exactly one API server holds the lease; a stale handshake
+    // (200 s > 180 s) fires once across both, and a second stale batch does not repeat it.
+    let deadline = Instant::now() + within;
+    loop {
+        let leaders: Vec<Option<f64>> = apis
+            .iter()
+            .map(|a| sample(&http_get(*a, "/metrics")?.1, "sentra_alerts_leader"))
+            .collect();
+        if leaders.iter().flatten().sum::<f64>() == 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not exactly one alert lease holder within {within:?}: {leaders:?}\n{}",
+            api_servers
+                .iter()
+                .map(Worker::logs)
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let firings = |servers: &[Worker]| -> usize {
+        servers
+            .iter()
+            .flat_map(|s| s.logs().lines().map(strip_ansi).collect::<Vec<_>>())
+            .filter(|l| {
+                l.contains("alert notification")
+                    && l.contains("notification=\"firing\"")
+                    && l.contains("WgHandshakeStale")
+            })
+            .count()
+    };
+    push_until_acked(grpc, wg_envelope(&enrolment, 4, t, STALE), &[&ingest]).await;
+    let deadline = Instant::now() + within;
+    while firings(&api_servers) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no WgHandshakeStale notification within {within:?}:\n{}",
+            api_servers
+                .iter()
+                .map(Worker::logs)
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    push_until_acked(grpc, wg_envelope(&enrolment, 5, t, STALE), &[&ingest]).await;
+    for (i, addr) in apis.iter().enumerate() {
+        wait_status(*addr, &tokens[i], agent, 5, within, &[&api_servers[i]]).await;
+    }
+    // Longer than group_interval (2 s) and several ticks: a repeat would have been sent.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        firings(&api_servers),
+        1,
+        "one stale peer, two API servers, one evaluator: exactly one firing notification"
+    );
+
     let _ = sse_closer.shutdown(std::net::Shutdown::Both);
     for s in &mut api_servers {
         s.stop();
