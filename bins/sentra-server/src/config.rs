@@ -632,6 +632,51 @@ mod tests {
     }
 
     #[test]
+    fn api_role_needs_the_bus_and_postgres_and_serves_its_own_readyz() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("db-url");
+        std::fs::write(&url, "postgres://u:s3cret@127.0.0.1:5432/db\n").unwrap();
+        let write = |text: &str| {
+            let path = dir.path().join("a.toml");
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let err = format!("{:#}", Config::load(&cli(&["--role", "api"])).unwrap_err());
+        assert!(
+            err.contains("--role api") && err.contains("[bus] nats_urls"),
+            "{err}"
+        );
+        let bus = "[bus]\nnats_urls = [\"nats://10.0.0.1:4222\"]\n";
+        let path = write(bus);
+        let err = format!(
+            "{:#}",
+            Config::load(&cli(&["--role", "api", "--config", &path])).unwrap_err()
+        );
+        assert!(err.contains("PostgreSQL"), "{err}");
+        let path = write(&format!(
+            "role = \"api\"\n[storage]\nbackend = \"postgres\"\ndatabase_url_file = \"{}\"\n{bus}",
+            url.display()
+        ));
+        let c = Config::load(&cli(&["--config", &path])).unwrap();
+        assert_eq!(c.role, Role::Api);
+        assert!(c.bus.is_some() && c.control_database_url.is_some());
+        let err = format!(
+            "{:#}",
+            Config::load(&cli(&[
+                "--config",
+                &path,
+                "--observe-listen",
+                "127.0.0.1:9464"
+            ]))
+            .unwrap_err()
+        );
+        assert!(
+            err.contains("serves /readyz and /metrics on its REST API"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn worker_role_needs_the_bus_and_postgres_and_hides_secrets() {
         let dir = tempfile::tempdir().unwrap();
         let url = dir.path().join("db-url");

@@ -1155,7 +1155,8 @@ async fn wait_status(
 /// `/api/v1/status` of both API servers (same seq, same peer data) and on the live stream
 /// of one; nats-server killed (-9): both `/readyz` 503 naming nats while the REST API still
 /// serves; restarted: ready again and new batches flow to both. With `[alerts] lease =
-/// true` one of them evaluates the fleet: a stale peer fires exactly once.
+/// true` one of them evaluates the fleet: a stale peer fires exactly once. A restarted API
+/// server shows the fleet from the metric store before the next batch (warm-up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_servers_follow_the_bus_status_stream_and_readyz() {
     use std::io::{BufRead as _, Write as _};
@@ -1235,26 +1236,25 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
     );
     let mut worker = Worker::start(&config, dir.path().join("worker.log"));
     let apis = [free_addr(), free_addr()];
-    let mut api_servers: Vec<Worker> = (0..2)
-        .map(|i| {
-            let (listen, data) = (
-                apis[i].to_string(),
-                dir.path().join(format!("api-{i}")).display().to_string(),
-            );
-            Worker::server(
-                &[
-                    "--role",
-                    "api",
-                    "--api-listen",
-                    &listen,
-                    "--data-dir",
-                    &data,
-                ],
-                &config,
-                dir.path().join(format!("api-{i}.log")),
-            )
-        })
-        .collect();
+    let start_api = |i: usize| {
+        let (listen, data) = (
+            apis[i].to_string(),
+            dir.path().join(format!("api-{i}")).display().to_string(),
+        );
+        Worker::server(
+            &[
+                "--role",
+                "api",
+                "--api-listen",
+                &listen,
+                "--data-dir",
+                &data,
+            ],
+            &config,
+            dir.path().join(format!("api-{i}.log")),
+        )
+    };
+    let mut api_servers: Vec<Worker> = (0..2).map(start_api).collect();
     let within = Duration::from_secs(60);
     for (i, addr) in apis.iter().enumerate() {
         wait_http(
@@ -1447,6 +1447,53 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
         firings(&api_servers),
         1,
         "one stale peer, two API servers, one evaluator: exactly one firing notification"
+    );
+
+    // A restarted API server is warmed up from the metric store: the fleet is there before
+    // the next batch (the consumer delivers new messages only).
+    let deadline = Instant::now() + within;
+    while stored(&db).await.2 < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not apply 5 batches within {within:?}:\n{}",
+            worker.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    api_servers[1].stop();
+    api_servers[1] = start_api(1);
+    wait_http(
+        apis[1],
+        "/readyz",
+        "api server 1 ready after its restart",
+        within,
+        &[&api_servers[1]],
+        |s, _| s == 200,
+    )
+    .await;
+    let token = {
+        let (status, body) =
+            http_req(apis[1], "POST", "/api/v1/auth/login", None, Some(&login)).unwrap();
+        assert_eq!(status, 200, "login after the restart: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    };
+    let (status, body) = http_req(apis[1], "GET", "/api/v1/status", Some(&token), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let warm = agent_in(&body, agent).unwrap_or_else(|| {
+        panic!(
+            "the restarted API server does not show {agent}: {body}\n{}",
+            api_servers[1].logs()
+        )
+    });
+    assert_eq!(warm.0, 5, "{body}");
+    assert_eq!(
+        warm.1,
+        vec![format!(
+            "\"{}\" \"192.0.2.1:51820\" 5000 2500 [\"10.0.0.2/32\"]",
+            sentra_core::WgPublicKey::from_bytes([9; 32])
+        )],
+        "{body}"
     );
 
     let _ = sse_closer.shutdown(std::net::Shutdown::Both);
