@@ -49,13 +49,12 @@ fn batches(at: i64) -> Vec<Batch> {
                 ts,
             );
             for m in 0..METRICS {
-                b.samples.push(Sample {
-                    name: MetricName::new(format!("metric_{m}")).unwrap(),
-                    labels: Labels::from_pairs([("job", "node"), ("instance", &format!("i{i}"))])
-                        .unwrap(),
-                    timestamp: ts,
-                    value: Value::Gauge(f64::from(u32::try_from(m % 7).unwrap())),
-                });
+                b.samples.push(Sample::new(
+                    MetricName::new(format!("metric_{m}")).unwrap(),
+                    Labels::from_pairs([("job", "node"), ("instance", &format!("i{i}"))]).unwrap(),
+                    ts,
+                    Value::Gauge(f64::from(u32::try_from(m % 7).unwrap())),
+                ));
             }
             b
         })

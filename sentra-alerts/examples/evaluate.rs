@@ -40,23 +40,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             last_handshake = now;
         }
         let mut batch = Batch::new(agent.clone(), Seq::new(step as u64 + 1)?, now);
-        batch.wg_devices.push(WgDevice {
-            name: "wg0".into(),
-            ifindex: 4,
-            public_key: None,
-            listen_port: 51820,
-            fwmark: 0,
-            peers: vec![WgPeer {
-                public_key: WgPublicKey::from_bytes([1; 32]),
-                endpoint: None,
-                allowed_ips: vec![],
-                last_handshake: Some(last_handshake),
-                rx_bytes: 0,
-                tx_bytes: 0,
-                persistent_keepalive_s: Some(25),
-                has_preshared_key: false,
-            }],
-        });
+        batch.wg_devices.push(
+            WgDevice::new("wg0", 4)
+                .with_listen_port(51820)
+                .with_peers(vec![
+                    WgPeer::new(WgPublicKey::from_bytes([1; 32]))
+                        .with_last_handshake(last_handshake)
+                        .with_persistent_keepalive_s(25),
+                ]),
+        );
         evaluator.observe(&batch, now);
         let transitions = evaluator.tick(now);
         if transitions.is_empty() {

@@ -21,25 +21,17 @@ use tokio::sync::mpsc;
 fn peer_batch(seq: u64, now: UnixMillis, handshake_age_s: i64) -> sentra_core::Batch {
     use sentra_core::{AgentId, Batch, Seq, WgDevice, WgPeer, WgPublicKey};
     let mut batch = Batch::new(AgentId::new("gw-1").unwrap(), Seq::new(seq).unwrap(), now);
-    batch.wg_devices.push(WgDevice {
-        name: "wg0".into(),
-        ifindex: 4,
-        public_key: None,
-        listen_port: 51820,
-        fwmark: 0,
-        peers: vec![WgPeer {
-            public_key: WgPublicKey::from_bytes([7; 32]),
-            endpoint: None,
-            allowed_ips: vec![],
-            last_handshake: Some(UnixMillis::from_millis(
-                now.as_millis() - handshake_age_s * 1000,
-            )),
-            rx_bytes: 0,
-            tx_bytes: 0,
-            persistent_keepalive_s: Some(25),
-            has_preshared_key: false,
-        }],
-    });
+    batch.wg_devices.push(
+        WgDevice::new("wg0", 4)
+            .with_listen_port(51820)
+            .with_peers(vec![
+                WgPeer::new(WgPublicKey::from_bytes([7; 32]))
+                    .with_last_handshake(UnixMillis::from_millis(
+                        now.as_millis() - handshake_age_s * 1000,
+                    ))
+                    .with_persistent_keepalive_s(25),
+            ]),
+    );
     batch
 }
 

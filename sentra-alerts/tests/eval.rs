@@ -19,21 +19,21 @@ fn batch(agent: &str, s: i64) -> Batch {
 }
 
 fn gauge(b: &mut Batch, name: &str, labels: &[(&str, &str)], s: i64, v: f64) {
-    b.samples.push(Sample {
-        name: MetricName::new(name).unwrap(),
-        labels: Labels::from_pairs(labels.iter().copied()).unwrap(),
-        timestamp: at(s),
-        value: Value::Gauge(v),
-    });
+    b.samples.push(Sample::new(
+        MetricName::new(name).unwrap(),
+        Labels::from_pairs(labels.iter().copied()).unwrap(),
+        at(s),
+        Value::Gauge(v),
+    ));
 }
 
 fn counter(b: &mut Batch, name: &str, s: i64, v: u64) {
-    b.samples.push(Sample {
-        name: MetricName::new(name).unwrap(),
-        labels: Labels::new(),
-        timestamp: at(s),
-        value: Value::Counter(v),
-    });
+    b.samples.push(Sample::new(
+        MetricName::new(name).unwrap(),
+        Labels::new(),
+        at(s),
+        Value::Counter(v),
+    ));
 }
 
 fn rules(src: &str) -> Vec<Rule> {
@@ -64,26 +64,22 @@ struct PeerObs {
 fn wg(agent: &str, s: i64, ifaces: &[(&str, &[PeerObs])]) -> Batch {
     let mut b = batch(agent, s);
     for (name, peers) in ifaces {
-        b.wg_devices.push(WgDevice {
-            name: (*name).to_owned(),
-            ifindex: 3,
-            public_key: None,
-            listen_port: 51820,
-            fwmark: 0,
-            peers: peers
-                .iter()
-                .map(|p| WgPeer {
-                    public_key: WgPublicKey::from_bytes([7; 32]),
-                    endpoint: Some(p.endpoint.parse::<SocketAddr>().unwrap()),
-                    allowed_ips: vec![],
-                    last_handshake: p.handshake_s.map(at),
-                    rx_bytes: p.rx,
-                    tx_bytes: p.tx,
-                    persistent_keepalive_s: p.keepalive.then_some(25),
-                    has_preshared_key: false,
-                })
-                .collect(),
-        });
+        b.wg_devices.push(
+            WgDevice::new((*name).to_owned(), 3)
+                .with_listen_port(51820)
+                .with_peers(
+                    peers
+                        .iter()
+                        .map(|p| {
+                            WgPeer::new(WgPublicKey::from_bytes([7; 32]))
+                                .with_endpoint(p.endpoint.parse::<SocketAddr>().unwrap())
+                                .with_last_handshake(p.handshake_s.map(at))
+                                .with_transfer(p.rx, p.tx)
+                                .with_persistent_keepalive_s(p.keepalive.then_some(25))
+                        })
+                        .collect(),
+                ),
+        );
     }
     b
 }

@@ -88,12 +88,12 @@ fn run(
         if let Some(v) = sample {
             let mut b = Batch::new(AgentId::new("a").unwrap(), Seq::new(1).unwrap(), ts);
             for (k, value) in [("a", f64::from(v)), ("b", 9.0)] {
-                b.samples.push(Sample {
-                    name: MetricName::new("m").unwrap(),
-                    labels: Labels::from_pairs([("k", k)]).unwrap(),
-                    timestamp: ts,
-                    value: Value::Gauge(value),
-                });
+                b.samples.push(Sample::new(
+                    MetricName::new("m").unwrap(),
+                    Labels::from_pairs([("k", k)]).unwrap(),
+                    ts,
+                    Value::Gauge(value),
+                ));
             }
             ev.observe(&b, ts);
         }
@@ -181,12 +181,7 @@ proptest! {
             let mut b = Batch::new(AgentId::new("a").unwrap(), Seq::new(1).unwrap(), ts);
             let pairs: Vec<(&str, &str)> =
                 [("k1", *k1), ("k2", *k2)].into_iter().filter(|(_, v)| !v.is_empty()).collect();
-            b.samples.push(Sample {
-                name: MetricName::new("m").unwrap(),
-                labels: Labels::from_pairs(pairs).unwrap(),
-                timestamp: ts,
-                value: Value::Gauge(1.0),
-            });
+            b.samples.push(Sample::new(MetricName::new("m").unwrap(), Labels::from_pairs(pairs).unwrap(), ts, Value::Gauge(1.0)));
             ev.observe(&b, ts);
         }
         let mut got: Vec<(String, String, String)> = ev

@@ -23,29 +23,25 @@ use support::*;
 async fn push(s: &Server, a: &AgentCreds, seq: u64, value: f64, rx: u64) {
     let now = UnixMillis::now();
     let mut batch = Batch::new(a.agent_id.clone(), Seq::new(seq).unwrap(), now);
-    batch.samples.push(Sample {
-        name: "cpu_usage_ratio".parse().unwrap(),
-        labels: Labels::from_pairs([("core", "0")]).unwrap(),
-        timestamp: now,
-        value: Value::Gauge(value),
-    });
-    batch.wg_devices.push(WgDevice {
-        name: "wg0".into(),
-        ifindex: 3,
-        public_key: Some(WgPublicKey::from_bytes([9; 32])),
-        listen_port: 51820,
-        fwmark: 0,
-        peers: vec![WgPeer {
-            public_key: WgPublicKey::from_bytes([1; 32]),
-            endpoint: Some("192.0.2.1:51820".parse().unwrap()),
-            allowed_ips: vec!["10.0.0.2/32".parse::<IpPrefix>().unwrap()],
-            last_handshake: Some(now),
-            rx_bytes: rx,
-            tx_bytes: rx / 2,
-            persistent_keepalive_s: Some(25),
-            has_preshared_key: false,
-        }],
-    });
+    batch.samples.push(Sample::new(
+        "cpu_usage_ratio".parse().unwrap(),
+        Labels::from_pairs([("core", "0")]).unwrap(),
+        now,
+        Value::Gauge(value),
+    ));
+    batch.wg_devices.push(
+        WgDevice::new("wg0", 3)
+            .with_public_key(WgPublicKey::from_bytes([9; 32]))
+            .with_listen_port(51820)
+            .with_peers(vec![
+                WgPeer::new(WgPublicKey::from_bytes([1; 32]))
+                    .with_endpoint("192.0.2.1:51820".parse::<std::net::SocketAddr>().unwrap())
+                    .with_allowed_ips(vec!["10.0.0.2/32".parse::<IpPrefix>().unwrap()])
+                    .with_last_handshake(now)
+                    .with_transfer(rx, rx / 2)
+                    .with_persistent_keepalive_s(25),
+            ]),
+    );
     let env = Signer::new(a.agent_id.clone(), a.key_id, &a.secret).sign_batch(
         &batch,
         now,

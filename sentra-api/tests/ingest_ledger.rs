@@ -12,12 +12,12 @@ use support::*;
 async fn push(s: &Server, a: &AgentCreds, seq: u64) -> proto::AckStatus {
     let now = UnixMillis::now();
     let mut batch = Batch::new(a.agent_id.clone(), Seq::new(seq).unwrap(), now);
-    batch.samples.push(Sample {
-        name: "node_load1".parse().unwrap(),
-        labels: Labels::from_pairs([("host", "h")]).unwrap(),
-        timestamp: now,
-        value: Value::Gauge(seq as f64),
-    });
+    batch.samples.push(Sample::new(
+        "node_load1".parse().unwrap(),
+        Labels::from_pairs([("host", "h")]).unwrap(),
+        now,
+        Value::Gauge(seq as f64),
+    ));
     let env = Signer::new(a.agent_id.clone(), a.key_id, &a.secret).sign_batch(
         &batch,
         now,

@@ -513,23 +513,16 @@ async fn server_key_comes_from_the_agents_report() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let now = UnixMillis::now();
     let mut batch = Batch::new(a.agent_id.clone(), Seq::new(1).unwrap(), now);
-    batch.wg_devices.push(WgDevice {
-        name: "wg0".into(),
-        ifindex: 3,
-        public_key: Some(sentra_core::WgPublicKey::from_bytes([42; 32])),
-        listen_port: 51820,
-        fwmark: 0,
-        peers: vec![sentra_core::WgPeer {
-            public_key: sentra_core::WgPublicKey::from_bytes([5; 32]),
-            endpoint: None,
-            allowed_ips: Vec::new(),
-            last_handshake: Some(now),
-            rx_bytes: 1234,
-            tx_bytes: 99,
-            persistent_keepalive_s: None,
-            has_preshared_key: false,
-        }],
-    });
+    batch.wg_devices.push(
+        WgDevice::new("wg0", 3)
+            .with_public_key(sentra_core::WgPublicKey::from_bytes([42; 32]))
+            .with_listen_port(51820)
+            .with_peers(vec![
+                sentra_core::WgPeer::new(sentra_core::WgPublicKey::from_bytes([5; 32]))
+                    .with_last_handshake(now)
+                    .with_transfer(1234, 99),
+            ]),
+    );
     let env = Signer::new(a.agent_id.clone(), a.key_id, &a.secret).sign_batch(
         &batch,
         now,

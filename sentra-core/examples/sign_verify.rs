@@ -18,12 +18,12 @@ fn main() -> Result<(), sentra_core::Error> {
 
     // Agent side: build a batch, encode it once and sign the exact bytes.
     let mut batch = Batch::new(agent.clone(), Seq::new(1)?, now);
-    batch.samples.push(Sample {
-        name: "cpu_usage_ratio".parse()?,
-        labels: Labels::from_pairs([("core", "0")])?,
-        timestamp: now,
-        value: Value::Gauge(0.25),
-    });
+    batch.samples.push(Sample::new(
+        "cpu_usage_ratio".parse()?,
+        Labels::from_pairs([("core", "0")])?,
+        now,
+        Value::Gauge(0.25),
+    ));
     let signer = Signer::new(agent.clone(), KeyId::new(1), &secret);
     let envelope = signer.sign_batch(&batch, now, Nonce::random());
     println!(

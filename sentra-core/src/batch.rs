@@ -23,10 +23,27 @@ pub const MAX_ALLOWED_IPS: usize = 4096;
 
 /// One collection from one agent, validated.
 ///
-/// Fields are public for ease of construction; every instance obtained from the wire went
-/// through [`Batch::try_from`], which enforces the invariants of each field type.
+/// Fields are public for reading and editing; every instance obtained from the wire went
+/// through [`Batch::try_from`], which enforces the invariants of each field type. The struct
+/// is `#[non_exhaustive]` (a later version may add fields): build one with [`Batch::new`] and
+/// the `with_*` setters.
+///
+/// ```
+/// use sentra_core::{AgentId, Batch, Labels, MetricName, Sample, Seq, UnixMillis, Value};
+///
+/// let now = UnixMillis::from_millis(1_700_000_000_000);
+/// let sample = Sample::new(
+///     MetricName::new("up")?,
+///     Labels::new(),
+///     now,
+///     Value::Gauge(1.0),
+/// );
+/// let batch = Batch::new(AgentId::new("edge-1")?, Seq::new(1)?, now).with_samples(vec![sample]);
+/// assert_eq!(Batch::decode(&batch.encode_to_vec())?, batch);
+/// # Ok::<(), sentra_core::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
-#[allow(clippy::exhaustive_structs)]
+#[non_exhaustive]
 pub struct Batch {
     /// The agent that collected it.
     pub agent_id: AgentId,
@@ -51,6 +68,20 @@ impl Batch {
             samples: Vec::new(),
             wg_devices: Vec::new(),
         }
+    }
+
+    /// Sets the metric samples.
+    #[must_use]
+    pub fn with_samples(mut self, samples: Vec<Sample>) -> Self {
+        self.samples = samples;
+        self
+    }
+
+    /// Sets the WireGuard interface status.
+    #[must_use]
+    pub fn with_wg_devices(mut self, wg_devices: Vec<WgDevice>) -> Self {
+        self.wg_devices = wg_devices;
+        self
     }
 
     /// The wire form.
@@ -268,8 +299,11 @@ impl Labels {
 }
 
 /// One observation.
+///
+/// `#[non_exhaustive]` (a later version may add fields, e.g. exemplars): build one with
+/// [`Sample::new`].
 #[derive(Clone, Debug, PartialEq)]
-#[allow(clippy::exhaustive_structs)]
+#[non_exhaustive]
 pub struct Sample {
     /// Metric name.
     pub name: MetricName,
@@ -279,6 +313,24 @@ pub struct Sample {
     pub timestamp: UnixMillis,
     /// The value.
     pub value: Value,
+}
+
+impl Sample {
+    /// A sample of `name` with `labels`, observed at `timestamp`.
+    #[must_use]
+    pub const fn new(
+        name: MetricName,
+        labels: Labels,
+        timestamp: UnixMillis,
+        value: Value,
+    ) -> Self {
+        Self {
+            name,
+            labels,
+            timestamp,
+            value,
+        }
+    }
 }
 
 /// A sample's value.
@@ -305,7 +357,10 @@ pub struct Histogram {
 
 /// One histogram bucket: observations `<= upper_bound`, cumulative.
 #[derive(Clone, Copy, Debug, PartialEq)]
-#[allow(clippy::exhaustive_structs)]
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a plain (bound, count) pair, complete as it is, matching the Prometheus bucket"
+)]
 pub struct Bucket {
     /// Inclusive upper bound; finite.
     pub upper_bound: f64,
@@ -520,8 +575,24 @@ impl FromStr for IpPrefix {
 }
 
 /// Public status of one WireGuard interface.
+///
+/// `#[non_exhaustive]` (a later version may add fields the kernel reports): build one with
+/// [`WgDevice::new`] and the `with_*` setters.
+///
+/// ```
+/// use sentra_core::{WgDevice, WgPeer, WgPublicKey};
+///
+/// let peer = WgPeer::new(WgPublicKey::from_bytes([7; 32]))
+///     .with_endpoint("192.0.2.1:51820".parse::<std::net::SocketAddr>()?)
+///     .with_allowed_ips(vec!["10.0.0.2/32".parse()?]);
+/// let dev = WgDevice::new("wg0", 3)
+///     .with_listen_port(51820)
+///     .with_peers(vec![peer]);
+/// assert_eq!(dev.peers.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(clippy::exhaustive_structs)]
+#[non_exhaustive]
 pub struct WgDevice {
     /// Interface name (1 to 15 bytes, no `/` or whitespace).
     pub name: String,
@@ -538,8 +609,11 @@ pub struct WgDevice {
 }
 
 /// Public status of one WireGuard peer. Never holds a preshared key, only whether one is set.
+///
+/// `#[non_exhaustive]` (a later version may add fields the kernel reports): build one with
+/// [`WgPeer::new`] and the `with_*` setters.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(clippy::exhaustive_structs)]
+#[non_exhaustive]
 pub struct WgPeer {
     /// The peer's public key.
     pub public_key: WgPublicKey,
@@ -557,6 +631,112 @@ pub struct WgPeer {
     pub persistent_keepalive_s: Option<u16>,
     /// Whether a preshared key is configured.
     pub has_preshared_key: bool,
+}
+
+impl WgDevice {
+    /// An interface named `name` with kernel index `ifindex`: no key, not listening, no
+    /// firewall mark, no peers. The name is checked when the batch is decoded
+    /// ([`Batch::try_from`]), not here.
+    #[must_use]
+    pub fn new(name: impl Into<String>, ifindex: u32) -> Self {
+        Self {
+            name: name.into(),
+            ifindex,
+            public_key: None,
+            listen_port: 0,
+            fwmark: 0,
+            peers: Vec::new(),
+        }
+    }
+
+    /// Sets the interface's public key (`None`: no private key configured).
+    #[must_use]
+    pub fn with_public_key(mut self, public_key: impl Into<Option<WgPublicKey>>) -> Self {
+        self.public_key = public_key.into();
+        self
+    }
+
+    /// Sets the UDP listen port (0: not listening).
+    #[must_use]
+    pub const fn with_listen_port(mut self, listen_port: u16) -> Self {
+        self.listen_port = listen_port;
+        self
+    }
+
+    /// Sets the firewall mark (0: none).
+    #[must_use]
+    pub const fn with_fwmark(mut self, fwmark: u32) -> Self {
+        self.fwmark = fwmark;
+        self
+    }
+
+    /// Sets the peers.
+    #[must_use]
+    pub fn with_peers(mut self, peers: Vec<WgPeer>) -> Self {
+        self.peers = peers;
+        self
+    }
+}
+
+impl WgPeer {
+    /// A peer with `public_key`: no endpoint, no allowed IPs, never a handshake, no traffic,
+    /// no keepalive, no preshared key.
+    #[must_use]
+    pub const fn new(public_key: WgPublicKey) -> Self {
+        Self {
+            public_key,
+            endpoint: None,
+            allowed_ips: Vec::new(),
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            persistent_keepalive_s: None,
+            has_preshared_key: false,
+        }
+    }
+
+    /// Sets the current endpoint.
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: impl Into<Option<SocketAddr>>) -> Self {
+        self.endpoint = endpoint.into();
+        self
+    }
+
+    /// Sets the allowed IPs.
+    #[must_use]
+    pub fn with_allowed_ips(mut self, allowed_ips: Vec<IpPrefix>) -> Self {
+        self.allowed_ips = allowed_ips;
+        self
+    }
+
+    /// Sets the last handshake (`None`: never).
+    #[must_use]
+    pub fn with_last_handshake(mut self, last_handshake: impl Into<Option<UnixMillis>>) -> Self {
+        self.last_handshake = last_handshake.into();
+        self
+    }
+
+    /// Sets the byte counters: received and sent.
+    #[must_use]
+    pub const fn with_transfer(mut self, rx_bytes: u64, tx_bytes: u64) -> Self {
+        self.rx_bytes = rx_bytes;
+        self.tx_bytes = tx_bytes;
+        self
+    }
+
+    /// Sets the persistent keepalive interval in seconds (`None`: disabled).
+    #[must_use]
+    pub fn with_persistent_keepalive_s(mut self, seconds: impl Into<Option<u16>>) -> Self {
+        self.persistent_keepalive_s = seconds.into();
+        self
+    }
+
+    /// Sets whether a preshared key is configured.
+    #[must_use]
+    pub const fn with_preshared_key(mut self, has_preshared_key: bool) -> Self {
+        self.has_preshared_key = has_preshared_key;
+        self
+    }
 }
 
 fn check_ifname(name: &str) -> Result<()> {

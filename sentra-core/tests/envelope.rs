@@ -28,17 +28,17 @@ fn sample_batch(agent_id: AgentId, seq: u64) -> Batch {
         Seq::new(seq).unwrap(),
         UnixMillis::from_millis(NOW),
     );
-    b.samples.push(Sample {
-        name: MetricName::new("node_load1").unwrap(),
-        labels: Labels::from_pairs([("host", "edge-01")]).unwrap(),
-        timestamp: UnixMillis::from_millis(NOW - 5),
-        value: Value::Gauge(0.25),
-    });
-    b.samples.push(Sample {
-        name: MetricName::new("rpc_latency_seconds").unwrap(),
-        labels: Labels::new(),
-        timestamp: UnixMillis::from_millis(NOW - 5),
-        value: Value::Histogram(
+    b.samples.push(Sample::new(
+        MetricName::new("node_load1").unwrap(),
+        Labels::from_pairs([("host", "edge-01")]).unwrap(),
+        UnixMillis::from_millis(NOW - 5),
+        Value::Gauge(0.25),
+    ));
+    b.samples.push(Sample::new(
+        MetricName::new("rpc_latency_seconds").unwrap(),
+        Labels::new(),
+        UnixMillis::from_millis(NOW - 5),
+        Value::Histogram(
             Histogram::new(
                 vec![
                     Bucket {
@@ -55,24 +55,21 @@ fn sample_batch(agent_id: AgentId, seq: u64) -> Batch {
             )
             .unwrap(),
         ),
-    });
-    b.wg_devices.push(WgDevice {
-        name: "wg0".into(),
-        ifindex: 4,
-        public_key: Some(WgPublicKey::from_bytes([9; 32])),
-        listen_port: 51820,
-        fwmark: 0,
-        peers: vec![WgPeer {
-            public_key: WgPublicKey::from_bytes([3; 32]),
-            endpoint: Some("192.0.2.1:51820".parse().unwrap()),
-            allowed_ips: vec!["10.0.0.0/24".parse::<IpPrefix>().unwrap()],
-            last_handshake: Some(UnixMillis::from_millis(NOW - 30_000)),
-            rx_bytes: 1234,
-            tx_bytes: 5678,
-            persistent_keepalive_s: Some(25),
-            has_preshared_key: true,
-        }],
-    });
+    ));
+    b.wg_devices.push(
+        WgDevice::new("wg0", 4)
+            .with_public_key(WgPublicKey::from_bytes([9; 32]))
+            .with_listen_port(51820)
+            .with_peers(vec![
+                WgPeer::new(WgPublicKey::from_bytes([3; 32]))
+                    .with_endpoint("192.0.2.1:51820".parse::<std::net::SocketAddr>().unwrap())
+                    .with_allowed_ips(vec!["10.0.0.0/24".parse::<IpPrefix>().unwrap()])
+                    .with_last_handshake(UnixMillis::from_millis(NOW - 30_000))
+                    .with_transfer(1234, 5678)
+                    .with_persistent_keepalive_s(25)
+                    .with_preshared_key(true),
+            ]),
+    );
     b
 }
 
@@ -508,11 +505,13 @@ fn arb_sample() -> impl Strategy<Value = Sample> {
         1i64..i64::MAX,
         arb_value(),
     )
-        .prop_map(|(name, labels, ts, value)| Sample {
-            name: MetricName::new(name).unwrap(),
-            labels: Labels::from_pairs(labels).unwrap(),
-            timestamp: UnixMillis::from_millis(ts),
-            value,
+        .prop_map(|(name, labels, ts, value)| {
+            Sample::new(
+                MetricName::new(name).unwrap(),
+                Labels::from_pairs(labels).unwrap(),
+                UnixMillis::from_millis(ts),
+                value,
+            )
         })
 }
 
@@ -539,21 +538,19 @@ fn arb_peer() -> impl Strategy<Value = WgPeer> {
         prop::option::of(1u16..),
         any::<bool>(),
     )
-        .prop_map(|(k, ep, ips, hs, (rx, tx), ka, psk)| WgPeer {
-            public_key: WgPublicKey::from_bytes(k),
-            endpoint: ep.map(|e| match e {
-                // Scope ids and flow info do not survive "ip:port" text; normalise them.
-                std::net::SocketAddr::V6(v6) => {
-                    std::net::SocketAddr::new((*v6.ip()).into(), v6.port())
-                }
-                v4 => v4,
-            }),
-            allowed_ips: ips,
-            last_handshake: hs.map(UnixMillis::from_millis),
-            rx_bytes: rx,
-            tx_bytes: tx,
-            persistent_keepalive_s: ka,
-            has_preshared_key: psk,
+        .prop_map(|(k, ep, ips, hs, (rx, tx), ka, psk)| {
+            WgPeer::new(WgPublicKey::from_bytes(k))
+                .with_endpoint(ep.map(|e| match e {
+                    std::net::SocketAddr::V6(v6) => {
+                        std::net::SocketAddr::new((*v6.ip()).into(), v6.port())
+                    }
+                    v4 => v4,
+                }))
+                .with_allowed_ips(ips)
+                .with_last_handshake(hs.map(UnixMillis::from_millis))
+                .with_transfer(rx, tx)
+                .with_persistent_keepalive_s(ka)
+                .with_preshared_key(psk)
         })
 }
 
@@ -575,22 +572,24 @@ fn arb_batch() -> impl Strategy<Value = Batch> {
             0..3,
         ),
     )
-        .prop_map(|(agent_id, seq, created, samples, devs)| Batch {
-            agent_id,
-            seq: Seq::new(seq).unwrap(),
-            created: UnixMillis::from_millis(created),
-            samples,
-            wg_devices: devs
-                .into_iter()
-                .map(|(name, ifindex, pk, port, fwmark, peers)| WgDevice {
-                    name,
-                    ifindex,
-                    public_key: pk.map(WgPublicKey::from_bytes),
-                    listen_port: port,
-                    fwmark,
-                    peers,
-                })
-                .collect(),
+        .prop_map(|(agent_id, seq, created, samples, devs)| {
+            Batch::new(
+                agent_id,
+                Seq::new(seq).unwrap(),
+                UnixMillis::from_millis(created),
+            )
+            .with_samples(samples)
+            .with_wg_devices(
+                devs.into_iter()
+                    .map(|(name, ifindex, pk, port, fwmark, peers)| {
+                        WgDevice::new(name, ifindex)
+                            .with_public_key(pk.map(WgPublicKey::from_bytes))
+                            .with_listen_port(port)
+                            .with_fwmark(fwmark)
+                            .with_peers(peers)
+                    })
+                    .collect(),
+            )
         })
 }
 

@@ -46,12 +46,12 @@ fn write_seed_corpus() {
         Seq::new(3).unwrap(),
         UnixMillis::from_millis(1_760_000_000_000),
     );
-    batch.samples.push(Sample {
-        name: MetricName::new("up").unwrap(),
-        labels: Labels::from_pairs([("job", "agent")]).unwrap(),
-        timestamp: UnixMillis::from_millis(1_760_000_000_000),
-        value: Value::Counter(1),
-    });
+    batch.samples.push(Sample::new(
+        MetricName::new("up").unwrap(),
+        Labels::from_pairs([("job", "agent")]).unwrap(),
+        UnixMillis::from_millis(1_760_000_000_000),
+        Value::Counter(1),
+    ));
     let payload = batch.encode_to_vec();
     let env = Signer::new(agent, KeyId::new(1), &SecretKey::from_bytes([1; 32]))
         .sign_batch(&batch, batch.created, Nonce::from_bytes([2; 16]))

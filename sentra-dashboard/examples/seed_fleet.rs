@@ -35,21 +35,21 @@ fn host_samples(at: UnixMillis, k: u64) -> Result<Vec<Sample>, Box<dyn std::erro
     let wave = ((k as f64) / 5.0).sin();
     let gauge =
         |name: &str, labels: &[(&str, &str)], v: f64| -> Result<Sample, sentra_core::Error> {
-            Ok(Sample {
-                name: MetricName::new(name)?,
-                labels: Labels::from_pairs(labels.iter().copied())?,
-                timestamp: at,
-                value: Value::Gauge(v),
-            })
+            Ok(Sample::new(
+                MetricName::new(name)?,
+                Labels::from_pairs(labels.iter().copied())?,
+                at,
+                Value::Gauge(v),
+            ))
         };
     let counter =
         |name: &str, labels: &[(&str, &str)], v: u64| -> Result<Sample, sentra_core::Error> {
-            Ok(Sample {
-                name: MetricName::new(name)?,
-                labels: Labels::from_pairs(labels.iter().copied())?,
-                timestamp: at,
-                value: Value::Counter(v),
-            })
+            Ok(Sample::new(
+                MetricName::new(name)?,
+                Labels::from_pairs(labels.iter().copied())?,
+                at,
+                Value::Counter(v),
+            ))
         };
     let gib = 1024.0 * 1024.0 * 1024.0;
     Ok(vec![
@@ -145,35 +145,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn device(created: UnixMillis, peers: u32, ageing: u32, k: u64) -> WgDevice {
     let recent = UnixMillis::from_millis(created.as_millis() - 10_000);
     let old = UnixMillis::from_millis(created.as_millis() - 60_000);
-    WgDevice {
-        name: "wg0".into(),
-        ifindex: 3,
-        public_key: Some(key(u32::MAX, 9)),
-        listen_port: 51820,
-        fwmark: 0,
-        peers: (0..peers)
-            .map(|i| {
-                let [_, a, b, c] = i.to_be_bytes();
-                let moved = k * (u64::from(i) + 1) * 60_000;
-                WgPeer {
-                    public_key: key(i, 1),
-                    endpoint: Some(
-                        format!("198.51.{a}.{b}:{}", 40000 + u16::from(c))
-                            .parse()
-                            .unwrap_or_else(|_| "198.51.100.1:51820".parse().expect("literal")),
-                    ),
-                    allowed_ips: vec![
-                        format!("10.{a}.{b}.{c}/32")
-                            .parse::<IpPrefix>()
-                            .expect("valid prefix"),
-                    ],
-                    last_handshake: Some(if i < ageing { old } else { recent }),
-                    rx_bytes: u64::from(i) * 1000 + moved,
-                    tx_bytes: u64::from(i) * 500 + moved / 2,
-                    persistent_keepalive_s: Some(25),
-                    has_preshared_key: false,
-                }
-            })
-            .collect(),
-    }
+    WgDevice::new("wg0", 3)
+        .with_public_key(key(u32::MAX, 9))
+        .with_listen_port(51820)
+        .with_peers(
+            (0..peers)
+                .map(|i| {
+                    let [_, a, b, c] = i.to_be_bytes();
+                    let moved = k * (u64::from(i) + 1) * 60_000;
+                    WgPeer::new(key(i, 1))
+                        .with_endpoint(
+                            format!("198.51.{a}.{b}:{}", 40000 + u16::from(c))
+                                .parse::<std::net::SocketAddr>()
+                                .unwrap_or_else(|_| "198.51.100.1:51820".parse().expect("literal")),
+                        )
+                        .with_allowed_ips(vec![
+                            format!("10.{a}.{b}.{c}/32")
+                                .parse::<IpPrefix>()
+                                .expect("valid prefix"),
+                        ])
+                        .with_last_handshake(if i < ageing { old } else { recent })
+                        .with_transfer(u64::from(i) * 1000 + moved, u64::from(i) * 500 + moved / 2)
+                        .with_persistent_keepalive_s(25)
+                })
+                .collect(),
+        )
 }

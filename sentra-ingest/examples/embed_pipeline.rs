@@ -98,12 +98,12 @@ fn sign_and_verify(
 ) -> Result<Verified, BoxError> {
     let now = UnixMillis::now();
     let mut batch = Batch::new(agent.clone(), Seq::new(seq)?, now);
-    batch.samples.push(Sample {
-        name: "cpu_usage_ratio".parse()?,
-        labels: Labels::from_pairs([("core", "0")])?,
-        timestamp: now,
-        value: Value::Gauge(0.25 * seq as f64),
-    });
+    batch.samples.push(Sample::new(
+        "cpu_usage_ratio".parse()?,
+        Labels::from_pairs([("core", "0")])?,
+        now,
+        Value::Gauge(0.25 * seq as f64),
+    ));
     let envelope = signer.sign_batch(&batch, now, Nonce::random());
     Ok(Verifier::new().verify(&envelope, Method::Push, now, keyring)?)
 }

@@ -446,12 +446,12 @@ mod tests {
     use sentra_core::{Labels, MetricName, Sample, Seq, Value};
 
     fn sample(name: &str, labels: &[(&str, &str)], v: f64) -> Sample {
-        Sample {
-            name: MetricName::new(name).unwrap(),
-            labels: Labels::from_pairs(labels.iter().copied()).unwrap(),
-            timestamp: UnixMillis::from_millis(1_700_000_000_000),
-            value: Value::Gauge(v),
-        }
+        Sample::new(
+            MetricName::new(name).unwrap(),
+            Labels::from_pairs(labels.iter().copied()).unwrap(),
+            UnixMillis::from_millis(1_700_000_000_000),
+            Value::Gauge(v),
+        )
     }
 
     #[test]
@@ -464,14 +464,8 @@ mod tests {
             UnixMillis::from_millis(1_700_000_000_000),
         );
         for name in ["wg0", "wg1"] {
-            b.wg_devices.push(WgDevice {
-                name: name.into(),
-                ifindex: 3,
-                public_key: None,
-                listen_port: 51820,
-                fwmark: 0,
-                peers: Vec::new(),
-            });
+            b.wg_devices
+                .push(WgDevice::new(name, 3).with_listen_port(51820));
         }
         let i: &[(&str, &str)] = &[("interface", "wg0")];
         b.samples = vec![

@@ -41,18 +41,18 @@ fn plugin_wasm(name: &str) -> Vec<u8> {
 /// What `uptime.wat` does, natively.
 fn native_uptime() -> (Vec<Sample>, Vec<String>) {
     let now = UnixMillis::now();
-    let up = Sample {
-        name: MetricName::new("plugin_up").unwrap(),
-        labels: Labels::from_pairs([("source", "wat"), ("kind", "example")]).unwrap(),
-        timestamp: now,
-        value: Value::Gauge(1.0),
-    };
-    let runs = Sample {
-        name: MetricName::new("plugin_runs_total").unwrap(),
-        labels: Labels::new(),
-        timestamp: UnixMillis::now(),
-        value: Value::Counter(u64::try_from(now.as_millis() / 1000).unwrap_or(0)),
-    };
+    let up = Sample::new(
+        MetricName::new("plugin_up").unwrap(),
+        Labels::from_pairs([("source", "wat"), ("kind", "example")]).unwrap(),
+        now,
+        Value::Gauge(1.0),
+    );
+    let runs = Sample::new(
+        MetricName::new("plugin_runs_total").unwrap(),
+        Labels::new(),
+        UnixMillis::now(),
+        Value::Counter(u64::try_from(now.as_millis() / 1000).unwrap_or(0)),
+    );
     (vec![up, runs], vec![String::from("collected")])
 }
 

@@ -268,12 +268,10 @@ fn emit(
     let name = MetricName::new(name).map_err(|e| violation(format!("metric name: {e}")))?;
     let labels = read_str(caller, labels_ptr, labels_len, MAX_LABELS_BYTES, "labels")?;
     let labels = parse_labels(&labels)?;
-    caller.data_mut().samples.push(Sample {
-        name,
-        labels,
-        timestamp: UnixMillis::now(),
-        value,
-    });
+    caller
+        .data_mut()
+        .samples
+        .push(Sample::new(name, labels, UnixMillis::now(), value));
     Ok(())
 }
 

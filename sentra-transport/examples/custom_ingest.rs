@@ -78,12 +78,12 @@ async fn main() -> Result<(), BoxError> {
     for seq in [1, 2, 2] {
         let now = UnixMillis::now();
         let mut batch = Batch::new(agent.clone(), Seq::new(seq)?, now);
-        batch.samples.push(Sample {
-            name: "cpu_usage_ratio".parse()?,
-            labels: Labels::from_pairs([("core", "0")])?,
-            timestamp: now,
-            value: Value::Gauge(0.5),
-        });
+        batch.samples.push(Sample::new(
+            "cpu_usage_ratio".parse()?,
+            Labels::from_pairs([("core", "0")])?,
+            now,
+            Value::Gauge(0.5),
+        ));
         let ack = client
             .push(signer.sign_batch(&batch, now, Nonce::random()))
             .await?;

@@ -265,35 +265,23 @@ mod tests {
 
     #[test]
     fn device_and_peer_keys_are_the_documented_ones() {
-        let dev = WgDevice {
-            name: "wg0".into(),
-            ifindex: 3,
-            public_key: Some(WgPublicKey::from_bytes([0xff; 32])),
-            listen_port: 51820,
-            fwmark: 0,
-            peers: vec![
-                WgPeer {
-                    public_key: WgPublicKey::from_bytes([0; 32]),
-                    endpoint: Some("[2001:db8::1]:51820".parse().expect("addr")),
-                    allowed_ips: vec!["10.0.0.0/24".parse().expect("ip")],
-                    last_handshake: Some(UnixMillis::from_millis(1_700_000_000_999)),
-                    rx_bytes: 1,
-                    tx_bytes: 2,
-                    persistent_keepalive_s: Some(25),
-                    has_preshared_key: true,
-                },
-                WgPeer {
-                    public_key: WgPublicKey::from_bytes([1; 32]),
-                    endpoint: None,
-                    allowed_ips: vec![],
-                    last_handshake: None,
-                    rx_bytes: 0,
-                    tx_bytes: 0,
-                    persistent_keepalive_s: None,
-                    has_preshared_key: false,
-                },
-            ],
-        };
+        let dev = WgDevice::new("wg0", 3)
+            .with_public_key(WgPublicKey::from_bytes([0xff; 32]))
+            .with_listen_port(51820)
+            .with_peers(vec![
+                WgPeer::new(WgPublicKey::from_bytes([0; 32]))
+                    .with_endpoint(
+                        "[2001:db8::1]:51820"
+                            .parse::<std::net::SocketAddr>()
+                            .expect("addr"),
+                    )
+                    .with_allowed_ips(vec!["10.0.0.0/24".parse().expect("ip")])
+                    .with_last_handshake(UnixMillis::from_millis(1_700_000_000_999))
+                    .with_transfer(1, 2)
+                    .with_persistent_keepalive_s(25)
+                    .with_preshared_key(true),
+                WgPeer::new(WgPublicKey::from_bytes([1; 32])),
+            ]);
         let snap = Snapshot {
             created: UnixMillis::from_millis(1_700_000_001_000),
             samples: vec![],
@@ -337,12 +325,12 @@ mod tests {
 
     #[test]
     fn non_finite_gauges_are_null() {
-        let s = sentra_core::Sample {
-            name: sentra_core::MetricName::new("x").expect("name"),
-            labels: sentra_core::Labels::new(),
-            timestamp: UnixMillis::from_millis(1),
-            value: Value::Gauge(f64::NAN),
-        };
+        let s = sentra_core::Sample::new(
+            sentra_core::MetricName::new("x").expect("name"),
+            sentra_core::Labels::new(),
+            UnixMillis::from_millis(1),
+            Value::Gauge(f64::NAN),
+        );
         let snap = Snapshot {
             created: UnixMillis::from_millis(1),
             samples: vec![s],

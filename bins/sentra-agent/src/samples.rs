@@ -49,12 +49,8 @@ impl SampleSet {
             self.invalid += 1;
             return;
         };
-        self.samples.push(Sample {
-            name,
-            labels,
-            timestamp: self.timestamp,
-            value,
-        });
+        self.samples
+            .push(Sample::new(name, labels, self.timestamp, value));
     }
 
     /// Records that some input could not be turned into a sample (a malformed line).

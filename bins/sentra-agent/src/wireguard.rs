@@ -60,14 +60,11 @@ pub fn convert_device(d: &sentra_wg::Device) -> Result<WgDevice, String> {
     for p in &d.peers {
         peers.push(convert_peer(p)?);
     }
-    let dev = WgDevice {
-        name: d.name.clone(),
-        ifindex: d.ifindex,
-        public_key: d.public_key.map(|k| WgPublicKey::from_bytes(*k.as_bytes())),
-        listen_port: d.listen_port,
-        fwmark: d.fwmark,
-        peers,
-    };
+    let dev = WgDevice::new(d.name.clone(), d.ifindex)
+        .with_public_key(d.public_key.map(|k| WgPublicKey::from_bytes(*k.as_bytes())))
+        .with_listen_port(d.listen_port)
+        .with_fwmark(d.fwmark)
+        .with_peers(peers);
     // Round-trip through the wire validation so what we store is what the server accepts.
     WgDevice::try_from(sentra_core::proto::WgDevice::from(&dev))
         .map_err(|e| format!("device {}: {e}", d.name))
@@ -84,16 +81,17 @@ fn convert_peer(p: &sentra_wg::Peer) -> Result<WgPeer, String> {
         let ms = i64::try_from(ms).ok()?;
         (ms > 0).then(|| UnixMillis::from_millis(ms))
     });
-    Ok(WgPeer {
-        public_key: WgPublicKey::from_bytes(*p.public_key.as_bytes()),
-        endpoint: p.endpoint,
-        allowed_ips,
-        last_handshake,
-        rx_bytes: p.rx_bytes,
-        tx_bytes: p.tx_bytes,
-        persistent_keepalive_s: (p.persistent_keepalive != 0).then_some(p.persistent_keepalive),
-        has_preshared_key: p.preshared_key.is_some(),
-    })
+    Ok(
+        WgPeer::new(WgPublicKey::from_bytes(*p.public_key.as_bytes()))
+            .with_endpoint(p.endpoint)
+            .with_allowed_ips(allowed_ips)
+            .with_last_handshake(last_handshake)
+            .with_transfer(p.rx_bytes, p.tx_bytes)
+            .with_persistent_keepalive_s(
+                (p.persistent_keepalive != 0).then_some(p.persistent_keepalive),
+            )
+            .with_preshared_key(p.preshared_key.is_some()),
+    )
 }
 
 /// Result of one WireGuard collection.

@@ -57,18 +57,18 @@ async fn ingest_hostile(server: &Server) -> String {
 
     let now = UnixMillis::now();
     let mut batch = Batch::new(agent_id.clone(), Seq::new(1).unwrap(), now);
-    batch.samples.push(Sample {
-        name: MetricName::new("hostile_metric").unwrap(),
-        labels: Labels::from_pairs([
+    batch.samples.push(Sample::new(
+        MetricName::new("hostile_metric").unwrap(),
+        Labels::from_pairs([
             ("clear", CLEAR),
             ("fake", FAKE_ROW),
             ("bidi", BIDI),
             ("crnul", CR_NUL),
         ])
         .unwrap(),
-        timestamp: now,
-        value: Value::Gauge(1.0),
-    });
+        now,
+        Value::Gauge(1.0),
+    ));
     let client = sentra_transport::Client::builder(format!("http://{}", server.grpc))
         .build()
         .unwrap();

@@ -222,12 +222,12 @@ fn verified(agent: &AgentId, seq: u64, ts: i64) -> Verified {
         Seq::new(seq).unwrap(),
         UnixMillis::from_millis(ts),
     );
-    b.samples = vec![Sample {
-        name: "scaleout_test".parse().unwrap(),
-        labels: Labels::from_pairs([("k", "v")]).unwrap(),
-        timestamp: UnixMillis::from_millis(ts),
-        value: Value::Gauge(f64::from(u32::try_from(seq).unwrap())),
-    }];
+    b.samples = vec![Sample::new(
+        "scaleout_test".parse().unwrap(),
+        Labels::from_pairs([("k", "v")]).unwrap(),
+        UnixMillis::from_millis(ts),
+        Value::Gauge(f64::from(u32::try_from(seq).unwrap())),
+    )];
     let now = UnixMillis::now();
     let env = Signer::new(agent.clone(), KeyId::new(1), &secret).sign(
         Method::Push,
@@ -443,12 +443,12 @@ async fn ship(
             Seq::new(seq).unwrap(),
             UnixMillis::from_millis(ts),
         );
-        b.samples = vec![Sample {
-            name: "scaleout_fault".parse().unwrap(),
-            labels: Labels::from_pairs([("k", "v")]).unwrap(),
-            timestamp: UnixMillis::from_millis(ts),
-            value: Value::Gauge(f64::from(u32::try_from(seq).unwrap())),
-        }];
+        b.samples = vec![Sample::new(
+            "scaleout_fault".parse().unwrap(),
+            Labels::from_pairs([("k", "v")]).unwrap(),
+            UnixMillis::from_millis(ts),
+            Value::Gauge(f64::from(u32::try_from(seq).unwrap())),
+        )];
         let env = signer.sign_batch(&b, UnixMillis::now(), Nonce::random());
         stats.sent.fetch_add(1, Relaxed);
         let deadline = Instant::now() + Duration::from_secs(120);

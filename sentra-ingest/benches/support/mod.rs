@@ -125,16 +125,16 @@ pub(crate) fn sign(
             for p in 0..points {
                 let ts = t0 + ((b * points + p) * 1000) as i64;
                 for (s, l) in labels.iter().enumerate() {
-                    batch.samples.push(Sample {
-                        name: if s % 2 == 0 { &gauge } else { &counter }.clone(),
-                        labels: l.clone(),
-                        timestamp: UnixMillis::from_millis(ts),
-                        value: if s % 2 == 0 {
+                    batch.samples.push(Sample::new(
+                        if s % 2 == 0 { &gauge } else { &counter }.clone(),
+                        l.clone(),
+                        UnixMillis::from_millis(ts),
+                        if s % 2 == 0 {
                             Value::Gauge((ts % 1000) as f64 * 0.5)
                         } else {
                             Value::Counter((b * points + p) * 1000 + s as u64)
                         },
-                    });
+                    ));
                 }
             }
             let payload = Bytes::from(batch.encode_to_vec());

@@ -49,21 +49,21 @@ pub fn verify_with_nonce(batch: &Batch, nonce: u8) -> Verified {
 }
 
 pub fn gauge(name: &str, labels: &[(&str, &str)], ts: i64, v: f64) -> Sample {
-    Sample {
-        name: name.parse().unwrap(),
-        labels: Labels::from_pairs(labels.iter().copied()).unwrap(),
-        timestamp: UnixMillis::from_millis(ts),
-        value: Value::Gauge(v),
-    }
+    Sample::new(
+        name.parse().unwrap(),
+        Labels::from_pairs(labels.iter().copied()).unwrap(),
+        UnixMillis::from_millis(ts),
+        Value::Gauge(v),
+    )
 }
 
 pub fn counter(name: &str, labels: &[(&str, &str)], ts: i64, v: u64) -> Sample {
-    Sample {
-        name: name.parse().unwrap(),
-        labels: Labels::from_pairs(labels.iter().copied()).unwrap(),
-        timestamp: UnixMillis::from_millis(ts),
-        value: Value::Counter(v),
-    }
+    Sample::new(
+        name.parse().unwrap(),
+        Labels::from_pairs(labels.iter().copied()).unwrap(),
+        UnixMillis::from_millis(ts),
+        Value::Counter(v),
+    )
 }
 
 /// A batch of `agent` with `seq`, created at `created` ms, holding `samples`.
@@ -83,21 +83,15 @@ pub fn peer_key(n: u8) -> WgPublicKey {
 
 /// One interface `wg0` with one peer.
 pub fn wg(rx: u64, tx: u64, handshake_ms: Option<i64>) -> WgDevice {
-    WgDevice {
-        name: "wg0".into(),
-        ifindex: 3,
-        public_key: Some(peer_key(1)),
-        listen_port: 51820,
-        fwmark: 0,
-        peers: vec![WgPeer {
-            public_key: peer_key(2),
-            endpoint: Some("192.0.2.7:51820".parse::<SocketAddr>().unwrap()),
-            allowed_ips: vec!["10.7.0.2/32".parse::<IpPrefix>().unwrap()],
-            last_handshake: handshake_ms.map(UnixMillis::from_millis),
-            rx_bytes: rx,
-            tx_bytes: tx,
-            persistent_keepalive_s: Some(25),
-            has_preshared_key: false,
-        }],
-    }
+    WgDevice::new("wg0", 3)
+        .with_public_key(peer_key(1))
+        .with_listen_port(51820)
+        .with_peers(vec![
+            WgPeer::new(peer_key(2))
+                .with_endpoint("192.0.2.7:51820".parse::<SocketAddr>().unwrap())
+                .with_allowed_ips(vec!["10.7.0.2/32".parse::<IpPrefix>().unwrap()])
+                .with_last_handshake(handshake_ms.map(UnixMillis::from_millis))
+                .with_transfer(rx, tx)
+                .with_persistent_keepalive_s(25),
+        ])
 }

@@ -345,23 +345,23 @@ impl Agent {
             let now = UnixMillis::now();
             let handshake = UnixMillis::from_millis(now.as_millis() - age.as_millis() as i64);
             let mut batch = Batch::new(self.id.clone(), Seq::new(seq).unwrap(), now);
-            batch.wg_devices.push(WgDevice {
-                name: "wg0".into(),
-                ifindex: 3,
-                public_key: Some(WgPublicKey::from_bytes([9; 32])),
-                listen_port: 51820,
-                fwmark: 0,
-                peers: vec![WgPeer {
-                    public_key: WgPublicKey::from_bytes([1; 32]),
-                    endpoint: Some("198.51.100.7:51820".parse().unwrap()),
-                    allowed_ips: vec!["10.0.0.2/32".parse().unwrap()],
-                    last_handshake: Some(handshake),
-                    rx_bytes: 1000 * seq,
-                    tx_bytes: 1000 * seq,
-                    persistent_keepalive_s: Some(25),
-                    has_preshared_key: false,
-                }],
-            });
+            batch.wg_devices.push(
+                WgDevice::new("wg0", 3)
+                    .with_public_key(WgPublicKey::from_bytes([9; 32]))
+                    .with_listen_port(51820)
+                    .with_peers(vec![
+                        WgPeer::new(WgPublicKey::from_bytes([1; 32]))
+                            .with_endpoint(
+                                "198.51.100.7:51820"
+                                    .parse::<std::net::SocketAddr>()
+                                    .unwrap(),
+                            )
+                            .with_allowed_ips(vec!["10.0.0.2/32".parse().unwrap()])
+                            .with_last_handshake(handshake)
+                            .with_transfer(1000 * seq, 1000 * seq)
+                            .with_persistent_keepalive_s(25),
+                    ]),
+            );
             let env = Signer::new(self.id.clone(), self.key, &self.secret).sign_batch(
                 &batch,
                 now,
