@@ -49,6 +49,10 @@ impl Default for Config {
 /// A stable alert identity: FNV-1a 64 of the rule name and the alert's sorted labels.
 /// Stable across restarts, platforms and versions of Rust.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a value newtype around the 64-bit hash; the field is the value"
+)]
 pub struct Fingerprint(pub u64);
 
 impl fmt::Display for Fingerprint {

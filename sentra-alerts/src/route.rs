@@ -209,6 +209,10 @@ impl RouterConfig {
 
 /// A silence's identity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a value newtype around the numeric id; the field is the value"
+)]
 pub struct SilenceId(pub u64);
 
 impl std::fmt::Display for SilenceId {

@@ -27,7 +27,11 @@ enum Part {
 }
 
 /// What a template can refer to when rendered.
+///
+/// `#[non_exhaustive]` (later versions may add fields a template can refer to): build one
+/// with [`Context::new`].
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct Context<'a> {
     /// The alert's labels, sorted by name.
     pub labels: &'a [(String, String)],
@@ -37,6 +41,25 @@ pub struct Context<'a> {
     pub rule: &'a str,
     /// The severity, as a word.
     pub severity: &'a str,
+}
+
+impl<'a> Context<'a> {
+    /// A context of an alert with `labels` (sorted by name), triggering `value`, of `rule`
+    /// at `severity`.
+    #[must_use]
+    pub const fn new(
+        labels: &'a [(String, String)],
+        value: f64,
+        rule: &'a str,
+        severity: &'a str,
+    ) -> Self {
+        Self {
+            labels,
+            value,
+            rule,
+            severity,
+        }
+    }
 }
 
 fn err(offset: usize, message: impl Into<String>) -> Error {

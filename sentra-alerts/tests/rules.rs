@@ -185,12 +185,9 @@ fn matchers_follow_prometheus_semantics() {
 
 fn render(t: &str) -> String {
     let l = labels(&[("peer", "K="), ("interface", "wg0")]);
-    Template::parse(t).unwrap().render(&Context {
-        labels: &l,
-        value: 181.5,
-        rule: "Stale",
-        severity: "critical",
-    })
+    Template::parse(t)
+        .unwrap()
+        .render(&Context::new(&l, 181.5, "Stale", "critical"))
 }
 
 #[test]
@@ -208,12 +205,7 @@ fn templates_render_variables() {
     let l = labels(&[("peer", "{{ $value }}")]);
     let out = Template::parse("{{ $labels.peer }}")
         .unwrap()
-        .render(&Context {
-            labels: &l,
-            value: 1.0,
-            rule: "r",
-            severity: "info",
-        });
+        .render(&Context::new(&l, 1.0, "r", "info"));
     assert_eq!(out, "{{ $value }}");
 }
 

@@ -250,6 +250,10 @@ pub fn check_address_free(address: &str, peers: &[PeerSpec], except: Option<&str
 /// An x25519 key pair for a WireGuard client, as `wg genkey | wg pubkey` makes it.
 /// The private half is returned to the caller once and is never stored.
 #[derive(Debug)]
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "the two halves of an x25519 key pair; nothing else belongs in it"
+)]
 pub struct KeyPair {
     /// The private key, standard base64 (redacted in `Debug`, zeroed on drop).
     pub private_key: SecretString,

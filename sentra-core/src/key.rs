@@ -67,6 +67,10 @@ impl fmt::Debug for SecretKey {
 
 /// When a key may be used to verify, in server time: `[not_before, not_after)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a plain half-open interval of two optional bounds; complete as it is"
+)]
 pub struct Validity {
     /// First instant the key is valid (inclusive); `None` means since forever.
     pub not_before: Option<UnixMillis>,

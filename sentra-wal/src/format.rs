@@ -153,6 +153,10 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// A decoded segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "mirrors a fixed on-disk record of format version 1; a new field means a new format version, not a minor release"
+)]
 pub struct SegmentHeader {
     /// Monotonic segment number within the log.
     pub segment_id: u64,
@@ -278,6 +282,10 @@ pub fn encode_seal(out: &mut Vec<u8>, salt: u64, next_lsn: u64, records: u64) {
 
 /// A frame decoded from bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "mirrors a fixed on-disk record of format version 1; a new field means a new format version, not a minor release"
+)]
 pub struct Frame<'a> {
     /// LSN field of the frame (for a seal: the next LSN).
     pub lsn: u64,
@@ -371,6 +379,10 @@ pub fn decode_frame(b: &[u8], salt: u64, max_len: usize) -> Result<Frame<'_>, Fr
 
 /// Content of a seal frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "mirrors a fixed on-disk record of format version 1; a new field means a new format version, not a minor release"
+)]
 pub struct Seal {
     /// First LSN of the following segment.
     pub next_lsn: u64,
@@ -441,6 +453,7 @@ impl std::fmt::Display for StopReason {
 
 /// Result of scanning the frames of one segment body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Scan {
     /// Number of valid data records.
     pub records: u64,
@@ -504,6 +517,10 @@ pub fn scan(body: &[u8], salt: u64, first_lsn: u64, max_len: usize, lsn_limit: u
 
 /// A decoded cursor slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "mirrors a fixed on-disk record of format version 1; a new field means a new format version, not a minor release"
+)]
 pub struct CursorSlot {
     /// Monotonic write sequence; the valid slot with the highest wins.
     pub slot_seq: u64,

@@ -128,6 +128,10 @@ pub trait Vfs: Send + Sync + Debug + 'static {
 
 /// The real file system (`std::fs`).
 #[derive(Debug, Clone, Copy, Default)]
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a stateless unit marker, built as `RealFs`; state would be a new type"
+)]
 pub struct RealFs;
 
 #[derive(Debug)]

@@ -22,6 +22,10 @@ pub type Lsn = u64;
 
 /// An inclusive range of LSNs assigned to a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a plain inclusive (first, last) pair of LSNs; complete as it is"
+)]
 pub struct LsnRange {
     /// First LSN of the batch.
     pub first: Lsn,
