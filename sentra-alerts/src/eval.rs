@@ -342,8 +342,10 @@ fn ms(d: Duration) -> i64 {
 }
 
 fn secs(ms: i64) -> f64 {
-    // Precision loss is irrelevant at alert scale.
-    #[allow(clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "seconds as f64 are exact below 2^53 ms, far beyond any real time"
+    )]
     let s = ms as f64 / 1000.0;
     s
 }
@@ -471,9 +473,15 @@ impl Evaluator {
         for s in &batch.samples {
             let (v, counter) = match &s.value {
                 Value::Gauge(g) => (*g, false),
-                #[allow(clippy::cast_precision_loss)]
+                #[allow(
+                    clippy::cast_precision_loss,
+                    reason = "alert thresholds compare as f64; counters above 2^53 lose only low digits"
+                )]
                 Value::Counter(c) => (*c as f64, true),
-                #[allow(clippy::cast_precision_loss)]
+                #[allow(
+                    clippy::cast_precision_loss,
+                    reason = "alert thresholds compare as f64; counts above 2^53 lose only low digits"
+                )]
                 Value::Histogram(h) => (h.count() as f64, true),
                 _ => continue,
             };

@@ -204,7 +204,10 @@ name_type!(MetricName, "name", true);
 name_type!(LabelName, "name", false);
 
 impl MetricName {
-    #[allow(clippy::unnecessary_wraps)]
+    #[allow(
+        clippy::unnecessary_wraps,
+        reason = "same signature as LabelName::extra_check, called from one macro"
+    )]
     fn extra_check(_: &str) -> Result<()> {
         Ok(())
     }

@@ -369,7 +369,10 @@ impl Verifier {
             nonce: &envelope.nonce,
         };
         let expected = compute_tag(key.hmac(), &header, &envelope.payload);
-        #[allow(deprecated)] // ring keeps this as its constant-time comparison primitive
+        #[allow(
+            deprecated,
+            reason = "ring keeps this as its constant-time comparison primitive"
+        )]
         ring::constant_time::verify_slices_are_equal(expected.as_ref(), &envelope.tag)
             .map_err(|_| Error::BadTag)?;
         let skew_ms = envelope.created_ms.saturating_sub(now.as_millis());

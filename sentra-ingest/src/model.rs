@@ -193,7 +193,10 @@ fn wg_series(devices: &[WgDevice], ts: i64, out: &mut Vec<Extra>) -> Result<(), 
                 ts,
                 value: Stored::Counter(p.rx_bytes),
             });
-            #[allow(clippy::cast_precision_loss)]
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "seconds as f64 are exact below 2^53 ms"
+            )]
             let hs = p
                 .last_handshake
                 .map_or(0.0, |t| t.as_millis() as f64 / 1000.0);

@@ -137,7 +137,10 @@ fn gauges<V: prometheus_client::encoding::EncodeGaugeValue + Copy>(
     })
 }
 
-#[allow(clippy::cast_precision_loss)]
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "Prometheus gauges are f64; counts and seconds above 2^53 lose only low digits"
+)]
 fn encode_snapshot(
     snapshot: &StatusSnapshot,
     options: FleetMetricsOptions,

@@ -101,7 +101,10 @@ impl AgentMark {
     }
 
     /// Decides `seq` and, when it is stored, records it (see the crate docs).
-    #[allow(clippy::cast_sign_loss)]
+    #[allow(
+        clippy::cast_sign_loss,
+        reason = "the receive time is clamped to >= 0 before the cast"
+    )]
     fn decide(
         &mut self,
         seq: u64,

@@ -200,5 +200,8 @@ impl Vfs for RealFs {
 
 /// The lock is held as long as the file stays open.
 #[derive(Debug)]
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "held only for its drop (releases the lock); the path is for Debug output"
+)]
 struct LockFile(File, PathBuf);

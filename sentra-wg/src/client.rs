@@ -155,7 +155,10 @@ impl Sock {
         // could close the descriptor behind tokio's back. Here the socket is moved into the
         // `AsyncFd` and only closed when it is dropped (after deregistration), so the safe
         // constructor is sound and the crate stays `forbid(unsafe_code)`.
-        #[allow(deprecated)]
+        #[allow(
+            deprecated,
+            reason = "see the comment above: the constructor is sound here"
+        )]
         let fd = AsyncFd::new(sock)?;
         Self::with(Fd::Async(fd))
     }

@@ -273,7 +273,10 @@ where
 }
 
 /// A stored unsigned counter (`INTEGER`/`int8` holding the `u64`'s value).
-#[allow(clippy::cast_sign_loss)]
+#[allow(
+    clippy::cast_sign_loss,
+    reason = "the column stores the u64's bits as a signed integer; the cast restores them"
+)]
 fn u<R>(r: &R, i: usize) -> u64
 where
     R: Row,

@@ -66,7 +66,10 @@ pub(crate) struct PgStore {
     retention_ms: i64,
 }
 
-#[allow(clippy::cast_possible_wrap)]
+#[allow(
+    clippy::cast_possible_wrap,
+    reason = "int8 stores the u64's bits; `u` in backend/sql.rs casts them back"
+)]
 const fn i(v: u64) -> i64 {
     v as i64
 }

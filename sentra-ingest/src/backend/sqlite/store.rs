@@ -71,7 +71,10 @@ fn sql_by_pow(head: &str, cols: usize, max: usize, tail: &str) -> Vec<String> {
 
 type Q<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
 
-#[allow(clippy::cast_possible_wrap)]
+#[allow(
+    clippy::cast_possible_wrap,
+    reason = "INTEGER stores the u64's bits; `u` in backend/sql.rs casts them back"
+)]
 fn bind_value(q: Q<'_>, v: Stored) -> Q<'_> {
     match v {
         Stored::Gauge(g) => q.bind(g),
@@ -115,7 +118,10 @@ impl SqliteStore {
     }
 }
 
-#[allow(clippy::cast_possible_wrap)]
+#[allow(
+    clippy::cast_possible_wrap,
+    reason = "INTEGER stores the u64's bits; `u` in backend/sql.rs casts them back"
+)]
 async fn write_commit(conn: &mut SqliteConnection, plan: &Commit) -> sqlx::Result<()> {
     let mut tx = conn.begin().await?;
     for s in &plan.staged {
