@@ -18,7 +18,11 @@ where
     }
     let n = match Num::deserialize(d)? {
         Num::Int(n) => n,
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "the guard admits only whole, non-negative floats up to 2^53: exact in u64"
+        )]
         Num::Float(f) if f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f) => {
             f as u64
         }

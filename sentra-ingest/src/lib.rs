@@ -84,9 +84,14 @@
 //! progress stay intact) and no point is ever planted in the future. Timestamps within the
 //! window, and past timestamps (a backlog shipped after an outage), are stored as sent.
 #![forbid(unsafe_code)]
-// Without a backend feature the crate builds (for `cargo hack`), but nothing can open a
-// store: everything behind `open_with` is unused then.
-#![cfg_attr(not(feature = "sqlite"), allow(unused))]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    allow(
+        unused,
+        reason = "without a backend feature the crate builds (for `cargo hack`), but nothing \
+                  can open a store: everything behind `open_with` is unused then"
+    )
+)]
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;

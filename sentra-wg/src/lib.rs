@@ -14,8 +14,13 @@
 //!   minimal update; [`show`] formats like `wg show`.
 //! * [`Error`] is typed: [`Error::is_unavailable`] tells a collector that WireGuard cannot be
 //!   used here (no kernel support, or no `CAP_NET_ADMIN`) so it can say so once and go on.
-// Without the `tokio` feature the crate docs still name the async `Client`.
-#![cfg_attr(not(feature = "tokio"), allow(rustdoc::broken_intra_doc_links))]
+#![cfg_attr(
+    not(feature = "tokio"),
+    allow(
+        rustdoc::broken_intra_doc_links,
+        reason = "without the `tokio` feature the crate docs still name the async `Client`"
+    )
+)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]

@@ -166,7 +166,10 @@ impl InterfaceReport {
     /// `sentra_wg_drift_peer` and `sentra_wg_apply_peer_error` (1 per listed peer, at most
     /// [`MAX_LISTED`]), `sentra_wg_apply_error` (1, with the reason). No key material except
     /// public keys.
-    #[allow(clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "gauges are f64; revisions and counts stay far below 2^53"
+    )]
     pub fn samples(&self, set: &mut SampleSet) {
         let i: &[(&str, &str)] = &[("interface", &self.interface)];
         let flag = |b: bool| if b { 1.0 } else { 0.0 };

@@ -103,7 +103,10 @@ impl fmt::Debug for Backend {
             BackendKind::Sqlite(dir) => f.debug_tuple("Sqlite").field(dir).finish(),
             #[cfg(feature = "postgres")]
             BackendKind::Postgres(_) => f.write_str("Postgres(..)"),
-            #[allow(unreachable_patterns)]
+            #[allow(
+                unreachable_patterns,
+                reason = "reachable only when a backend feature is off"
+            )]
             _ => f.write_str("Backend"),
         }
     }
