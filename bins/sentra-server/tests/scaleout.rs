@@ -1023,31 +1023,28 @@ fn wg_envelope(
         Seq::new(seq).unwrap(),
         UnixMillis::from_millis(ts),
     );
-    b.samples = vec![Sample {
-        name: "scaleout_follow".parse().unwrap(),
-        labels: Labels::from_pairs([("k", "v")]).unwrap(),
-        timestamp: UnixMillis::from_millis(ts),
-        value: Value::Gauge(f64::from(u32::try_from(seq).unwrap())),
-    }];
-    b.wg_devices = vec![sentra_core::WgDevice {
-        name: "wg0".to_owned(),
-        ifindex: 3,
-        public_key: Some(sentra_core::WgPublicKey::from_bytes([7; 32])),
-        listen_port: 51820,
-        fwmark: 0,
-        peers: vec![sentra_core::WgPeer {
-            public_key: sentra_core::WgPublicKey::from_bytes([9; 32]),
-            endpoint: Some("192.0.2.1:51820".parse().unwrap()),
-            allowed_ips: vec!["10.0.0.2/32".parse().unwrap()],
-            last_handshake: Some(UnixMillis::from_millis(
-                UnixMillis::now().as_millis() - i64::try_from(handshake_age.as_millis()).unwrap(),
-            )),
-            rx_bytes: 1000 * seq,
-            tx_bytes: 500 * seq,
-            persistent_keepalive_s: Some(25),
-            has_preshared_key: false,
-        }],
-    }];
+    b.samples = vec![Sample::new(
+        "scaleout_follow".parse().unwrap(),
+        Labels::from_pairs([("k", "v")]).unwrap(),
+        UnixMillis::from_millis(ts),
+        Value::Gauge(f64::from(u32::try_from(seq).unwrap())),
+    )];
+    b.wg_devices = vec![
+        sentra_core::WgDevice::new("wg0".to_owned(), 3)
+            .with_public_key(sentra_core::WgPublicKey::from_bytes([7; 32]))
+            .with_listen_port(51820)
+            .with_peers(vec![
+                sentra_core::WgPeer::new(sentra_core::WgPublicKey::from_bytes([9; 32]))
+                    .with_endpoint("192.0.2.1:51820".parse::<std::net::SocketAddr>().unwrap())
+                    .with_allowed_ips(vec!["10.0.0.2/32".parse().unwrap()])
+                    .with_last_handshake(UnixMillis::from_millis(
+                        UnixMillis::now().as_millis()
+                            - i64::try_from(handshake_age.as_millis()).unwrap(),
+                    ))
+                    .with_transfer(1000 * seq, 500 * seq)
+                    .with_persistent_keepalive_s(25),
+            ]),
+    ];
     Signer::new(e.agent_id.clone(), e.key_id, &e.secret).sign_batch(
         &b,
         UnixMillis::now(),
