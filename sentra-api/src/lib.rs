@@ -150,6 +150,7 @@ mod util;
 use std::{path::Path, sync::Arc, time::Duration};
 
 pub use http::tls::{ApiTls, TlsListener};
+pub use metrics::{scrape_authorized, to_text_format};
 pub use readiness::Readiness;
 // The control plane lives in `sentra-control`; these re-exports keep the API's paths.
 pub use sentra_control::{

@@ -25,7 +25,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{DbKeyring, Readiness};
+use crate::{DbKeyring, Readiness, SecretString};
 
 const BUCKETS_S: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
@@ -265,7 +265,18 @@ impl Metrics {
 /// 0.0.4 that `promtool check metrics` and older scrapers read: a counter family is named
 /// with its `_total` suffix in `HELP`/`TYPE` (OpenMetrics names the family without it),
 /// and the `# EOF` line is dropped. Every other line is the same in both formats.
-pub(crate) fn to_text_format(openmetrics: &str) -> String {
+///
+/// Public so that other `/metrics` pages built on a `prometheus_client` registry (the
+/// scale-out roles' observe listener) answer exactly as the REST API does.
+///
+/// ```
+/// let om = "# HELP jobs Jobs done.\n# TYPE jobs counter\njobs_total 3\n# EOF\n";
+/// assert_eq!(
+///     sentra_api::to_text_format(om),
+///     "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\njobs_total 3\n"
+/// );
+/// ```
+pub fn to_text_format(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     let lines: Vec<&str> = openmetrics.lines().collect();
     let counters: std::collections::HashSet<&str> = lines
@@ -308,9 +319,43 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Whether a `/metrics` request carries the scrape token (`Authorization: Bearer <token>`).
+/// Compares SHA-256 digests, so the time taken depends neither on where the bytes differ
+/// nor on the token's length.
+#[must_use]
+pub fn scrape_authorized(headers: &axum::http::HeaderMap, token: &SecretString) -> bool {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let a = ring::digest::digest(&ring::digest::SHA256, given.as_bytes());
+    let b = ring::digest::digest(&ring::digest::SHA256, token.expose_secret().as_bytes());
+    a.as_ref()
+        .iter()
+        .zip(b.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrape_token_compare() {
+        let token = SecretString::new("s3cret");
+        let with = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(axum::http::header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert!(scrape_authorized(&with("Bearer s3cret"), &token));
+        assert!(!scrape_authorized(&with("Bearer s3cres"), &token));
+        assert!(!scrape_authorized(&with("Bearer s3cret2"), &token));
+        assert!(!scrape_authorized(&with("Basic s3cret"), &token));
+        assert!(!scrape_authorized(&axum::http::HeaderMap::new(), &token));
+    }
 
     #[test]
     fn renders() {

@@ -172,20 +172,15 @@ async fn readyz(State(st): State<Shared>) -> Response {
 }
 
 async fn metrics(State(st): State<Shared>, headers: HeaderMap) -> Response {
-    if let Some(token) = &st.1 {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !same(given.as_bytes(), token.expose_secret().as_bytes()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")],
-                "/metrics needs the scrape token: Authorization: Bearer <token>\n",
-            )
-                .into_response();
-        }
+    if let Some(token) = &st.1
+        && !sentra_api::scrape_authorized(&headers, token)
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")],
+            "/metrics needs the scrape token: Authorization: Bearer <token>\n",
+        )
+            .into_response();
     }
     let mut text = String::new();
     let encoded = {
@@ -221,57 +216,10 @@ async fn metrics(State(st): State<Shared>, headers: HeaderMap) -> Response {
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            to_text_format(&text),
+            sentra_api::to_text_format(&text),
         )
             .into_response()
     }
-}
-
-/// OpenMetrics text (what prometheus-client writes) as the Prometheus text format 0.0.4
-/// (`promtool check metrics`, older scrapers): a counter family's `HELP`/`TYPE` carry its
-/// `_total` name, `# UNIT` and `# EOF` go. The same conversion as the REST API's.
-fn to_text_format(openmetrics: &str) -> String {
-    use std::fmt::Write as _;
-    let lines: Vec<&str> = openmetrics.lines().collect();
-    let counters: std::collections::HashSet<&str> = lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len());
-    for line in lines {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = line
-            .strip_prefix("# HELP ")
-            .map(|r| ("HELP", r))
-            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("TYPE", r)));
-        match meta {
-            Some((kind, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let suffix = if counters.contains(name) && !name.ends_with("_total") {
-                    "_total"
-                } else {
-                    ""
-                };
-                let _ = writeln!(out, "# {kind} {name}{suffix} {tail}");
-            }
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
-
-/// Compares in time independent of where the bytes differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
 }
 
 /// `sentra_component_ready{component}`: 1 ready, 0 failing.
@@ -310,28 +258,5 @@ where
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_compare() {
-        assert!(same(b"abc", b"abc"));
-        assert!(!same(b"abc", b"abd"));
-        assert!(!same(b"abc", b"abcd"));
-        assert!(!same(b"", b"a"));
-    }
-
-    #[test]
-    fn counters_get_their_total_name_in_the_text_format() {
-        let om =
-            "# HELP a_b Things.\n# TYPE a_b counter\na_b_total 3\n# TYPE g gauge\ng 1\n# EOF\n";
-        assert_eq!(
-            to_text_format(om),
-            "# HELP a_b_total Things.\n# TYPE a_b_total counter\na_b_total 3\n# TYPE g gauge\ng 1\n"
-        );
     }
 }

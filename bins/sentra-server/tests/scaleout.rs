@@ -4,6 +4,8 @@
 //! PostgreSQL (sentra-testkit). Batches are put on the bus the way an ingest server does
 //! (`BusPublisher`: signed, verified, acknowledged after the PubAck).
 
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -11,6 +13,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use common::http;
 use sentra_core::{
     AgentId, Batch, KeyId, Labels, MemoryKeyring, Method, Nonce, Sample, SecretKey, Seq, Signer,
     UnixMillis, Validity, Value, Verified, Verifier, proto::AckStatus,
@@ -976,38 +979,6 @@ async fn ingest_and_worker_readyz_and_metrics_follow_nats() {
     worker.stop();
 }
 
-/// `METHOD path` on `addr` over HTTP/1.0 with an optional bearer token and JSON body:
-/// (status, body); `None` while nothing listens.
-fn http_req(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> Option<(u16, String)> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body.unwrap_or(""));
-    s.write_all(req.as_bytes()).ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
-}
-
 /// A batch of `agent` with one WireGuard interface and one peer (persistent keepalive, last
 /// handshake `handshake_age` ago) whose counters grow with `seq`, signed with the agent's
 /// enrolled key.
@@ -1124,7 +1095,7 @@ async fn wait_status(
     loop {
         let tk = token.to_owned();
         let got = tokio::task::spawn_blocking(move || {
-            http_req(addr, "GET", "/api/v1/status", Some(&tk), None)
+            http(addr, "GET", "/api/v1/status", Some(&tk), None)
         })
         .await
         .unwrap();
@@ -1269,7 +1240,7 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
         .iter()
         .map(|a| {
             let (status, body) =
-                http_req(*a, "POST", "/api/v1/auth/login", None, Some(&login)).unwrap();
+                http(*a, "POST", "/api/v1/auth/login", None, Some(&login)).unwrap();
             assert_eq!(status, 200, "login on {a}: {body}");
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
             v["access_token"].as_str().unwrap().to_owned()
@@ -1348,12 +1319,10 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
             |s, b| s == 503 && b.contains("\"component\":\"nats\"") && b.contains("NATS"),
         )
         .await;
-        let (status, body) =
-            http_req(*addr, "GET", "/api/v1/status", Some(&tokens[i]), None).unwrap();
+        let (status, body) = http(*addr, "GET", "/api/v1/status", Some(&tokens[i]), None).unwrap();
         assert_eq!(status, 200, "api server {i} without NATS: {body}");
         assert_eq!(agent_in(&body, agent).map(|a| a.0), Some(2), "{body}");
-        let (status, body) =
-            http_req(*addr, "GET", "/api/v1/agents", Some(&tokens[i]), None).unwrap();
+        let (status, body) = http(*addr, "GET", "/api/v1/agents", Some(&tokens[i]), None).unwrap();
         assert_eq!(status, 200, "api server {i} without NATS: {body}");
         assert!(body.contains(agent), "{body}");
     }
@@ -1470,12 +1439,12 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
     .await;
     let token = {
         let (status, body) =
-            http_req(apis[1], "POST", "/api/v1/auth/login", None, Some(&login)).unwrap();
+            http(apis[1], "POST", "/api/v1/auth/login", None, Some(&login)).unwrap();
         assert_eq!(status, 200, "login after the restart: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         v["access_token"].as_str().unwrap().to_owned()
     };
-    let (status, body) = http_req(apis[1], "GET", "/api/v1/status", Some(&token), None).unwrap();
+    let (status, body) = http(apis[1], "GET", "/api/v1/status", Some(&token), None).unwrap();
     assert_eq!(status, 200, "{body}");
     let warm = agent_in(&body, agent).unwrap_or_else(|| {
         panic!(

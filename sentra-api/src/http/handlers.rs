@@ -984,33 +984,19 @@ pub(crate) async fn metrics(
     State(st): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if let Some(token) = &st.config.metrics_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Compare digests: constant time, and no length leak.
-        let a = ring::digest::digest(&ring::digest::SHA256, given.as_bytes());
-        let b = ring::digest::digest(&ring::digest::SHA256, token.expose_secret().as_bytes());
-        let same = a
-            .as_ref()
-            .iter()
-            .zip(b.as_ref())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0;
-        if !same {
-            let mut resp = super::error::json_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "/metrics needs the scrape token: Authorization: Bearer <token>",
-            );
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer realm=\"metrics\""),
-            );
-            return resp;
-        }
+    if let Some(token) = &st.config.metrics_token
+        && !crate::metrics::scrape_authorized(&headers, token)
+    {
+        let mut resp = super::error::json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "/metrics needs the scrape token: Authorization: Bearer <token>",
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"metrics\""),
+        );
+        return resp;
     }
     let openmetrics = headers
         .get(header::ACCEPT)
