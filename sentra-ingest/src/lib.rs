@@ -94,6 +94,13 @@
 )]
 #![doc(test(attr(deny(warnings))))]
 
+// Without a backend there is nothing to store into; say so first instead of leaving the user
+// with type errors from the backend dispatch.
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!(
+    "sentra-ingest needs a storage backend: enable its `sqlite` (default) or `postgres` feature"
+);
+
 mod backend;
 #[cfg(feature = "jetstream")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jetstream")))]
