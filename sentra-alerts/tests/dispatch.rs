@@ -5,7 +5,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::Receiver;
+use common::{Receiver, peer_batch, statuses, wait_for};
 use sentra_alerts::{
     Error, Matcher, Status, Transition,
     dispatch::{Dispatcher, DispatcherConfig},
@@ -41,26 +41,6 @@ fn transition(peer: &str, status: Status, since: UnixMillis) -> Transition {
         since,
         UnixMillis::now(),
     )
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn statuses(rx: &Receiver) -> Vec<String> {
-    rx.requests()
-        .iter()
-        .map(|r| {
-            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            v["status"].as_str().unwrap().to_owned()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,23 +195,6 @@ async fn every_route_needs_a_notifier() {
         err.to_string().contains("\"pager\", which has no notifier"),
         "{err}"
     );
-}
-
-fn peer_batch(seq: u64, now: UnixMillis, handshake_age_s: i64) -> sentra_core::Batch {
-    use sentra_core::{AgentId, Batch, Seq, WgDevice, WgPeer, WgPublicKey};
-    let mut batch = Batch::new(AgentId::new("gw-1").unwrap(), Seq::new(seq).unwrap(), now);
-    batch.wg_devices.push(
-        WgDevice::new("wg0", 4)
-            .with_listen_port(51820)
-            .with_peers(vec![
-                WgPeer::new(WgPublicKey::from_bytes([7; 32]))
-                    .with_last_handshake(UnixMillis::from_millis(
-                        now.as_millis() - handshake_age_s * 1000,
-                    ))
-                    .with_persistent_keepalive_s(25),
-            ]),
-    );
-    batch
 }
 
 /// The whole crate end to end: the real evaluator sees a peer stop handshaking and start

@@ -7,7 +7,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::Receiver;
+use common::{Receiver, feed, statuses, wait_for};
 use sentra_alerts::{
     Status,
     engine::{Engine, EngineConfig, Feed},
@@ -15,25 +15,7 @@ use sentra_alerts::{
     parse_rules,
     route::{Route, RouterConfig},
 };
-use sentra_core::UnixMillis;
 use tokio::sync::mpsc;
-
-fn peer_batch(seq: u64, now: UnixMillis, handshake_age_s: i64) -> sentra_core::Batch {
-    use sentra_core::{AgentId, Batch, Seq, WgDevice, WgPeer, WgPublicKey};
-    let mut batch = Batch::new(AgentId::new("gw-1").unwrap(), Seq::new(seq).unwrap(), now);
-    batch.wg_devices.push(
-        WgDevice::new("wg0", 4)
-            .with_listen_port(51820)
-            .with_peers(vec![
-                WgPeer::new(WgPublicKey::from_bytes([7; 32]))
-                    .with_last_handshake(UnixMillis::from_millis(
-                        now.as_millis() - handshake_age_s * 1000,
-                    ))
-                    .with_persistent_keepalive_s(25),
-            ]),
-    );
-    batch
-}
 
 const RULES: &str = "[[rule]]\nname = \"WgHandshakeStale\"\nkind = \"wg_handshake_stale\"\n\
     max_age = \"3m\"\nseverity = \"critical\"\n\n\
@@ -59,36 +41,6 @@ fn hook(rx: &Receiver) -> Vec<Arc<dyn Notifier>> {
     let mut c = WebhookConfig::new("ops", rx.url());
     c.backoff = Duration::from_millis(20);
     vec![Arc::new(Webhook::new(c).unwrap())]
-}
-
-async fn feed(tx: &mpsc::Sender<Feed>, seqs: std::ops::RangeInclusive<u64>, age_s: i64) {
-    for seq in seqs {
-        let now = UnixMillis::now();
-        tx.send(Feed::Batch(Arc::new(peer_batch(seq, now, age_s)), now))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(60)).await;
-    }
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn statuses(rx: &Receiver) -> Vec<String> {
-    rx.requests()
-        .iter()
-        .map(|r| {
-            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            v["status"].as_str().unwrap().to_owned()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,15 +11,14 @@ use std::{
     time::Duration,
 };
 
-use common::Receiver;
+use common::{Receiver, feed, wait_for};
 use sentra_alerts::{
     Error,
-    engine::{Engine, EngineConfig, Feed, StateStore},
+    engine::{Engine, EngineConfig, StateStore},
     notify::{Notifier, Webhook, WebhookConfig},
     parse_rules,
     route::{Route, RouterConfig},
 };
-use sentra_core::UnixMillis;
 use tokio::sync::mpsc;
 
 /// The last saved state, in memory (a database row in a server).
@@ -61,37 +60,6 @@ fn hook(rx: &Receiver) -> Vec<Arc<dyn Notifier>> {
     let mut c = WebhookConfig::new("ops", rx.url());
     c.backoff = Duration::from_millis(20);
     vec![Arc::new(Webhook::new(c).unwrap())]
-}
-
-async fn feed(tx: &mpsc::Sender<Feed>, seqs: std::ops::RangeInclusive<u64>, age_s: i64) {
-    use sentra_core::{AgentId, Batch, Seq, WgDevice, WgPeer, WgPublicKey};
-    for seq in seqs {
-        let now = UnixMillis::now();
-        let mut batch = Batch::new(AgentId::new("gw-1").unwrap(), Seq::new(seq).unwrap(), now);
-        batch.wg_devices.push(
-            WgDevice::new("wg0", 4)
-                .with_listen_port(51820)
-                .with_peers(vec![
-                    WgPeer::new(WgPublicKey::from_bytes([7; 32]))
-                        .with_last_handshake(UnixMillis::from_millis(
-                            now.as_millis() - age_s * 1000,
-                        ))
-                        .with_persistent_keepalive_s(25),
-                ]),
-        );
-        tx.send(Feed::Batch(Arc::new(batch), now)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(60)).await;
-    }
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! A real local HTTP receiver (axum on 127.0.0.1:0) that records every request and answers
-//! from a script (status and delay per request; 200 at once when the script runs out).
+//! from a script (status and delay per request; 200 at once when the script runs out), and
+//! the batch the engine tests feed: one peer whose last handshake is a given age.
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
@@ -104,4 +105,64 @@ pub fn dead_url() -> String {
     let addr = l.local_addr().unwrap();
     drop(l);
     format!("http://{addr}/hook/s3cr3t-path-token")
+}
+
+/// Batch `seq` of agent `gw-1`: interface wg0 with one peer (keepalive 25 s) whose last
+/// handshake is `handshake_age_s` before `now`.
+pub fn peer_batch(
+    seq: u64,
+    now: sentra_core::UnixMillis,
+    handshake_age_s: i64,
+) -> sentra_core::Batch {
+    use sentra_core::{AgentId, Batch, Seq, UnixMillis, WgDevice, WgPeer, WgPublicKey};
+    let peer = WgPeer::new(WgPublicKey::from_bytes([7; 32]))
+        .with_last_handshake(UnixMillis::from_millis(
+            now.as_millis() - handshake_age_s * 1000,
+        ))
+        .with_persistent_keepalive_s(25);
+    Batch::new(AgentId::new("gw-1").unwrap(), Seq::new(seq).unwrap(), now).with_wg_devices(vec![
+        WgDevice::new("wg0", 4)
+            .with_listen_port(51820)
+            .with_peers(vec![peer]),
+    ])
+}
+
+/// Feeds `peer_batch(seq, now, age_s)` for each seq to an engine, 60 ms apart.
+pub async fn feed(
+    tx: &tokio::sync::mpsc::Sender<sentra_alerts::engine::Feed>,
+    seqs: std::ops::RangeInclusive<u64>,
+    age_s: i64,
+) {
+    for seq in seqs {
+        let now = sentra_core::UnixMillis::now();
+        tx.send(sentra_alerts::engine::Feed::Batch(
+            Arc::new(peer_batch(seq, now, age_s)),
+            now,
+        ))
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+}
+
+/// Waits up to 10 s (500 × 20 ms) for `cond`.
+pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The `status` of every notification the receiver got, in order.
+pub fn statuses(rx: &Receiver) -> Vec<String> {
+    rx.requests()
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["status"].as_str().unwrap().to_owned()
+        })
+        .collect()
 }
