@@ -94,6 +94,28 @@ fn lease_server(dir: &Path, name: &str, url_file: &Path, routing: &Path) -> Serv
     Server::start(dir, name, free_addr(), free_addr(), &args)
 }
 
+/// A runtime, a fresh database on the test PostgreSQL, a temp dir and the file with the
+/// database's URL in it (what `--control-database-url-file` reads).
+fn shared_database() -> (
+    tokio::runtime::Runtime,
+    sentra_testkit::TestDb,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt
+        .block_on(sentra_testkit::TestDb::new())
+        .unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("control-db.url");
+    std::fs::write(&url_file, db.url()).unwrap();
+    (rt, db, dir, url_file)
+}
+
 fn leader(s: &Server) -> Option<u64> {
     metric(s.api, "sentra_alerts_leader")
 }
@@ -288,17 +310,7 @@ fn stale_handshake_fires_once_survives_a_restart_and_resolves_once() {
 
 #[test]
 fn one_evaluator_per_fleet_and_the_standby_takes_over_without_renotifying() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt
-        .block_on(sentra_testkit::TestDb::new())
-        .unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
-    let dir = tempfile::tempdir().unwrap();
-    let url_file = dir.path().join("control-db.url");
-    std::fs::write(&url_file, db.url()).unwrap();
+    let (rt, db, dir, url_file) = shared_database();
     let (hook, received) = start_receiver();
 
     // an admin and a bootstrap token, straight in the shared control store
@@ -428,17 +440,7 @@ fn one_evaluator_per_fleet_and_the_standby_takes_over_without_renotifying() {
 
 #[test]
 fn a_holder_that_loses_its_session_exits_and_the_standby_takes_over() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt
-        .block_on(sentra_testkit::TestDb::new())
-        .unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
-    let dir = tempfile::tempdir().unwrap();
-    let url_file = dir.path().join("control-db.url");
-    std::fs::write(&url_file, db.url()).unwrap();
+    let (rt, db, dir, url_file) = shared_database();
     let routing = dir.path().join("routing.toml");
     std::fs::write(&routing, "[[route]]\nreceiver = \"log\"\n").unwrap();
 

@@ -193,6 +193,15 @@ impl Worker {
     }
 }
 
+/// Every process's log, separated, for a failure message.
+fn all_logs(procs: &[&Worker]) -> String {
+    procs
+        .iter()
+        .map(|p| p.logs())
+        .collect::<Vec<_>>()
+        .join("\n----\n")
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         self.kill9();
@@ -286,11 +295,7 @@ async fn wait_accepted(db: &TestDb, want: i64, within: Duration, workers: &[&Wor
         assert!(
             Instant::now() < deadline,
             "{sum} of {want} batches stored within {within:?}; worker logs:\n{}",
-            workers
-                .iter()
-                .map(|w| w.logs())
-                .collect::<Vec<_>>()
-                .join("\n----\n")
+            all_logs(workers)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -723,10 +728,9 @@ async fn wait_http(
             return body.clone();
         }
         if Instant::now() > deadline {
-            let logs: Vec<String> = procs.iter().map(|p| p.logs()).collect();
             panic!(
                 "{what}: not within {within:?}; last answer of {addr}{path}: {got:?}\n{}",
-                logs.join("\n----\n")
+                all_logs(procs)
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1044,11 +1048,7 @@ async fn push_until_acked(
                 assert!(
                     Instant::now() < deadline,
                     "push not acknowledged within 60 s: {err}\n{}",
-                    procs
-                        .iter()
-                        .map(|p| p.logs())
-                        .collect::<Vec<_>>()
-                        .join("\n----\n")
+                    all_logs(procs)
                 );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -1108,11 +1108,7 @@ async fn wait_status(
         assert!(
             Instant::now() < deadline,
             "{addr}: {agent} at seq {seq} not in /api/v1/status within {within:?}: {got:?}\n{}",
-            procs
-                .iter()
-                .map(|p| p.logs())
-                .collect::<Vec<_>>()
-                .join("\n----\n")
+            all_logs(procs)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
