@@ -7,7 +7,10 @@
 //! * SET messages needed to apply 100 000 peers (goal ≤ 250; printed next to the
 //!   one-message-per-peer baseline of wgctrl-go and defguard): the bench's own peers (two
 //!   allowed IPs, IPv6 endpoint, keepalive) as an upsert of full configurations, with
-//!   REPLACE_PEERS and through `apply` to an empty device; and the lean reference peer
+//!   REPLACE_PEERS and through `apply` to an empty device; and the lean reference peer.
+//!   Each count is printed with its byte lower bound: the kernel reads one peers nest per
+//!   message and its length is a `u16`, so no packing can use fewer messages than the
+//!   peers' encoded bytes / 65 531.
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function
 
 use std::hint::black_box;
@@ -25,6 +28,38 @@ fn n() -> u32 {
     } else {
         1_000
     }
+}
+
+/// Bytes of the `WGDEVICE_A_PEERS` nest (payload, header excluded) of each SET message.
+fn peers_nest_bytes(msgs: &[proto::SetMessage]) -> usize {
+    const WGDEVICE_A_PEERS: u16 = 8;
+    msgs.iter()
+        .map(|m| {
+            let b = m.bytes();
+            // netlink header (16 bytes) + generic netlink header (4), then attributes
+            let mut at = 20;
+            while at + 4 <= b.len() {
+                let len = usize::from(u16::from_ne_bytes([b[at], b[at + 1]]));
+                let kind = u16::from_ne_bytes([b[at + 2], b[at + 3]]) & 0x3fff;
+                if kind == WGDEVICE_A_PEERS {
+                    return len - 4;
+                }
+                at += len.div_ceil(4) * 4;
+            }
+            0
+        })
+        .sum()
+}
+
+/// The fewest SET messages any packing could use for `msgs`' peers: the kernel reads one
+/// peers nest per message, and its length field is a `u16` (65 531 bytes of payload).
+fn byte_lower_bound(msgs: &[proto::SetMessage], peers: u32) -> String {
+    let total = peers_nest_bytes(msgs);
+    format!(
+        "byte lower bound {} for {:.0} B/peer under the 64 KiB peers nest",
+        total.div_ceil(usize::from(u16::MAX) - 4),
+        total as f64 / f64::from(peers)
+    )
 }
 
 fn key(i: u32) -> Key {
@@ -130,16 +165,16 @@ fn benches(c: &mut Criterion) {
     let dev = DeviceRef::from("wg0");
     let msgs = build_set(&dev, &update, 30, peers_nest_budget()).unwrap();
     println!(
-        "SET messages to apply {N} peers (2 allowed IPs, v6 endpoint, keepalive, PSK field each): {} (goal <= 250; wgctrl-go / defguard: {N}, one per peer)",
-        msgs.len()
+        "SET messages to apply {N} peers (2 allowed IPs, v6 endpoint, keepalive, PSK field each): {} ({}; goal <= 250; wgctrl-go / defguard: {N}, one per peer)",
+        msgs.len(),
+        byte_lower_bound(&msgs, N)
     );
     // The same peers through the paths that know they are new: REPLACE_PEERS (`set` with
     // `replace_peers`), and `apply` to an empty device (diff → build_set).
     let mut replace = update.clone();
     replace.replace_peers = true;
-    let n_replace = build_set(&dev, &replace, 30, peers_nest_budget())
-        .unwrap()
-        .len();
+    let replace_msgs = build_set(&dev, &replace, 30, peers_nest_budget()).unwrap();
+    let n_replace = replace_msgs.len();
     let mut empty = Device::default();
     empty.name = "wg0".into();
     let fresh = sentra_wg::diff(&empty, &actual.to_config()).unwrap();
@@ -147,7 +182,8 @@ fn benches(c: &mut Criterion) {
         .unwrap()
         .len();
     println!(
-        "SET messages to apply the same {N} peers with REPLACE_PEERS: {n_replace}; `apply` to an empty device: {n_apply} (goal <= 250; {:.2}x the upsert's {})",
+        "SET messages to apply the same {N} peers with REPLACE_PEERS: {n_replace} ({}); `apply` to an empty device: {n_apply} (goal <= 250; {:.2}x the upsert's {})",
+        byte_lower_bound(&replace_msgs, N),
         n_apply as f64 / msgs.len() as f64,
         msgs.len()
     );
@@ -166,11 +202,11 @@ fn benches(c: &mut Criterion) {
             u
         })
         .collect();
+    let lean_msgs = build_set(&dev, &lean, 30, peers_nest_budget()).unwrap();
     println!(
-        "SET messages to apply {N} peers (key, PSK, flags, v4 endpoint, keepalive, one /32 each): {} (goal <= 250; wgctrl-go / defguard: {N})",
-        build_set(&dev, &lean, 30, peers_nest_budget())
-            .unwrap()
-            .len()
+        "SET messages to apply {N} peers (key, PSK, flags, v4 endpoint, keepalive, one /32 each): {} ({}; goal <= 250; wgctrl-go / defguard: {N})",
+        lean_msgs.len(),
+        byte_lower_bound(&lean_msgs, N)
     );
     c.bench_function("build_set_100k_peers", |b| {
         b.iter(|| {
