@@ -139,11 +139,12 @@ async fn status_queries_stream_and_metrics() {
     // 30 s for a loaded CI machine).
     let mut names = json!(null);
     for _ in 0..300 {
-        names = s.get("/api/v1/metrics/names", Some(&viewer)).await.json();
         let latest = s
             .get("/api/v1/metrics/latest?name=cpu_usage_ratio", Some(&viewer))
             .await
             .json();
+        // names after latest: read before, it could miss a batch applied in between
+        names = s.get("/api/v1/metrics/names", Some(&viewer)).await.json();
         if latest["values"][0]["value"] == 0.75 {
             break;
         }

@@ -70,6 +70,14 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// This pipeline only reads the metric store (a bus follower: an API server of a
+    /// scale-out deployment, whose storage workers write): it cannot delete, reset or flush.
+    /// Nothing was changed.
+    #[error(
+        "this server only reads the metrics store (a bus follower, `--role api`): the storage \
+         workers write it, so it cannot {0}; nothing was changed"
+    )]
+    ReadOnly(&'static str),
     /// The named agent is unknown to the store.
     #[error("unknown agent {0}")]
     UnknownAgent(String),

@@ -197,6 +197,8 @@ pub struct Ingest {
     health: watch::Sender<IngestHealth>,
     stop: watch::Sender<bool>,
     tasks: std::sync::Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    /// A bus follower: no writer at all (see [`Ingest::is_read_only`]).
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Maintainer {
@@ -305,14 +307,15 @@ impl Ingest {
             health,
             stop,
             tasks: std::sync::Mutex::new(Some((writer, maintenance))),
+            read_only: false,
         })
     }
 
     /// A pipeline without a writer over `reader`, for a bus follower
     /// ([`bus::jetstream::BusFollower`]): queries and ledgers read the store; the status
     /// cache and subscribers are fed with [`Ingest::observe`]; pushes, `reset_sequence`,
-    /// `delete_agent`, `flush` and maintenance answer [`Error::Closed`] (storage workers
-    /// write).
+    /// maintenance answer [`Error::Closed`]; `reset_sequence`, `delete_agent` and `flush`
+    /// answer [`Error::ReadOnly`] (storage workers write).
     #[cfg(all(feature = "jetstream", feature = "postgres"))]
     pub(crate) fn without_writer(reader: Reader, config: Config) -> Self {
         let (tx, _) = mpsc::channel(1);
@@ -340,6 +343,7 @@ impl Ingest {
             health: watch::Sender::new(IngestHealth::ok()),
             stop,
             tasks: std::sync::Mutex::new(None),
+            read_only: true,
         }
     }
 
@@ -439,6 +443,15 @@ impl Ingest {
         Ok(high_water.and_then(|h| Seq::new(h).ok()))
     }
 
+    /// Whether this pipeline only reads the metric store (a bus follower, opened by
+    /// `bus::jetstream::open_follower_store` with the `jetstream` and `postgres` features):
+    /// then [`Ingest::reset_sequence`],
+    /// [`Ingest::delete_agent`] and [`Ingest::flush`] answer [`Error::ReadOnly`].
+    #[must_use]
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// The pipeline's health now: whether storage takes writes and whether every internal
     /// task runs. Not ready ([`IngestHealth::is_ready`]) while commits fail (nothing is
     /// acknowledged then) or after a task died.
@@ -473,8 +486,11 @@ impl Ingest {
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] or [`Error::Closed`].
+    /// [`Error::Storage`], [`Error::Closed`], or [`Error::ReadOnly`] on a bus follower.
     pub async fn reset_sequence(&self, agent: &AgentId) -> Result<Option<Seq>> {
+        if self.read_only {
+            return Err(Error::ReadOnly("reset an agent's sequence"));
+        }
         let (reply, rx) = oneshot::channel();
         self.service
             .tx
@@ -482,6 +498,16 @@ impl Ingest {
             .await
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Runs one trivial query on a read connection: whether the metric store answers (for a
+    /// readiness probe; a bus follower has no writer whose health would tell).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] naming why the store did not answer.
+    pub async fn ping_store(&self) -> Result<()> {
+        self.query.reader().ping().await
     }
 
     /// Runs the store's integrity check (SQLite: `PRAGMA integrity_check` on the
@@ -504,8 +530,11 @@ impl Ingest {
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] or [`Error::Closed`].
+    /// [`Error::Storage`], [`Error::Closed`], or [`Error::ReadOnly`] on a bus follower.
     pub async fn delete_agent(&self, agent: &AgentId) -> Result<bool> {
+        if self.read_only {
+            return Err(Error::ReadOnly("delete an agent's metrics"));
+        }
         let (reply, rx) = oneshot::channel();
         self.service
             .tx
@@ -520,8 +549,11 @@ impl Ingest {
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] or [`Error::Closed`].
+    /// [`Error::Storage`], [`Error::Closed`], or [`Error::ReadOnly`] on a bus follower.
     pub async fn flush(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly("flush staged batches"));
+        }
         let (reply, rx) = oneshot::channel();
         self.service
             .tx

@@ -131,7 +131,11 @@ fn managed_from_samples(batch: &Batch) -> BTreeMap<String, ManagedStatus> {
         let Some(iface) = s.labels.get("interface") else {
             continue;
         };
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a finite, non-negative gauge; `as` saturates at u64::MAX"
+        )]
         let v = match s.value {
             sentra_core::Value::Gauge(g) if g.is_finite() && g >= 0.0 => g as u64,
             sentra_core::Value::Counter(c) => c,
@@ -231,7 +235,10 @@ struct PeerEntry {
 
 /// Rate of a counter between two readings `dt_ms` apart; a decrease is a reset, after which
 /// the new value itself is the increase. Returns `(rate, reset)`.
-#[allow(clippy::cast_precision_loss)]
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "a rate in bytes per second; f64 is exact below 2^53 bytes"
+)]
 pub(crate) fn counter_rate(before: u64, after: u64, dt_ms: i64) -> (Option<f64>, bool) {
     if dt_ms <= 0 {
         return (None, false);
@@ -385,7 +392,10 @@ impl StatusCache {
         }
     }
 
-    #[allow(clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "ages in seconds from millisecond differences, far below 2^53"
+    )]
     fn agent_status(&self, id: &AgentId, e: &AgentEntry, now: i64) -> AgentStatus {
         let timeout =
             i64::try_from(self.config.peer_handshake_timeout.as_millis()).unwrap_or(i64::MAX);

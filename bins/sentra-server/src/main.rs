@@ -361,7 +361,8 @@ async fn serve_rest(
 /// stream (`/api/v1/status/stream`) and alert engine follow the JetStream bus (an ephemeral
 /// ordered consumer, see `sentra_ingest::bus::jetstream::BusFollower`), warmed up from the
 /// metric store at start. With NATS unreachable `/readyz` is 503 naming nats and the REST
-/// API still serves what is stored.
+/// API still serves what is stored; with the metric store unreachable it is 503 naming
+/// postgres (probed every second).
 async fn run_api(config: Config) -> anyhow::Result<()> {
     use sentra_ingest::bus::jetstream::{BusFollower, BusMetrics, open_follower_store};
     sentra_transport::tls::install_crypto_provider();
@@ -467,10 +468,45 @@ async fn run_api(config: Config) -> anyhow::Result<()> {
     let probe = {
         let follower = Arc::clone(&follower);
         let readiness = readiness.clone();
+        let ingest = Arc::clone(&ingest);
         tokio::spawn(observe::every_second(stop_rx.clone(), move || {
             let connected = follower.get().map(|f| f.is_connected());
             let readiness = readiness.clone();
+            let ingest = Arc::clone(&ingest);
             async move {
+                // The metric store: queries, history and warm-up read it.
+                let failing = match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    ingest.ping_store(),
+                )
+                .await
+                {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(format!(
+                        "PostgreSQL metric store unreachable: {:#}; stored metrics are not served",
+                        anyhow::Error::new(e)
+                    )),
+                    Err(_) => Some("PostgreSQL metric store did not answer within 2 s".to_owned()),
+                };
+                let before = readiness
+                    .components()
+                    .into_iter()
+                    .find_map(|(c, m)| (c == observe::POSTGRES).then_some(m))
+                    .flatten();
+                match failing {
+                    None => {
+                        if before.is_some() {
+                            info!("PostgreSQL metric store reachable again");
+                        }
+                        readiness.set_ready(observe::POSTGRES);
+                    }
+                    Some(why) => {
+                        if before.as_ref() != Some(&why) {
+                            warn!(component = observe::POSTGRES, reason = %why, "not ready");
+                        }
+                        readiness.set_failing(observe::POSTGRES, why);
+                    }
+                }
                 match connected {
                     Some(true) => readiness.set_ready(observe::NATS),
                     Some(false) => readiness.set_failing(

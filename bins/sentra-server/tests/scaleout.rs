@@ -745,9 +745,10 @@ fn sample(page: &str, series: &str) -> Option<f64> {
 
 /// An ingest server and a storage worker with `--observe-listen`: `/readyz` is 200 once
 /// NATS and PostgreSQL answer, 503 naming NATS while nats-server is down (kill -9), 503
-/// naming PostgreSQL while it is stopped (immediate), 200 again after each restart; `/metrics` has the bus series (connection state, reconnects,
+/// naming PostgreSQL while it is stopped (immediate), 200 again after each restart (and an
+/// API server's `/readyz` names its PostgreSQL metric store meanwhile); `/metrics` has the bus series (connection state, reconnects,
 /// publishes, PubAck latency, worker results, consumer pending) and passes `promtool check
-/// metrics` when promtool is installed (scripts/check-metrics installs it).
+/// metrics` (scripts/install-deps installs promtool; under `CI` a missing promtool fails).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_and_worker_readyz_and_metrics_follow_nats() {
     let mut nats = Nats::start();
@@ -809,6 +810,29 @@ async fn ingest_and_worker_readyz_and_metrics_follow_nats() {
         )
         .await;
     }
+
+    // An API server (read-only metric store) on the same databases.
+    let api_addr = free_addr();
+    let (api_listen, api_data) = (
+        api_addr.to_string(),
+        dir.path().join("api").display().to_string(),
+    );
+    let mut api = Worker::server(
+        &[
+            "--role",
+            "api",
+            "--api-listen",
+            &api_listen,
+            "--data-dir",
+            &api_data,
+        ],
+        &config,
+        dir.path().join("api.log"),
+    );
+    wait_http(api_addr, "/readyz", "api ready", within, &[&api], |s, _| {
+        s == 200
+    })
+    .await;
 
     // Batches through the bus: the worker counts what it stored.
     let publisher = BusPublisher::connect(BusConfig::new(nats.url()))
@@ -874,7 +898,13 @@ async fn ingest_and_worker_readyz_and_metrics_follow_nats() {
         .stdin(Stdio::piped())
         .output()
     {
-        Err(_) => println!("promtool not installed: metric names not linted here"),
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool not runnable under CI ({e}): scripts/install-deps installs Debian's prometheus"
+            );
+            println!("promtool not installed: metric names not linted here");
+        }
         Ok(_) => {
             for (what, page) in [("ingest", &ingest_page), ("worker", &worker_page)] {
                 use std::io::Write as _;
@@ -963,6 +993,16 @@ async fn ingest_and_worker_readyz_and_metrics_follow_nats() {
         )
         .await;
     }
+    // The API server probes its metric store every second.
+    wait_http(
+        api_addr,
+        "/readyz",
+        "api /readyz 503 naming the PostgreSQL metric store",
+        within,
+        &[&api],
+        |s, b| s == 503 && b.contains("\"component\":\"postgres\"") && b.contains("metric store"),
+    )
+    .await;
     let p = pg.clone();
     tokio::task::spawn_blocking(move || p.start_again())
         .await
@@ -979,6 +1019,16 @@ async fn ingest_and_worker_readyz_and_metrics_follow_nats() {
         )
         .await;
     }
+    wait_http(
+        api_addr,
+        "/readyz",
+        "api ready again after the PostgreSQL restart",
+        within,
+        &[&api],
+        |s, _| s == 200,
+    )
+    .await;
+    api.stop();
     ingest.stop();
     worker.stop();
 }
@@ -1120,7 +1170,8 @@ async fn wait_status(
 /// of one; nats-server killed (-9): both `/readyz` 503 naming nats while the REST API still
 /// serves; restarted: ready again and new batches flow to both. With `[alerts] lease =
 /// true` one of them evaluates the fleet: a stale peer fires exactly once. A restarted API
-/// server shows the fleet from the metric store before the next batch (warm-up).
+/// server shows the fleet from the metric store before the next batch (warm-up). A sequence
+/// reset on an API server is refused with 409 and rotates nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_servers_follow_the_bus_status_stream_and_readyz() {
     use std::io::{BufRead as _, Write as _};
@@ -1176,6 +1227,14 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
         "viewer",
         sentra_control::Password::new(password),
         sentra_control::Role::Viewer,
+    )
+    .await
+    .unwrap();
+    ops.create_user(
+        &sentra_control::Actor::local(),
+        "admin",
+        sentra_control::Password::new(password),
+        sentra_control::Role::Admin,
     )
     .await
     .unwrap();
@@ -1457,6 +1516,36 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
         )],
         "{body}"
     );
+
+    // An API server only reads the metric store: a sequence reset is refused up front with
+    // 409 naming why, and the key is not rotated by the refused call (the next rotation is
+    // key 2, not 3).
+    let admin = {
+        let login = serde_json::json!({ "username": "admin", "password": password }).to_string();
+        let (status, body) =
+            http(apis[0], "POST", "/api/v1/auth/login", None, Some(&login)).unwrap();
+        assert_eq!(status, 200, "admin login: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    };
+    let rotate = format!("/api/v1/agents/{agent}/rotate-key");
+    let (status, body) = http(
+        apis[0],
+        "POST",
+        &format!("{rotate}?reset_sequence=true"),
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("only reads the metrics store") && body.contains("nothing was changed"),
+        "{body}"
+    );
+    let (status, body) = http(apis[0], "POST", &rotate, Some(&admin), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["new_key_id"], 2, "{body}");
 
     let _ = sse_closer.shutdown(std::net::Shutdown::Both);
     for s in &mut api_servers {

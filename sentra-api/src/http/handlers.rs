@@ -533,7 +533,7 @@ pub(crate) async fn revoke_agent(
     path = "/api/v1/agents/{id}",
     tag = "agents",
     security(("bearer" = [])),
-    description = "Delete an agent, its keys, its desired peers and its stored data.",
+    description = "Delete an agent, its keys, its desired peers and its stored data. An API server of a scale-out deployment (--role api) only reads the metrics store: there the agent's metrics are kept, and the audit entry agent.delete_data says so.",
     params(
         ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
     ),
@@ -582,7 +582,7 @@ const MAX_OVERLAP: Duration = Duration::from_secs(30 * 24 * 3600);
     path = "/api/v1/agents/{id}/rotate-key",
     tag = "agents",
     security(("bearer" = [])),
-    description = "Create key N+1; older keys stay valid for the overlap (default 24 h). With reset_sequence=true, also forget the agent's sequence high-water mark in the metrics store (for an agent whose batches are refused as SEQ_BELOW_HIGH_WATER after a far-ahead seq was signed with its key); 409 if the server has no metrics store.",
+    description = "Create key N+1; older keys stay valid for the overlap (default 24 h). With reset_sequence=true, also forget the agent's sequence high-water mark in the metrics store (for an agent whose batches are refused as SEQ_BELOW_HIGH_WATER after a far-ahead seq was signed with its key); 409 if the server has no metrics store or only reads it (an API server of a scale-out deployment, --role api).",
     params(
         ("id" = String, Path, description = "Agent id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$", max_length = 64),
         RotateParams,
@@ -591,7 +591,7 @@ const MAX_OVERLAP: Duration = Duration::from_secs(30 * 24 * 3600);
         (status = 200, description = "The new key", body = super::openapi::RotationResponse),
         (status = 400, description = "Malformed request or a value outside the rules; nothing changed", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
-        (status = 409, description = "The agent is revoked, or reset_sequence without a metrics store", body = ErrorBody),
+        (status = 409, description = "The agent is revoked, or reset_sequence on a server without a metrics store or with a read-only one (--role api)", body = ErrorBody),
         (status = 503, description = "No metrics store is attached, or it failed; retry", body = ErrorBody),
         (status = 401, description = "Missing, invalid or ended access token", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "Bearer"))),
         (status = 403, description = "The admin role is required", body = ErrorBody),
@@ -610,12 +610,25 @@ pub(crate) async fn rotate_key(
     if !(MIN_OVERLAP..=MAX_OVERLAP).contains(&overlap) {
         return Err(Error::invalid("overlap_s", "must be between 60 s and 30 days").into());
     }
-    if params.reset_sequence && st.ingest.is_none() {
-        return Err(Error::Conflict(
-            "reset_sequence needs the metrics store, and this API runs without one; nothing was changed"
-                .into(),
-        )
-        .into());
+    if params.reset_sequence {
+        match &st.ingest {
+            None => {
+                return Err(Error::Conflict(
+                    "reset_sequence needs the metrics store, and this API runs without one; nothing was changed"
+                        .into(),
+                )
+                .into());
+            }
+            // before rotating: a refusal must leave the key as it was
+            Some(ingest) if ingest.is_read_only() => {
+                return Err(Error::Conflict(
+                    "reset_sequence needs the metric writer, and this API server only reads the metrics store (--role api: the storage workers own the sequence state); nothing was changed"
+                        .into(),
+                )
+                .into());
+            }
+            Some(_) => {}
+        }
     }
     let rotation = st.store.rotate_key(&admin.actor(), &id, overlap).await?;
     let sequence_reset = if params.reset_sequence {

@@ -100,6 +100,14 @@ impl AppState {
         let Some(ingest) = &self.ingest else { return };
         let (outcome, detail) = match ingest.delete_agent(agent).await {
             Ok(existed) => ("success", format!("data_existed={existed}")),
+            Err(e @ sentra_ingest::Error::ReadOnly(_)) => {
+                tracing::warn!(agent_id = %agent, error = %e, "agent deleted, its metrics kept");
+                (
+                    "skipped",
+                    "metrics kept: this API server only reads the metrics store (--role api)"
+                        .to_owned(),
+                )
+            }
             Err(e) => {
                 tracing::error!(agent_id = %agent, error = %e, "deleting agent data failed");
                 ("error", "metrics store failed".to_owned())

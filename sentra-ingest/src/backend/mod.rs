@@ -339,6 +339,13 @@ pub(crate) trait MetricReader: Clone + Send + Sync + 'static {
                 .map_err(crate::Error::storage("reading rollups"))
         }
     }
+    /// One trivial query on a read connection: whether the database answers.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            each_pool!(self.pool(), p => sqlx::query("SELECT 1").execute(p).await.map(drop))
+                .map_err(crate::Error::storage("pinging the metric store"))
+        }
+    }
     /// Closes the read connections.
     fn close(&self) -> impl Future<Output = ()> + Send {
         async move { each_pool!(self.pool(), p => p.close().await) }

@@ -66,13 +66,15 @@ pub(crate) fn connect_options(url: &str) -> Result<PgConnectOptions> {
         .disable_statement_logging())
 }
 
-/// Connects, migrates (`migrations-pg/`, under sqlx's advisory lock, so several servers
-/// may start at once), creates the partitions of the next days, and opens the read pool.
-pub(crate) async fn open(url: &str, config: &Config) -> Result<(PgStore, PgReader)> {
-    let opts = connect_options(url)?;
-    let mut conn = opts.connect().await.map_err(|e| Error::Storage {
-        context: "connecting to PostgreSQL",
-        // where (never the password) and why
+/// A failed connection to PostgreSQL: where (host, port, database, user; never the password
+/// or the URL) and why.
+pub(crate) fn connect_error(
+    context: &'static str,
+    opts: &PgConnectOptions,
+    e: &sqlx::Error,
+) -> Error {
+    Error::Storage {
+        context,
         source: format!(
             "{}:{} database {:?} user {:?}: {e}",
             opts.get_host(),
@@ -81,7 +83,17 @@ pub(crate) async fn open(url: &str, config: &Config) -> Result<(PgStore, PgReade
             opts.get_username(),
         )
         .into(),
-    })?;
+    }
+}
+
+/// Connects, migrates (`migrations-pg/`, under sqlx's advisory lock, so several servers
+/// may start at once), creates the partitions of the next days, and opens the read pool.
+pub(crate) async fn open(url: &str, config: &Config) -> Result<(PgStore, PgReader)> {
+    let opts = connect_options(url)?;
+    let mut conn = opts
+        .connect()
+        .await
+        .map_err(|e| connect_error("connecting to PostgreSQL", &opts, &e))?;
     store::lock_writer(&mut conn)
         .await
         .map_err(|source| Error::Storage {

@@ -14,10 +14,10 @@ use sentra_core::{AgentId, Batch, Seq, UnixMillis};
 
 use super::{BusConfig, BusMetrics, bus, connect};
 use crate::{
-    Config, Error, Ingest, Result,
+    Config, Ingest, Result,
     backend::{
         Reader, StoredState as _,
-        postgres::{PgReader, PgStore, connect_options},
+        postgres::{PgReader, PgStore, connect_error, connect_options},
     },
 };
 
@@ -26,12 +26,13 @@ const WARM_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens a read-only [`Ingest`] over the PostgreSQL metric store at `url` (no writer, no
 /// writer lock, no migration: the storage workers own the schema) and warms its status
-/// cache up from the store (see [`BusFollower`]). Pushes, `reset_sequence`,
-/// `delete_agent`, `flush` and maintenance answer [`Error::Closed`] on it.
+/// cache up from the store (see [`BusFollower`]). Pushes and maintenance answer
+/// [`Error::Closed`](crate::Error::Closed) on it; `reset_sequence`, `delete_agent` and `flush` answer
+/// [`Error::ReadOnly`](crate::Error::ReadOnly) ([`Ingest::is_read_only`]).
 ///
 /// # Errors
 ///
-/// [`Error::Storage`] when PostgreSQL is unreachable (the error names host, port,
+/// [`Error::Storage`](crate::Error::Storage) when PostgreSQL is unreachable (the error names host, port,
 /// database and user, never the URL).
 pub async fn open_follower_store(url: &str, config: Config) -> Result<Ingest> {
     let opts = connect_options(url)?;
@@ -39,17 +40,7 @@ pub async fn open_follower_store(url: &str, config: Config) -> Result<Ingest> {
         .max_connections(config.read_connections.max(1))
         .connect_with(opts.clone())
         .await
-        .map_err(|e| Error::Storage {
-            context: "opening PostgreSQL read connections",
-            source: format!(
-                "{}:{} database {:?} user {:?}: {e}",
-                opts.get_host(),
-                opts.get_port(),
-                opts.get_database().unwrap_or_default(),
-                opts.get_username(),
-            )
-            .into(),
-        })?;
+        .map_err(|e| connect_error("opening PostgreSQL read connections", &opts, &e))?;
     let retention_ms = i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX);
     let ingest = Ingest::without_writer(Reader::Postgres(PgReader::new(pool)), config);
     let warm = async {
@@ -122,7 +113,7 @@ impl BusFollower {
     ///
     /// # Errors
     ///
-    /// [`Error::Bus`] when NATS is unreachable or refuses the stream config.
+    /// [`Error::Bus`](crate::Error::Bus) when NATS is unreachable or refuses the stream config.
     pub async fn connect_with(cfg: BusConfig, metrics: BusMetrics) -> Result<Self> {
         let (client, js) = connect(&cfg, "api", &metrics).await?;
         Ok(Self {
