@@ -205,6 +205,77 @@ struct BusSection {
     credentials_file: Option<PathBuf>,
     /// Redelivery of a message no worker acked within this long ("30s").
     ack_wait: Option<String>,
+    /// Stream replicas: 1, or 3 (or 5) on a NATS cluster of that many nodes.
+    replicas: Option<usize>,
+    /// The batch stream's name ("SENTRA_BATCHES"; the dead letters go to `<stream>_DEAD`).
+    /// With `subject_prefix`, `dead_letter_prefix` and `consumer` it names one partition:
+    /// a second set of ingest servers, workers and database with other names is an
+    /// independent partition on the same NATS cluster.
+    stream: Option<String>,
+    /// Batches are published on `<subject_prefix>.<agent>` ("sentra.batch").
+    subject_prefix: Option<String>,
+    /// Dead letters on `<dead_letter_prefix>.<agent>` ("sentra.dead").
+    dead_letter_prefix: Option<String>,
+    /// The storage workers' durable consumer ("sentra-workers").
+    consumer: Option<String>,
+    /// Deliveries of one message before it is dead-lettered (10).
+    max_deliver: Option<i64>,
+    /// Unacked messages the consumer hands out at once (4096).
+    max_ack_pending: Option<i64>,
+    /// Messages one worker stores concurrently (256; feeds the store's group commit).
+    worker_concurrency: Option<usize>,
+    /// JetStream's duplicate window on the message id ("2m"): a batch resent within it
+    /// is stored once even if the ingest server's ack was lost.
+    duplicate_window: Option<String>,
+    /// How long a publish waits for JetStream's ack, and the connect timeout ("5s").
+    publish_timeout: Option<String>,
+    /// Delay before a message whose store commit failed is redelivered ("1s").
+    nak_delay: Option<String>,
+}
+
+/// A stream or consumer name: 1-64 of `A-Z a-z 0-9 _ -` (NATS refuses `.`, `*`, `>`,
+/// whitespace and path separators in names; the rest keeps names portable).
+fn check_name(key: &str, name: &str) -> anyhow::Result<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        bail!("[bus] {key} {name:?}: use 1-64 characters of A-Z a-z 0-9 _ -");
+    }
+    Ok(())
+}
+
+/// A subject prefix: dot-separated tokens of `A-Z a-z 0-9 _ -`, no wildcards.
+fn check_subject_prefix(key: &str, prefix: &str) -> anyhow::Result<()> {
+    if prefix.len() > 128
+        || prefix.split('.').any(|t| {
+            t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+    {
+        bail!(
+            "[bus] {key} {prefix:?}: use dot-separated tokens of A-Z a-z 0-9 _ - (no wildcards, \
+             no empty token, at most 128 characters)"
+        );
+    }
+    Ok(())
+}
+
+/// A duration key of `[bus]` within `min..=max`.
+fn bus_duration(key: &str, text: &str, min: Duration, max: Duration) -> anyhow::Result<Duration> {
+    let d = humantime::parse_duration(text).with_context(|| format!("[bus] {key} {text:?}"))?;
+    if !(min..=max).contains(&d) {
+        bail!(
+            "[bus] {key} {text:?} is outside {}..={}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        );
+    }
+    Ok(d)
 }
 
 /// `[storage]` in the TOML file.
@@ -307,6 +378,82 @@ fn bus_config(bus: BusSection) -> anyhow::Result<Option<sentra_ingest::bus::jets
         if cfg.ack_wait < Duration::from_secs(1) {
             bail!("[bus] ack_wait must be at least 1s");
         }
+    }
+    if let Some(r) = bus.replicas {
+        if !(1..=5).contains(&r) {
+            bail!("[bus] replicas {r}: JetStream keeps 1 to 5 replicas of a stream");
+        }
+        cfg.replicas = r;
+    }
+    if let Some(name) = bus.stream {
+        check_name("stream", &name)?;
+        cfg.stream = name;
+    }
+    if let Some(name) = bus.consumer {
+        check_name("consumer", &name)?;
+        cfg.consumer = name;
+    }
+    if let Some(p) = bus.subject_prefix {
+        check_subject_prefix("subject_prefix", &p)?;
+        cfg.subject_prefix = p;
+    }
+    if let Some(p) = bus.dead_letter_prefix {
+        check_subject_prefix("dead_letter_prefix", &p)?;
+        cfg.dead_letter_prefix = p;
+    }
+    // Each stream takes `<prefix>.>`: overlapping prefixes would put batches in both.
+    let overlaps = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}."));
+    if overlaps(&cfg.subject_prefix, &cfg.dead_letter_prefix)
+        || overlaps(&cfg.dead_letter_prefix, &cfg.subject_prefix)
+    {
+        bail!(
+            "[bus] subject_prefix {:?} and dead_letter_prefix {:?} overlap: each stream takes \
+             every subject under its prefix",
+            cfg.subject_prefix,
+            cfg.dead_letter_prefix
+        );
+    }
+    if let Some(n) = bus.max_deliver {
+        if !(1..=1000).contains(&n) {
+            bail!("[bus] max_deliver {n} is outside 1..=1000");
+        }
+        cfg.max_deliver = n;
+    }
+    if let Some(n) = bus.max_ack_pending {
+        if !(1..=1_000_000).contains(&n) {
+            bail!("[bus] max_ack_pending {n} is outside 1..=1000000");
+        }
+        cfg.max_ack_pending = n;
+    }
+    if let Some(n) = bus.worker_concurrency {
+        if !(1..=65_536).contains(&n) {
+            bail!("[bus] worker_concurrency {n} is outside 1..=65536");
+        }
+        cfg.worker_concurrency = n;
+    }
+    if let Some(text) = bus.duplicate_window {
+        cfg.duplicate_window = bus_duration(
+            "duplicate_window",
+            &text,
+            Duration::from_secs(1),
+            Duration::from_secs(24 * 3600),
+        )?;
+    }
+    if let Some(text) = bus.publish_timeout {
+        cfg.timeout = bus_duration(
+            "publish_timeout",
+            &text,
+            Duration::from_millis(100),
+            Duration::from_secs(300),
+        )?;
+    }
+    if let Some(text) = bus.nak_delay {
+        cfg.nak_delay = bus_duration(
+            "nak_delay",
+            &text,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        )?;
     }
     Ok(Some(cfg))
 }
@@ -764,13 +911,86 @@ mod tests {
                 "[bus]\nnats_urls = [\"nats://a:1\"]\nack_wait = \"10ms\"\n",
                 "at least 1s",
             ),
-        ] {
+            ("replicas = 0", "1 to 5 replicas"),
+            ("replicas = 7", "1 to 5 replicas"),
+            ("stream = \"a.b\"", "stream \"a.b\""),
+            ("stream = \"\"", "A-Z a-z 0-9 _ -"),
+            ("consumer = \"w *\"", "consumer \"w *\""),
+            ("subject_prefix = \"sentra.>\"", "no wildcards"),
+            ("subject_prefix = \"a..b\"", "no empty token"),
+            ("dead_letter_prefix = \"sentra.batch.dead\"", "overlap"),
+            ("subject_prefix = \"sentra.dead\"", "overlap"),
+            ("max_deliver = 0", "max_deliver 0"),
+            ("max_ack_pending = -1", "max_ack_pending -1"),
+            ("worker_concurrency = 0", "worker_concurrency 0"),
+            ("duplicate_window = \"2 days\"", "outside 1s..=1day"),
+            (
+                "publish_timeout = \"1ms\"",
+                "publish_timeout \"1ms\" is outside",
+            ),
+            ("nak_delay = \"soon\"", "[bus] nak_delay \"soon\""),
+            ("replicas = \"three\"", "replicas"),
+        ]
+        .map(|(t, w)| {
+            let t = if t.starts_with("[bus]") {
+                t.to_owned()
+            } else {
+                format!("[bus]\nnats_urls = [\"nats://a:1\"]\n{t}\n")
+            };
+            (t, w)
+        }) {
+            let text = text.as_str();
             let err = format!(
                 "{:#}",
                 Config::load(&cli(&["--config", &write(text)])).unwrap_err()
             );
             assert!(err.contains(want), "{text:?} -> {err}");
         }
+    }
+
+    #[test]
+    fn bus_partition_keys_reach_the_bus_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "[bus]\nnats_urls = [\"nats://10.0.0.1:4222\"]\nreplicas = 3\n\
+             stream = \"EU_BATCHES\"\nsubject_prefix = \"sentra.eu.batch\"\n\
+             dead_letter_prefix = \"sentra.eu.dead\"\nconsumer = \"eu-workers\"\n\
+             max_deliver = 20\nmax_ack_pending = 8192\nworker_concurrency = 512\n\
+             duplicate_window = \"10m\"\npublish_timeout = \"3s\"\nnak_delay = \"250ms\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&cli(&["--config", path.to_str().unwrap()])).unwrap();
+        let b = c.bus.unwrap();
+        assert_eq!(
+            (
+                b.replicas,
+                b.stream.as_str(),
+                b.subject_prefix.as_str(),
+                b.dead_letter_prefix.as_str(),
+                b.consumer.as_str()
+            ),
+            (
+                3,
+                "EU_BATCHES",
+                "sentra.eu.batch",
+                "sentra.eu.dead",
+                "eu-workers"
+            )
+        );
+        assert_eq!(
+            (b.max_deliver, b.max_ack_pending, b.worker_concurrency),
+            (20, 8192, 512)
+        );
+        assert_eq!(
+            (b.duplicate_window, b.timeout, b.nak_delay),
+            (
+                Duration::from_secs(600),
+                Duration::from_secs(3),
+                Duration::from_millis(250)
+            )
+        );
     }
 
     #[test]
