@@ -638,3 +638,75 @@ async fn postgres_crash_under_the_worker_loses_nothing() {
     assert_eq!(samples_in_store(&w.db).await, 120);
     ingest.shutdown().await.unwrap();
 }
+
+/// Two partitions on one nats-server (a second set of stream, subject prefixes and consumer
+/// names, as `[bus]` in sentra-server's config sets them), each with its own worker and
+/// database: every batch lands in its partition's stream and database only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_by_names_stay_apart() {
+    let w = world(None, |_| {}).await;
+    let mut cfg_b = w.cfg.clone();
+    cfg_b.stream = "P2_BATCHES".to_owned();
+    cfg_b.subject_prefix = "sentra.p2.batch".to_owned();
+    cfg_b.dead_letter_prefix = "sentra.p2.dead".to_owned();
+    cfg_b.consumer = "p2-workers".to_owned();
+    let publisher_b = BusPublisher::connect(cfg_b.clone()).await.unwrap();
+    let db_b = TestDb::new().await.unwrap();
+    let (a, b) = (agent("part-a"), agent("part-b"));
+    let t = now();
+    w.publish_all(std::slice::from_ref(&a), 1..=10, t).await;
+    for seq in 1..=7u64 {
+        let ack = publisher_b
+            .publish(&one(&b, seq, t + i64::try_from(seq).unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(ack.status, AckStatus::Accepted as i32, "{ack:?}");
+    }
+    let url = w.nats.url();
+    assert_eq!(stream_messages(&url, &w.cfg).await, 10);
+    assert_eq!(stream_messages(&url, &cfg_b).await, 7);
+
+    let ingest_a = w.ingest(config()).await;
+    let run_a = w.worker(&ingest_a).await;
+    let ingest_b = Ingest::open_with(Backend::postgres(db_b.url()), config())
+        .await
+        .unwrap();
+    let worker_b = BusWorker::connect(cfg_b, &ingest_b).await.unwrap();
+    let (stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();
+    let task_b = {
+        let wb = worker_b.clone();
+        tokio::spawn(async move {
+            wb.run(async {
+                let _ = stopped_b.await;
+            })
+            .await
+        })
+    };
+    wait_stored(
+        &ingest_a,
+        std::slice::from_ref(&a),
+        10,
+        Duration::from_secs(60),
+    )
+    .await;
+    wait_stored(
+        &ingest_b,
+        std::slice::from_ref(&b),
+        7,
+        Duration::from_secs(60),
+    )
+    .await;
+    ingest_a.flush().await.unwrap();
+    ingest_b.flush().await.unwrap();
+    assert_eq!(run_a.stop().await.counts().accepted, 10);
+    let _ = stop_b.send(());
+    task_b.await.unwrap().unwrap();
+    assert_eq!(worker_b.counts().accepted, 7);
+    // Neither database has the other partition's agent.
+    assert!(ingest_a.agent_ledger(&b).await.unwrap().is_none());
+    assert!(ingest_b.agent_ledger(&a).await.unwrap().is_none());
+    assert_eq!(samples_in_store(&w.db).await, 10);
+    assert_eq!(samples_in_store(&db_b).await, 7);
+    ingest_a.shutdown().await.unwrap();
+    ingest_b.shutdown().await.unwrap();
+}
