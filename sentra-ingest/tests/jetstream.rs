@@ -27,6 +27,16 @@ struct Nats {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// In a cluster: the `server_name`/`cluster` block of this node's config.
+    cluster: Option<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn nats_bin() -> PathBuf {
@@ -48,19 +58,43 @@ fn nats_bin() -> PathBuf {
 
 impl Nats {
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut n = Self {
             bin: nats_bin(),
             dir: tempfile::tempdir().unwrap(),
-            port,
+            port: free_port(),
             child: None,
+            cluster: None,
         };
         n.start_again();
         n
+    }
+
+    /// `n` nodes routed to each other in one JetStream cluster (meta group of `n`).
+    fn start_cluster(n: usize) -> Vec<Self> {
+        let bin = nats_bin();
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let all = routes
+            .iter()
+            .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes: Vec<Self> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| Self {
+                bin: bin.clone(),
+                dir: tempfile::tempdir().unwrap(),
+                port: free_port(),
+                child: None,
+                cluster: Some(format!(
+                    "server_name: n{i}\ncluster {{\n  name: sentra-test\n  listen: 127.0.0.1:{route}\n  routes: [{all}]\n}}\n"
+                )),
+            })
+            .collect();
+        for node in &mut nodes {
+            node.start_again();
+        }
+        nodes
     }
 
     fn url(&self) -> String {
@@ -72,9 +106,10 @@ impl Nats {
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+                "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{}",
                 self.port,
-                self.dir.path().join("js").display()
+                self.dir.path().join("js").display(),
+                self.cluster.as_deref().unwrap_or_default()
             ),
         )
         .unwrap();
@@ -709,4 +744,129 @@ async fn partitions_by_names_stay_apart() {
     assert_eq!(samples_in_store(&db_b).await, 7);
     ingest_a.shutdown().await.unwrap();
     ingest_b.shutdown().await.unwrap();
+}
+
+/// An R3 stream on a 3-node nats-server cluster (`[bus] replicas = 3`): its leader killed
+/// with -9 while batches flow loses nothing acknowledged: the client fails over to another node,
+/// the agent's view (resend until ACCEPTED or DUPLICATE) completes every seq, and the
+/// worker stores each batch exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r3_stream_survives_a_node_killed() {
+    let mut nodes = Nats::start_cluster(3);
+    let urls = nodes.iter().map(Nats::url).collect::<Vec<_>>().join(",");
+    let mut cfg = bus_config(&urls);
+    cfg.replicas = 3;
+    // The cluster elects its meta leader after "ready": creating the R3 streams waits.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let publisher = loop {
+        match BusPublisher::connect(cfg.clone()).await {
+            Ok(p) => break p,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "R3 streams not created within 60 s: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let agents: Vec<AgentId> = (0..3).map(|i| agent(&format!("r3-a{i}"))).collect();
+    let t = now();
+    // An agent's resend loop: errors (NATS failing over) and DUPLICATE are retried or
+    // final as an agent would treat them.
+    let send = |a: &AgentId, seq: u64, i: usize| {
+        let v = one(
+            a,
+            seq,
+            t + i64::try_from(seq * 10).unwrap() + i64::try_from(i).unwrap(),
+        );
+        let publisher = publisher.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut failures = 0u32;
+            loop {
+                match publisher.publish(&v).await {
+                    Ok(ack)
+                        if ack.status == AckStatus::Accepted as i32
+                            || ack.status == AckStatus::Duplicate as i32 =>
+                    {
+                        return failures;
+                    }
+                    Ok(ack) => panic!("refused: {ack:?}"),
+                    Err(e) => {
+                        failures += 1;
+                        assert!(
+                            Instant::now() < deadline,
+                            "seq {seq} not acked in 60 s: {e}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    };
+    let mut failures = 0;
+    let mut killed = String::new();
+    for seq in 1..=40u64 {
+        if seq == 21 {
+            // Kill the batch stream's leader: the surviving replicas elect another.
+            let client = async_nats::connect(urls.split(',').collect::<Vec<_>>())
+                .await
+                .unwrap();
+            let js = async_nats::jetstream::new(client);
+            let mut stream = js.get_stream(&cfg.stream).await.unwrap();
+            let info = stream.info().await.unwrap();
+            let leader = info
+                .cluster
+                .as_ref()
+                .and_then(|c| c.leader.clone())
+                .expect("an R3 stream has a leader");
+            assert_eq!(info.config.num_replicas, 3);
+            killed = leader.clone();
+            let i: usize = leader.trim_start_matches('n').parse().unwrap();
+            nodes[i].kill9();
+        }
+        for (i, a) in agents.iter().enumerate() {
+            failures += send(a, seq, i).await;
+        }
+    }
+    println!(
+        "R3 cluster, stream leader {killed} killed -9 after seq 20: 120 batches acked, {failures} failed sends resent"
+    );
+    let db = TestDb::new().await.unwrap();
+    let ingest = Ingest::open_with(Backend::postgres(db.url()), config())
+        .await
+        .unwrap();
+    let worker = loop {
+        match BusWorker::connect(cfg.clone(), &ingest).await {
+            Ok(w) => break w,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline + Duration::from_secs(60),
+                    "worker: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = {
+        let w = worker.clone();
+        tokio::spawn(async move {
+            w.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    wait_stored(&ingest, &agents, 40, Duration::from_secs(90)).await;
+    ingest.flush().await.unwrap();
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        samples_in_store(&db).await,
+        120,
+        "each batch stored exactly once"
+    );
+    ingest.shutdown().await.unwrap();
 }
