@@ -285,12 +285,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         status.abort();
     }
     if !matches!(died, Some((REST, _))) {
-        match tokio::time::timeout(Duration::from_secs(10), rest).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => error!(error = %e, "REST server failed"),
-            Ok(Err(e)) => error!(error = %e, "REST server task failed"),
-            Err(_) => warn!("REST server did not stop within 10 s"),
-        }
+        stopped_within_10s(REST, rest).await;
     }
     // Evaluates what arrived, lets receivers finish, saves the alert state.
     alerts::shutdown(alert_engine).await;
@@ -540,12 +535,7 @@ async fn run_api(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     probe.abort();
     if !matches!(died, Some((REST, _))) {
-        match tokio::time::timeout(Duration::from_secs(10), rest).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => error!(error = %e, "REST server failed"),
-            Ok(Err(e)) => error!(error = %e, "REST server task failed"),
-            Err(_) => warn!("REST server did not stop within 10 s"),
-        }
+        stopped_within_10s(REST, rest).await;
     }
     alerts::shutdown(alert_engine).await;
     drop(api);
@@ -733,12 +723,7 @@ async fn run_ingest(config: Config) -> anyhow::Result<()> {
     if let Some((task, e)) = died {
         return Err(e.context(format!("{task} ended unexpectedly")));
     }
-    match tokio::time::timeout(Duration::from_secs(10), grpc).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => error!(error = %e, "gRPC server failed"),
-        Ok(Err(e)) => error!(error = %e, "gRPC server task failed"),
-        Err(_) => warn!("gRPC server did not stop within 10 s"),
-    }
+    stopped_within_10s(GRPC, grpc).await;
     info!("stopped");
     Ok(())
 }
@@ -938,6 +923,20 @@ where
             anyhow!("{what} panicked: {msg}")
         }
         Err(e) => anyhow!("{what} was cancelled: {e}"),
+    }
+}
+
+/// Waits up to 10 s for a server task told to stop, and logs how it ended: a server
+/// stopping after a failure must not hang on a stuck task.
+async fn stopped_within_10s<E>(what: &str, task: JoinHandle<Result<(), E>>)
+where
+    E: std::fmt::Display,
+{
+    match tokio::time::timeout(Duration::from_secs(10), task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!(task = what, error = %e, "server task failed while stopping"),
+        Ok(Err(e)) => error!(task = what, error = %e, "server task panicked or was cancelled"),
+        Err(_) => warn!(task = what, "server task did not stop within 10 s"),
     }
 }
 
