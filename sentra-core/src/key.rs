@@ -168,9 +168,12 @@ impl<K: Keyring + ?Sized> Keyring for Arc<K> {
 }
 
 /// An in-memory [`Keyring`]: several keys per agent, each with its own validity window.
+///
+/// An agent has one key, two during a rotation: its keys are a short list searched in
+/// order, so a lookup hashes only the agent id.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryKeyring {
-    keys: HashMap<AgentId, HashMap<KeyId, AgentKey>>,
+    keys: HashMap<AgentId, Vec<(KeyId, AgentKey)>>,
 }
 
 impl MemoryKeyring {
@@ -188,10 +191,12 @@ impl MemoryKeyring {
         secret: &SecretKey,
         validity: Validity,
     ) {
-        self.keys
-            .entry(agent_id)
-            .or_default()
-            .insert(key_id, AgentKey::new(secret, validity));
+        let key = AgentKey::new(secret, validity);
+        let keys = self.keys.entry(agent_id).or_default();
+        match keys.iter_mut().find(|(id, _)| *id == key_id) {
+            Some((_, old)) => *old = key,
+            None => keys.push((key_id, key)),
+        }
     }
 
     /// Removes one key; returns whether it existed.
@@ -199,7 +204,9 @@ impl MemoryKeyring {
         let Some(keys) = self.keys.get_mut(agent_id) else {
             return false;
         };
-        let removed = keys.remove(&key_id).is_some();
+        let before = keys.len();
+        keys.retain(|(id, _)| *id != key_id);
+        let removed = keys.len() < before;
         if keys.is_empty() {
             self.keys.remove(agent_id);
         }
@@ -220,7 +227,11 @@ impl MemoryKeyring {
 
 impl Keyring for MemoryKeyring {
     fn lookup(&self, agent_id: &AgentId, key_id: KeyId) -> Option<AgentKey> {
-        self.keys.get(agent_id)?.get(&key_id).cloned()
+        self.keys
+            .get(agent_id)?
+            .iter()
+            .find(|(id, _)| *id == key_id)
+            .map(|(_, key)| key.clone())
     }
 }
 
@@ -273,5 +284,28 @@ mod tests {
         assert!(!ring.remove(&a, KeyId::new(2)));
         assert_eq!(ring.remove_agent(&a), 1);
         assert_eq!(ring.agents(), 0);
+    }
+
+    #[test]
+    fn keyring_insert_replaces_the_same_key_id() {
+        let mut ring = MemoryKeyring::new();
+        let a = AgentId::new("a").unwrap();
+        let window = Validity::between(UnixMillis::from_millis(1), UnixMillis::from_millis(2));
+        ring.insert(
+            a.clone(),
+            KeyId::new(7),
+            &SecretKey::from_bytes([1; 32]),
+            window,
+        );
+        ring.insert(
+            a.clone(),
+            KeyId::new(7),
+            &SecretKey::from_bytes([2; 32]),
+            Validity::always(),
+        );
+        let key = ring.lookup(&a, KeyId::new(7)).expect("key 7");
+        assert_eq!(key.validity(), Validity::always());
+        assert!(ring.lookup(&a, KeyId::new(8)).is_none());
+        assert_eq!(ring.remove_agent(&a), 1);
     }
 }
