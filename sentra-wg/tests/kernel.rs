@@ -669,21 +669,55 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Median wall time of 5 runs of `cmd args` (which must succeed).
-fn time_cmd(cmd: &str, args: &[&str]) -> Duration {
-    median(
-        (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                let out = Command::new(cmd).args(args).output().unwrap();
-                let d = t.elapsed();
-                assert!(out.status.success(), "{cmd} {args:?}");
-                d
-            })
-            .collect(),
+/// Runs every command of `cmds` `rounds` times, interleaved (round `r` starts with command
+/// `r % cmds.len()`, so none always runs right after the same other one), each with its
+/// output read through a pipe, and returns each command's wall times sorted (each run must
+/// succeed).
+fn time_interleaved(cmds: &[(&str, Vec<&str>)], rounds: usize) -> Vec<Vec<Duration>> {
+    let mut times = vec![Vec::with_capacity(rounds); cmds.len()];
+    for r in 0..rounds {
+        for k in 0..cmds.len() {
+            let i = (r + k) % cmds.len();
+            let (cmd, args) = &cmds[i];
+            let t = Instant::now();
+            let out = Command::new(cmd).args(args).output().unwrap();
+            times[i].push(t.elapsed());
+            assert!(out.status.success(), "{cmd} {args:?}");
+        }
+    }
+    for t in &mut times {
+        t.sort();
+    }
+    times
+}
+
+/// Median, quartiles and minimum of sorted wall times, in ms: `median (p25-p75, min)`. The
+/// minimum is the least disturbed by other load on the host of the emulated guest.
+fn spread(sorted: &[Duration]) -> String {
+    let ms = |i: usize| sorted[i].as_secs_f64() * 1e3;
+    let n = sorted.len();
+    format!(
+        "{:.2} ms ({:.2}-{:.2}, min {:.2})",
+        ms(n / 2),
+        ms(n / 4),
+        ms(3 * n / 4),
+        ms(0)
     )
 }
 
+fn median_ms(sorted: &[Duration]) -> f64 {
+    sorted[sorted.len() / 2].as_secs_f64() * 1e3
+}
+
+fn min_ms(sorted: &[Duration]) -> f64 {
+    sorted[0].as_secs_f64() * 1e3
+}
+
+/// `sentra wg show <dev> dump` and `--json` against `wg show <dev> dump` (3 000 and 20 000
+/// peers), in one boot, commands interleaved: what a user pays per call, process start
+/// included. `sentra-b` on `PATH` (scripts/vm-test with `SENTRA_VM_CLI_B`) is a second build
+/// of the CLI measured in the same rounds, for A/B comparisons of a change.
+/// `SENTRA_WG_BENCH_ROUNDS` (default 31) rounds at 3 000 peers, 5 at 20 000.
 #[test]
 #[ignore = "needs root and a kernel with WireGuard: run by scripts/vm-test"]
 fn vm_bench_dump_20k_vs_wg() {
@@ -691,17 +725,23 @@ fn vm_bench_dump_20k_vs_wg() {
         eprintln!("SENTRA_WG_BENCH != 1: skipping the 20 000-peer benchmark");
         return;
     }
+    let rounds: usize = std::env::var("SENTRA_WG_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(31);
     let c = sentra_wg::blocking::Client::connect().unwrap();
+    let mut clis = vec!["sentra"];
+    if Command::new("sentra-b").arg("--version").output().is_ok() {
+        clis.push("sentra-b");
+    }
     // Process start alone (no netlink, no output): what every CLI call pays before any work.
-    let (start_ours, start_wg) = (
-        time_cmd("sentra", &["--version"]),
-        time_cmd("wg", &["--version"]),
-    );
-    println!(
-        "VM-BENCH process start: `sentra --version` {:.1} ms, `wg --version` {:.1} ms",
-        start_ours.as_secs_f64() * 1e3,
-        start_wg.as_secs_f64() * 1e3
-    );
+    let mut start: Vec<(&str, Vec<&str>)> = clis.iter().map(|&s| (s, vec!["--version"])).collect();
+    start.push(("wg", vec!["--version"]));
+    let start_t = time_interleaved(&start, rounds);
+    for ((cmd, _), t) in start.iter().zip(&start_t) {
+        println!("VM-BENCH process start: `{cmd} --version` {}", spread(t));
+    }
+    let start_wg = median_ms(&start_t[start.len() - 1]);
     for (n, dev) in [(3_000u32, "wgbench3k"), (20_000, "wgbench0")] {
         c.create_link(dev).unwrap();
         let t = Instant::now();
@@ -717,27 +757,55 @@ fn vm_bench_dump_20k_vs_wg() {
             ours.push(t.elapsed());
             assert_eq!(d.peers.len(), n as usize);
         }
-        let o = median(ours);
-        let oc = time_cmd("sentra", &["wg", "show", dev, "dump"]);
-        // JSON at 3 000 peers only: a debug CLI under emulation takes ~10 s per 20 000.
-        let oj = (n <= 3_000).then(|| time_cmd("sentra", &["wg", "show", dev, "--json"]));
-        let w = time_cmd("wg", &["show", dev, "dump"]);
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let lib = median(ours).as_secs_f64() * 1e3;
+        // JSON and many rounds at 3 000 peers only: a debug CLI under emulation takes ~10 s
+        // per 20 000-peer JSON dump.
+        let (json, rounds) = if n <= 3_000 {
+            (true, rounds)
+        } else {
+            (false, 5)
+        };
+        let mut cmds: Vec<(&str, Vec<&str>)> = vec![("wg", vec!["show", dev, "dump"])];
+        for &cli in &clis {
+            cmds.push((cli, vec!["wg", "show", dev, "dump"]));
+            if json {
+                cmds.push((cli, vec!["wg", "show", dev, "--json"]));
+            }
+        }
+        let t = time_interleaved(&cmds, rounds);
+        let wg = median_ms(&t[0]);
         println!(
-            "VM-BENCH dump {n} peers (median of 5): sentra-wg get_device {:.1} ms, `sentra wg show dump` {:.1} ms, `wg show dump` {:.1} ms; ratio lib/wg {:.2}x, cli/wg {:.2}x{}; after process start: cli {:.1} ms vs wg {:.1} ms",
-            ms(o),
-            ms(oc),
-            ms(w),
-            ms(o) / ms(w),
-            ms(oc) / ms(w),
-            oj.map_or(String::new(), |j| format!(
-                ", `sentra wg show --json` {:.1} ms = {:.2}x wg",
-                ms(j),
-                ms(j) / ms(w)
-            )),
-            ms(oc.saturating_sub(start_ours)),
-            ms(w.saturating_sub(start_wg)),
+            "VM-BENCH dump {n} peers ({rounds} interleaved rounds, median (p25-p75)): sentra-wg get_device {lib:.2} ms = {:.2}x wg; `wg show dump` {}, after process start {:.2} ms",
+            lib / wg,
+            spread(&t[0]),
+            wg - start_wg
         );
+        for (k, &cli) in clis.iter().enumerate() {
+            let per = if json { 2 } else { 1 };
+            let text = &t[1 + k * per];
+            let cli_start = median_ms(&start_t[k]);
+            let mut line = format!(
+                "VM-RESULT `{cli} wg show dump` vs `wg show dump`, {n} peers, {rounds} rounds: text {} = {:.2}x wg (min {:.2}x)",
+                spread(text),
+                median_ms(text) / wg,
+                min_ms(text) / min_ms(&t[0])
+            );
+            if json {
+                let j = &t[2 + k * per];
+                line += &format!(
+                    ", --json {} = {:.2}x wg (min {:.2}x)",
+                    spread(j),
+                    median_ms(j) / wg,
+                    min_ms(j) / min_ms(&t[0])
+                );
+            }
+            line += &format!(
+                "; after process start: text {:.2} ms vs wg {:.2} ms",
+                median_ms(text) - cli_start,
+                wg - start_wg
+            );
+            println!("{line}");
+        }
         let t = Instant::now();
         c.delete_link(dev).unwrap();
         println!(

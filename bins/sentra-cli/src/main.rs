@@ -1,108 +1,149 @@
 //! `sentra`: the Sentra admin CLI.
 //!
-//! Each command group lives in its own module; `main` only parses and dispatches.
+//! This executable parses every command (src/cli.rs) but runs only `wg show` and
+//! `completions` itself; it replaces itself with `sentra-admin` (src/admin_main.rs: the
+//! HTTP client, the control database, the WAL tools) for the other commands and with
+//! `sentra-plugin-host` (src/plugin_host.rs: wasmtime) for `plugin`, both found next to it.
+//! So `sentra wg show`, meant to be as cheap as `wg show`, does not load, relocate and
+//! page in tokio, reqwest, rustls, sqlx and wasmtime at every start: bins/sentra-cli/README.md
+//! has the figures.
 
-use std::io::Write as _;
+use clap::Parser as _;
 
-use clap::{CommandFactory, Parser, Subcommand};
-
+// The command groups run by sentra-admin: only their argument types are used here, the
+// linker leaves their code (and its dependencies) out of this executable.
+#[allow(
+    dead_code,
+    reason = "run by sentra-admin; sentra uses only the argument types"
+)]
 mod admin;
+#[allow(
+    dead_code,
+    reason = "run by sentra-admin; sentra uses only the argument types"
+)]
 mod alerts;
+mod cli;
+#[allow(
+    dead_code,
+    reason = "run by sentra-admin; sentra uses only the argument types"
+)]
 mod client;
+#[allow(
+    dead_code,
+    reason = "run by sentra-admin; sentra uses only the argument types"
+)]
 mod doctor;
+mod exec;
+#[allow(
+    dead_code,
+    reason = "run by sentra-admin; sentra uses only the argument types"
+)]
 mod fleet;
+#[allow(
+    dead_code,
+    reason = "run by sentra-admin; sentra uses only the argument types"
+)]
 mod peer;
-mod plugin;
+mod plugin_args;
+mod report;
+#[allow(dead_code, reason = "shared with sentra-admin, which uses all of it")]
 mod safe;
+#[allow(
+    dead_code,
+    reason = "run by sentra-admin; sentra uses only the argument types"
+)]
 mod table;
+#[allow(
+    dead_code,
+    reason = "run by sentra-admin; sentra uses only the argument types"
+)]
 mod wal;
 mod wg;
 
-/// Sentra admin CLI: inspect write-ahead logs, show WireGuard state, manage agents.
-#[derive(Debug, Parser)]
-#[command(name = "sentra", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print shell completions for bash, zsh, fish, elvish or powershell.
-    Completions {
-        /// The shell to generate completions for.
-        shell: clap_complete::Shell,
-    },
-    /// WireGuard state straight from the kernel (`sentra wg show`).
-    Wg(wg::WgArgs),
-    /// Create the first admin user on a server's data directory.
-    Init(admin::InitArgs),
-    /// Log in to a server; the token is saved for the other commands.
-    Login(admin::LoginArgs),
-    /// Bootstrap tokens for agent enrolment.
-    Token(admin::TokenArgs),
-    /// Enrol, list, rotate keys of, revoke and delete agents.
-    Agent(admin::AgentArgs),
-    /// Agents, presence, WireGuard interfaces and peers.
-    Status(fleet::StatusArgs),
-    /// Query stored metrics: names, latest, history, export.
-    Metrics(fleet::MetricsArgs),
-    /// Check connectivity, credentials, WireGuard access and disk.
-    Doctor(doctor::DoctorArgs),
-    /// Built-in alerting: active alerts, rules, silences, receiver tests.
-    Alerts(alerts::AlertsArgs),
-    /// Write-ahead log tools (`sentra wal inspect <dir>`).
-    Wal(wal::WalArgs),
-    /// WASM plugin collectors of an agent: check, install, list, inspect, remove.
-    Plugin(plugin::PluginArgs),
-    /// Onboard WireGuard clients: address pools, add (wg-quick file and QR code), list,
-    /// show, remove, config, qr.
-    Peer(peer::PeerArgs),
-}
+use cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // Like anyhow's report, with every message made terminal-safe (errors quote
-            // server messages and user input).
-            eprintln!("Error: {}", safe::display_safe(&e.to_string()));
-            let causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
-            if !causes.is_empty() {
-                eprintln!("\nCaused by:");
-                for (i, c) in causes.iter().enumerate() {
-                    if causes.len() == 1 {
-                        eprintln!("    {}", safe::display_safe(c));
-                    } else {
-                        eprintln!("    {i}: {}", safe::display_safe(c));
-                    }
-                }
-            }
-            std::process::ExitCode::FAILURE
-        }
-    }
+    report::exit_code(run())
+}
+
+/// `sentra wg …` alone: `Cli` with its top-level attributes and only the `wg` subcommand.
+/// Parsing `sentra wg show` with it does not build the other commands' arguments (clap
+/// builds the whole tree it is given: for `Cli`, a third of the page faults of a
+/// `sentra wg show` start). With `wg` as the first argument both parse alike (help and
+/// errors included; the test below compares them).
+#[derive(Debug, clap::Parser)]
+#[command(name = "sentra", version, about, long_about = None)]
+struct WgCli {
+    #[command(subcommand)]
+    command: WgOnly,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum WgOnly {
+    /// WireGuard state straight from the kernel (`sentra wg show`).
+    Wg(wg::WgArgs),
 }
 
 fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Completions { shell } => {
-            let mut out = std::io::stdout().lock();
-            clap_complete::generate(shell, &mut Cli::command(), "sentra", &mut out);
-            out.flush()?;
-        }
-        Command::Wg(args) => wg::run(args)?,
-        Command::Init(args) => admin::init(args)?,
-        Command::Login(args) => admin::login(args)?,
-        Command::Token(args) => admin::token(args)?,
-        Command::Agent(args) => admin::agent(args)?,
-        Command::Doctor(args) => doctor::run(args)?,
-        Command::Alerts(args) => alerts::run(args)?,
-        Command::Status(args) => fleet::status(args)?,
-        Command::Metrics(args) => fleet::metrics(args)?,
-        Command::Wal(args) => wal::run(args)?,
-        Command::Plugin(args) => plugin::run(args)?,
-        Command::Peer(args) => peer::run(args)?,
+    if std::env::args_os().nth(1).is_some_and(|a| a == "wg") {
+        let WgOnly::Wg(args) = WgCli::parse().command;
+        return wg::run(args);
     }
-    Ok(())
+    match Cli::parse().command {
+        Command::Completions { shell } => cli::completions(shell),
+        Command::Wg(args) => wg::run(args),
+        Command::Plugin(_) => exec::plugin_host(),
+        _ => exec::exec(
+            exec::ADMIN,
+            "the HTTP client, control database and WAL commands",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a parse prints and returns: the arguments, or the rendered error (help and
+    /// version included) and its exit code.
+    fn outcome<P: clap::Parser>(
+        args: &[&str],
+        wg: impl Fn(P) -> Option<wg::WgArgs>,
+    ) -> Result<String, (String, i32)> {
+        match P::try_parse_from(args) {
+            Ok(p) => Ok(format!("{:?}", wg(p))),
+            Err(e) => Err((e.render().to_string(), e.exit_code())),
+        }
+    }
+
+    #[test]
+    fn the_wg_parser_parses_wg_like_the_full_one() {
+        for args in [
+            &["sentra", "wg"][..],
+            &["sentra", "wg", "--help"],
+            &["sentra", "wg", "-h"],
+            &["sentra", "wg", "help"],
+            &["sentra", "wg", "help", "show"],
+            &["sentra", "wg", "--version"],
+            &["sentra", "wg", "show"],
+            &["sentra", "wg", "show", "--help"],
+            &["sentra", "wg", "show", "wg0", "dump"],
+            &["sentra", "wg", "show", "all", "dump", "--show-keys"],
+            &["sentra", "wg", "show", "wg0", "--json"],
+            &["sentra", "wg", "show", "wg0", "dump", "--json"],
+            &["sentra", "wg", "show", "a", "b", "c"],
+            &["sentra", "wg", "show", "--bogus"],
+            &["sentra", "wg", "shwo"],
+            &["sentra", "wg", "sh"],
+        ] {
+            let full = outcome::<Cli>(args, |c| match c.command {
+                Command::Wg(a) => Some(a),
+                _ => None,
+            });
+            let fast = outcome::<WgCli>(args, |c| match c.command {
+                WgOnly::Wg(a) => Some(a),
+            });
+            assert_eq!(fast, full, "{args:?}");
+        }
+    }
 }

@@ -5,6 +5,10 @@
 //! `module.sig` (the Ed25519 signature `install` verified). `check` and `install` load the
 //! module in the same sandbox as the agent (`sentra-plugin`) and run it once under its
 //! limits; nothing a plugin emits reaches the terminal unescaped.
+//!
+//! This module (and wasmtime with it) is linked only into the `sentra-plugin-host`
+//! executable: `sentra plugin …` execs it (src/exec.rs), so the `sentra` binary that every
+//! other command starts stays small (bins/sentra-cli/README.md).
 
 use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
@@ -16,89 +20,9 @@ use sentra_plugin::layout::{MANIFEST_FILE, SIGNATURE_FILE};
 use sentra_plugin::{Collection, Host, HostConfig, Manifest, Plugin};
 use serde_json::json;
 
+use crate::plugin_args::{PluginArgs, PluginCommand};
 use crate::safe::{display_safe, json_pretty};
 use crate::table::Table;
-
-/// Default plugin directory of a packaged agent.
-const DEFAULT_DIR: &str = "/var/lib/sentra-agent/plugins";
-
-/// WASM plugin commands.
-#[derive(Debug, clap::Args)]
-pub(crate) struct PluginArgs {
-    #[command(subcommand)]
-    command: PluginCommand,
-}
-
-/// The agent's plugin directory.
-#[derive(Debug, clap::Args)]
-struct DirArg {
-    /// The agent's plugin directory (its `plugins_dir`).
-    #[arg(long, env = "SENTRA_AGENT_PLUGINS_DIR", default_value = DEFAULT_DIR, value_name = "DIR")]
-    dir: PathBuf,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum PluginCommand {
-    /// Validate a plugin against the interface and run it once under the limits, printing
-    /// what it emitted.
-    Check {
-        /// The plugin's manifest (TOML); its `module` is read next to it.
-        manifest: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Verify (optionally), check and copy a plugin into the agent's plugin directory.
-    Install {
-        /// The plugin's manifest (TOML); its `module` must be a file name next to it.
-        manifest: PathBuf,
-        #[command(flatten)]
-        dir: DirArg,
-        /// Ed25519 signature over the module bytes (64 raw bytes or base64).
-        #[arg(long, value_name = "FILE", requires = "public_key")]
-        signature: Option<PathBuf>,
-        /// The trusted Ed25519 public key the signature must verify with (32 raw bytes or
-        /// base64).
-        #[arg(long, value_name = "FILE", requires = "signature")]
-        public_key: Option<PathBuf>,
-        /// Accept the directories and environment variables the manifest grants (refused
-        /// otherwise; they are listed in the error).
-        #[arg(long)]
-        allow_capabilities: bool,
-        /// Do not run the plugin once before installing (e.g. its granted file appears
-        /// later); it is still loaded and checked against the interface.
-        #[arg(long)]
-        no_run: bool,
-        /// Replace an installed plugin of the same name.
-        #[arg(long)]
-        force: bool,
-    },
-    /// List installed plugins.
-    List {
-        #[command(flatten)]
-        dir: DirArg,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show an installed plugin: manifest, grants, module digest, imports, signature.
-    Inspect {
-        /// Plugin name.
-        name: String,
-        #[command(flatten)]
-        dir: DirArg,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove an installed plugin (the agent drops it at its next start).
-    Remove {
-        /// Plugin name.
-        name: String,
-        #[command(flatten)]
-        dir: DirArg,
-    },
-}
 
 pub(crate) fn run(args: PluginArgs) -> anyhow::Result<()> {
     match args.command {

@@ -388,3 +388,79 @@ fn install_refuses_hostile_input_before_anything_is_installed() {
         "{text}"
     );
 }
+
+/// Hard-links (or copies) `from` to `to`.
+fn place(from: &str, to: &Path) {
+    std::fs::hard_link(from, to)
+        .or_else(|_| std::fs::copy(from, to).map(drop))
+        .unwrap_or_else(|e| panic!("{from} -> {}: {e}", to.display()));
+}
+
+/// `sentra` runs `wg` and `completions` itself and execs `sentra-admin` / `sentra-plugin-host`
+/// for the rest, found next to it (README.md). Alone in a directory, with an empty PATH, the
+/// handed-over commands fail with status 1 and an error naming the missing executable and
+/// where it was looked for, while its own commands still work; with the two placed next to
+/// it they run, with the same output, errors and status as the helper run directly.
+#[test]
+fn sentra_runs_its_helpers_from_its_own_directory_or_names_the_missing_one() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let sentra_alone = bin.join("sentra");
+    place(env!("CARGO_BIN_EXE_sentra"), &sentra_alone);
+    let run = |exe: &Path, args: &[&str]| {
+        Command::new(exe)
+            .args(args)
+            .env("PATH", "")
+            .env_remove("SENTRA_AGENT_PLUGINS_DIR")
+            .output()
+            .expect("run")
+    };
+    let plugins = tmp.path().join("plugins");
+    let plugins = plugins.to_str().unwrap();
+    let wal = tmp.path().join("wal");
+    std::fs::create_dir(&wal).unwrap();
+    let wal = wal.to_str().unwrap();
+
+    let o = run(
+        &sentra_alone,
+        &["plugin", "list", "--dir", plugins, "--json"],
+    );
+    let e = fails(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("runs the sentra-plugin-host executable")
+            && e.contains(&format!("next to sentra (in {})", bin.display()))
+            && e.contains("nor on PATH"),
+        "{e}"
+    );
+    let o = run(&sentra_alone, &["wal", "inspect", wal]);
+    let e = fails(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("runs the sentra-admin executable"), "{e}");
+    assert!(ok(&run(&sentra_alone, &["wg", "--help"])).contains("Usage: sentra wg"));
+    assert!(ok(&run(&sentra_alone, &["completions", "bash"])).contains("sentra"));
+
+    place(
+        env!("CARGO_BIN_EXE_sentra-admin"),
+        &bin.join("sentra-admin"),
+    );
+    place(
+        env!("CARGO_BIN_EXE_sentra-plugin-host"),
+        &bin.join("sentra-plugin-host"),
+    );
+    assert_eq!(
+        ok(&run(
+            &sentra_alone,
+            &["plugin", "list", "--dir", plugins, "--json"]
+        ))
+        .trim(),
+        "[]"
+    );
+    let through = run(&sentra_alone, &["wal", "inspect", wal]);
+    let direct = run(&bin.join("sentra-admin"), &["wal", "inspect", wal]);
+    assert_eq!(
+        (through.status.code(), &through.stdout, &through.stderr),
+        (direct.status.code(), &direct.stdout, &direct.stderr)
+    );
+}
