@@ -84,9 +84,42 @@ enum WgOnly {
     Wg(wg::WgArgs),
 }
 
+/// The arguments after `sentra wg show` in their plain forms, read without clap: at
+/// most two positionals (UTF-8, not empty, not starting with `-`) and `--json` /
+/// `--show-keys` at most once each, `--json` without a format. Anything else (help,
+/// `--`, other options, a repeated flag, ...) is `None`: clap parses it, or rejects it
+/// with its usual message. Under emulation, building clap's parser costs more than the
+/// netlink dump (README.md). The tests below check this against clap.
+fn plain_wg_show(args: &[std::ffi::OsString]) -> Option<wg::ShowArgs> {
+    let mut a = wg::ShowArgs {
+        interface: None,
+        format: None,
+        json: false,
+        show_keys: false,
+    };
+    for arg in args {
+        let arg = arg.to_str()?;
+        match arg {
+            "--json" if !a.json => a.json = true,
+            "--show-keys" if !a.show_keys => a.show_keys = true,
+            _ if arg.is_empty() || arg.starts_with('-') => return None,
+            _ if a.interface.is_none() => a.interface = Some(arg.to_owned()),
+            _ if a.format.is_none() => a.format = Some(arg.to_owned()),
+            _ => return None,
+        }
+    }
+    (!(a.json && a.format.is_some())).then_some(a)
+}
+
 fn run() -> anyhow::Result<()> {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "wg") {
-        let WgOnly::Wg(args) = WgCli::parse().command;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "wg") {
+        if args.get(2).is_some_and(|a| a == "show")
+            && let Some(show) = plain_wg_show(&args[3..])
+        {
+            return wg::show_cmd(show);
+        }
+        let WgOnly::Wg(args) = WgCli::parse_from(args).command;
         return wg::run(args);
     }
     match Cli::parse().command {
@@ -144,6 +177,73 @@ mod tests {
                 WgOnly::Wg(a) => Some(a),
             });
             assert_eq!(fast, full, "{args:?}");
+        }
+    }
+
+    /// Every list of up to 4 arguments after `sentra wg show` from a set of plain and
+    /// tricky ones: what `ShowArgs::plain` accepts, clap parses to the same arguments.
+    #[test]
+    fn the_plain_wg_show_reader_agrees_with_clap() {
+        let tokens = [
+            "wg0",
+            "all",
+            "dump",
+            "help",
+            "--json",
+            "--show-keys",
+            "-h",
+            "--help",
+            "--",
+            "-x",
+            "",
+            "--json=1",
+        ];
+        let mut lists: Vec<Vec<&str>> = vec![vec![]];
+        let mut plain = 0;
+        for _ in 0..4 {
+            let longer: Vec<Vec<&str>> = lists
+                .iter()
+                .filter(|l| l.len() == lists.last().map_or(0, Vec::len))
+                .flat_map(|l| {
+                    tokens.iter().map(move |t| {
+                        let mut l = l.clone();
+                        l.push(t);
+                        l
+                    })
+                })
+                .collect();
+            lists.extend(longer);
+        }
+        for list in &lists {
+            let os: Vec<std::ffi::OsString> = list.iter().map(Into::into).collect();
+            let Some(ours) = plain_wg_show(&os) else {
+                continue;
+            };
+            plain += 1;
+            let mut argv = vec!["sentra", "wg", "show"];
+            argv.extend(list);
+            let clap = match Cli::try_parse_from(&argv) {
+                Ok(Cli {
+                    command: Command::Wg(a),
+                }) => format!("{a:?}"),
+                other => panic!("{argv:?}: plain {ours:?}, clap {other:?}"),
+            };
+            assert_eq!(
+                clap,
+                format!("WgArgs {{ command: Show({ours:?}) }}"),
+                "{argv:?}"
+            );
+        }
+        // the common forms do take the plain path
+        assert!(plain > 100, "{plain}");
+        for l in [
+            &[][..],
+            &["wg0", "dump"],
+            &["all", "dump", "--show-keys"],
+            &["--json"],
+        ] {
+            let os: Vec<std::ffi::OsString> = l.iter().map(Into::into).collect();
+            assert!(plain_wg_show(&os).is_some(), "{l:?}");
         }
     }
 }

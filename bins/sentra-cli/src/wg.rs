@@ -24,17 +24,17 @@ enum WgCommand {
 }
 
 #[derive(Debug, clap::Args)]
-struct ShowArgs {
+pub(crate) struct ShowArgs {
     /// An interface name, `all` (the default) or `interfaces`.
-    interface: Option<String>,
+    pub(crate) interface: Option<String>,
     /// `dump` for the tab-separated format of `wg show <interface> dump`.
-    format: Option<String>,
+    pub(crate) format: Option<String>,
     /// Print JSON instead of text (never includes private or preshared keys).
     #[arg(long, conflicts_with = "format")]
-    json: bool,
+    pub(crate) json: bool,
     /// Print private and preshared keys instead of `(hidden)` (like WG_HIDE_KEYS=never).
     #[arg(long)]
-    show_keys: bool,
+    pub(crate) show_keys: bool,
 }
 
 fn unix(t: Option<SystemTime>) -> Option<u64> {
@@ -122,7 +122,8 @@ pub(crate) fn run(args: WgArgs) -> anyhow::Result<()> {
     }
 }
 
-fn show_cmd(a: ShowArgs) -> anyhow::Result<()> {
+/// Runs `sentra wg show`.
+pub(crate) fn show_cmd(a: ShowArgs) -> anyhow::Result<()> {
     let dump = match a.format.as_deref() {
         None => false,
         Some("dump") => true,
