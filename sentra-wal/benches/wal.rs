@@ -23,6 +23,11 @@
 //! `cargo bench -p sentra-wal --bench wal -- --warm-up-time 1 --measurement-time 3 none`
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) everything runs once at tiny sizes.
+//!
+//! `SENTRA_WAL_BENCH_ONLY=group16` runs only the 16-appender, 1-record comparison of (d)
+//! (sentra, okaywal, ceiling, and the cycle without `fdatasync`; `SENTRA_WAL_BENCH_ROUNDS`
+//! short rounds, 20 by default, each printed, and the medians over the quiet-disk rounds);
+//! `SENTRA_WAL_BENCH_ONLY=sentra16` runs only sentra's 16 appenders (for `perf stat`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -446,9 +451,107 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// `SENTRA_WAL_BENCH_ONLY=group16|sentra16`: the 16-appender, 1-record case alone (sentra
+/// with default options, okaywal, the preallocated ceiling and the group cycle of the same
+/// appenders without `fdatasync` (`SyncPolicy::Never`); or sentra only, for `perf stat`).
+/// Short interleaved rounds, so that each ratio compares runs a few milliseconds apart; the
+/// summary keeps the rounds whose ceiling sync took under 150 µs (a quiet disk).
+fn group16(only_sentra: bool, smoke: bool) {
+    const THREADS: usize = 16;
+    const QUIET: Duration = Duration::from_micros(150);
+    let rec = [0x5au8; REC];
+    let rounds: usize = std::env::var("SENTRA_WAL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if smoke { 1 } else { 20 });
+    let per: u64 = if smoke { 20 } else { 100 };
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (wal, _) = Wal::open(dirs[0].path(), sentra_opts()).unwrap();
+    let log = okaywal::WriteAheadLog::recover(dirs[1].path(), NoCheckpoint).unwrap();
+    // The same appenders without any `fdatasync`: what a group cycle costs besides the sync
+    // (waking the appenders, their next appends, gathering, encoding, writing).
+    let (never, _) =
+        Wal::open(dirs[2].path(), sentra_opts().sync_policy(SyncPolicy::Never)).unwrap();
+    let (mut to_ceiling, mut to_okaywal, mut handoff) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let pre = if only_sentra {
+            Duration::ZERO
+        } else {
+            group_sync(THREADS * REC, true, per as usize) / per as u32
+        };
+        let groups0 = wal.stats().groups;
+        let s = rate(THREADS, per, &|_, n| {
+            for _ in 0..n {
+                wal.append(&rec).unwrap();
+            }
+        });
+        let per_group = (per * THREADS as u64) as f64 / (wal.stats().groups - groups0) as f64;
+        if only_sentra {
+            println!("round {round}: sentra {s:.0}/s, {per_group:.1} records/group");
+            continue;
+        }
+        let groups0 = never.stats().groups;
+        let t = Instant::now();
+        fan_out(THREADS, per * THREADS as u64, &|_, n| {
+            for _ in 0..n {
+                never.append(&rec).unwrap();
+            }
+        });
+        let cycle = t.elapsed() / (never.stats().groups - groups0).max(1) as u32;
+        let never_group = (per * THREADS as u64) as f64 / (never.stats().groups - groups0) as f64;
+        handoff.push(us(cycle));
+        let o = rate(THREADS, per, &|_, n| {
+            for _ in 0..n {
+                let mut w = log.begin_entry().unwrap();
+                w.write_chunk(&rec).unwrap();
+                w.commit().unwrap();
+            }
+        });
+        let pre2 = group_sync(THREADS * REC, true, per as usize) / per as u32;
+        let pre = (pre + pre2) / 2;
+        let ceil = THREADS as f64 / pre.as_secs_f64();
+        println!(
+            "round {round}: sentra {s:.0}/s ({per_group:.1} records/group, {:.0} µs per group; without fdatasync {:.0} µs per group of {never_group:.1}), okaywal {o:.0}/s, ceiling {ceil:.0}/s ({:.0} µs per 4 KiB group sync, before/after {:.0}/{:.0}); sentra/okaywal {:.2}x, sentra/ceiling {:.2}x",
+            per_group * 1e6 / s,
+            us(cycle),
+            us(pre),
+            us(pre.min(pre2)),
+            us(pre.max(pre2)),
+            s / o,
+            s / ceil
+        );
+        if pre.max(pre2) < QUIET && pre.min(pre2) * 3 / 2 > pre.max(pre2) {
+            to_ceiling.push(s / ceil);
+            to_okaywal.push(s / o);
+        }
+    }
+    log.shutdown().unwrap();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    if !only_sentra {
+        println!(
+            "median group cycle without fdatasync: {:.0} µs",
+            median(&mut handoff)
+        );
+        let n = to_ceiling.len();
+        println!(
+            "quiet rounds (ceiling sync < 150 µs before and after, within 1.5x): {n} of {rounds}; median sentra/ceiling {:.2}x, median sentra/okaywal {:.2}x",
+            median(&mut to_ceiling),
+            median(&mut to_okaywal)
+        );
+    }
+}
+
 fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
     SMOKE.store(smoke, std::sync::atomic::Ordering::Relaxed);
+    match std::env::var("SENTRA_WAL_BENCH_ONLY").as_deref() {
+        Ok("group16") => return group16(false, smoke),
+        Ok("sentra16") => return group16(true, smoke),
+        _ => {}
+    }
     let mut c = Criterion::default().configure_from_args();
     bench_throughput(&mut c, smoke);
     c.final_summary();

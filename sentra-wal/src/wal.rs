@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::completion::{AppendFuture, Completion};
+use crate::completion::{AppendFuture, Bell, Completion};
 use crate::error::{Error, Result};
 use crate::format::{
     self, CURSOR_SLOT_LEN, CursorSlot, MAX_PAYLOAD_LEN, SEAL_FRAME_LEN, SEGMENT_HEADER_LEN,
@@ -131,6 +131,9 @@ struct Queue {
     rotate: Vec<Arc<Completion>>,
     closed: bool,
     poisoned: Option<Arc<str>>,
+    /// The writer thread sleeps until the queue holds this many requests (0: it is not
+    /// waiting; an append then does not wake it).
+    wake_at: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +178,8 @@ pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     state_cv: Condvar,
     cursor: Mutex<CursorState>,
+    /// Blocked appenders sleep here (see [`Bell`]).
+    bell: Arc<Bell>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -609,6 +614,7 @@ impl Wal {
             state: Mutex::new(state),
             state_cv: Condvar::new(),
             cursor: Mutex::new(cursor),
+            bell: Bell::new(),
         });
         let mut w = Writer {
             inner: inner.clone(),
@@ -665,7 +671,7 @@ impl Wal {
     }
 
     fn submit(&self, data: Vec<u8>, lens: Vec<u32>) -> Arc<Completion> {
-        let done = Completion::new();
+        let done = Completion::new(&self.inner.bell);
         let frame_bytes = lens
             .iter()
             .map(|&l| format::frame_len(l as usize) as u64)
@@ -682,8 +688,16 @@ impl Wal {
                 frame_bytes,
                 done: done.clone(),
             });
+            // Wake the writer only when it waits for what is now queued (not once per
+            // append during its group wait).
+            let wake = q.wake_at != 0 && q.reqs.len() >= q.wake_at;
+            if wake {
+                q.wake_at = 0;
+            }
             drop(q);
-            self.inner.queue_cv.notify_one();
+            if wake {
+                self.inner.queue_cv.notify_one();
+            }
         }
         done
     }
@@ -744,7 +758,7 @@ impl Wal {
                 inner: self.submit(payload.to_vec(), vec![payload.len() as u32]),
             },
             Err(e) => {
-                let c = Completion::new();
+                let c = Completion::new(&self.inner.bell);
                 c.complete(Err(e));
                 AppendFuture { inner: c }
             }
@@ -760,7 +774,7 @@ impl Wal {
         match self.submit_batch(payloads) {
             Ok(inner) => AppendFuture { inner },
             Err(e) => {
-                let c = Completion::new();
+                let c = Completion::new(&self.inner.bell);
                 c.complete(Err(e));
                 AppendFuture { inner: c }
             }
@@ -774,7 +788,7 @@ impl Wal {
     ///
     /// [`Error::Io`] / [`Error::Poisoned`], [`Error::Closed`].
     pub fn rotate(&self) -> Result<()> {
-        let done = Completion::new();
+        let done = Completion::new(&self.inner.bell);
         {
             let mut q = lock(&self.inner.queue);
             if let Some(p) = &q.poisoned {
@@ -1027,19 +1041,23 @@ impl Writer {
                                 q = lock(&self.inner.queue);
                                 continue;
                             }
+                            q.wake_at = 1;
                             q = self
                                 .inner
                                 .queue_cv
                                 .wait_timeout(q, wait)
                                 .unwrap_or_else(PoisonError::into_inner)
                                 .0;
+                            q.wake_at = 0;
                         }
                         _ => {
+                            q.wake_at = 1;
                             q = self
                                 .inner
                                 .queue_cv
                                 .wait(q)
-                                .unwrap_or_else(PoisonError::into_inner)
+                                .unwrap_or_else(PoisonError::into_inner);
+                            q.wake_at = 0;
                         }
                     }
                 }
@@ -1058,12 +1076,14 @@ impl Writer {
                         if now >= deadline {
                             break;
                         }
+                        q.wake_at = self.last_group;
                         q = self
                             .inner
                             .queue_cv
                             .wait_timeout(q, deadline - now)
                             .unwrap_or_else(PoisonError::into_inner)
                             .0;
+                        q.wake_at = 0;
                     }
                 }
                 let mut reqs = Vec::new();
@@ -1430,8 +1450,12 @@ impl Writer {
             }
         }
         self.inner.state_cv.notify_all();
+        let woke = !self.pending.is_empty();
         for (c, r) in self.pending.drain(..) {
-            c.complete(Ok(r));
+            c.complete_quiet(Ok(r));
+        }
+        if woke {
+            self.inner.bell.ring();
         }
         Ok(())
     }

@@ -183,6 +183,55 @@ fn async_append_resolves_when_durable() {
     assert_eq!(wal.stats().durable_lsn, 3);
 }
 
+/// Blocked appenders share one wake-up per answered group: when groups are split (a tiny
+/// `max_group_bytes`), each answer also wakes appenders of later groups, which must go back to
+/// sleep and still get exactly their own LSN; async appends in between resolve too.
+#[test]
+fn split_groups_wake_every_blocked_appender_with_its_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(
+        dir.path(),
+        Options::default()
+            .segment_size(64 << 10)
+            .disk_cap(64 << 20)
+            .max_group_bytes(64),
+    )
+    .unwrap();
+    let wal = Arc::new(wal);
+    let threads: Vec<_> = (0..24u8)
+        .map(|t| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for i in 0..20u8 {
+                    if i % 5 == 4 {
+                        let r = block_on(wal.append_async(&[t, i])).unwrap();
+                        got.push((r.first, i));
+                    } else {
+                        got.push((wal.append(&[t, i]).unwrap(), i));
+                    }
+                }
+                (t, got)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in threads {
+        let (t, got) = h.join().unwrap();
+        for (lsn, i) in got {
+            all.push((lsn, vec![t, i]));
+        }
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        (1..=480).collect::<Vec<_>>()
+    );
+    // Every appender got the LSN of its own record.
+    assert_eq!(records(&wal, 1), all);
+    assert!(wal.stats().groups > 24, "{:?}", wal.stats());
+}
+
 #[test]
 fn rotate_and_sync_policies() {
     for policy in [
