@@ -1,13 +1,17 @@
 //! Signed-batch round trips over loopback TLS: the full Sentra stack (client middleware,
 //! accept loop, every server layer, HMAC verification) against a bare tonic echo service on
-//! tonic's own TLS with the same certificate, carrying the same envelope bytes, in the same
-//! run. Plain timing loop (not criterion): each case runs a fixed time with C concurrent
-//! callers on one HTTP/2 connection.
+//! tonic's own TLS with the same certificate and the same HTTP/2 and TCP settings, carrying
+//! the same envelope bytes, in the same run. Plain timing loop (not criterion): each case
+//! runs a fixed time with C concurrent callers on one HTTP/2 connection; besides round
+//! trips per second it reports the process's CPU time per call (client and server
+//! together), which a loaded machine disturbs less than the rate.
 //!
 //! ```text
 //! cargo bench -p sentra-transport --bench transport            # 3 s per case
 //! SENTRA_BENCH_SECS=1 cargo bench -p sentra-transport --bench transport
-//! SENTRA_BENCH_PAYLOADS=65536 SENTRA_BENCH_STREAMS=1 cargo bench ...  # one case
+//! SENTRA_BENCH_PAYLOADS=65536 SENTRA_BENCH_STREAMS=1 cargo bench ...  # one size, one C
+//! SENTRA_BENCH_CASES="full stack,bare+HMAC" cargo bench ...  # only these setups (bare,
+//!                                                  # bare+HMAC, server stack, full stack)
 //! cargo test -p sentra-transport --bench transport              # 50 ms smoke run per case
 //! ```
 #![allow(missing_docs)]
@@ -27,7 +31,7 @@ use sentra_core::{
     proto::{Ack, AckStatus, DesiredState, SignedBatch},
 };
 use sentra_transport::{
-    BoxError, Client, Limits, Server,
+    BoxError, Client, ClientConfig, Limits, Server,
     pb::{
         ingest_client::IngestClient,
         ingest_server::{Ingest, IngestServer},
@@ -127,9 +131,25 @@ type Caller = Arc<
         + Sync,
 >;
 
-/// Calls/s, failed calls, the first failure.
+/// CPU time of this process so far (user + system, all threads), from `/proc/self/stat`
+/// (clock ticks of 10 ms: a 0.5 s round on two busy cores is ~100 ticks).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Calls/s, CPU per call (client and server together), failed calls, the first failure.
 struct Run {
     rate: f64,
+    cpu_per_call: Duration,
     failed: u64,
     first_error: Option<String>,
 }
@@ -145,6 +165,7 @@ async fn run(call: Caller, envs: Arc<Vec<SignedBatch>>, streams: usize, secs: f6
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None));
+    let cpu0 = process_cpu();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..streams {
@@ -178,9 +199,12 @@ async fn run(call: Caller, envs: Arc<Vec<SignedBatch>>, streams: usize, secs: f6
         t.await.unwrap();
     }
     let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = process_cpu().saturating_sub(cpu0);
     let first_error = first_error.lock().unwrap().take();
+    let calls = done.load(Ordering::Relaxed);
     Run {
-        rate: done.load(Ordering::Relaxed) as f64 / elapsed,
+        rate: calls as f64 / elapsed,
+        cpu_per_call: cpu / u32::try_from(calls.max(1)).unwrap_or(u32::MAX),
         failed: failed.load(Ordering::Relaxed),
         first_error,
     }
@@ -226,14 +250,23 @@ async fn bare_server(pki: &Pki, verify: bool) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tls = ServerTlsConfig::new().identity(Identity::from_pem(&pki.cert, &pki.key));
-    // Same transport settings as the Sentra server (nodelay, h2 windows), no middleware.
+    // Same transport and HTTP/2 settings as the Sentra server (nodelay, TCP and h2
+    // keepalive, h2 windows, frame and header list sizes, stream cap), no middleware: no
+    // concurrency limit, load shedding or timeouts (those are the stack's own cost).
     let l = Limits::default();
     let server = tonic::transport::Server::builder()
         .tls_config(tls)
         .unwrap()
         .tcp_nodelay(true)
+        .tcp_keepalive(Some(l.tcp_keepalive))
+        .http2_keepalive_interval(Some(l.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(l.http2_keepalive_timeout))
+        .max_concurrent_streams(l.max_concurrent_streams)
         .initial_stream_window_size(l.initial_stream_window_size)
         .initial_connection_window_size(l.initial_connection_window_size)
+        .http2_adaptive_window(Some(false))
+        .http2_max_header_list_size(l.http2_max_header_list_size)
+        .max_frame_size(l.max_frame_size)
         .add_service(IngestServer::new(Echo {
             verify: verify.then(|| (Verifier::new(), keyring())),
         }));
@@ -243,12 +276,18 @@ async fn bare_server(pki: &Pki, verify: bool) -> SocketAddr {
 }
 
 async fn raw_caller(pki: &Pki, addr: SocketAddr) -> Caller {
-    let l = Limits::default();
+    // The channel settings of the Sentra `Client` (its defaults), without its middleware.
+    let c = ClientConfig::default();
     let channel = Endpoint::from_shared(format!("https://localhost:{}", addr.port()))
         .unwrap()
         .tcp_nodelay(true)
-        .initial_stream_window_size(l.initial_stream_window_size)
-        .initial_connection_window_size(l.initial_connection_window_size)
+        .tcp_keepalive(Some(c.tcp_keepalive))
+        .http2_keep_alive_interval(c.http2_keepalive_interval)
+        .keep_alive_timeout(c.http2_keepalive_timeout)
+        .keep_alive_while_idle(false)
+        .initial_stream_window_size(c.initial_stream_window_size)
+        .initial_connection_window_size(c.initial_connection_window_size)
+        .http2_adaptive_window(false)
         .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca)))
         .unwrap()
         .connect()
@@ -285,9 +324,9 @@ fn main() {
         let bare_addr = bare_server(&pki, false).await;
         let hmac_addr = bare_server(&pki, true).await;
         println!(
-            "| payload | streams | bare tonic rt/s | bare MB/s | bare + HMAC verify rt/s (/ bare) | server stack only rt/s (/ bare+HMAC) | full stack rt/s | full MB/s | full / bare | full / bare+HMAC |"
+            "| payload | streams | bare tonic rt/s | bare MB/s | bare + HMAC verify rt/s (/ bare) | server stack only rt/s (/ bare+HMAC) | full stack rt/s | full MB/s | full / bare | full / bare+HMAC | CPU µs/call: bare / +HMAC / server stack / full | CPU bare+HMAC / full |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         let only = |var: &str, all: Vec<usize>| -> Vec<usize> {
             std::env::var(var).ok().map_or(all, |v| {
                 v.split(',').filter_map(|x| x.trim().parse().ok()).collect()
@@ -315,19 +354,33 @@ fn main() {
                 let rounds = 4;
                 let slice = secs / f64::from(rounds);
                 let mut rates = [0.0f64; 4];
+                let mut cpu = [Duration::ZERO; 4];
                 let mut failures = Vec::new();
-                for _ in 0..rounds {
-                    for (k, (name, caller)) in [
-                        ("bare", &bare),
-                        ("bare+HMAC", &hmac),
-                        ("server stack", &server),
-                        ("full stack", &full),
-                    ]
-                    .into_iter()
-                    .enumerate()
-                    {
+                // SENTRA_BENCH_CASES="full stack,bare+HMAC" runs only those setups (to profile
+                // one of them: `perf record` around a run of a single setup).
+                let cases = std::env::var("SENTRA_BENCH_CASES").ok();
+                let wanted = |name: &str| {
+                    cases
+                        .as_deref()
+                        .is_none_or(|c| c.split(',').any(|x| x.trim() == name))
+                };
+                let setups = [
+                    ("bare", &bare),
+                    ("bare+HMAC", &hmac),
+                    ("server stack", &server),
+                    ("full stack", &full),
+                ];
+                for round in 0..rounds {
+                    // Each round starts with the next setup, so none always runs first or
+                    // right after the same neighbour.
+                    for k in (0..setups.len()).map(|j| (j + round as usize) % setups.len()) {
+                        let (name, caller) = setups[k];
+                        if !wanted(name) {
+                            continue;
+                        }
                         let r = run(caller.clone(), envs.clone(), streams, slice).await;
                         rates[k] += r.rate / f64::from(rounds);
+                        cpu[k] += r.cpu_per_call / rounds;
                         if r.failed > 0 {
                             failures.push(format!(
                                 "{name}: {} failed, first: {}",
@@ -339,15 +392,21 @@ fn main() {
                 }
                 let [b, h, sv, f] = rates;
                 let mb = |rt: f64| rt * payload as f64 / 1e6;
+                let us = |d: Duration| d.as_secs_f64() * 1e6;
                 println!(
-                    "| {} KiB | {streams} | {b:.0} | {:.1} | {h:.0} ({:.2}) | {sv:.0} ({:.2}) | {f:.0} | {:.1} | {:.2} | {:.2} |",
+                    "| {} KiB | {streams} | {b:.0} | {:.1} | {h:.0} ({:.2}) | {sv:.0} ({:.2}) | {f:.0} | {:.1} | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} / {:.1} | {:.2} |",
                     payload / 1024,
                     mb(b),
                     h / b,
                     sv / h,
                     mb(f),
                     f / b,
-                    f / h
+                    f / h,
+                    us(cpu[0]),
+                    us(cpu[1]),
+                    us(cpu[2]),
+                    us(cpu[3]),
+                    us(cpu[1]) / us(cpu[3]),
                 );
                 assert!(failures.is_empty(), "failed calls: {failures:?}");
             }

@@ -23,10 +23,7 @@ use tokio::sync::Semaphore;
 #[cfg(feature = "server")]
 use tokio::sync::mpsc;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tower::{
-    ServiceBuilder, ServiceExt as _, limit::GlobalConcurrencyLimitLayer, retry::RetryLayer,
-    util::BoxCloneSyncService,
-};
+use tower::{ServiceExt as _, util::BoxCloneSyncService};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -359,51 +356,105 @@ impl ClientBuilder {
         let budget = RetryPolicy::budget(&c.retry);
         let limit = Arc::new(Semaphore::new(c.concurrency_limit));
         Client {
-            push: stack(
-                GrpcCall::<Ack>::new(grpc.clone(), c.attempt_timeout),
-                c,
-                &budget,
-                &limit,
-                &self.push_layers,
-            ),
-            fetch: stack(
-                GrpcCall::<DesiredState>::new(grpc, c.attempt_timeout),
-                c,
-                &budget,
-                &limit,
-                &self.fetch_layers,
-            ),
+            inner: Arc::new(Stacks {
+                push: Stack::new(
+                    GrpcCall::<Ack>::new(grpc.clone(), c.attempt_timeout),
+                    c,
+                    &budget,
+                    &limit,
+                    &self.push_layers,
+                ),
+                fetch: Stack::new(
+                    GrpcCall::<DesiredState>::new(grpc, c.attempt_timeout),
+                    c,
+                    &budget,
+                    &limit,
+                    &self.fetch_layers,
+                ),
+            }),
         }
     }
 }
 
-fn stack<R, S>(
-    base: S,
-    c: &ClientConfig,
-    budget: &Arc<tower::retry::budget::TpsBudget>,
-    limit: &Arc<Semaphore>,
-    layers: &[Wrap<R>],
-) -> CallService<R>
-where
-    R: Send + 'static,
-    S: Service<tonic::Request<SignedBatch>, Response = R, Error = BoxError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let mut svc: CallService<R> =
-        BoxCloneSyncService::new(TimeoutLayer::new(c.attempt_timeout).layer(base));
-    for wrap in layers.iter().rev() {
-        svc = wrap(svc);
+/// One method's call path: the deadline over the whole call, the retry loop, the shared
+/// concurrency limit per attempt, then the attempt service (your layers, the per-attempt
+/// timeout, the gRPC call).
+///
+/// A plain loop rather than tower's `Retry` and `GlobalConcurrencyLimit` layers: those clone
+/// the whole inner stack (the gRPC channel included) and box a semaphore future on every
+/// call, which under many concurrent calls cost more CPU than the rest of the middleware
+/// (see the crate's benchmark notes). Behaviour is the same: the permit is held per attempt
+/// (released during backoff), retries follow [`RetryPolicy`], the deadline bounds it all.
+struct Stack<R> {
+    attempt: CallService<R>,
+    limit: Arc<Semaphore>,
+    retry: RetryConfig,
+    budget: Arc<tower::retry::budget::TpsBudget>,
+    deadline: Duration,
+}
+
+impl<R: Send + 'static> Stack<R> {
+    fn new<S>(
+        base: S,
+        c: &ClientConfig,
+        budget: &Arc<tower::retry::budget::TpsBudget>,
+        limit: &Arc<Semaphore>,
+        layers: &[Wrap<R>],
+    ) -> Self
+    where
+        S: Service<tonic::Request<SignedBatch>, Response = R, Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let mut attempt: CallService<R> =
+            BoxCloneSyncService::new(TimeoutLayer::new(c.attempt_timeout).layer(base));
+        for wrap in layers.iter().rev() {
+            attempt = wrap(attempt);
+        }
+        Self {
+            attempt,
+            limit: limit.clone(),
+            retry: c.retry,
+            budget: budget.clone(),
+            deadline: c.deadline,
+        }
     }
-    let svc = ServiceBuilder::new()
-        .layer(TimeoutLayer::new(c.deadline))
-        .layer(RetryLayer::new(RetryPolicy::new(c.retry, budget.clone())))
-        .layer(GlobalConcurrencyLimitLayer::with_semaphore(limit.clone()))
-        .service(svc);
-    BoxCloneSyncService::new(svc)
+
+    async fn call(&self, envelope: SignedBatch) -> Result<R, BoxError> {
+        match tokio::time::timeout(self.deadline, self.attempts(envelope)).await {
+            Ok(result) => result,
+            Err(_) => Err(Box::new(crate::timeout::Elapsed::new())),
+        }
+    }
+
+    async fn attempts(&self, envelope: SignedBatch) -> Result<R, BoxError> {
+        let mut policy = RetryPolicy::new(self.retry, &self.budget);
+        let mut envelope = Some(envelope);
+        loop {
+            // The last allowed attempt takes the envelope; earlier ones send a copy (the
+            // payload is `Bytes`: the copy shares it).
+            let last = policy.is_last_attempt();
+            let request = match (last, envelope.as_ref()) {
+                (false, Some(e)) => e.clone(),
+                _ => envelope.take().unwrap_or_default(),
+            };
+            let result = {
+                // The semaphore is never closed.
+                let _permit = self.limit.acquire().await;
+                self.attempt
+                    .clone()
+                    .oneshot(tonic::Request::new(request))
+                    .await
+            };
+            match policy.retry_delay(&result) {
+                Some(delay) if envelope.is_some() => tokio::time::sleep(delay).await,
+                _ => return result,
+            }
+        }
+    }
 }
 
 /// A connection to an ingest server. Cheap to clone; clones share the connection, the
@@ -427,8 +478,13 @@ where
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    push: CallService<Ack>,
-    fetch: CallService<DesiredState>,
+    inner: Arc<Stacks>,
+}
+
+/// Both methods' call paths, shared by a client's clones (one atomic increment per clone).
+struct Stacks {
+    push: Stack<Ack>,
+    fetch: Stack<DesiredState>,
 }
 
 impl fmt::Debug for Client {
@@ -454,9 +510,9 @@ impl Client {
     /// [`Error::Rpc`] after the retries allowed; check [`Error::is_retryable`] (keep the
     /// batch and try later) and [`Error::reject_reason`] / [`Error::server_time`].
     pub async fn push(&self, envelope: SignedBatch) -> Result<Ack, Error> {
-        self.push
-            .clone()
-            .oneshot(tonic::Request::new(envelope))
+        self.inner
+            .push
+            .call(envelope)
             .await
             .map_err(Error::from_call)
     }
@@ -469,9 +525,9 @@ impl Client {
     ///
     /// As [`Client::push`]; `UNIMPLEMENTED` if the server serves no desired state.
     pub async fn fetch_desired_state(&self, envelope: SignedBatch) -> Result<DesiredState, Error> {
-        self.fetch
-            .clone()
-            .oneshot(tonic::Request::new(envelope))
+        self.inner
+            .fetch
+            .call(envelope)
             .await
             .map_err(Error::from_call)
     }

@@ -3,11 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sentra_core::proto::SignedBatch;
-use tower::retry::{
-    Policy,
-    budget::{Budget as _, TpsBudget},
-};
+use tower::retry::budget::{Budget as _, TpsBudget};
 
 use crate::{BoxError, status};
 
@@ -68,17 +64,17 @@ impl RetryConfig {
     }
 }
 
-/// The tower retry [`Policy`]; one clone per call carries the attempt count, the budget is
-/// shared by the whole client.
-#[derive(Clone, Debug)]
-pub(crate) struct RetryPolicy {
+/// The retry decisions of one call: carries the attempt count; the budget is shared by the
+/// whole client.
+#[derive(Debug)]
+pub(crate) struct RetryPolicy<'a> {
     cfg: RetryConfig,
-    budget: Arc<TpsBudget>,
+    budget: &'a TpsBudget,
     attempt: u32,
 }
 
-impl RetryPolicy {
-    pub(crate) fn new(cfg: RetryConfig, budget: Arc<TpsBudget>) -> Self {
+impl<'a> RetryPolicy<'a> {
+    pub(crate) fn new(cfg: RetryConfig, budget: &'a TpsBudget) -> Self {
         Self {
             cfg,
             budget,
@@ -94,8 +90,13 @@ impl RetryPolicy {
         ))
     }
 
-    /// Full jitter: uniform in `[0, min(max, initial * 2^(attempt-1))]`, but at least the
-    /// server's hint.
+    /// Whether the attempt about to be made is the last one allowed.
+    pub(crate) fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.cfg.max_attempts
+    }
+
+    /// Full jitter over an exponential cap; a server hint raises the floor (bounded by
+    /// `max_backoff`).
     fn delay(&self, hint: Option<Duration>) -> Duration {
         let exp = self.attempt.saturating_sub(1).min(20);
         let cap = self
@@ -106,16 +107,11 @@ impl RetryPolicy {
         let jittered = cap.mul_f64(fastrand::f64());
         hint.map_or(jittered, |h| jittered.max(h.min(self.cfg.max_backoff)))
     }
-}
 
-impl<Res> Policy<tonic::Request<SignedBatch>, Res, BoxError> for RetryPolicy {
-    type Future = tokio::time::Sleep;
-
-    fn retry(
-        &mut self,
-        _req: &mut tonic::Request<SignedBatch>,
-        result: &mut Result<Res, BoxError>,
-    ) -> Option<Self::Future> {
+    /// After an attempt: `None` to return `result` (a success deposits into the budget; a
+    /// failure that is not retryable, the last attempt, an exhausted budget), or the backoff
+    /// to wait before the next attempt.
+    pub(crate) fn retry_delay<Res>(&mut self, result: &Result<Res, BoxError>) -> Option<Duration> {
         let Err(err) = result else {
             self.budget.deposit();
             return None;
@@ -131,17 +127,7 @@ impl<Res> Policy<tonic::Request<SignedBatch>, Res, BoxError> for RetryPolicy {
         let delay = self.delay(status::retry_after(&view));
         self.attempt += 1;
         tracing::debug!(code = ?view.code(), attempt = self.attempt, ?delay, "retrying");
-        Some(tokio::time::sleep(delay))
-    }
-
-    fn clone_request(
-        &mut self,
-        req: &tonic::Request<SignedBatch>,
-    ) -> Option<tonic::Request<SignedBatch>> {
-        // The payload is `Bytes`: cloning the envelope does not copy it.
-        let mut copy = tonic::Request::new(req.get_ref().clone());
-        *copy.metadata_mut() = req.metadata().clone();
-        Some(copy)
+        Some(delay)
     }
 }
 
@@ -153,7 +139,8 @@ mod tests {
     fn backoff_grows_is_capped_and_honours_hints() {
         let cfg =
             RetryConfig::default().backoff(Duration::from_millis(100), Duration::from_secs(1));
-        let mut p = RetryPolicy::new(cfg, RetryPolicy::budget(&cfg));
+        let budget = RetryPolicy::budget(&cfg);
+        let mut p = RetryPolicy::new(cfg, &budget);
         for attempt in 1..10 {
             p.attempt = attempt;
             let d = p.delay(None);
