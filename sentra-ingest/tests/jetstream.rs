@@ -253,6 +253,21 @@ struct Running {
 }
 
 impl Running {
+    /// Runs `worker` in a task until [`Running::stop`].
+    fn start(worker: BusWorker) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = {
+            let w = worker.clone();
+            tokio::spawn(async move {
+                w.run(async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        };
+        Self { worker, stop, task }
+    }
+
     async fn stop(self) -> BusWorker {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
@@ -295,18 +310,7 @@ impl World {
 
     /// A worker feeding `ingest`, running in a task.
     async fn worker(&self, ingest: &Ingest) -> Running {
-        let worker = BusWorker::connect(self.cfg.clone(), ingest).await.unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = {
-            let w = worker.clone();
-            tokio::spawn(async move {
-                w.run(async {
-                    let _ = stopped.await;
-                })
-                .await
-            })
-        };
-        Running { worker, stop, task }
+        Running::start(BusWorker::connect(self.cfg.clone(), ingest).await.unwrap())
     }
 
     /// Publishes one batch per `(agent, seq)` in seq-major order; every answer must be
@@ -706,17 +710,7 @@ async fn partitions_by_names_stay_apart() {
     let ingest_b = Ingest::open_with(Backend::postgres(db_b.url()), config())
         .await
         .unwrap();
-    let worker_b = BusWorker::connect(cfg_b, &ingest_b).await.unwrap();
-    let (stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();
-    let task_b = {
-        let wb = worker_b.clone();
-        tokio::spawn(async move {
-            wb.run(async {
-                let _ = stopped_b.await;
-            })
-            .await
-        })
-    };
+    let run_b = Running::start(BusWorker::connect(cfg_b, &ingest_b).await.unwrap());
     wait_stored(
         &ingest_a,
         std::slice::from_ref(&a),
@@ -734,9 +728,7 @@ async fn partitions_by_names_stay_apart() {
     ingest_a.flush().await.unwrap();
     ingest_b.flush().await.unwrap();
     assert_eq!(run_a.stop().await.counts().accepted, 10);
-    let _ = stop_b.send(());
-    task_b.await.unwrap().unwrap();
-    assert_eq!(worker_b.counts().accepted, 7);
+    assert_eq!(run_b.stop().await.counts().accepted, 7);
     // Neither database has the other partition's agent.
     assert!(ingest_a.agent_ledger(&b).await.unwrap().is_none());
     assert!(ingest_b.agent_ledger(&a).await.unwrap().is_none());
@@ -849,20 +841,10 @@ async fn r3_stream_survives_a_node_killed() {
             }
         }
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = {
-        let w = worker.clone();
-        tokio::spawn(async move {
-            w.run(async {
-                let _ = stopped.await;
-            })
-            .await
-        })
-    };
+    let run = Running::start(worker);
     wait_stored(&ingest, &agents, 40, Duration::from_secs(90)).await;
     ingest.flush().await.unwrap();
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    run.stop().await;
     assert_eq!(
         samples_in_store(&db).await,
         120,
