@@ -313,9 +313,9 @@ impl Ingest {
 
     /// A pipeline without a writer over `reader`, for a bus follower
     /// ([`bus::jetstream::BusFollower`]): queries and ledgers read the store; the status
-    /// cache and subscribers are fed with [`Ingest::observe`]; pushes, `reset_sequence`,
-    /// maintenance answer [`Error::Closed`]; `reset_sequence`, `delete_agent` and `flush`
-    /// answer [`Error::ReadOnly`] (storage workers write).
+    /// cache and subscribers are fed with [`Ingest::observe`]; pushes and maintenance
+    /// answer [`Error::Closed`]; `reset_sequence`, `delete_agent` and `flush` answer
+    /// [`Error::ReadOnly`] (storage workers write).
     #[cfg(all(feature = "jetstream", feature = "postgres"))]
     pub(crate) fn without_writer(reader: Reader, config: Config) -> Self {
         let (tx, _) = mpsc::channel(1);
@@ -445,8 +445,8 @@ impl Ingest {
 
     /// Whether this pipeline only reads the metric store (a bus follower, opened by
     /// `bus::jetstream::open_follower_store` with the `jetstream` and `postgres` features):
-    /// then [`Ingest::reset_sequence`],
-    /// [`Ingest::delete_agent`] and [`Ingest::flush`] answer [`Error::ReadOnly`].
+    /// then [`Ingest::reset_sequence`], [`Ingest::delete_agent`] and [`Ingest::flush`]
+    /// answer [`Error::ReadOnly`].
     #[must_use]
     pub fn is_read_only(&self) -> bool {
         self.read_only
