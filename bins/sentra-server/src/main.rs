@@ -483,33 +483,17 @@ async fn run_api(config: Config) -> anyhow::Result<()> {
                     )),
                     Err(_) => Some("PostgreSQL metric store did not answer within 2 s".to_owned()),
                 };
-                let before = readiness
-                    .components()
-                    .into_iter()
-                    .find_map(|(c, m)| (c == observe::POSTGRES).then_some(m))
-                    .flatten();
-                match failing {
-                    None => {
-                        if before.is_some() {
-                            info!("PostgreSQL metric store reachable again");
-                        }
-                        readiness.set_ready(observe::POSTGRES);
-                    }
-                    Some(why) => {
-                        if before.as_ref() != Some(&why) {
-                            warn!(component = observe::POSTGRES, reason = %why, "not ready");
-                        }
-                        readiness.set_failing(observe::POSTGRES, why);
-                    }
-                }
-                match connected {
-                    Some(true) => readiness.set_ready(observe::NATS),
-                    Some(false) => readiness.set_failing(
+                observe::set_component(&readiness, observe::POSTGRES, failing);
+                if let Some(connected) = connected {
+                    observe::set_component(
+                        &readiness,
                         observe::NATS,
-                        "not connected to NATS JetStream (reconnecting with backoff); the live \
-                         status and alerts wait, stored data is served",
-                    ),
-                    None => {}
+                        (!connected).then(|| {
+                            "not connected to NATS JetStream (reconnecting with backoff); the \
+                             live status and alerts wait, stored data is served"
+                                .to_owned()
+                        }),
+                    );
                 }
             }
         }))

@@ -35,6 +35,30 @@ pub(crate) const NATS: &str = "nats";
 pub(crate) const POSTGRES: &str = "postgres";
 pub(crate) const STORAGE: &str = "storage";
 
+/// Marks `component` of `readiness` ready, or failing with `why`; logs each change once
+/// (not every probe that finds the same state).
+pub(crate) fn set_component(readiness: &Readiness, component: &str, why: Option<String>) {
+    let before = readiness
+        .components()
+        .into_iter()
+        .find(|(c, _)| c == component)
+        .map(|(_, m)| m);
+    match why {
+        None => {
+            if matches!(before, Some(Some(_))) {
+                tracing::info!(component, "ready again");
+            }
+            readiness.set_ready(component);
+        }
+        Some(why) => {
+            if !matches!(&before, Some(Some(m)) if *m == why) {
+                tracing::warn!(component, reason = %why, "not ready");
+            }
+            readiness.set_failing(component, why);
+        }
+    }
+}
+
 /// The readiness states and the metrics registry of an ingest or worker process.
 #[derive(Clone)]
 pub(crate) struct Observer {
@@ -76,26 +100,7 @@ impl Observer {
 
     /// Marks `component` ready, or failing with `why` (logged once per change).
     pub(crate) fn set(&self, component: &str, why: Option<String>) {
-        let before = self
-            .readiness
-            .components()
-            .into_iter()
-            .find(|(c, _)| c == component)
-            .map(|(_, m)| m);
-        match why {
-            None => {
-                if matches!(before, Some(Some(_))) {
-                    tracing::info!(component, "ready again");
-                }
-                self.readiness.set_ready(component);
-            }
-            Some(why) => {
-                if !matches!(&before, Some(Some(m)) if *m == why) {
-                    tracing::warn!(component, reason = %why, "not ready");
-                }
-                self.readiness.set_failing(component, why);
-            }
-        }
+        set_component(&self.readiness, component, why);
     }
 
     /// The outcome of one database probe: readiness, `sentra_database_reachable` and
