@@ -202,6 +202,33 @@ fn all_logs(procs: &[&Worker]) -> String {
         .join("\n----\n")
 }
 
+/// Polls `check` every `every` for at most `within` until it answers `Ok`; on timeout
+/// panics with `what`, the last state `check` described (`Err`) and every process's log.
+async fn until<T, F, Fut>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    procs: &[&Worker],
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what}: not within {within:?}; {last}\n{}",
+                all_logs(procs)
+            ),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         self.kill9();
@@ -286,19 +313,16 @@ async fn stored(db: &TestDb) -> (i64, Vec<(String, i64, i64)>, i64) {
 }
 
 async fn wait_accepted(db: &TestDb, want: i64, within: Duration, workers: &[&Worker]) {
-    let deadline = Instant::now() + within;
-    loop {
+    let step = Duration::from_millis(100);
+    until("batches stored", within, step, workers, || async {
         let (sum, _, _) = stored(db).await;
         if sum >= want {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{sum} of {want} stored"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{sum} of {want} batches stored within {within:?}; worker logs:\n{}",
-            all_logs(workers)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 /// Two worker processes on one database: the first stores, the second waits as a hot
@@ -716,25 +740,17 @@ async fn wait_http(
     procs: &[&Worker],
     ok: impl Fn(u16, &str) -> bool,
 ) -> String {
-    let deadline = Instant::now() + within;
-    loop {
+    until(what, within, Duration::from_millis(200), procs, || async {
         let path_owned = path.to_owned();
         let got = tokio::task::spawn_blocking(move || http_get(addr, &path_owned))
             .await
             .unwrap();
-        if let Some((status, body)) = &got
-            && ok(*status, body)
-        {
-            return body.clone();
+        match got {
+            Some((status, body)) if ok(status, &body) => Ok(body),
+            got => Err(format!("last answer of {addr}{path}: {got:?}")),
         }
-        if Instant::now() > deadline {
-            panic!(
-                "{what}: not within {within:?}; last answer of {addr}{path}: {got:?}\n{}",
-                all_logs(procs)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 /// The value of the first sample line starting with `series ` (exact series text).
@@ -1141,27 +1157,23 @@ async fn wait_status(
     within: Duration,
     procs: &[&Worker],
 ) -> (u64, Vec<String>) {
-    let deadline = Instant::now() + within;
-    loop {
+    let what = format!("{addr}: {agent} at seq {seq} in /api/v1/status");
+    until(&what, within, Duration::from_millis(200), procs, || async {
         let tk = token.to_owned();
         let got = tokio::task::spawn_blocking(move || {
             http(addr, "GET", "/api/v1/status", Some(&tk), None)
         })
         .await
         .unwrap();
-        if let Some((200, body)) = &got
-            && let Some(a) = agent_in(body, agent)
-            && a.0 == seq
-        {
-            return a;
+        match &got {
+            Some((200, body)) => match agent_in(body, agent) {
+                Some(a) if a.0 == seq => Ok(a),
+                _ => Err(format!("last answer: {got:?}")),
+            },
+            _ => Err(format!("last answer: {got:?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{addr}: {agent} at seq {seq} not in /api/v1/status within {within:?}: {got:?}\n{}",
-            all_logs(procs)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 /// `--role api` (issue 12): 1 ingest server, 1 storage worker and 2 API servers on one
@@ -1413,26 +1425,26 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
 
     // Alerts fed from the bus: exactly one API server holds the lease; a stale handshake
     // (200 s > 180 s) fires once across both, and a second stale batch does not repeat it.
-    let deadline = Instant::now() + within;
-    loop {
-        let leaders: Vec<Option<f64>> = apis
-            .iter()
-            .map(|a| sample(&http_get(*a, "/metrics")?.1, "sentra_alerts_leader"))
-            .collect();
-        if leaders.iter().flatten().sum::<f64>() == 1.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not exactly one alert lease holder within {within:?}: {leaders:?}\n{}",
-            api_servers
+    let api_procs: Vec<&Worker> = api_servers.iter().collect();
+    until(
+        "exactly one alert lease holder",
+        within,
+        Duration::from_millis(200),
+        &api_procs,
+        || async {
+            let leaders: Vec<Option<f64>> = apis
                 .iter()
-                .map(Worker::logs)
-                .collect::<Vec<_>>()
-                .join("\n----\n")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+                .map(|a| sample(&http_get(*a, "/metrics")?.1, "sentra_alerts_leader"))
+                .collect();
+            if leaders.iter().flatten().sum::<f64>() == 1.0 {
+                Ok(())
+            } else {
+                Err(format!("sentra_alerts_leader per server: {leaders:?}"))
+            }
+        },
+    )
+    .await;
+    drop(api_procs);
     let firings = |servers: &[Worker]| -> usize {
         servers
             .iter()
@@ -1445,19 +1457,21 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
             .count()
     };
     push_until_acked(grpc, wg_envelope(&enrolment, 4, t, STALE), &[&ingest]).await;
-    let deadline = Instant::now() + within;
-    while firings(&api_servers) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no WgHandshakeStale notification within {within:?}:\n{}",
-            api_servers
-                .iter()
-                .map(Worker::logs)
-                .collect::<Vec<_>>()
-                .join("\n----\n")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let api_procs: Vec<&Worker> = api_servers.iter().collect();
+    until(
+        "a WgHandshakeStale notification",
+        within,
+        Duration::from_millis(200),
+        &api_procs,
+        || async {
+            match firings(&api_servers) {
+                0 => Err("none in the API servers' logs".to_owned()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+    drop(api_procs);
     push_until_acked(grpc, wg_envelope(&enrolment, 5, t, STALE), &[&ingest]).await;
     for (i, addr) in apis.iter().enumerate() {
         wait_status(*addr, &tokens[i], agent, 5, within, &[&api_servers[i]]).await;
@@ -1472,15 +1486,19 @@ async fn api_servers_follow_the_bus_status_stream_and_readyz() {
 
     // A restarted API server is warmed up from the metric store: the fleet is there before
     // the next batch (the consumer delivers new messages only).
-    let deadline = Instant::now() + within;
-    while stored(&db).await.2 < 5 {
-        assert!(
-            Instant::now() < deadline,
-            "the worker did not apply 5 batches within {within:?}:\n{}",
-            worker.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until(
+        "the worker applies 5 batches",
+        within,
+        Duration::from_millis(100),
+        &[&worker],
+        || async {
+            match stored(&db).await.2 {
+                n if n >= 5 => Ok(()),
+                n => Err(format!("{n} applied")),
+            }
+        },
+    )
+    .await;
     api_servers[1].stop();
     api_servers[1] = start_api(1);
     wait_http(
