@@ -32,7 +32,8 @@ mod common;
 use std::{net::SocketAddr, path::Path, sync::Mutex, time::Duration};
 
 use common::{
-    Agent, Received, Server, free_addr, http, json, login, metric, start_receiver, wait_for,
+    Agent, Received, Server, free_addr, http, json, login, metric, shared_database, start_receiver,
+    wait_for,
 };
 use sentra_control::{Actor, ControlStore, Password, PasswordCost, Role, StoreOptions};
 use sentra_core::UnixMillis;
@@ -92,28 +93,6 @@ fn lease_server(dir: &Path, name: &str, url_file: &Path, routing: &Path) -> Serv
         url_file.as_os_str(),
     ];
     Server::start(dir, name, free_addr(), free_addr(), &args)
-}
-
-/// A runtime, a fresh database on the test PostgreSQL, a temp dir and the file with the
-/// database's URL in it (what `--control-database-url-file` reads).
-fn shared_database() -> (
-    tokio::runtime::Runtime,
-    sentra_testkit::TestDb,
-    tempfile::TempDir,
-    std::path::PathBuf,
-) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt
-        .block_on(sentra_testkit::TestDb::new())
-        .unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
-    let dir = tempfile::tempdir().unwrap();
-    let url_file = dir.path().join("control-db.url");
-    std::fs::write(&url_file, db.url()).unwrap();
-    (rt, db, dir, url_file)
 }
 
 fn leader(s: &Server) -> Option<u64> {

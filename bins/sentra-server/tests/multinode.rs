@@ -5,6 +5,8 @@
 //! within 1 s, a token issued by one is accepted by the other, and a deleted user's token
 //! stops at once on both.
 
+mod common;
+
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -159,13 +161,7 @@ fn until_status(agent: &Agent, api: SocketAddr, want: u16, what: &str) -> Durati
 
 #[test]
 fn changes_through_one_server_take_effect_on_the_other_within_1s() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = rt
-        .block_on(sentra_testkit::TestDb::new())
-        .unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
-    let dir = tempfile::tempdir().unwrap();
-    let url_file = dir.path().join("control-db.url");
-    std::fs::write(&url_file, db.url()).unwrap();
+    let (rt, db, dir, url_file) = common::shared_database();
 
     // An operator's tool on the same database: the first admin, a bootstrap token.
     let mut opts = StoreOptions::default();

@@ -389,3 +389,25 @@ impl Agent {
         }
     }
 }
+
+/// A runtime, a fresh database on the test PostgreSQL, a temp dir and the file with the
+/// database's URL in it (what `--control-database-url-file` reads).
+pub fn shared_database() -> (
+    tokio::runtime::Runtime,
+    sentra_testkit::TestDb,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt
+        .block_on(sentra_testkit::TestDb::new())
+        .unwrap_or_else(|e| panic!("test PostgreSQL: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("control-db.url");
+    std::fs::write(&url_file, db.url()).unwrap();
+    (rt, db, dir, url_file)
+}
