@@ -11,6 +11,8 @@
 //! BENCH_AGENTS=20 BENCH_SERIES=500 BENCH_POINTS=10 BENCH_BATCHES=30 cargo bench -p sentra-ingest --bench pipeline
 //! ```
 //!
+//! After the clock the bench counts the stored samples and fails unless every one is there.
+//!
 //! Prints samples/s and bytes on disk per sample (SQLite: pages in use; PostgreSQL: tables,
 //! partitions and indexes, without its WAL).
 #![allow(missing_docs)]
@@ -43,7 +45,7 @@ fn main() {
     let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     for name in backends.split(',') {
         let work = work.clone();
-        let (acked, applied, cpu, db_bytes) = rt.block_on(run(name, work));
+        let (acked, applied, cpu, db_bytes) = rt.block_on(run(name, work, total));
         let (a, s) = (acked.as_secs_f64(), applied.as_secs_f64());
         println!(
             "  {name:>8}: acked {:.0} samples/s ({:.0} batches/s, {a:.2} s); acked + applied {:.0} samples/s ({s:.2} s); on disk {:.1} B/sample; process CPU {cpu:.2} s ({:.0} samples per CPU-second)",
@@ -58,7 +60,8 @@ fn main() {
 
 /// One backend's run: (time to the last ack, time until everything is applied, process CPU
 /// seconds, bytes on disk).
-async fn run(name: &str, work: Vec<Vec<Verified>>) -> (Duration, Duration, f64, u64) {
+/// After the clock: every sample must be stored (a figure for lost samples means nothing).
+async fn run(name: &str, work: Vec<Vec<Verified>>, total: u64) -> (Duration, Duration, f64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let db = match name {
         "postgres" => Some(sentra_testkit::TestDb::new().await.unwrap()),
@@ -95,6 +98,11 @@ async fn run(name: &str, work: Vec<Vec<Verified>>) -> (Duration, Duration, f64, 
             let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
                 .await
                 .unwrap();
+            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sentra_metrics.samples")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(stored as u64, total, "postgres: samples stored");
             let bytes: i64 = sqlx::query_scalar(
                 "SELECT sum(pg_total_relation_size(oid))::int8 FROM pg_class \
                  WHERE relnamespace = 'sentra_metrics'::regnamespace AND relkind = 'r'",
@@ -113,6 +121,11 @@ async fn run(name: &str, work: Vec<Vec<Verified>>) -> (Duration, Duration, f64, 
         let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
             .await
             .unwrap();
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM samples")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(stored as u64, total, "sqlite: samples stored");
         let used: i64 = sqlx::query_scalar(
             "SELECT (SELECT page_count FROM pragma_page_count()) - \
              (SELECT freelist_count FROM pragma_freelist_count())",
