@@ -320,10 +320,21 @@ async function main() {
 
     // --- peer management on the interface page (administrator): pool, add peer -> config
     // and QR once, declared peers, remove; the API's messages on errors
+    // The interface's peers answer late (1 s): the administrator types the pool before it
+    // arrives, and the late answer must not wipe what was typed.
+    const slowPeers = (url) => url.pathname.endsWith(`/agents/${histAgent}/interfaces/wg0/peers`);
+    await page.route(slowPeers, async (route) => {
+      await new Promise((r) => setTimeout(r, 1000));
+      await route.continue();
+    });
     await page.getByRole('button', { name: 'Fleet' }).click();
     await page.locator(`[data-iface="${histAgent}/wg0"]`).click();
     await page.locator('#pool-form:not([hidden])').waitFor({ timeout: 15000 });
     await page.getByLabel('Address pool (prefixes, comma-separated)').fill('10.99.0.0/30');
+    await page.waitForFunction(() => !document.getElementById('manage-msg').textContent.startsWith('loading'), null, { timeout: 15000 });
+    const typed = await page.getByLabel('Address pool (prefixes, comma-separated)').inputValue();
+    check('a pool typed while the page loads is kept', typed === '10.99.0.0/30', JSON.stringify(typed));
+    await page.unroute(slowPeers);
     await page.getByRole('button', { name: 'Save pool' }).click();
     await page.waitForFunction(() => document.getElementById('manage-msg').textContent.startsWith('Address pool 10.99.0.0/30;'), null, { timeout: 15000 });
     const pool = (await call('GET', `/api/v1/agents/${histAgent}/interfaces/wg0/pool`, admin)).json;

@@ -41,6 +41,9 @@ const state = {
   alertsSeq: 0,
   alertsTimer: null,
   manageSeq: 0,
+  // The pool field was typed into since the page loaded it: a late answer must not
+  // overwrite what the administrator is typing.
+  poolEdited: false,
 };
 
 // ------------------------------------------------------------------ API
@@ -962,6 +965,7 @@ async function loadManage(fresh) {
   if (fresh) {
     $('declared').replaceChildren();
     $('pool-prefixes').value = '';
+    state.poolEdited = false;
     $('pool-msg').textContent = '';
     $('add-msg').textContent = '';
     const a = state.agents.get(iface.agent);
@@ -979,7 +983,7 @@ async function loadManage(fresh) {
     }
     const list = await resp.json();
     if (seq !== state.manageSeq) return;
-    $('pool-prefixes').value = list.pool.join(', ');
+    if (!state.poolEdited) $('pool-prefixes').value = list.pool.join(', ');
     $('manage-msg').textContent = list.pool.length
       ? `Address pool ${list.pool.join(', ')}; ${list.peers.length} declared peer${list.peers.length === 1 ? '' : 's'}.`
       : 'No address pool is set for this interface: set one to add peers.';
@@ -1027,6 +1031,7 @@ async function onPoolSave(ev) {
       $('pool-msg').textContent = `Cannot set the pool: ${await errorText(resp)}`;
       return;
     }
+    state.poolEdited = false; // saved: show the pool as stored
     await loadManage(false);
   } catch (e) {
     if (!(e instanceof Expired)) $('pool-msg').textContent = `Cannot reach the server (${e.message}).`;
@@ -1194,6 +1199,9 @@ function init() {
   $('enrol-copy').addEventListener('click', onCopy);
   $('peer-back').addEventListener('click', () => show('peers'));
   $('pool-form').addEventListener('submit', onPoolSave);
+  $('pool-prefixes').addEventListener('input', () => {
+    state.poolEdited = true;
+  });
   $('add-form').addEventListener('submit', onAddPeer);
   $('add-copy').addEventListener('click', () => copyText($('add-config'), $('add-copied')));
   $('add-done').addEventListener('click', () => {
