@@ -867,13 +867,16 @@ async fn ingest_and_worker_readyz_and_metrics_follow_nats() {
     let worker_page = wait_http(
         worker_obs,
         "/metrics",
-        "worker counted 5 stored batches and nothing pending",
+        "worker counted 5 stored batches and nothing pending or unacked",
         within,
         &[&worker],
+        // The consumer gauges are sampled from the consumer info on a timer, so they
+        // lag the counter; wait for all three rather than reading them once.
         |s, b| {
             s == 200
                 && sample(b, "sentra_bus_worker_messages_total{result=\"accepted\"}") == Some(5.0)
                 && sample(b, "sentra_bus_consumer_pending") == Some(0.0)
+                && sample(b, "sentra_bus_consumer_ack_pending") == Some(0.0)
         },
     )
     .await;
