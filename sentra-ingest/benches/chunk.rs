@@ -408,6 +408,31 @@ fn main() {
             time("pco_decode"),
         );
     }
+    // Chunks as one apply writes them before maintenance compacts a window: sizes only.
+    println!("small chunks (sizes only): B/sample (timestamps), prom B");
+    for shape in [Shape::Realistic, Shape::Constant, Shape::Hostile] {
+        for counter in [false, true] {
+            let samples = series(shape, counter);
+            let mut line = format!(
+                "{:<18}",
+                format!("{shape:?}/{}", if counter { "counter" } else { "gauge" }).to_lowercase()
+            );
+            for size in [1, 2, 10, 30] {
+                let bytes: usize = encode_all(&samples, size).iter().map(Vec::len).sum();
+                let ts_only: Vec<_> = samples.iter().map(|s| (s.0, Stored::Counter(0))).collect();
+                let ts: usize = encode_all(&ts_only, size).iter().map(Vec::len).sum();
+                let prom: usize = samples.chunks(size).map(prometheus_bytes).sum();
+                let per = |b: usize| b as f64 / samples.len() as f64;
+                line += &format!(
+                    "  {size:>2}/chunk {:>6.2} ({:>5.2}) {:>6.2}",
+                    per(bytes),
+                    per(ts),
+                    per(prom)
+                );
+            }
+            println!("{line}");
+        }
+    }
     // What the realistic generator draws per sample: 11 jitter values (log2 11 = 3.46 bits),
     // 21 gauge steps (4.39 bits), 1 000 000 counter increments (19.93 bits).
     println!(

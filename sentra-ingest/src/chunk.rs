@@ -28,11 +28,14 @@
 //! wrapping arithmetic). Its header is:
 //!
 //! ```text
-//! byte          bit 7: order (0 = deltas, 1 = delta-of-deltas); bits 0..=6: code width w (0..=64)
+//! byte          n >= 2 only: bit 7: order (0 = deltas, 1 = delta-of-deltas);
+//!               bits 0..=6: code width w (0..=64)
 //! varint        v[0] (timestamps and mantissas zig-zag, counters plain)
-//! svarint       order 2 only, and n >= 2: the first delta d[1] = v[1] - v[0]
-//! svarint       center c
+//! svarint       order 2 only (and n >= 2): the first delta d[1] = v[1] - v[0]
+//! svarint       n >= 2 only: center c
 //! ```
+//!
+//! (A one-sample chunk is thus 2 bytes of header, its count and two first values.)
 //!
 //! The residuals are `r[i] = v[i] - v[i-1]` (order 1, i = 1..n) or
 //! `r[i] = d[i] - d[i-1]` (order 2, i = 2..n). Each is coded as `z = zigzag(r[i] - c)` in
@@ -359,9 +362,14 @@ impl Plan {
 
     /// Appends the stream header (parameter byte, first value, first delta, center).
     fn put_header(&self, v: &[u64], signed: bool, out: &mut Vec<u8>) {
+        let first = if signed { zigzag(v[0] as i64) } else { v[0] };
+        if v.len() == 1 {
+            put_varint(out, first);
+            return;
+        }
         out.push(if self.order2 { ORDER2 } else { 0 } | self.width as u8);
-        put_varint(out, if signed { zigzag(v[0] as i64) } else { v[0] });
-        if self.order2 && v.len() >= 2 {
+        put_varint(out, first);
+        if self.order2 {
             put_varint(out, zigzag(v[1].wrapping_sub(v[0]) as i64));
         }
         put_varint(out, zigzag(self.center));
@@ -649,7 +657,7 @@ impl Header<'_> {
 
     /// An integer stream header; `signed` streams store their first value zig-zag.
     fn stream(&mut self, n: usize, signed: bool) -> Result<Stream, ChunkError> {
-        let param = self.byte()?;
+        let param = if n == 1 { 0 } else { self.byte()? };
         let width = u32::from(param & !ORDER2);
         if width > 64 {
             return Err(ChunkError::Damaged("code width over 64 bits"));
@@ -661,12 +669,12 @@ impl Header<'_> {
         } else {
             first
         };
-        let first_delta = if order2 && n >= 2 {
+        let first_delta = if order2 {
             unzigzag(self.varint()?) as u64
         } else {
             0
         };
-        let center = unzigzag(self.varint()?);
+        let center = if n == 1 { 0 } else { unzigzag(self.varint()?) };
         Ok(Stream {
             order2,
             width,
@@ -1010,6 +1018,19 @@ mod tests {
             value.order2 && value.width == 0,
             "order 2, width 0: {:?}",
             chunk
+        );
+    }
+
+    #[test]
+    fn a_one_sample_chunk_is_five_bytes_and_up() {
+        // version, counter, count 1, zig-zag ts 1, value 5: no stream parameters
+        assert_eq!(
+            round_trip(&[(1, Stored::Counter(5))]),
+            [VERSION, ENC_COUNTER, 1, 2, 5]
+        );
+        assert_eq!(
+            round_trip(&[(-1, Stored::Gauge(2.5))]),
+            [VERSION, ENC_DECIMAL | 0x10, 1, 1, 50]
         );
     }
 
