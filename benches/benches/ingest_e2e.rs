@@ -168,10 +168,19 @@ async fn run(
         let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
             .await
             .unwrap();
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM sentra_metrics.samples")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
+        let count: i64 = i64::try_from(
+            sentra_ingest::storage::samples_of_chunks(
+                sqlx::query_as::<_, (i64, i64, Vec<u8>)>(
+                    "SELECT series_id, gen, data FROM sentra_metrics.chunks",
+                )
+                .fetch_all(&mut c)
+                .await
+                .unwrap(),
+            )
+            .unwrap()
+            .len(),
+        )
+        .unwrap();
         let bytes: i64 = sqlx::query_scalar(
             "SELECT sum(pg_total_relation_size(oid))::int8 FROM pg_class \
              WHERE relnamespace = 'sentra_metrics'::regnamespace AND relkind = 'r'",
@@ -190,10 +199,17 @@ async fn run(
         let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
             .await
             .unwrap();
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM samples")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
+        let count: i64 = i64::try_from(
+            sentra_ingest::storage::samples_of_chunks(
+                sqlx::query_as::<_, (i64, i64, Vec<u8>)>("SELECT series_id, gen, data FROM chunks")
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap(),
+            )
+            .unwrap()
+            .len(),
+        )
+        .unwrap();
         let used: i64 = sqlx::query_scalar(
             "SELECT (SELECT page_count FROM pragma_page_count()) - \
              (SELECT freelist_count FROM pragma_freelist_count())",

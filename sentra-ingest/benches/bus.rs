@@ -221,10 +221,19 @@ async fn pg_samples_reach(url: &str, want: u64) {
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sentra_metrics.samples")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+        let n: i64 = i64::try_from(
+            sentra_ingest::storage::samples_of_chunks(
+                sqlx::query_as::<_, (i64, i64, Vec<u8>)>(
+                    "SELECT series_id, gen, data FROM sentra_metrics.chunks",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap(),
+            )
+            .unwrap()
+            .len(),
+        )
+        .unwrap();
         if u64::try_from(n).unwrap() == want {
             return;
         }
@@ -303,10 +312,19 @@ fn main() {
             let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", db.display()))
                 .await
                 .unwrap();
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM samples")
-                .fetch_one(&mut conn)
+            let n: i64 = i64::try_from(
+            sentra_ingest::storage::samples_of_chunks(
+                sqlx::query_as::<_, (i64, i64, Vec<u8>)>(
+                    "SELECT series_id, gen, data FROM chunks",
+                )
+                .fetch_all(&mut conn)
                 .await
-                .unwrap();
+                .unwrap(),
+            )
+            .unwrap()
+            .len(),
+        )
+        .unwrap();
             assert_eq!(u64::try_from(n).unwrap(), total, "samples queryable in SQLite");
         }
         ingest.shutdown().await.unwrap();

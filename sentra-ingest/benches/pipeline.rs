@@ -98,10 +98,19 @@ async fn run(name: &str, work: Vec<Vec<Verified>>, total: u64) -> (Duration, Dur
             let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
                 .await
                 .unwrap();
-            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sentra_metrics.samples")
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
+            let stored: i64 = i64::try_from(
+                sentra_ingest::storage::samples_of_chunks(
+                    sqlx::query_as::<_, (i64, i64, Vec<u8>)>(
+                        "SELECT series_id, gen, data FROM sentra_metrics.chunks",
+                    )
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap(),
+                )
+                .unwrap()
+                .len(),
+            )
+            .unwrap();
             assert_eq!(stored as u64, total, "postgres: samples stored");
             let bytes: i64 = sqlx::query_scalar(
                 "SELECT sum(pg_total_relation_size(oid))::int8 FROM pg_class \
@@ -121,10 +130,17 @@ async fn run(name: &str, work: Vec<Vec<Verified>>, total: u64) -> (Duration, Dur
         let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
             .await
             .unwrap();
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM samples")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
+        let stored: i64 = i64::try_from(
+            sentra_ingest::storage::samples_of_chunks(
+                sqlx::query_as::<_, (i64, i64, Vec<u8>)>("SELECT series_id, gen, data FROM chunks")
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap(),
+            )
+            .unwrap()
+            .len(),
+        )
+        .unwrap();
         assert_eq!(stored as u64, total, "sqlite: samples stored");
         let used: i64 = sqlx::query_scalar(
             "SELECT (SELECT page_count FROM pragma_page_count()) - \

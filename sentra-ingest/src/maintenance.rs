@@ -9,13 +9,16 @@
 //! than the retention deleted. At startup every series is marked dirty from its newest
 //! 1-minute bucket, so nothing written before a crash is missed.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, ops::ControlFlow, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     Error, Result,
-    backend::{MetricReader, Reader},
+    backend::{
+        MetricReader, Reader,
+        chunks::{self, CHUNK_WINDOW_MS, ChunkRow, NewChunk},
+    },
     writer::{Dirty, Request},
 };
 
@@ -78,11 +81,30 @@ impl Bucket {
     }
 }
 
+/// How long after its window ends a window's chunks are compacted: batches of that window
+/// still arriving (agents send every few seconds; a backlog later) add chunks, each of
+/// which would otherwise mean one more rewrite of the window.
+pub(crate) const COMPACT_AFTER_MS: i64 = 10 * MINUTE_MS;
+
+/// One closed window of one series whose chunks are rewritten as one.
+#[derive(Debug)]
+pub(crate) struct Compaction {
+    pub(crate) series: i64,
+    /// `(start, generation)` keys of the chunks it replaces.
+    pub(crate) remove: Vec<(i64, i64)>,
+    /// The chunks replacing them (one unless the kind changes or the window is huge), with
+    /// the oldest generation of those they replace, so a duplicate timestamp written later
+    /// still loses against them.
+    pub(crate) add: Vec<NewChunk>,
+}
+
 /// Writes one maintenance step performs, executed by the writer in one transaction.
 #[derive(Debug, Default)]
 pub(crate) struct MaintenanceWrite {
     pub(crate) rollup_1m: Vec<Bucket>,
     pub(crate) rollup_1h: Vec<Bucket>,
+    /// Chunk compactions (before retention).
+    pub(crate) compactions: Vec<Compaction>,
     /// Delete raw samples, 1 m and 1 h rollups older than these (Unix ms).
     pub(crate) cutoffs: Option<(i64, i64, i64)>,
 }
@@ -97,6 +119,9 @@ pub struct MaintenanceReport {
     pub minute_buckets: usize,
     /// 1-hour buckets written.
     pub hour_buckets: usize,
+    /// Sample chunks rewritten into fewer (closed windows of one series with more than one
+    /// chunk: one per apply that wrote into them).
+    pub chunks_compacted: usize,
 }
 
 pub(crate) struct Maintainer {
@@ -165,7 +190,7 @@ impl Maintainer {
         let mut ids: Vec<_> = work.into_iter().collect();
         ids.sort_unstable();
         for (i, &(id, from)) in ids.iter().enumerate() {
-            match self.rollup_series(id, from, &mut job).await {
+            match self.rollup_series(id, from, now_ms, &mut job).await {
                 Ok(()) => report.series_rolled_up += 1,
                 Err(e) => {
                     self.redirty(&ids[i..]);
@@ -174,9 +199,8 @@ impl Maintainer {
                 }
             }
             done.push((id, from));
-            if job.rollup_1m.len() + job.rollup_1h.len() >= 20_000 {
-                report.minute_buckets += job.rollup_1m.len();
-                report.hour_buckets += job.rollup_1h.len();
+            if job.rollup_1m.len() + job.rollup_1h.len() + job.compactions.len() >= 20_000 {
+                report.count(&job);
                 if let Err(e) = self.send(std::mem::take(&mut job)).await {
                     self.redirty(&ids[i..]);
                     self.redirty(&done);
@@ -185,8 +209,7 @@ impl Maintainer {
                 done.clear();
             }
         }
-        report.minute_buckets += job.rollup_1m.len();
-        report.hour_buckets += job.rollup_1h.len();
+        report.count(&job);
         let (raw, m1, h1) = self.retention;
         job.cutoffs = Some((
             now_ms.saturating_sub(ms(raw)),
@@ -213,10 +236,35 @@ impl Maintainer {
         }
     }
 
-    async fn rollup_series(&self, id: i64, from: i64, job: &mut MaintenanceWrite) -> Result<()> {
+    /// The rollups of series `id` from `from` on, and the compaction of its closed windows
+    /// from there (one read of its chunks serves both).
+    async fn rollup_series(
+        &self,
+        id: i64,
+        from: i64,
+        now_ms: i64,
+        job: &mut MaintenanceWrite,
+    ) -> Result<()> {
         let m_from = floor(from, MINUTE_MS);
         let h_from = floor(from, HOUR_MS);
-        let rows = self.reader.samples_from(id, m_from).await?;
+        // whole windows, so a compaction sees every chunk of the windows it rewrites
+        let chunk_rows = self
+            .reader
+            .chunks(&[id], floor(m_from, CHUNK_WINDOW_MS), i64::MAX)
+            .await?;
+        let mut rows: Vec<(i64, Option<f64>)> = Vec::new();
+        chunks::for_each_series(&chunk_rows, m_from, i64::MAX, |_, samples| {
+            rows.extend(samples.iter().map(|&(ts, v)| {
+                let v = chunks::as_f64(v);
+                (ts, (!v.is_nan()).then_some(v))
+            }));
+            ControlFlow::Continue(())
+        })
+        .map_err(|source| Error::Storage {
+            context: "reading samples for rollup",
+            source,
+        })?;
+        compact(id, &chunk_rows, now_ms, job)?;
         let mut minutes: Vec<Bucket> = Vec::new();
         for (ts, v) in rows {
             let b = floor(ts, MINUTE_MS);
@@ -244,6 +292,58 @@ impl Maintainer {
         job.rollup_1h.extend(hours);
         Ok(())
     }
+}
+
+impl MaintenanceReport {
+    fn count(&mut self, job: &MaintenanceWrite) {
+        self.minute_buckets += job.rollup_1m.len();
+        self.hour_buckets += job.rollup_1h.len();
+        self.chunks_compacted += job
+            .compactions
+            .iter()
+            .map(|c| c.remove.len())
+            .sum::<usize>();
+    }
+}
+
+/// Plans the compaction of every window of `rows` (one series' chunks, ordered by start and
+/// generation, covering whole windows) that ended [`COMPACT_AFTER_MS`] before `now_ms` and
+/// holds more than one chunk.
+fn compact(id: i64, rows: &[ChunkRow], now_ms: i64, job: &mut MaintenanceWrite) -> Result<()> {
+    let closed_before = now_ms.saturating_sub(COMPACT_AFTER_MS);
+    let mut i = 0;
+    while i < rows.len() {
+        let window = floor(rows[i].start, CHUNK_WINDOW_MS);
+        let mut j = i;
+        while j < rows.len() && floor(rows[j].start, CHUNK_WINDOW_MS) == window {
+            j += 1;
+        }
+        let group = &rows[i..j];
+        i = j;
+        if group.len() < 2 || window.saturating_add(CHUNK_WINDOW_MS) > closed_before {
+            continue;
+        }
+        let oldest = group.iter().map(|r| r.generation).min().unwrap_or(0);
+        let mut samples = Vec::new();
+        chunks::for_each_series(group, i64::MIN, i64::MAX, |_, s| {
+            samples.extend(s.iter().map(|&(ts, v)| (id, ts, v)));
+            ControlFlow::Continue(())
+        })
+        .map_err(|source| Error::Storage {
+            context: "reading chunks to compact",
+            source,
+        })?;
+        let add = chunks::build(&samples, oldest).map_err(|e| Error::Storage {
+            context: "compacting chunks",
+            source: e.into(),
+        })?;
+        job.compactions.push(Compaction {
+            series: id,
+            remove: group.iter().map(|r| (r.start, r.generation)).collect(),
+            add,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -120,3 +120,61 @@
 //! are protobuf decode and validation (allocation-heavy, in `sentra-core`) and one SQLite
 //! B-tree insert per sample; per-series compressed chunks would cut both the row count and
 //! the ~24 bytes per sample.
+
+use crate::{Error, Result};
+
+/// Decodes one stored sample chunk — a `data` value of table `chunks`, in either backend —
+/// into `(timestamp ms, value)` pairs in time order, for tools that read the database
+/// directly (an export, a consistency check). Counters come back as `f64`, NaN gauges as
+/// NaN. Two chunks of a series may hold the same timestamp (a batch applied twice): the
+/// one with the lower `gen` is what queries answer.
+///
+/// # Errors
+///
+/// [`Error::Storage`] naming the damage (truncated, unknown version, bad header).
+///
+/// # Examples
+///
+/// ```
+/// let err = sentra_ingest::storage::decode_chunk(&[0xff, 1, 2]).unwrap_err();
+/// assert!(err.to_string().contains("chunk"), "{err}");
+/// ```
+pub fn decode_chunk(data: &[u8]) -> Result<Vec<(i64, f64)>> {
+    let mut samples = Vec::new();
+    crate::chunk::decode(data, &mut samples).map_err(|e| Error::Storage {
+        context: "decoding a sample chunk",
+        source: e.into(),
+    })?;
+    Ok(samples
+        .into_iter()
+        .map(|(ts, v)| (ts, crate::backend::chunks::as_f64(v)))
+        .collect())
+}
+
+/// Every sample of the given chunk rows as queries answer them: `(series, ts) → value`,
+/// one per timestamp (of equal timestamps the chunk with the lowest `gen` wins, as in
+/// reads). `rows` are `(series_id, gen, data)` of table `chunks`, in any order.
+///
+/// # Errors
+///
+/// As [`decode_chunk`].
+///
+/// # Examples
+///
+/// ```
+/// let none: Vec<(i64, i64, Vec<u8>)> = Vec::new();
+/// assert!(sentra_ingest::storage::samples_of_chunks(none).unwrap().is_empty());
+/// ```
+pub fn samples_of_chunks<D: AsRef<[u8]>>(
+    rows: impl IntoIterator<Item = (i64, i64, D)>,
+) -> Result<std::collections::BTreeMap<(i64, i64), f64>> {
+    let mut rows: Vec<_> = rows.into_iter().collect();
+    rows.sort_by_key(|r| r.1);
+    let mut out = std::collections::BTreeMap::new();
+    for (series, _, data) in rows {
+        for (ts, v) in decode_chunk(data.as_ref())? {
+            out.entry((series, ts)).or_insert(v);
+        }
+    }
+    Ok(out)
+}

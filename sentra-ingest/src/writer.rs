@@ -13,7 +13,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::{
     BoxError, Config, Error, Result, StoredBatch,
-    backend::{AgentRow, ApplyPlan, Commit, MetricStore, NewSeries, StagedBatch, StoreResult},
+    backend::{
+        AgentRow, ApplyPlan, Commit, MetricStore, NewSeries, StagedBatch, StoreResult, chunks,
+    },
     health::{IngestHealth, StorageHealth},
     maintenance::MaintenanceWrite,
     model::{Prepared, Stored},
@@ -115,6 +117,8 @@ pub(crate) struct Writer<S> {
     unapplied_rows: usize,
     unapplied_since: Option<Instant>,
     next_staged_id: i64,
+    /// The generation of the next apply's chunks (`backend::chunks`), loaded at start.
+    next_gen: i64,
     /// A write failed: its commit may have reached the store all the same (the connection
     /// died between `COMMIT` and its answer — PostgreSQL killed, a network cut), so the
     /// in-memory state (replay marks, staged ids, series ids) may be behind the store. It
@@ -149,6 +153,7 @@ impl<S: MetricStore> Writer<S> {
             unapplied_rows: 0,
             unapplied_since: None,
             next_staged_id: 1,
+            next_gen: 1,
             resync: false,
             replay_bounds: (config.replay_window, config.max_seq_jump),
             apply_delay: config.apply_delay,
@@ -204,6 +209,8 @@ impl<S: MetricStore> Writer<S> {
                 .insert(labels, r.id);
         }
         self.series.next_id = max_id + 1;
+        self.next_gen = load(self.store.load_next_gen(), "loading the chunk generation").await?;
+        self.convert_legacy_samples().await?;
         let rows = load(self.store.load_wg_status(), "loading WireGuard status").await?;
         let mut wg = HashMap::new();
         for (agent, blob) in rows {
@@ -283,6 +290,64 @@ impl<S: MetricStore> Writer<S> {
         }
     }
 
+    /// Converts the `samples` rows of a store written before chunks into chunks, a batch
+    /// at a time (each batch: its chunks in one transaction, then its rows deleted; a crash
+    /// in between leaves both, and reads keep one of each timestamp), then drops the table.
+    async fn convert_legacy_samples(&mut self) -> Result<()> {
+        const BATCH: i64 = 200_000;
+        let mut converted = 0usize;
+        loop {
+            let Some(rows) = load(
+                self.store.legacy_samples(BATCH),
+                "reading samples stored before chunks",
+            )
+            .await?
+            else {
+                return Ok(());
+            };
+            let Some(&(series, ts, _)) = rows.last() else {
+                load(
+                    self.store.delete_legacy(None),
+                    "dropping the converted samples table",
+                )
+                .await?;
+                if converted > 0 {
+                    tracing::info!(
+                        samples = converted,
+                        "samples stored before chunks converted"
+                    );
+                }
+                return Ok(());
+            };
+            let chunks = chunks::build(&rows, self.next_gen).map_err(|e| Error::Storage {
+                context: "converting samples stored before chunks",
+                source: e.into(),
+            })?;
+            let plan = ApplyPlan {
+                chunks,
+                next_gen: self.next_gen + 1,
+                new_series: Vec::new(),
+                applied_up_to: 0,
+            };
+            load(
+                self.store.apply(&plan),
+                "writing chunks of samples stored before chunks",
+            )
+            .await?;
+            self.next_gen += 1;
+            load(
+                self.store.delete_legacy(Some((series, ts))),
+                "deleting converted samples",
+            )
+            .await?;
+            converted += rows.len();
+            tracing::info!(
+                samples = converted,
+                "converting samples stored before chunks into chunks"
+            );
+        }
+    }
+
     fn stage(&mut self, p: Prepared) {
         self.unapplied_rows += p.row_count();
         self.unapplied_since.get_or_insert_with(Instant::now);
@@ -302,11 +367,8 @@ impl<S: MetricStore> Writer<S> {
             return Ok(());
         }
         let next_id_before = self.series.next_id;
-        let mut plan = ApplyPlan {
-            rows: Vec::with_capacity(self.unapplied_rows),
-            new_series: Vec::new(),
-            applied_up_to: self.next_staged_id - 1,
-        };
+        let mut rows = Vec::with_capacity(self.unapplied_rows);
+        let mut new_series = Vec::new();
         for p in &self.unapplied {
             let agent = p.agent();
             for s in &p.batch.samples {
@@ -315,23 +377,39 @@ impl<S: MetricStore> Writer<S> {
                     Value::Counter(c) => Stored::Counter(*c),
                     _ => continue, // histograms were flattened into `extra`
                 };
-                let id =
-                    self.series
-                        .resolve(agent, &s.name, &s.labels, v.kind(), &mut plan.new_series);
-                plan.rows.push((id, s.timestamp.as_millis(), v));
+                let id = self
+                    .series
+                    .resolve(agent, &s.name, &s.labels, v.kind(), &mut new_series);
+                rows.push((id, s.timestamp.as_millis(), v));
             }
             for e in &p.extra {
-                let id = self.series.resolve(
-                    agent,
-                    &e.name,
-                    &e.labels,
-                    e.value.kind(),
-                    &mut plan.new_series,
-                );
-                plan.rows.push((id, e.ts, e.value));
+                let id =
+                    self.series
+                        .resolve(agent, &e.name, &e.labels, e.value.kind(), &mut new_series);
+                rows.push((id, e.ts, e.value));
             }
         }
-        plan.rows.sort_unstable_by_key(|r| (r.0, r.1));
+        // stable: of samples with the same (series, ts) the first staged is stored
+        rows.sort_by_key(|r| (r.0, r.1));
+        let plan = match chunks::build(&rows, self.next_gen) {
+            Ok(chunks) => ApplyPlan {
+                chunks,
+                next_gen: self.next_gen + 1,
+                new_series,
+                applied_up_to: self.next_staged_id - 1,
+            },
+            Err(e) => {
+                // only a bug gets here (rows are sorted, deduplicated and split by kind)
+                for s in &new_series {
+                    self.series.forget(s);
+                }
+                self.series.next_id = next_id_before;
+                return Err(Error::Storage {
+                    context: "encoding sample chunks",
+                    source: e.into(),
+                });
+            }
+        };
         let result = self.store.apply(&plan).await;
         if result.is_err() {
             for s in &plan.new_series {
@@ -340,7 +418,8 @@ impl<S: MetricStore> Writer<S> {
             self.series.next_id = next_id_before;
         }
         self.storage_outcome("applying staged batches", "applying staged batches", result)?;
-        self.after_commit(&plan.rows);
+        self.next_gen += 1;
+        self.after_commit(&rows);
         self.unapplied.clear();
         self.unapplied_rows = 0;
         self.unapplied_since = None;

@@ -85,6 +85,28 @@ impl Store {
         }
     }
 
+    /// One integer a query on a side connection answers.
+    async fn scalar(&self, sql: &str) -> i64 {
+        match self.kind {
+            Kind::Sqlite => {
+                let url = format!(
+                    "sqlite://{}?mode=ro",
+                    self.dir.path().join("metrics.db").display()
+                );
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                let n = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+                c.close().await.unwrap();
+                n
+            }
+            Kind::Postgres => {
+                let mut c = self.pg_connection().await;
+                let n = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+                c.close().await.unwrap();
+                n
+            }
+        }
+    }
+
     /// A side connection to the PostgreSQL store, in the metric store's schema.
     async fn pg_connection(&self) -> sqlx::PgConnection {
         let mut c = sqlx::PgConnection::connect(self.db.as_ref().unwrap().url())
@@ -97,12 +119,12 @@ impl Store {
         c
     }
 
-    /// The days (since the epoch) that have a `samples` partition (PostgreSQL).
+    /// The days (since the epoch) that have a `chunks` partition (PostgreSQL).
     async fn pg_partition_days(&self) -> Vec<i64> {
         let mut c = self.pg_connection().await;
         let names: Vec<String> = sqlx::query_scalar(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             WHERE i.inhparent = 'samples'::regclass",
+             WHERE i.inhparent = 'chunks'::regclass",
         )
         .fetch_all(&mut c)
         .await
@@ -110,7 +132,7 @@ impl Store {
         names
             .iter()
             .filter_map(|n| {
-                let d = n.strip_prefix("samples_d")?;
+                let d = n.strip_prefix("chunks_d")?;
                 match d.strip_prefix('m') {
                     Some(neg) => neg.parse::<i64>().ok().map(|x| -x),
                     None => d.parse().ok(),
@@ -710,7 +732,189 @@ macro_rules! conformance {
     };
 }
 
+/// `(step start, value)` of the raw samples of metric `name` over `[from, from + 20 s)` in
+/// 1-second steps (one sample per step in these tests): what a query answers.
+async fn raw_points(ingest: &Ingest, name: &str, from: i64) -> Vec<(i64, f64)> {
+    let range = Range::new(
+        UnixMillis::from_millis(from),
+        UnixMillis::from_millis(from + 20_000),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let h = ingest
+        .query()
+        .history(
+            &Selector::metric(name).unwrap(),
+            range,
+            Aggregation::Last,
+            Resolution::Raw,
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.len(), 1, "{name}: {h:?}");
+    h[0].points.clone()
+}
+
+/// Samples of one series arrive over several applies (one chunk each), with a timestamp
+/// sent twice with different values: reads merge the chunks and keep the first write;
+/// maintenance rewrites the closed window as one chunk with the same answers; a later
+/// duplicate still loses against the compacted chunk.
+async fn chunks_compact_and_the_first_write_wins(kind: Kind) {
+    const HOUR: i64 = 3_600_000;
+    let store = Store::new(kind).await;
+    let ingest = store.open().await;
+    let a = agent("conf-chunks");
+    // a whole window three hours ago: closed for compaction
+    let w = (now() - 3 * HOUR).div_euclid(HOUR) * HOUR;
+    let push = |seq: u64, points: Vec<(i64, f64)>| {
+        let samples = points
+            .iter()
+            .flat_map(|&(ts, v)| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let c = v as u64;
+                [
+                    gauge("chunk_g", &[], w + ts, v),
+                    counter("chunk_c", &[], w + ts, c),
+                ]
+            })
+            .collect();
+        verify(&batch(&a, seq, now(), samples))
+    };
+    let batches = [
+        vec![(1000, 1.0), (2000, 2.0), (3000, 3.0)],
+        vec![(3000, 99.0), (4000, 4.0), (5000, 5.0)], // 3000 again: the first write wins
+        vec![(500, 0.5), (6000, 6.0)],                // older than the chunks before
+    ];
+    for (seq, points) in (1..).zip(batches) {
+        let ack = ingest.service().push(push(seq, points)).await.unwrap();
+        assert_eq!(ack.status(), AckStatus::Accepted);
+        ingest.flush().await.unwrap(); // one apply, one chunk per series
+    }
+    let want: Vec<(i64, f64)> = [0, 1000, 2000, 3000, 4000, 5000, 6000]
+        .iter()
+        .zip([0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        .map(|(&ts, v)| (w + ts, v))
+        .collect();
+    assert_eq!(raw_points(&ingest, "chunk_g", w).await, want);
+    let counters: Vec<(i64, f64)> = want.iter().map(|&(t, v)| (t, v.floor())).collect();
+    assert_eq!(raw_points(&ingest, "chunk_c", w).await, counters);
+    assert_eq!(store.scalar("SELECT count(*) FROM chunks").await, 6);
+
+    let report = ingest.run_maintenance(UnixMillis::now()).await.unwrap();
+    assert_eq!(report.chunks_compacted, 6, "{report:?}");
+    assert_eq!(store.scalar("SELECT count(*) FROM chunks").await, 2);
+    assert_eq!(raw_points(&ingest, "chunk_g", w).await, want);
+    assert_eq!(raw_points(&ingest, "chunk_c", w).await, counters);
+    let latest = ingest
+        .query()
+        .latest(&Selector::metric("chunk_g").unwrap())
+        .await
+        .unwrap();
+    assert_eq!((latest[0].timestamp_ms, latest[0].value), (w + 6000, 6.0));
+
+    // a late duplicate after the compaction loses too, its new timestamp is stored
+    let ack = ingest
+        .service()
+        .push(push(4, vec![(2000, 77.0), (7000, 7.0)]))
+        .await
+        .unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    ingest.flush().await.unwrap();
+    let mut more = want.clone();
+    more.push((w + 7000, 7.0));
+    assert_eq!(raw_points(&ingest, "chunk_g", w).await, more);
+    // a restart (generations reloaded) keeps the answers, and compacts the rest
+    ingest.shutdown().await.unwrap();
+    drop(ingest);
+    let ingest = store.open().await;
+    let report = ingest.run_maintenance(UnixMillis::now()).await.unwrap();
+    assert_eq!(report.chunks_compacted, 4, "{report:?}");
+    assert_eq!(raw_points(&ingest, "chunk_g", w).await, more);
+    assert_eq!(store.scalar("SELECT count(*) FROM chunks").await, 2);
+    ingest.shutdown().await.unwrap();
+}
+
+/// A store written before chunks (rows in `samples`) is converted at open: every sample is
+/// answered as before (counters above `i64::MAX` and NaN gauges included) and the table
+/// is gone.
+async fn samples_stored_before_chunks_are_converted(kind: Kind) {
+    let store = Store::new(kind).await;
+    let a = agent("conf-legacy");
+    let t = now();
+    let ingest = store.open().await;
+    let first = verify(&batch(
+        &a,
+        1,
+        t,
+        vec![
+            gauge("legacy_g", &[], t - 10_000, 1.0),
+            counter("legacy_c", &[], t - 10_000, 1),
+        ],
+    ));
+    ingest.service().push(first).await.unwrap();
+    ingest.shutdown().await.unwrap();
+    drop(ingest);
+    let (g, c) = (
+        store
+            .scalar("SELECT id FROM series WHERE name = 'legacy_g'")
+            .await,
+        store
+            .scalar("SELECT id FROM series WHERE name = 'legacy_c'")
+            .await,
+    );
+    // what the row store held: counters as INTEGER bits (SQLite) or float8 (PostgreSQL)
+    let rows = [
+        format!("({g}, {}, 2.5)", t - 9000),
+        format!("({g}, {}, NULL)", t - 8000),
+        format!("({g}, {}, 4.5)", t - 7000),
+    ];
+    let (create, counter_rows) = match kind {
+        Kind::Sqlite => (
+            "CREATE TABLE samples (series_id INTEGER NOT NULL, ts INTEGER NOT NULL, v, \
+             PRIMARY KEY (series_id, ts)) WITHOUT ROWID",
+            format!("({c}, {}, 5), ({c}, {}, -1)", t - 9000, t - 8000),
+        ),
+        Kind::Postgres => (
+            "CREATE TABLE samples (series_id BIGINT NOT NULL, ts BIGINT NOT NULL, \
+             v DOUBLE PRECISION, PRIMARY KEY (series_id, ts))",
+            format!(
+                "({c}, {}, 5), ({c}, {}, 18446744073709551615)",
+                t - 9000,
+                t - 8000
+            ),
+        ),
+    };
+    let insert = format!(
+        "INSERT INTO samples (series_id, ts, v) VALUES {}, {counter_rows}",
+        rows.join(", ")
+    );
+    store.exec(&[create, insert.as_str()]).await;
+
+    let ingest = store.open().await;
+    let g_points = raw_points(&ingest, "legacy_g", t - 10_000).await;
+    assert_eq!(g_points.len(), 4, "{g_points:?}");
+    assert_eq!(g_points[0], (t - 10_000, 1.0));
+    assert_eq!(g_points[1], (t - 9000, 2.5));
+    assert!(g_points[2].1.is_nan(), "{g_points:?}");
+    assert_eq!(g_points[3], (t - 7000, 4.5));
+    let c_points = raw_points(&ingest, "legacy_c", t - 10_000).await;
+    #[allow(clippy::cast_precision_loss)]
+    let big = u64::MAX as f64;
+    assert_eq!(
+        c_points,
+        [(t - 10_000, 1.0), (t - 9000, 5.0), (t - 8000, big)]
+    );
+    let gone = match kind {
+        Kind::Sqlite => "SELECT count(*) FROM sqlite_master WHERE name = 'samples'",
+        Kind::Postgres => "SELECT count(*) FROM pg_class WHERE oid = to_regclass('samples')",
+    };
+    assert_eq!(store.scalar(gone).await, 0, "legacy table left");
+    ingest.shutdown().await.unwrap();
+}
+
 conformance!(
+    chunks_compact_and_the_first_write_wins,
+    samples_stored_before_chunks_are_converted,
     ingest_dedup_and_replay_after_restart,
     every_query_kind,
     reset_and_delete,

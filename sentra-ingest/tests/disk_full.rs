@@ -17,7 +17,7 @@ use std::{
 
 use sentra_core::proto::AckStatus;
 use sentra_ingest::{Config, Ingest, Selector, StorageHealth};
-use sqlx::{Connection as _, Row as _, SqliteConnection};
+use sqlx::{Connection as _, SqliteConnection};
 use support::*;
 
 const PER_BATCH: usize = 200;
@@ -201,14 +201,10 @@ async fn disk_full_never_acks_and_recovers_with_acked_equal_stored() {
     ingest.shutdown().await.unwrap();
     let url = format!("sqlite://{}?mode=ro", data.join("metrics.db").display());
     let mut c = SqliteConnection::connect(&url).await.unwrap();
-    let rows = sqlx::query("SELECT ts, COUNT(*) FROM samples GROUP BY ts ORDER BY ts")
-        .fetch_all(&mut c)
+    let stored: BTreeSet<u64> = series_per_ts(&mut c)
         .await
-        .unwrap();
-    let stored: BTreeSet<u64> = rows
-        .iter()
-        .map(|r| {
-            let (ts, n): (i64, i64) = (r.get(0), r.get(1));
+        .into_iter()
+        .map(|(ts, n)| {
             assert_eq!(n, PER_BATCH as i64, "batch at ts {ts} stored partially");
             (ts - BASE_TS) as u64
         })

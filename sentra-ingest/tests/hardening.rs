@@ -217,10 +217,10 @@ async fn integrity_check_reports_a_damaged_database() {
     ingest.shutdown().await.unwrap();
     checkpoint(dir.path()).await;
 
-    // overwrite the root page of the samples table (not read when opening)
+    // overwrite the root page of the sample chunks table (not read when opening)
     let root: i64 = count(
         dir.path(),
-        "SELECT rootpage FROM sqlite_master WHERE name = 'samples'",
+        "SELECT rootpage FROM sqlite_master WHERE name = 'chunks'",
     )
     .await;
     let page = count(dir.path(), "PRAGMA page_size").await;

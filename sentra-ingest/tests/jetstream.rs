@@ -192,12 +192,13 @@ fn one(a: &AgentId, seq: u64, ts: i64) -> Verified {
 
 async fn samples_in_store(db: &TestDb) -> i64 {
     let mut c = sqlx::PgConnection::connect(db.url()).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sentra_metrics.samples")
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
+    let rows: Vec<(i64, i64, Vec<u8>)> =
+        sqlx::query_as("SELECT series_id, gen, data FROM sentra_metrics.chunks")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
     c.close().await.unwrap();
-    n
+    i64::try_from(merge_chunks(rows).len()).unwrap()
 }
 
 /// Waits until every agent's ledger shows `want` accepted seqs.

@@ -134,16 +134,11 @@ fn kill9_every_acked_seq_is_stored_once_and_whole() {
             dir.path().join("metrics.db").display()
         );
         let mut c = SqliteConnection::connect(&url).await.unwrap();
-        let rows = sqlx::query("SELECT ts, COUNT(*) FROM samples GROUP BY ts ORDER BY ts")
-            .fetch_all(&mut c)
+        let stored: BTreeSet<u64> = series_per_ts(&mut c)
             .await
-            .unwrap();
-        let stored: BTreeSet<u64> = rows
-            .iter()
-            .map(|r| {
-                let n: i64 = r.get(1);
-                let ts: i64 = r.get(0);
-                assert_eq!(n, PER_BATCH, "batch at ts {ts} stored partially or twice");
+            .into_iter()
+            .map(|(ts, n)| {
+                assert_eq!(n, PER_BATCH, "batch at ts {ts} stored partially");
                 (ts - BASE_TS) as u64
             })
             .collect();

@@ -10,17 +10,12 @@ use sentra_core::{
     proto::{AckStatus, RejectReason},
 };
 use sentra_ingest::{Config, Event, Ingest, Selector};
-use sqlx::{Connection as _, Row as _, SqliteConnection};
+use sqlx::{Connection as _, SqliteConnection};
 use support::*;
 
+/// Distinct stored samples, as queries see them.
 async fn count_samples(dir: &std::path::Path) -> i64 {
-    let url = format!("sqlite://{}?mode=ro", dir.join("metrics.db").display());
-    let mut c = SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("SELECT COUNT(*) FROM samples")
-        .fetch_one(&mut c)
-        .await
-        .unwrap()
-        .get(0)
+    i64::try_from(sqlite_samples(dir).await.len()).unwrap()
 }
 
 fn now() -> i64 {

@@ -304,10 +304,19 @@ async fn stored(db: &TestDb) -> (i64, Vec<(String, i64, i64)>, i64) {
     .fetch_all(&mut c)
     .await
     .unwrap();
-    let samples: i64 = sqlx::query_scalar("SELECT count(*) FROM sentra_metrics.samples")
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
+    let samples: i64 = i64::try_from(
+        sentra_ingest::storage::samples_of_chunks(
+            sqlx::query_as::<_, (i64, i64, Vec<u8>)>(
+                "SELECT series_id, gen, data FROM sentra_metrics.chunks",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap(),
+        )
+        .unwrap()
+        .len(),
+    )
+    .unwrap();
     c.close().await.unwrap();
     (agents.iter().map(|a| a.1).sum(), agents, samples)
 }

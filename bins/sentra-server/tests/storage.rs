@@ -210,7 +210,7 @@ fn one_database_holds_the_metric_store_and_the_control_plane() {
             let mut c = sqlx::PgConnection::connect(db.url()).await.unwrap();
             sqlx::query_as(
                 "SELECT table_schema::text, table_name::text FROM information_schema.tables \
-                 WHERE table_name IN ('agents', 'samples', 'users', '_sqlx_migrations') \
+                 WHERE table_name IN ('agents', 'chunks', 'users', '_sqlx_migrations') \
                  ORDER BY 1, 2",
             )
             .fetch_all(&mut c)
@@ -236,7 +236,7 @@ fn one_database_holds_the_metric_store_and_the_control_plane() {
         ("public", "users"),
         ("sentra_metrics", "_sqlx_migrations"),
         ("sentra_metrics", "agents"),
-        ("sentra_metrics", "samples"),
+        ("sentra_metrics", "chunks"),
     ]
     .iter()
     .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))

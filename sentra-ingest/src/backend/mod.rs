@@ -36,19 +36,21 @@
 //! was doing. Read-side methods return [`Error::Storage`](crate::Error::Storage) with their
 //! own context. No database type leaks into the public API.
 
-use std::{fmt, future::Future, path::PathBuf};
+use std::{fmt, future::Future, ops::ControlFlow, path::PathBuf};
 
 use bytes::Bytes;
 use sentra_core::{AgentId, Labels, MetricName};
 
 use crate::{
     AgentLedger, BoxError, Result,
+    backend::chunks::{ChunkRow, NewChunk},
     maintenance::{Bucket, MaintenanceWrite},
     model::Stored,
     query::{Aggregation, Range, Resolution, Selector, SeriesInfo},
     replay::{AgentMark, Ledger},
 };
 
+pub(crate) mod chunks;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -191,9 +193,12 @@ pub(crate) struct SeriesRow {
 /// What one apply transaction writes.
 #[derive(Debug)]
 pub(crate) struct ApplyPlan {
-    /// `(series id, ts, value)`, sorted by `(series id, ts)`; inserting a row whose
-    /// `(series, ts)` exists does nothing.
-    pub(crate) rows: Vec<(i64, i64, Stored)>,
+    /// The samples, as chunks of one generation (see [`chunks`]); a chunk whose
+    /// `(series, start, generation)` exists already (the same apply retried after an
+    /// unknown outcome) is not inserted again.
+    pub(crate) chunks: Vec<NewChunk>,
+    /// The next chunk generation, stored (`meta`) in the same transaction.
+    pub(crate) next_gen: i64,
     /// Series first seen in these rows (insert before the rows).
     pub(crate) new_series: Vec<NewSeries>,
     /// Staged entries with ids up to this are applied: the embedded log deletes them in
@@ -230,6 +235,8 @@ pub(crate) trait StoredState {
     ) -> impl Future<Output = StoreResult<Vec<(String, u64, Vec<u8>)>>> + Send;
     /// Every series.
     fn load_series(&mut self) -> impl Future<Output = StoreResult<Vec<SeriesRow>>> + Send;
+    /// The next chunk generation (1 in a new store).
+    fn load_next_gen(&mut self) -> impl Future<Output = StoreResult<i64>> + Send;
     /// The latest WireGuard status per agent (encoded devices).
     fn load_wg_status(
         &mut self,
@@ -252,6 +259,19 @@ pub(crate) trait MetricStore: StagingLog + StoredState + Send + 'static {
     fn write_maintenance(
         &mut self,
         job: &MaintenanceWrite,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Up to `limit` rows `(series, ts, value)` of the `samples` table a store written
+    /// before chunks has, in `(series, ts)` order (empty once converted); `None` when there
+    /// is no such table. The writer converts them into chunks at start.
+    fn legacy_samples(
+        &mut self,
+        limit: i64,
+    ) -> impl Future<Output = StoreResult<Option<Vec<(i64, i64, Stored)>>>> + Send;
+    /// Deletes the legacy rows up to and including `(series, ts)`; `None`: drops the
+    /// emptied `samples` table.
+    fn delete_legacy(
+        &mut self,
+        upto: Option<(i64, i64)>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// A small durable write that proves writes work again after a failure.
     fn probe(&mut self, now_ms: i64) -> impl Future<Output = StoreResult<()>> + Send;
@@ -277,8 +297,44 @@ pub(crate) trait MetricReader: Clone + Send + Sync + 'static {
         sel: &Selector,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<SeriesInfo>>> + Send;
+    /// The chunks of `ids` that may hold samples in `[from, to)` (see [`chunks`]),
+    /// ordered by series, start, generation.
+    fn chunks(
+        &self,
+        ids: &[i64],
+        from: i64,
+        to: i64,
+    ) -> impl Future<Output = Result<Vec<ChunkRow>>> + Send;
+    /// The chunks of each of `ids` that may hold its newest sample: those starting less
+    /// than a chunk window before its newest chunk's start, ordered as [`Self::chunks`].
+    fn latest_chunks(&self, ids: &[i64]) -> impl Future<Output = Result<Vec<ChunkRow>>> + Send;
+    /// `(series, step index, value)` per series and step over `range` from a rollup table
+    /// (`res` is `Minute` or `Hour`).
+    fn rollup_history(
+        &self,
+        ids: &[i64],
+        range: Range,
+        agg: Aggregation,
+        res: Resolution,
+    ) -> impl Future<Output = Result<Vec<(i64, i64, f64)>>> + Send;
     /// The newest sample `(series, ts, value)` of each of `ids` that has one.
-    fn latest(&self, ids: &[i64]) -> impl Future<Output = Result<Vec<(i64, i64, f64)>>> + Send;
+    fn latest(&self, ids: &[i64]) -> impl Future<Output = Result<Vec<(i64, i64, f64)>>> + Send {
+        async move {
+            let rows = self.latest_chunks(ids).await?;
+            let mut out = Vec::with_capacity(ids.len());
+            chunks::for_each_series(&rows, i64::MIN, i64::MAX, |series, samples| {
+                if let Some(&(ts, v)) = samples.last() {
+                    out.push((series, ts, chunks::as_f64(v)));
+                }
+                ControlFlow::Continue(())
+            })
+            .map_err(|source| crate::Error::Storage {
+                context: "reading latest values",
+                source,
+            })?;
+            Ok(out)
+        }
+    }
     /// `(series, step index, value)` per series and step over `range`, from raw samples
     /// or a rollup table (`res` is [`Resolution::Raw`], `Minute` or `Hour`).
     fn history(
@@ -287,14 +343,58 @@ pub(crate) trait MetricReader: Clone + Send + Sync + 'static {
         range: Range,
         agg: Aggregation,
         res: Resolution,
-    ) -> impl Future<Output = Result<Vec<(i64, i64, f64)>>> + Send;
+    ) -> impl Future<Output = Result<Vec<(i64, i64, f64)>>> + Send {
+        async move {
+            if matches!(res, Resolution::Minute | Resolution::Hour) {
+                return self.rollup_history(ids, range, agg, res).await;
+            }
+            let rows = self.chunks(ids, range.from, range.to).await?;
+            let mut out = Vec::new();
+            chunks::for_each_series(&rows, range.from, range.to, |series, samples| {
+                chunks::aggregate(series, samples, range, agg, &mut out);
+                ControlFlow::Continue(())
+            })
+            .map_err(|source| crate::Error::Storage {
+                context: "reading history",
+                source,
+            })?;
+            Ok(out)
+        }
+    }
     /// Raw samples `(series, ts, value)` over `range`, ordered by series then time.
     fn raw_rows(
         &self,
         ids: &[i64],
         range: Range,
         limit: u64,
-    ) -> impl Future<Output = Result<Vec<(i64, i64, f64)>>> + Send;
+    ) -> impl Future<Output = Result<Vec<(i64, i64, f64)>>> + Send {
+        async move {
+            let rows = self.chunks(ids, range.from, range.to).await?;
+            let want = usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1);
+            let mut out = Vec::new();
+            chunks::for_each_series(&rows, range.from, range.to, |series, samples| {
+                let take = want - out.len();
+                out.extend(
+                    samples
+                        .iter()
+                        .take(take)
+                        .map(|&(ts, v)| (series, ts, chunks::as_f64(v))),
+                );
+                if out.len() >= want {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .map_err(|source| crate::Error::Storage {
+                context: "reading raw samples",
+                source,
+            })?;
+            Ok(out)
+        }
+    }
     /// The connection pool the reads shared by every SQL backend go through (the
     /// provided methods below).
     fn pool(&self) -> AnyPool<'_>;
@@ -321,12 +421,6 @@ pub(crate) trait MetricReader: Clone + Send + Sync + 'static {
                 .map_err(crate::Error::storage("reading rollup progress"))
         }
     }
-    /// Raw samples `(ts, value)` of `series` from `from` on, by time.
-    fn samples_from(
-        &self,
-        series: i64,
-        from: i64,
-    ) -> impl Future<Output = Result<Vec<(i64, Option<f64>)>>> + Send;
     /// Stored 1-minute buckets of `series` in `[from, to)`, by bucket.
     fn minute_buckets(
         &self,
@@ -410,30 +504,22 @@ impl MetricReader for Reader {
     async fn series(&self, sel: &Selector, limit: usize) -> Result<Vec<SeriesInfo>> {
         each_reader!(self, r => r.series(sel, limit).await)
     }
-    async fn latest(&self, ids: &[i64]) -> Result<Vec<(i64, i64, f64)>> {
-        each_reader!(self, r => r.latest(ids).await)
+    async fn chunks(&self, ids: &[i64], from: i64, to: i64) -> Result<Vec<ChunkRow>> {
+        each_reader!(self, r => r.chunks(ids, from, to).await)
     }
-    async fn history(
+    async fn latest_chunks(&self, ids: &[i64]) -> Result<Vec<ChunkRow>> {
+        each_reader!(self, r => r.latest_chunks(ids).await)
+    }
+    async fn rollup_history(
         &self,
         ids: &[i64],
         range: Range,
         agg: Aggregation,
         res: Resolution,
     ) -> Result<Vec<(i64, i64, f64)>> {
-        each_reader!(self, r => r.history(ids, range, agg, res).await)
-    }
-    async fn raw_rows(
-        &self,
-        ids: &[i64],
-        range: Range,
-        limit: u64,
-    ) -> Result<Vec<(i64, i64, f64)>> {
-        each_reader!(self, r => r.raw_rows(ids, range, limit).await)
+        each_reader!(self, r => r.rollup_history(ids, range, agg, res).await)
     }
     async fn integrity_check(&self) -> Result<Vec<String>> {
         each_reader!(self, r => r.integrity_check().await)
-    }
-    async fn samples_from(&self, series: i64, from: i64) -> Result<Vec<(i64, Option<f64>)>> {
-        each_reader!(self, r => r.samples_from(series, from).await)
     }
 }

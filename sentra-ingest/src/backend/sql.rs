@@ -9,7 +9,7 @@ use sqlx::{ColumnIndex, Database, Decode, Executor, IntoArguments, Pool, Row, Ty
 
 use crate::{
     AgentLedger,
-    backend::{SeriesRow, StoreResult, StoredState, Unapplied},
+    backend::{SeriesRow, StoreResult, StoredState, Unapplied, chunks::ChunkRow},
     maintenance::Bucket,
     model::parse_labels_json,
     query::{Resolution, SeriesInfo},
@@ -29,6 +29,11 @@ pub(crate) const UNAPPLIED: &str =
 /// Every series with its newest 1-minute bucket (`NULL` when it has none yet).
 pub(crate) const ROLLUP_PROGRESS: &str = "SELECT s.id, \
      (SELECT MAX(bucket) FROM rollup_1m r WHERE r.series_id = s.id) FROM series s";
+/// The next chunk generation (no row: 1).
+pub(crate) const LOAD_NEXT_GEN: &str = "SELECT value FROM meta WHERE key = 'next_chunk_gen'";
+/// Stores the next chunk generation (`$1`), in the apply transaction.
+pub(crate) const STORE_NEXT_GEN: &str = "INSERT INTO meta (key, value) VALUES ('next_chunk_gen', $1) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 /// The latest WireGuard status per agent: agent, encoded devices.
 pub(crate) const LOAD_WG_STATUS: &str = "SELECT agent_id, devices FROM wg_status";
 /// An agent's high-water mark (`$1`: agent).
@@ -50,7 +55,7 @@ pub(crate) const RESET_SEQUENCE: [&str; 3] = [
 /// [`MetricStore::delete_agent`](super::MetricStore::delete_agent), `$1`: agent; samples and
 /// rollups before the series they belong to.
 pub(crate) const DELETE_AGENT: [&str; 8] = [
-    "DELETE FROM samples WHERE series_id IN (SELECT id FROM series WHERE agent = $1)",
+    "DELETE FROM chunks WHERE series_id IN (SELECT id FROM series WHERE agent = $1)",
     "DELETE FROM rollup_1m WHERE series_id IN (SELECT id FROM series WHERE agent = $1)",
     "DELETE FROM rollup_1h WHERE series_id IN (SELECT id FROM series WHERE agent = $1)",
     "DELETE FROM series WHERE agent = $1",
@@ -103,6 +108,11 @@ where
         Ok(rows.iter().map(series_row).collect())
     }
 
+    async fn load_next_gen(&mut self) -> StoreResult<i64> {
+        let rows = self.fetch_all(LOAD_NEXT_GEN).await?;
+        Ok(rows.first().map_or(1, |r| r.get::<i64, _>(0)))
+    }
+
     async fn load_wg_status(&mut self) -> StoreResult<Vec<(String, Vec<u8>)>> {
         let rows = self.fetch_all(LOAD_WG_STATUS).await?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -126,12 +136,6 @@ where
         sqlx::query::<DB>(sql).bind(agent).execute(&mut *tx).await?;
     }
     tx.commit().await
-}
-
-/// One more than `limit` (saturating): queries fetch one row beyond a limit to tell a
-/// full answer from a truncated one.
-pub(crate) fn limit_plus_one(limit: u64) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
 }
 
 /// Fetches at most one row of `statement` with `agent` bound to `$1`.
@@ -246,13 +250,27 @@ where
     (r.get(0), u(r, 1), r.get(2))
 }
 
-/// The table a history at `res` reads, its time column, and whether it holds raw samples
-/// (`v`) rather than rollup buckets (`min`, `max`, `sum`, `count`, `last`).
-pub(crate) fn history_source(res: Resolution) -> (&'static str, &'static str, bool) {
+/// The rollup table a history at `res` (`Minute` or `Hour`) reads.
+pub(crate) fn rollup_table(res: Resolution) -> &'static str {
     match res {
-        Resolution::Minute => ("rollup_1m", "bucket", false),
-        Resolution::Hour => ("rollup_1h", "bucket", false),
-        _ => ("samples", "ts", true),
+        Resolution::Hour => "rollup_1h",
+        _ => "rollup_1m",
+    }
+}
+
+/// A row `series_id, start_ts, gen, data` of table `chunks`.
+pub(crate) fn chunk_row<R>(r: &R) -> ChunkRow
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    ChunkRow {
+        series: r.get(0),
+        start: r.get(1),
+        generation: r.get(2),
+        data: r.get(3),
     }
 }
 
@@ -277,7 +295,7 @@ where
     clippy::cast_sign_loss,
     reason = "the column stores the u64's bits as a signed integer; the cast restores them"
 )]
-fn u<R>(r: &R, i: usize) -> u64
+pub(crate) fn u<R>(r: &R, i: usize) -> u64
 where
     R: Row,
     usize: ColumnIndex<R>,

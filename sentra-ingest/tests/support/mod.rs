@@ -95,3 +95,37 @@ pub fn wg(rx: u64, tx: u64, handshake_ms: Option<i64>) -> WgDevice {
                 .with_persistent_keepalive_s(25),
         ])
 }
+
+/// Every stored sample as queries see it (`sentra_ingest::storage::samples_of_chunks`).
+pub fn merge_chunks(
+    rows: impl IntoIterator<Item = (i64, i64, Vec<u8>)>,
+) -> std::collections::BTreeMap<(i64, i64), f64> {
+    sentra_ingest::storage::samples_of_chunks(rows).unwrap()
+}
+
+/// The stored samples of the SQLite store in `dir` (see [`merge_chunks`]).
+pub async fn sqlite_samples(dir: &std::path::Path) -> std::collections::BTreeMap<(i64, i64), f64> {
+    use sqlx::Connection as _;
+    let url = format!("sqlite://{}?mode=ro", dir.join("metrics.db").display());
+    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let rows = sqlite_chunk_rows(&mut c).await;
+    c.close().await.unwrap();
+    merge_chunks(rows)
+}
+
+/// Rows `series_id, gen, data` of table `chunks`.
+pub async fn sqlite_chunk_rows(c: &mut sqlx::SqliteConnection) -> Vec<(i64, i64, Vec<u8>)> {
+    sqlx::query_as("SELECT series_id, gen, data FROM chunks")
+        .fetch_all(c)
+        .await
+        .unwrap()
+}
+
+/// `(ts, number of series with a sample at ts)`, by ts, as queries see the samples.
+pub async fn series_per_ts(c: &mut sqlx::SqliteConnection) -> Vec<(i64, i64)> {
+    let mut per_ts = std::collections::BTreeMap::<i64, i64>::new();
+    for (_, ts) in merge_chunks(sqlite_chunk_rows(c).await).into_keys() {
+        *per_ts.entry(ts).or_default() += 1;
+    }
+    per_ts.into_iter().collect()
+}

@@ -1,21 +1,18 @@
 //! The PostgreSQL backend (feature `postgres`): the same tables as SQLite (schema in
-//! `migrations-pg/`), with raw samples in native declarative range partitions, one per UTC
-//! day (`samples_d<days since epoch>`).
+//! `migrations-pg/`), with raw samples as compressed per-series chunks
+//! ([`chunks`](crate::backend::chunks)) in native declarative range partitions, one per UTC
+//! day of the chunk's start (`chunks_d<days since epoch>`).
 //!
 //! * **Writes.** One connection owned by the writer task. A group commit (the ack) writes
 //!   the staged batches and the replay state with one array-bound statement per table, in
 //!   one transaction (`synchronous_commit = on`: the commit returns after the WAL flush).
-//!   Applying moves samples with a binary `COPY` straight into `samples` under a
-//!   savepoint; only when a row exists already (a batch applied again after a crash: the
-//!   staging log is at-least-once) is the COPY rolled back and the rows written with
-//!   `INSERT … SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::float8[]) ON CONFLICT DO
-//!   NOTHING`. Measured (`benches/pg_bulk.rs`, 100 k rows per transaction, commit
-//!   included): about 2x the rows/s of the array insert alone or of COPY through a temp
-//!   table.
+//!   Applying writes one chunk per series (and hour) with one array-bound
+//!   `INSERT … SELECT * FROM UNNEST(…) ON CONFLICT DO NOTHING`: a few thousand rows where
+//!   the row store wrote (and COPYed) hundreds of thousands.
 //! * **Partitions.** The writer creates a day's partition (in the apply transaction)
-//!   before the first row of that day; maintenance creates the next days ahead and drops
+//!   before the first chunk of that day; maintenance creates the next days ahead and drops
 //!   whole days older than the retention with `DROP TABLE` (no row-by-row DELETE, no
-//!   bloat), deleting only the rows of the one day that straddles the cutoff. Samples of
+//!   bloat), deleting only the chunks of the one day that straddles the cutoff. Chunks of
 //!   days already older than the retention go to the DEFAULT partition (deleted by the
 //!   next pass): the number of partitions stays bounded by the retention, whatever
 //!   timestamps agents send.
@@ -130,15 +127,15 @@ pub(crate) async fn open(url: &str, config: &Config) -> Result<(PgStore, PgReade
 /// The partition holding day `day` (days since the Unix epoch, may be negative).
 pub(crate) fn partition_name(day: i64) -> String {
     if day < 0 {
-        format!("samples_dm{}", day.unsigned_abs())
+        format!("chunks_dm{}", day.unsigned_abs())
     } else {
-        format!("samples_d{day}")
+        format!("chunks_d{day}")
     }
 }
 
 /// The day of a partition name, if it is one of ours.
 pub(crate) fn partition_day(name: &str) -> Option<i64> {
-    let rest = name.strip_prefix("samples_d")?;
+    let rest = name.strip_prefix("chunks_d")?;
     match rest.strip_prefix('m') {
         Some(neg) => neg.parse::<i64>().ok().map(|d| -d),
         None => rest.parse().ok(),
@@ -154,8 +151,8 @@ mod tests {
         for d in [-3, 0, 1, 20_600] {
             assert_eq!(partition_day(&partition_name(d)), Some(d));
         }
-        assert_eq!(partition_day("samples"), None);
-        assert_eq!(partition_day("samples_dx"), None);
+        assert_eq!(partition_day("chunks"), None);
+        assert_eq!(partition_day("chunks_dx"), None);
     }
 
     #[test]

@@ -5,7 +5,11 @@ use sqlx::{PgPool, Row as _};
 
 use crate::{
     Error, Result,
-    backend::{AnyPool, MetricReader, sql},
+    backend::{
+        AnyPool, MetricReader,
+        chunks::{CHUNK_WINDOW_MS, ChunkRow},
+        sql,
+    },
     query::{Aggregation, MatchOp, Range, Resolution, Selector, SeriesInfo},
 };
 
@@ -80,43 +84,56 @@ impl MetricReader for PgReader {
         Ok(rows.iter().map(sql::series_info).collect())
     }
 
-    async fn latest(&self, ids: &[i64]) -> Result<Vec<(i64, i64, f64)>> {
+    async fn chunks(&self, ids: &[i64], from: i64, to: i64) -> Result<Vec<ChunkRow>> {
         let rows = sqlx::query(
-            "SELECT s.id, x.ts, x.v FROM UNNEST($1::int8[]) AS s(id) CROSS JOIN LATERAL \
-             (SELECT ts, v FROM samples WHERE series_id = s.id ORDER BY ts DESC LIMIT 1) x",
+            "SELECT series_id, start_ts, gen, data FROM chunks \
+             WHERE series_id = ANY($1) AND start_ts > $2 AND start_ts < $3 AND end_ts >= $4 \
+             ORDER BY series_id, start_ts, gen",
         )
         .bind(ids)
+        .bind(from.saturating_sub(CHUNK_WINDOW_MS))
+        .bind(to)
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::storage("reading raw samples"))?;
+        Ok(rows.iter().map(sql::chunk_row).collect())
+    }
+
+    async fn latest_chunks(&self, ids: &[i64]) -> Result<Vec<ChunkRow>> {
+        let rows = sqlx::query(
+            "SELECT c.series_id, c.start_ts, c.gen, c.data FROM UNNEST($1::int8[]) AS s(id) \
+             CROSS JOIN LATERAL (SELECT MAX(start_ts) AS m FROM chunks WHERE series_id = s.id) n \
+             JOIN chunks c ON c.series_id = s.id AND c.start_ts > n.m - $2 \
+             ORDER BY c.series_id, c.start_ts, c.gen",
+        )
+        .bind(ids)
+        .bind(CHUNK_WINDOW_MS)
         .fetch_all(&self.pool)
         .await
         .map_err(Error::storage("reading latest values"))?;
-        Ok(sql::triples(&rows))
+        Ok(rows.iter().map(sql::chunk_row).collect())
     }
 
-    async fn history(
+    async fn rollup_history(
         &self,
         ids: &[i64],
         range: Range,
         agg: Aggregation,
         res: Resolution,
     ) -> Result<Vec<(i64, i64, f64)>> {
-        let (table, ts, raw) = sql::history_source(res);
-        let expr = match (agg, raw) {
-            (Aggregation::Avg, true) => "AVG(v)",
-            (Aggregation::Min, true) => "MIN(v)",
-            (Aggregation::Max, true) => "MAX(v)",
-            (Aggregation::Sum, true) => "SUM(v)",
-            (Aggregation::Count, true) => "COUNT(v)::float8",
-            (Aggregation::Last, true) => "(array_agg(v ORDER BY ts DESC))[1]",
-            (Aggregation::Avg, false) => "SUM(sum) / NULLIF(SUM(count), 0)::float8",
-            (Aggregation::Min, false) => "MIN(min)",
-            (Aggregation::Max, false) => "MAX(max)",
-            (Aggregation::Sum, false) => "SUM(sum)",
-            (Aggregation::Count, false) => "SUM(count)::float8",
-            (Aggregation::Last, false) => "(array_agg(last ORDER BY last_ts DESC))[1]",
+        let table = sql::rollup_table(res);
+        let expr = match agg {
+            Aggregation::Avg => "SUM(sum) / NULLIF(SUM(count), 0)::float8",
+            Aggregation::Min => "MIN(min)",
+            Aggregation::Max => "MAX(max)",
+            Aggregation::Sum => "SUM(sum)",
+            Aggregation::Count => "SUM(count)::float8",
+            Aggregation::Last => "(array_agg(last ORDER BY last_ts DESC))[1]",
         };
         let sql = format!(
-            "SELECT series_id, ({ts} - $1) / $2 AS b, {expr} FROM {table} \
-             WHERE series_id = ANY($3) AND {ts} >= $1 AND {ts} < $4 \
+            "SELECT series_id, (bucket - $1) / $2 AS b, {expr} FROM {table} \
+             WHERE series_id = ANY($3) AND bucket >= $1 AND bucket < $4 \
              GROUP BY series_id, b ORDER BY series_id, b"
         );
         let rows = sqlx::query(&sql)
@@ -130,35 +147,14 @@ impl MetricReader for PgReader {
         Ok(sql::triples(&rows))
     }
 
-    async fn raw_rows(
-        &self,
-        ids: &[i64],
-        range: Range,
-        limit: u64,
-    ) -> Result<Vec<(i64, i64, f64)>> {
-        let rows = sqlx::query(
-            "SELECT series_id, ts, v FROM samples \
-             WHERE series_id = ANY($1) AND ts >= $2 AND ts < $3 \
-             ORDER BY series_id, ts LIMIT $4",
-        )
-        .bind(ids)
-        .bind(range.from)
-        .bind(range.to)
-        .bind(sql::limit_plus_one(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::storage("reading raw samples"))?;
-        Ok(sql::triples(&rows))
-    }
-
     /// PostgreSQL checks its own pages (checksums, WAL); this checks the store's own
-    /// invariants: samples and rollups of unknown series, overlapping stored-seq ranges,
+    /// invariants: sample chunks and rollups of unknown series, overlapping stored-seq ranges,
     /// a stored seq above the agent's high-water mark.
     async fn integrity_check(&self) -> Result<Vec<String>> {
         let checks = [
             (
-                "samples of unknown series",
-                "SELECT count(*) FROM samples x WHERE NOT EXISTS \
+                "sample chunks of unknown series",
+                "SELECT count(*) FROM chunks x WHERE NOT EXISTS \
                  (SELECT 1 FROM series s WHERE s.id = x.series_id)",
             ),
             (
@@ -193,16 +189,5 @@ impl MetricReader for PgReader {
             }
         }
         Ok(problems)
-    }
-
-    async fn samples_from(&self, series: i64, from: i64) -> Result<Vec<(i64, Option<f64>)>> {
-        let rows =
-            sqlx::query("SELECT ts, v FROM samples WHERE series_id = $1 AND ts >= $2 ORDER BY ts")
-                .bind(series)
-                .bind(from)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(Error::storage("reading samples for rollup"))?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

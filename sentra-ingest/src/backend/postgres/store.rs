@@ -4,13 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{
-    ConnectOptions as _, Connection as _, PgConnection, Postgres,
+    ConnectOptions as _, Connection as _, PgConnection, Postgres, Row as _,
     postgres::{PgConnectOptions, PgRow},
 };
 
 use super::{DAY_MS, partition_day, partition_name};
 use crate::{
-    backend::{ApplyPlan, Commit, MetricStore, StagingLog, StoreResult, Unapplied, sql},
+    backend::{
+        ApplyPlan, Commit, MetricStore, StagingLog, StoreResult, Unapplied, chunks::NewChunk, sql,
+    },
     maintenance::MaintenanceWrite,
     model::{Stored, labels_json},
 };
@@ -74,16 +76,6 @@ const fn i(v: u64) -> i64 {
     v as i64
 }
 
-/// NaN gauges are stored as NULL (aggregates skip them, as in SQLite); counters as float8.
-#[allow(clippy::cast_precision_loss)]
-fn value(v: Stored) -> Option<f64> {
-    match v {
-        Stored::Gauge(g) if g.is_nan() => None,
-        Stored::Gauge(g) => Some(g),
-        Stored::Counter(c) => Some(c as f64),
-    }
-}
-
 impl PgStore {
     pub(crate) fn new(conn: PgConnection, opts: PgConnectOptions, retention_ms: i64) -> Self {
         Self {
@@ -123,7 +115,7 @@ impl PgStore {
 async fn create_partitions(conn: &mut PgConnection, days: &[i64]) -> sqlx::Result<()> {
     for &d in days {
         let sql = format!(
-            "CREATE TABLE IF NOT EXISTS {} PARTITION OF samples FOR VALUES FROM ({}) TO ({})",
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF chunks FOR VALUES FROM ({}) TO ({})",
             partition_name(d),
             d.saturating_mul(DAY_MS),
             (d + 1).saturating_mul(DAY_MS)
@@ -133,74 +125,29 @@ async fn create_partitions(conn: &mut PgConnection, days: &[i64]) -> sqlx::Resul
     Ok(())
 }
 
-/// `COPY … (FORMAT binary)` of `(series_id, ts, v)` rows.
-fn copy_binary(rows: &[(i64, i64, Stored)]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(21 + rows.len() * 38);
-    b.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    b.extend_from_slice(&0i32.to_be_bytes()); // flags
-    b.extend_from_slice(&0i32.to_be_bytes()); // header extension length
-    for &(id, ts, v) in rows {
-        b.extend_from_slice(&3i16.to_be_bytes());
-        for x in [id, ts] {
-            b.extend_from_slice(&8i32.to_be_bytes());
-            b.extend_from_slice(&x.to_be_bytes());
-        }
-        match value(v) {
-            Some(f) => {
-                b.extend_from_slice(&8i32.to_be_bytes());
-                b.extend_from_slice(&f.to_be_bytes());
-            }
-            None => b.extend_from_slice(&(-1i32).to_be_bytes()),
-        }
-    }
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b
-}
-
-/// Writes sample rows, skipping those whose `(series, ts)` is stored already.
-///
-/// The common case (every row new) is a binary COPY straight into `samples`: 2.1x the
-/// rows/s of the array-bound `INSERT … ON CONFLICT DO NOTHING` and of COPY through a temp
-/// table (`benches/pg_bulk.rs`). COPY cannot skip conflicts, so it runs under a savepoint:
-/// when a row exists already (a batch applied again after a crash or an unknown commit
-/// outcome) the COPY is rolled back and the rows go through the array insert instead.
-async fn insert_samples(conn: &mut PgConnection, rows: &[(i64, i64, Stored)]) -> sqlx::Result<()> {
-    sqlx::query("SAVEPOINT sentra_copy")
-        .execute(&mut *conn)
-        .await?;
-    let copied = async {
-        let mut copy = conn
-            .copy_in_raw("COPY samples (series_id, ts, v) FROM STDIN (FORMAT binary)")
-            .await?;
-        copy.send(copy_binary(rows)).await?;
-        copy.finish().await
-    }
-    .await;
-    match copied {
-        Ok(_) => {
-            sqlx::query("RELEASE SAVEPOINT sentra_copy")
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        }
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-            sqlx::query("ROLLBACK TO SAVEPOINT sentra_copy")
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query(
-                "INSERT INTO samples (series_id, ts, v) \
-                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::float8[]) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| value(r.2)).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
+/// Inserts `chunks` in one array-bound statement; a chunk whose key exists (the same apply
+/// retried after an unknown outcome) is skipped. Chunks are few (one per series and apply)
+/// and large, so the binary `COPY` the row store needed (`benches/pg_bulk.rs`) buys nothing.
+async fn insert_chunks(conn: &mut PgConnection, chunks: &[NewChunk]) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO chunks (series_id, start_ts, gen, end_ts, n, data) \
+         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int4[], \
+         $6::bytea[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(chunks.iter().map(|c| c.series).collect::<Vec<_>>())
+    .bind(chunks.iter().map(|c| c.start).collect::<Vec<_>>())
+    .bind(chunks.iter().map(|c| c.generation).collect::<Vec<_>>())
+    .bind(chunks.iter().map(|c| c.end).collect::<Vec<_>>())
+    .bind(
+        chunks
+            .iter()
+            .map(|c| i32::try_from(c.count).unwrap_or(i32::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .bind(chunks.iter().map(|c| &c.data[..]).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn write_commit(conn: &mut PgConnection, plan: &Commit) -> sqlx::Result<()> {
@@ -355,9 +302,9 @@ impl MetricStore for PgStore {
         // days older than the retention get no partition (see the migration)
         let oldest = now_ms().saturating_sub(self.retention_ms);
         let wanted: Vec<i64> = plan
-            .rows
+            .chunks
             .iter()
-            .map(|(_, ts, _)| ts.div_euclid(DAY_MS))
+            .map(|c| c.start.div_euclid(DAY_MS))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .filter(|d| !self.days.contains(d) && (d + 1).saturating_mul(DAY_MS) > oldest)
@@ -369,7 +316,7 @@ impl MetricStore for PgStore {
             // a day whose rows went to the default partition (the retention grew since)
             // keeps them there: creating its partition would fail
             let in_default: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM samples_default WHERE ts >= $1 AND ts < $2)",
+                "SELECT EXISTS (SELECT 1 FROM chunks_default WHERE start_ts >= $1 AND start_ts < $2)",
             )
             .bind(d.saturating_mul(DAY_MS))
             .bind((d + 1).saturating_mul(DAY_MS))
@@ -400,9 +347,13 @@ impl MetricStore for PgStore {
             .await?;
         }
         create_partitions(&mut tx, &missing).await?;
-        if !plan.rows.is_empty() {
-            insert_samples(&mut tx, &plan.rows).await?;
+        if !plan.chunks.is_empty() {
+            insert_chunks(&mut tx, &plan.chunks).await?;
         }
+        sqlx::query(sql::STORE_NEXT_GEN)
+            .bind(plan.next_gen)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM pending WHERE id <= $1")
             .bind(plan.applied_up_to)
             .execute(&mut *tx)
@@ -464,11 +415,34 @@ impl MetricStore for PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        if !job.compactions.is_empty() {
+            let removed: Vec<(i64, i64, i64)> = job
+                .compactions
+                .iter()
+                .flat_map(|c| c.remove.iter().map(|&(s, g)| (c.series, s, g)))
+                .collect();
+            sqlx::query(
+                "DELETE FROM chunks c USING UNNEST($1::int8[], $2::int8[], $3::int8[]) \
+                 AS r(series_id, start_ts, gen) WHERE c.series_id = r.series_id \
+                 AND c.start_ts = r.start_ts AND c.gen = r.gen",
+            )
+            .bind(removed.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind(removed.iter().map(|r| r.1).collect::<Vec<_>>())
+            .bind(removed.iter().map(|r| r.2).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+            let added: Vec<NewChunk> = job
+                .compactions
+                .iter()
+                .flat_map(|c| c.add.iter().cloned())
+                .collect();
+            insert_chunks(&mut tx, &added).await?;
+        }
         if let Some((raw, m1, h1)) = job.cutoffs {
             // whole days before the cutoff: DROP their partitions
             let parts: Vec<String> = sqlx::query_scalar(
                 "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-                 WHERE i.inhparent = 'samples'::regclass",
+                 WHERE i.inhparent = 'chunks'::regclass",
             )
             .fetch_all(&mut *tx)
             .await?;
@@ -484,11 +458,17 @@ impl MetricStore for PgStore {
             }
             // the day that straddles the cutoff, and the rollups: row by row
             for (table, col, cut) in [
-                ("samples", "ts", raw),
+                ("chunks", "start_ts", raw),
                 ("rollup_1m", "bucket", m1),
                 ("rollup_1h", "bucket", h1),
             ] {
-                sqlx::query(&format!("DELETE FROM {table} WHERE {col} < $1"))
+                // a chunk goes once its newest sample is older than the cutoff
+                let newest = if table == "chunks" {
+                    " AND end_ts < $1"
+                } else {
+                    ""
+                };
+                sqlx::query(&format!("DELETE FROM {table} WHERE {col} < $1{newest}"))
                     .bind(cut)
                     .execute(&mut *tx)
                     .await?;
@@ -498,6 +478,55 @@ impl MetricStore for PgStore {
         self.days.extend(ahead);
         for d in dropped {
             self.days.remove(&d);
+        }
+        Ok(())
+    }
+
+    async fn legacy_samples(&mut self, limit: i64) -> StoreResult<Option<Vec<(i64, i64, Stored)>>> {
+        let conn = self.connection().await?;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('samples') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await?;
+        if !exists {
+            return Ok(None);
+        }
+        // the row store kept counters as float8 and NaN gauges as NULL
+        let rows = sqlx::query(
+            "SELECT x.series_id, x.ts, x.v, COALESCE(s.kind, 0::int2) FROM samples x \
+             LEFT JOIN series s ON s.id = x.series_id ORDER BY x.series_id, x.ts LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "the row store wrote counters as float8 from the u64"
+        )]
+        let value = |kind: i16, v: Option<f64>| match (kind, v) {
+            (1, Some(v)) => Stored::Counter(v as u64),
+            (_, v) => Stored::Gauge(v.unwrap_or(f64::NAN)),
+        };
+        Ok(Some(
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1), value(r.get(3), r.get(2))))
+                .collect(),
+        ))
+    }
+
+    async fn delete_legacy(&mut self, upto: Option<(i64, i64)>) -> StoreResult<()> {
+        let conn = self.connection().await?;
+        match upto {
+            Some((series, ts)) => {
+                sqlx::query("DELETE FROM samples WHERE (series_id, ts) <= ($1, $2)")
+                    .bind(series)
+                    .bind(ts)
+                    .execute(conn)
+                    .await?;
+            }
+            None => {
+                sqlx::query("DROP TABLE samples").execute(conn).await?;
+            }
         }
         Ok(())
     }

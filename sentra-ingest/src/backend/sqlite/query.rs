@@ -5,7 +5,11 @@ use sqlx::{Row as _, SqlitePool};
 
 use crate::{
     Error, Result,
-    backend::{AnyPool, MetricReader, sql},
+    backend::{
+        AnyPool, MetricReader,
+        chunks::{CHUNK_WINDOW_MS, ChunkRow},
+        sql,
+    },
     query::{Aggregation, MatchOp, Range, Resolution, Selector, SeriesInfo},
 };
 
@@ -79,46 +83,59 @@ impl MetricReader for SqliteReader {
         Ok(rows.iter().map(sql::series_info).collect())
     }
 
-    async fn latest(&self, ids: &[i64]) -> Result<Vec<(i64, i64, f64)>> {
+    async fn chunks(&self, ids: &[i64], from: i64, to: i64) -> Result<Vec<ChunkRow>> {
         let rows = sqlx::query(
-            "SELECT j.value, x.ts, CAST(x.v AS REAL) FROM json_each(?) j \
-             JOIN samples x ON x.series_id = j.value AND x.ts = \
-             (SELECT MAX(ts) FROM samples WHERE series_id = j.value)",
+            "SELECT series_id, start_ts, gen, data FROM chunks \
+             WHERE series_id IN (SELECT value FROM json_each(?1)) \
+             AND start_ts > ?2 AND start_ts < ?3 AND end_ts >= ?4 \
+             ORDER BY series_id, start_ts, gen",
         )
         .bind(ids_json(ids))
+        .bind(from.saturating_sub(CHUNK_WINDOW_MS))
+        .bind(to)
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::storage("reading raw samples"))?;
+        Ok(rows.iter().map(sql::chunk_row).collect())
+    }
+
+    async fn latest_chunks(&self, ids: &[i64]) -> Result<Vec<ChunkRow>> {
+        let rows = sqlx::query(
+            "SELECT c.series_id, c.start_ts, c.gen, c.data FROM json_each(?1) j \
+             JOIN chunks c ON c.series_id = j.value AND c.start_ts > \
+             (SELECT MAX(start_ts) FROM chunks WHERE series_id = j.value) - ?2 \
+             ORDER BY c.series_id, c.start_ts, c.gen",
+        )
+        .bind(ids_json(ids))
+        .bind(CHUNK_WINDOW_MS)
         .fetch_all(&self.pool)
         .await
         .map_err(Error::storage("reading latest values"))?;
-        Ok(sql::triples(&rows))
+        Ok(rows.iter().map(sql::chunk_row).collect())
     }
 
-    async fn history(
+    async fn rollup_history(
         &self,
         ids: &[i64],
         range: Range,
         agg: Aggregation,
         res: Resolution,
     ) -> Result<Vec<(i64, i64, f64)>> {
-        let (table, ts, raw) = sql::history_source(res);
-        let expr = match (agg, raw) {
-            (Aggregation::Avg, true) => "AVG(v), 0",
-            (Aggregation::Min, true) => "CAST(MIN(v) AS REAL), 0",
-            (Aggregation::Max, true) => "CAST(MAX(v) AS REAL), 0",
-            (Aggregation::Sum, true) => "CAST(SUM(v) AS REAL), 0",
-            (Aggregation::Count, true) => "CAST(COUNT(v) AS REAL), 0",
-            (Aggregation::Last, true) => "CAST(v AS REAL), MAX(ts)",
-            (Aggregation::Avg, false) => "SUM(sum) / SUM(count), 0",
-            (Aggregation::Min, false) => "MIN(min), 0",
-            (Aggregation::Max, false) => "MAX(max), 0",
-            (Aggregation::Sum, false) => "SUM(sum), 0",
-            (Aggregation::Count, false) => "CAST(SUM(count) AS REAL), 0",
-            (Aggregation::Last, false) => "last, MAX(last_ts)",
+        let table = sql::rollup_table(res);
+        let expr = match agg {
+            Aggregation::Avg => "SUM(sum) / SUM(count), 0",
+            Aggregation::Min => "MIN(min), 0",
+            Aggregation::Max => "MAX(max), 0",
+            Aggregation::Sum => "SUM(sum), 0",
+            Aggregation::Count => "CAST(SUM(count) AS REAL), 0",
+            Aggregation::Last => "last, MAX(last_ts)",
         };
         // With exactly one MAX() aggregate SQLite takes bare columns from the row holding the
         // maximum, which is how `last` is computed in one pass.
         let sql = format!(
-            "SELECT series_id, CAST(({ts} - ?1) / ?2 AS INTEGER) AS b, {expr} FROM {table} \
-             WHERE series_id IN (SELECT value FROM json_each(?3)) AND {ts} >= ?1 AND {ts} < ?4 \
+            "SELECT series_id, CAST((bucket - ?1) / ?2 AS INTEGER) AS b, {expr} FROM {table} \
+             WHERE series_id IN (SELECT value FROM json_each(?3)) AND bucket >= ?1 AND bucket < ?4 \
              GROUP BY series_id, b ORDER BY series_id, b"
         );
         let rows = sqlx::query(&sql)
@@ -129,27 +146,6 @@ impl MetricReader for SqliteReader {
             .fetch_all(&self.pool)
             .await
             .map_err(Error::storage("reading history"))?;
-        Ok(sql::triples(&rows))
-    }
-
-    async fn raw_rows(
-        &self,
-        ids: &[i64],
-        range: Range,
-        limit: u64,
-    ) -> Result<Vec<(i64, i64, f64)>> {
-        let rows = sqlx::query(
-            "SELECT series_id, ts, CAST(v AS REAL) FROM samples \
-             WHERE series_id IN (SELECT value FROM json_each(?1)) AND ts >= ?2 AND ts < ?3 \
-             ORDER BY series_id, ts LIMIT ?4",
-        )
-        .bind(ids_json(ids))
-        .bind(range.from)
-        .bind(range.to)
-        .bind(sql::limit_plus_one(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::storage("reading raw samples"))?;
         Ok(sql::triples(&rows))
     }
 
@@ -177,17 +173,5 @@ impl MetricReader for SqliteReader {
         } else {
             lines
         })
-    }
-
-    async fn samples_from(&self, series: i64, from: i64) -> Result<Vec<(i64, Option<f64>)>> {
-        let rows = sqlx::query(
-            "SELECT ts, CAST(v AS REAL) FROM samples WHERE series_id = ? AND ts >= ? ORDER BY ts",
-        )
-        .bind(series)
-        .bind(from)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::storage("reading samples for rollup"))?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

@@ -1,19 +1,21 @@
 //! The writer's side of the SQLite backend: the staging log (`pending`) and every write.
 
 use sqlx::{
-    ConnectOptions as _, Connection as _, SqliteConnection,
+    ConnectOptions as _, Connection as _, Row as _, SqliteConnection,
     query::Query,
     sqlite::{Sqlite, SqliteArguments, SqliteConnectOptions, SqliteRow},
 };
 
 use crate::{
-    backend::{ApplyPlan, Commit, MetricStore, StagingLog, StoreResult, Unapplied, sql},
+    backend::{
+        ApplyPlan, Commit, MetricStore, StagingLog, StoreResult, Unapplied, chunks::NewChunk, sql,
+    },
     maintenance::MaintenanceWrite,
     model::{Stored, labels_json},
 };
 
-/// Largest multi-row `INSERT` (rows); 8192 × 3 parameters stays below SQLite's 32 766.
-const MAX_CHUNK: usize = 8192;
+/// Largest multi-row `INSERT` (rows); 4096 × 6 parameters stays below SQLite's 32 766.
+const MAX_ROWS: usize = 4096;
 
 /// The SQLite write connection and its prepared multi-row inserts.
 pub(crate) struct SqliteStore {
@@ -21,7 +23,7 @@ pub(crate) struct SqliteStore {
     conn: Option<SqliteConnection>,
     opts: SqliteConnectOptions,
     /// Multi-row inserts by power-of-two row count.
-    samples_sql: Vec<String>,
+    chunks_sql: Vec<String>,
     series_sql: Vec<String>,
     /// The data directory's lock: held as long as this writer exists.
     _dir_lock: std::fs::File,
@@ -41,9 +43,9 @@ fn values_sql(head: &str, cols: usize, rows: usize, tail: &str) -> String {
     s
 }
 
-/// Splits `total` rows into chunks whose sizes are powers of two at most [`MAX_CHUNK`], so a
+/// Splits `total` rows into runs whose sizes are powers of two at most [`MAX_ROWS`], so a
 /// handful of prepared statements (cached per connection) cover every size.
-fn chunks(total: usize, max: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+fn runs(total: usize, max: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     let mut start = 0;
     std::iter::from_fn(move || {
         let left = total - start;
@@ -71,15 +73,27 @@ fn sql_by_pow(head: &str, cols: usize, max: usize, tail: &str) -> Vec<String> {
 
 type Q<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
 
-#[allow(
-    clippy::cast_possible_wrap,
-    reason = "INTEGER stores the u64's bits; `u` in backend/sql.rs casts them back"
-)]
-fn bind_value(q: Q<'_>, v: Stored) -> Q<'_> {
-    match v {
-        Stored::Gauge(g) => q.bind(g),
-        Stored::Counter(c) => q.bind(c as i64),
+/// Inserts `chunks` in multi-row statements (`sql` by power-of-two row count); a chunk whose
+/// key exists (the same apply retried after an unknown outcome) is skipped.
+async fn insert_chunks(
+    conn: &mut SqliteConnection,
+    sql: &[String],
+    chunks: &[NewChunk],
+) -> sqlx::Result<()> {
+    for (start, len, pow) in runs(chunks.len(), MAX_ROWS) {
+        let mut q: Q<'_> = sqlx::query(&sql[pow]);
+        for c in &chunks[start..start + len] {
+            q = q
+                .bind(c.series)
+                .bind(c.start)
+                .bind(c.generation)
+                .bind(c.end)
+                .bind(c.count)
+                .bind(&c.data[..]);
+        }
+        q.execute(&mut *conn).await?;
     }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -92,10 +106,10 @@ impl SqliteStore {
             _dir_lock: dir_lock,
             conn: Some(conn),
             opts,
-            samples_sql: sql_by_pow(
-                "INSERT INTO samples (series_id, ts, v) VALUES ",
-                3,
-                MAX_CHUNK,
+            chunks_sql: sql_by_pow(
+                "INSERT INTO chunks (series_id, start_ts, gen, end_ts, n, data) VALUES ",
+                6,
+                MAX_ROWS,
                 " ON CONFLICT DO NOTHING",
             ),
             series_sql: sql_by_pow(
@@ -237,10 +251,10 @@ impl MetricStore for SqliteStore {
         if self.conn.is_none() {
             self.connection().await?;
         }
-        let (samples_sql, series_sql) = (&self.samples_sql, &self.series_sql);
+        let (chunks_sql, series_sql) = (&self.chunks_sql, &self.series_sql);
         let conn = self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)?;
         let mut tx = conn.begin().await?;
-        for (start, len, pow) in chunks(plan.new_series.len(), 1024) {
+        for (start, len, pow) in runs(plan.new_series.len(), 1024) {
             let mut q = sqlx::query(&series_sql[pow]);
             for s in &plan.new_series[start..start + len] {
                 q = q
@@ -252,13 +266,11 @@ impl MetricStore for SqliteStore {
             }
             q.execute(&mut *tx).await?;
         }
-        for (start, len, pow) in chunks(plan.rows.len(), MAX_CHUNK) {
-            let mut q = sqlx::query(&samples_sql[pow]);
-            for &(id, ts, v) in &plan.rows[start..start + len] {
-                q = bind_value(q.bind(id).bind(ts), v);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        insert_chunks(&mut tx, chunks_sql, &plan.chunks).await?;
+        sqlx::query(sql::STORE_NEXT_GEN)
+            .bind(plan.next_gen)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM pending WHERE id <= ?")
             .bind(plan.applied_up_to)
             .execute(&mut *tx)
@@ -277,7 +289,12 @@ impl MetricStore for SqliteStore {
     }
 
     async fn write_maintenance(&mut self, job: &MaintenanceWrite) -> StoreResult<()> {
-        let mut tx = self.connection().await?.begin().await?;
+        if self.conn.is_none() {
+            self.connection().await?;
+        }
+        let chunks_sql = &self.chunks_sql;
+        let conn = self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)?;
+        let mut tx = conn.begin().await?;
         for (table, rows) in [("rollup_1m", &job.rollup_1m), ("rollup_1h", &job.rollup_1h)] {
             let sql = format!(
                 "INSERT OR REPLACE INTO {table} \
@@ -298,16 +315,34 @@ impl MetricStore for SqliteStore {
                     .await?;
             }
         }
+        for c in &job.compactions {
+            for &(start, generation) in &c.remove {
+                sqlx::query("DELETE FROM chunks WHERE series_id = ? AND start_ts = ? AND gen = ?")
+                    .bind(c.series)
+                    .bind(start)
+                    .bind(generation)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            insert_chunks(&mut tx, chunks_sql, &c.add).await?;
+        }
         if let Some((raw, m1, h1)) = job.cutoffs {
             for (table, col, cut) in [
-                ("samples", "ts", raw),
+                ("chunks", "start_ts", raw),
                 ("rollup_1m", "bucket", m1),
                 ("rollup_1h", "bucket", h1),
             ] {
                 // `series_id IN (…)` lets SQLite seek to the old end of every series instead
-                // of scanning the whole table.
+                // of scanning the whole table. A chunk goes once its newest sample is older
+                // than the cutoff (it never spans more than a chunk window).
+                let newest = if table == "chunks" {
+                    " AND end_ts < ?1"
+                } else {
+                    ""
+                };
                 sqlx::query(&format!(
-                    "DELETE FROM {table} WHERE series_id IN (SELECT id FROM series) AND {col} < ?"
+                    "DELETE FROM {table} WHERE series_id IN (SELECT id FROM series) \
+                     AND {col} < ?1{newest}"
                 ))
                 .bind(cut)
                 .execute(&mut *tx)
@@ -315,6 +350,56 @@ impl MetricStore for SqliteStore {
             }
         }
         Ok(tx.commit().await?)
+    }
+
+    async fn legacy_samples(&mut self, limit: i64) -> StoreResult<Option<Vec<(i64, i64, Stored)>>> {
+        let conn = self.connection().await?;
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'samples')",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if !exists {
+            return Ok(None);
+        }
+        // counters were stored as INTEGER (the u64's bits), gauges as REAL, NaN as NULL
+        let rows = sqlx::query(
+            "SELECT series_id, ts, v, typeof(v) FROM samples ORDER BY series_id, ts LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(Some(
+            rows.iter()
+                .map(|r| {
+                    let v = match r.get::<&str, _>(3) {
+                        "integer" => Stored::Counter(sql::u(r, 2)),
+                        "real" => Stored::Gauge(r.get(2)),
+                        _ => Stored::Gauge(f64::NAN),
+                    };
+                    (r.get(0), r.get(1), v)
+                })
+                .collect(),
+        ))
+    }
+
+    async fn delete_legacy(&mut self, upto: Option<(i64, i64)>) -> StoreResult<()> {
+        let conn = self.connection().await?;
+        match upto {
+            Some((series, ts)) => sqlx::query(
+                "DELETE FROM samples WHERE series_id < ?1 OR (series_id = ?1 AND ts <= ?2)",
+            )
+            .bind(series)
+            .bind(ts)
+            .execute(conn)
+            .await
+            .map(drop)?,
+            None => sqlx::query("DROP TABLE samples")
+                .execute(conn)
+                .await
+                .map(drop)?,
+        }
+        Ok(())
     }
 
     async fn probe(&mut self, now_ms: i64) -> StoreResult<()> {
@@ -340,13 +425,13 @@ impl MetricStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::chunks;
+    use super::runs;
 
     #[test]
     fn chunking_covers_everything_with_powers_of_two() {
         for total in [0, 1, 2, 3, 7, 8, 9, 100, 8192, 8193, 20_000] {
             let mut next = 0;
-            for (start, len, pow) in chunks(total, 8192) {
+            for (start, len, pow) in runs(total, 8192) {
                 assert_eq!(start, next);
                 assert_eq!(len, 1 << pow);
                 assert!(len <= 8192);
