@@ -1275,6 +1275,24 @@ mod tests {
         }
 
         #[test]
+        fn damaged_chunks_never_panic(samples in series(), flips in prop::collection::vec(any::<usize>(), 1..4), cut in any::<usize>()) {
+            let mut chunk = Vec::new();
+            encode(&samples, &mut chunk).expect("encode");
+            for f in flips {
+                let bit = f % (chunk.len() * 8);
+                chunk[bit / 8] ^= 1 << (bit % 8);
+            }
+            let mut out = vec![];
+            for data in [&chunk[..], &chunk[..cut % (chunk.len() + 1)]] {
+                match decode(data, &mut out) {
+                    Ok(()) => prop_assert!(out.windows(2).all(|w| w[0].0 < w[1].0)),
+                    Err(_) => prop_assert!(out.is_empty()),
+                }
+                out.clear();
+            }
+        }
+
+        #[test]
         fn garbage_never_panics(
             prefix in prop::sample::select(vec![vec![], vec![VERSION], vec![VERSION, ENC_COUNTER], vec![VERSION, ENC_DECIMAL | 0x20], vec![VERSION, ENC_XOR]]),
             tail in prop::collection::vec(any::<u8>(), 0..300),
