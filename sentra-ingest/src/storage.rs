@@ -22,22 +22,24 @@
 //!
 //! # Staged apply
 //!
-//! The ack transaction does not touch the samples table. It appends each accepted batch's
+//! The ack transaction does not touch the sample chunks. It appends each accepted batch's
 //! signed payload to `pending` (append-only, sequential pages) together with the high-water
 //! mark, replay window and WireGuard status; that is what makes the ack durable. The writer
-//! keeps the decoded batches in memory and moves them into `series`/`samples` in one
+//! keeps the decoded batches in memory and moves them into `series`/`chunks` in one
 //! separate transaction that also deletes them from `pending`, when
 //! [`Config::apply_samples`](crate::Config::apply_samples) samples are staged or
 //! [`Config::apply_delay`](crate::Config::apply_delay) after the first was staged, before
 //! maintenance, agent deletion, [`Ingest::flush`](crate::Ingest::flush) and shutdown. On
 //! startup whatever is left in `pending` (a crash between the two transactions) is decoded
-//! and applied again; sample inserts are idempotent, so nothing is lost or doubled.
+//! and applied again; a batch applied twice leaves two chunks holding the same samples,
+//! which reads merge (one sample per timestamp) and maintenance compacts, so nothing is
+//! lost or doubled.
 //!
-//! Why: the samples table is clustered by series, so every transaction that writes to it
-//! rewrites at least one 4 KiB leaf page per series it touches. Committing samples with every
-//! group of acks wrote ~40 MB of pages for 100 k samples spread over 10 k series (≈16×
-//! write amplification, measured); applying 5× larger groups divides that by five while the
-//! ack path writes only the payload bytes. The price is query visibility: a batch is
+//! Why: an apply writes one chunk per series it touches, so the larger the group, the more
+//! samples per chunk (better compression, fewer rows); the ack path writes only the payload
+//! bytes. (With one row per sample, the store before chunks, committing samples with every
+//! group of acks wrote ~40 MB of pages for 100 k samples over 10 k series, ≈16× write
+//! amplification, measured.) The price is query visibility: a batch is
 //! queryable up to `apply_delay` after its ack (the status cache and subscribers see it at
 //! once).
 //!
@@ -69,7 +71,8 @@
 //!
 //! ```text
 //! series   (id INTEGER PRIMARY KEY, agent, name, labels JSON, kind)   one row per series
-//! samples  (series_id, ts, v) PRIMARY KEY (series_id, ts) WITHOUT ROWID
+//! chunks   (series_id, start_ts, gen, end_ts, n, data), UNIQUE (series_id, start_ts, gen):
+//!          compressed samples of one series, kind and 1-hour window
 //! rollup_1m, rollup_1h (series_id, bucket, min, max, sum, count, last, last_ts) WITHOUT ROWID
 //! agents (high-water, last seen, ledger counters), accepted (replay window),
 //! seq_ranges (every stored seq), wg_status (latest per agent), pending (staged), meta
@@ -77,26 +80,30 @@
 //!
 //! Why this layout:
 //!
-//! * **No per-sample strings.** Name and labels live once in `series`; a sample row is
-//!   three integers/reals. The writer keeps the whole series index in memory
-//!   (agent → name → labels → id, borrowed lookups, ids assigned by the writer), so
-//!   ingest never reads the database.
-//! * **`WITHOUT ROWID`, clustered on `(series_id, ts)`.** The primary key *is* the table:
-//!   no separate rowid B-tree plus index (which would double the writes and the size). A
-//!   range read of one series is a seek plus a sequential leaf scan, which is what every
-//!   history, aggregate and rollup query does. SQLite's record format stores small
-//!   integers in 1–8 bytes, counters stay `INTEGER`, gauges `REAL`.
-//! * **Multi-row inserts** of up to 8192 rows per statement (chunk sizes are powers of
-//!   two so a dozen prepared statements, cached on the connection, cover every size) and
-//!   rows sorted by `(series_id, ts)` before insertion, so each statement walks the B-tree
-//!   in order. This amortises the per-statement cost of the async driver.
-//! * **Trade-off.** The write hot set is one leaf page per actively written series
-//!   (~4 KiB each), so [`Config::cache_size_kib`](crate::Config::cache_size_kib) should
-//!   cover the active series (64 MiB ≈ 16 k series). Per-series compressed chunks
-//!   (delta-of-delta timestamps, XOR floats, as in Gorilla/Prometheus) would be ~10×
-//!   smaller on disk but need an in-memory head block and a second durability mechanism
-//!   for it; with SQLite as the only durable store that complexity was not worth it here.
-//!   Rollups bound what long-range queries read.
+//! * **No per-sample strings.** Name and labels live once in `series`. The writer keeps
+//!   the whole series index in memory (agent → name → labels → id, borrowed lookups, ids
+//!   assigned by the writer), so ingest never reads the database.
+//! * **Compressed per-series chunks** (issue 18), as Prometheus TSDB and VictoriaMetrics
+//!   store samples: timestamps as delta-of-deltas, counters as deltas, gauges as decimal
+//!   mantissas (or Gorilla XOR), bit-packed (the format is in the `chunk` module's docs;
+//!   [`decode_chunk`] reads it). An apply writes one chunk per series, kind and 1-hour
+//!   window it touches, with a new generation (`meta.next_chunk_gen`, in the same
+//!   transaction); reads merge a series' chunks and keep, of two samples with the same
+//!   timestamp, the older generation's (what `INSERT … ON CONFLICT DO NOTHING` kept in
+//!   the row store: the first write wins). Maintenance rewrites a window's chunks as one
+//!   10 minutes after the window closed. Measured with `benches/pipeline.rs` (realistic
+//!   values, README "Benchmarks"): about 15× smaller than a row per sample, and the apply
+//!   writes hundreds of times fewer B-tree entries.
+//! * **A rowid table with a unique index on `(series_id, start_ts, gen)`.** No chunk
+//!   crosses a window, so the chunks that may hold `[from, to)` are
+//!   `from − 1 h < start_ts < to` and `end_ts ≥ from`: one index seek and a short scan per
+//!   series, then one row per chunk, for every history, aggregate and rollup query. Not
+//!   `WITHOUT ROWID` (as the row store was): a compacted chunk is 0.3–1.5 KB, and
+//!   `WITHOUT ROWID` rows above ~1 KB spill into mostly empty overflow pages.
+//! * **Retention** drops a chunk once its newest sample is older than the cutoff, so raw
+//!   samples may outlive the raw retention by up to one window (an hour).
+//! * **Upgrade.** A store written before chunks has its `samples` rows converted at open
+//!   (200 000 rows per step, logged), then the table is dropped.
 //! * **Rollups** (1 minute, 1 hour: min/max/sum/count/last) are maintained by a
 //!   background pass; history queries with a step that is a multiple of the rollup width
 //!   over long ranges read them instead of raw samples (see

@@ -120,20 +120,32 @@ pub(crate) fn sign(
             })
             .collect();
         let mut mine = Vec::new();
+        // what real agents send: each collection a second apart with a few ms of jitter,
+        // gauges walking randomly in hundredths (a CPU %, a temperature), counters growing
+        // by random amounts (bytes); deterministic, so every run stores the same data
+        let mut rng = SplitMix(a);
+        let mut gauges: Vec<i64> = (0..series).map(|_| 5_000).collect();
+        let mut counters: Vec<u64> = (0..series).map(|_| rng.below(1 << 40)).collect();
         for b in 0..batches {
             let mut batch = Batch::new(agent.clone(), Seq::new(b + 1).unwrap(), now);
             for p in 0..points {
-                let ts = t0 + ((b * points + p) * 1000) as i64;
+                let jitter = rng.below(11) as i64 - 5;
+                let ts = t0 + ((b * points + p) * 1000) as i64 + jitter;
                 for (s, l) in labels.iter().enumerate() {
+                    let value = if s % 2 == 0 {
+                        let g = &mut gauges[s];
+                        *g = (*g + rng.below(101) as i64 - 50).clamp(0, 10_000);
+                        Value::Gauge(*g as f64 / 100.0)
+                    } else {
+                        let c = &mut counters[s];
+                        *c += rng.below(1_000_000);
+                        Value::Counter(*c)
+                    };
                     batch.samples.push(Sample::new(
                         if s % 2 == 0 { &gauge } else { &counter }.clone(),
                         l.clone(),
                         UnixMillis::from_millis(ts),
-                        if s % 2 == 0 {
-                            Value::Gauge((ts % 1000) as f64 * 0.5)
-                        } else {
-                            Value::Counter((b * points + p) * 1000 + s as u64)
-                        },
+                        value,
                     ));
                 }
             }
@@ -181,4 +193,22 @@ pub(crate) fn verified(signed: &Signed) -> Vec<Vec<sentra_core::Verified>> {
                 .collect()
         })
         .collect()
+}
+
+/// SplitMix64: a tiny deterministic generator for the workload's values.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough in `0..n` for a workload.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
 }
