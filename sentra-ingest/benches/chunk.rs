@@ -15,6 +15,9 @@
 //! * `hostile`: random f64 bit patterns (NaNs included) and random u64 counters, random
 //!   timestamp gaps (1..2^36 ms).
 //!
+//! The realistic shapes are also timed in chunks of 1 and 10 samples: what one apply
+//! writes per series before maintenance compacts a window's chunks.
+//!
 //! Timing uses criterion (its own report per benchmark), and the summary table at the end
 //! prints the median of criterion's samples per sample encoded or decoded. Under
 //! `cargo test --benches` criterion runs each benchmark once, and the sizes are checked.
@@ -271,7 +274,12 @@ fn main() {
     for shape in [Shape::Realistic, Shape::Constant, Shape::Hostile] {
         for counter in [false, true] {
             let samples = series(shape, counter);
-            for size in CHUNK_SIZES {
+            let small: &[usize] = if shape == Shape::Realistic {
+                &[1, 10]
+            } else {
+                &[]
+            };
+            for &size in small.iter().chain(&CHUNK_SIZES) {
                 let chunks = encode_all(&samples, size);
                 let pco = samples.chunks(size).map(pco_encode).collect();
                 datasets.push(Dataset {
@@ -335,6 +343,11 @@ fn main() {
                 })
             });
         });
+        if d.size < CHUNK_SIZES[0] {
+            // what one apply writes per series: encode and decode only
+            g.finish();
+            continue;
+        }
         g.bench_function(BenchmarkId::from_parameter("pco_encode"), |b| {
             b.iter_custom(|iters| {
                 timings.measure(&format!("{name}/pco_encode"), iters, || {

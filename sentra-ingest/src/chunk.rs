@@ -184,9 +184,38 @@ pub(crate) fn encode(samples: &[(i64, Stored)], out: &mut Vec<u8>) -> Result<(),
     if samples.len() > MAX_CHUNK_SAMPLES as usize {
         return Err(ChunkError::TooMany(samples.len()));
     }
+    SCRATCH.with_borrow_mut(|s| {
+        let result = encode_with(samples, first, s, out);
+        if s.ts.capacity() > KEEP_SCRATCH {
+            *s = Scratch::default();
+        }
+        result
+    })
+}
+
+/// Scratch buffers up to this many samples stay allocated between chunks (128 KiB).
+const KEEP_SCRATCH: usize = 4096;
+
+thread_local! {
+    /// Buffers [`encode`] reuses: no allocation per chunk.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+fn encode_with(
+    samples: &[(i64, Stored)],
+    first: Stored,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) -> Result<(), ChunkError> {
     let n = samples.len();
-    let mut ts = Vec::with_capacity(n);
-    let mut values = Vec::with_capacity(n);
+    let Scratch {
+        ts,
+        values,
+        order1,
+        order2,
+    } = scratch;
+    ts.clear();
+    values.clear();
     let mut previous = i64::MIN;
     for (index, &(t, v)) in samples.iter().enumerate() {
         if index > 0 && t <= previous {
@@ -211,37 +240,44 @@ pub(crate) fn encode(samples: &[(i64, Stored)], out: &mut Vec<u8>) -> Result<(),
         });
     }
 
-    let mut scratch = Scratch::default();
-    let ts_plan = Plan::new(&ts, &mut scratch);
+    let (ts, values) = (&ts[..], &mut values[..]);
+    let scratch = &mut (order1, order2);
+    let ts_plan = Plan::new(ts, scratch);
     out.push(VERSION);
     let enc_at = out.len();
     out.push(ENC_COUNTER);
     put_varint(out, n as u64);
-    ts_plan.put_header(&ts, true, out);
+    ts_plan.put_header(ts, true, out);
     match first {
         Stored::Counter(_) => {
-            let plan = Plan::new(&values, &mut scratch);
-            plan.put_header(&values, false, out);
+            let plan = Plan::new(values, scratch);
+            plan.put_header(values, false, out);
             let mut w = BitWriter::new(out);
-            ts_plan.put_codes(&ts, &mut w);
-            plan.put_codes(&values, &mut w);
+            ts_plan.put_codes(ts, &mut w);
+            plan.put_codes(values, &mut w);
             w.finish();
         }
         Stored::Gauge(_) => {
-            if let Some(e) = to_decimal(&mut values) {
+            if let Some(e) = to_decimal(values) {
                 out[enc_at] = ENC_DECIMAL | ((e as u8) << 4);
-                let plan = Plan::new(&values, &mut scratch);
-                plan.put_header(&values, true, out);
+                let plan = Plan::new(values, scratch);
+                plan.put_header(values, true, out);
                 let mut w = BitWriter::new(out);
-                ts_plan.put_codes(&ts, &mut w);
-                plan.put_codes(&values, &mut w);
+                ts_plan.put_codes(ts, &mut w);
+                plan.put_codes(values, &mut w);
                 w.finish();
             } else {
+                // to_decimal gave up halfway: the bits again
+                for (slot, s) in values.iter_mut().zip(samples) {
+                    if let Stored::Gauge(g) = s.1 {
+                        *slot = g.to_bits();
+                    }
+                }
                 out[enc_at] = ENC_XOR;
                 out.extend_from_slice(&values[0].to_le_bytes());
                 let mut w = BitWriter::new(out);
-                ts_plan.put_codes(&ts, &mut w);
-                put_xor(&values, &mut w);
+                ts_plan.put_codes(ts, &mut w);
+                put_xor(values, &mut w);
                 w.finish();
             }
         }
@@ -259,39 +295,53 @@ const fn kind_name(v: Stored) -> &'static str {
 /// The mantissa of `v` at exponent `e`, if `m / 10^e` gives back exactly `v`.
 #[inline]
 fn decimal_at(v: f64, e: usize) -> Option<i64> {
-    let m = (v * POW10[e]).round();
-    if m.is_nan() || m.abs() >= MANTISSA_LIMIT as f64 {
+    let x = v * POW10[e];
+    if x.is_nan() || x.abs() >= MANTISSA_LIMIT as f64 {
         return None;
     }
-    let m = m as i64;
+    // x.round() without the libm call: below 2^53 the truncation and the fraction are exact
+    let t = x as i64;
+    let frac = x - t as f64;
+    let m = t + i64::from(frac >= 0.5) - i64::from(frac <= -0.5);
     ((m as f64 / POW10[e]).to_bits() == v.to_bits()).then_some(m)
 }
 
 /// Rewrites the f64 bit patterns in `values` as decimal mantissas (as u64) of one exponent,
-/// if every value has one; returns the exponent. Leaves `values` untouched otherwise.
+/// if every value has one; returns the exponent. `values` is garbage when it returns `None`
+/// (the caller keeps the gauges' bits elsewhere).
 fn to_decimal(values: &mut [u64]) -> Option<usize> {
-    // Exactness at e implies exactness at every larger e (same rational, correctly rounded
-    // division) while |m| < 2^53, so the exponent only grows; the second pass re-checks.
+    // Exactness at e implies exactness at every larger e while |m| < 2^53 (same rational,
+    // correctly rounded division): so the exponent only grows, and when it does, the
+    // mantissas so far are scaled by the same power of ten.
     let mut e = 0;
-    for &bits in values.iter() {
-        let v = f64::from_bits(bits);
-        while decimal_at(v, e).is_none() {
+    for i in 0..values.len() {
+        let v = f64::from_bits(values[i]);
+        let m = loop {
+            if let Some(m) = decimal_at(v, e) {
+                break m;
+            }
             e += 1;
             if e > MAX_EXPONENT {
                 return None;
             }
-        }
+            for earlier in &mut values[..i] {
+                let m = (*earlier as i64).checked_mul(10)?;
+                if m.abs() >= MANTISSA_LIMIT {
+                    return None;
+                }
+                *earlier = m as u64;
+            }
+        };
+        values[i] = m as u64;
     }
-    let mut mantissas = Vec::with_capacity(values.len());
-    for &bits in values.iter() {
-        mantissas.push(decimal_at(f64::from_bits(bits), e)? as u64);
-    }
-    values.copy_from_slice(&mantissas);
     Some(e)
 }
 
+/// The buffers of one [`encode`].
 #[derive(Default)]
 struct Scratch {
+    ts: Vec<u64>,
+    values: Vec<u64>,
     order1: Vec<i64>,
     order2: Vec<i64>,
 }
@@ -329,14 +379,12 @@ const fn escape_code(w: u32) -> u64 {
 
 impl Plan {
     /// Picks order, center and width for `v` (the cheapest estimated size).
-    fn new(v: &[u64], s: &mut Scratch) -> Self {
-        s.order1.clear();
-        s.order2.clear();
-        s.order1
-            .extend(v.windows(2).map(|p| p[1].wrapping_sub(p[0]) as i64));
-        s.order2
-            .extend(s.order1.windows(2).map(|p| p[1].wrapping_sub(p[0])));
-        let (c1, w1, bits1) = fit(&mut s.order1);
+    fn new(v: &[u64], (order1, order2): &mut (&mut Vec<i64>, &mut Vec<i64>)) -> Self {
+        order1.clear();
+        order2.clear();
+        order1.extend(v.windows(2).map(|p| p[1].wrapping_sub(p[0]) as i64));
+        order2.extend(order1.windows(2).map(|p| p[1].wrapping_sub(p[0])));
+        let (c1, w1, bits1) = fit(order1);
         let one = Self {
             order2: false,
             center: c1,
@@ -346,7 +394,7 @@ impl Plan {
             return one;
         }
         let first_delta = v[1].wrapping_sub(v[0]) as i64;
-        let (c2, w2, bits2) = fit(&mut s.order2);
+        let (c2, w2, bits2) = fit(order2);
         let cost1 = bits1 + 8 * varint_len(zigzag(c1));
         let cost2 = bits2 + 8 * (varint_len(zigzag(c2)) + varint_len(zigzag(first_delta)));
         if cost2 < cost1 {
@@ -428,9 +476,11 @@ fn fit(r: &mut [i64]) -> (i64, u32, u64) {
         return (center, 0, 0);
     }
     // cost(w) = n*w + sum over b > w of hist[b] * (6 + min(b, 64)), minimised over 1..=64.
-    let (mut best_w, mut best) = (64u32, u64::MAX);
-    let mut escapes = hist[65] * 70;
-    for w in (1..=64u32).rev() {
+    // widths above the widest code cost more than that one
+    let top = (1..=65).rev().find(|&b| hist[b] != 0).unwrap_or(1).min(64) as u32;
+    let (mut best_w, mut best) = (top, u64::MAX);
+    let mut escapes = hist[top as usize + 1..].iter().sum::<u64>() * 70;
+    for w in (1..=top).rev() {
         let cost = n * u64::from(w) + escapes;
         if cost <= best {
             (best_w, best) = (w, cost);
@@ -930,6 +980,14 @@ mod tests {
         assert_eq!(encoding(&chunk), (ENC_DECIMAL, 0));
         let chunk = round_trip(&gauges(0, &[0.000_000_001, 5.0]));
         assert_eq!(encoding(&chunk), (ENC_DECIMAL, 9));
+        // the exponent grows as values need it, earlier mantissas scale along
+        let chunk = round_trip(&gauges(0, &[1.0, 2.5, -3.25, 4.0]));
+        assert_eq!(encoding(&chunk), (ENC_DECIMAL, 2));
+        // ... unless they leave 2^53; or a later value has no short decimal
+        let chunk = round_trip(&gauges(0, &[9e15, 0.5]));
+        assert_eq!(encoding(&chunk), (ENC_XOR, 0));
+        let chunk = round_trip(&gauges(0, &[1.5, 2.25, 0.1 + 0.2, 7.0]));
+        assert_eq!(encoding(&chunk), (ENC_XOR, 0));
         // 0.1 + 0.2 is 0.30000000000000004: no short decimal
         let chunk = round_trip(&gauges(0, &[0.1 + 0.2]));
         assert_eq!(encoding(&chunk), (ENC_XOR, 0));
