@@ -42,44 +42,66 @@ pub(crate) enum Request {
     Shutdown,
 }
 
+/// The series index's hasher: every stored sample is looked up once per apply (agent, then
+/// name, then labels), and SipHash made that lookup the largest cost of the apply (measured
+/// with 500 k-sample applies: 150–350 ns per sample). foldhash (hashbrown's default) is
+/// seeded per process; the keys come from authenticated agents only.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Series ids by agent, name and labels; lookups borrow, only a miss allocates.
 #[derive(Debug, Default)]
 pub(crate) struct SeriesMap {
-    map: HashMap<AgentId, HashMap<MetricName, HashMap<Labels, i64>>>,
+    map: FastMap<AgentId, FastMap<MetricName, FastMap<Labels, i64>>>,
     next_id: i64,
 }
 
-impl SeriesMap {
+/// One agent's series, and what creating one needs.
+struct AgentSeries<'a> {
+    agent: &'a AgentId,
+    by_name: &'a mut FastMap<MetricName, FastMap<Labels, i64>>,
+    next_id: &'a mut i64,
+}
+
+impl AgentSeries<'_> {
+    /// The id of series `name{labels}`, created (and pushed to `created`) if new.
     fn resolve(
         &mut self,
-        agent: &AgentId,
         name: &MetricName,
         labels: &Labels,
         kind: i64,
         created: &mut Vec<NewSeries>,
     ) -> i64 {
-        let by_name = match self.map.get_mut(agent) {
+        let by_labels = match self.by_name.get_mut(name) {
             Some(m) => m,
-            None => self.map.entry(agent.clone()).or_default(),
-        };
-        let by_labels = match by_name.get_mut(name) {
-            Some(m) => m,
-            None => by_name.entry(name.clone()).or_default(),
+            None => self.by_name.entry(name.clone()).or_default(),
         };
         if let Some(id) = by_labels.get(labels) {
             return *id;
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = *self.next_id;
+        *self.next_id += 1;
         by_labels.insert(labels.clone(), id);
         created.push(NewSeries {
             id,
-            agent: agent.clone(),
+            agent: self.agent.clone(),
             name: name.clone(),
             labels: labels.clone(),
             kind,
         });
         id
+    }
+}
+
+impl SeriesMap {
+    /// `agent`'s series (looked up once per batch, not per sample).
+    fn of<'a>(&'a mut self, agent: &'a AgentId) -> AgentSeries<'a> {
+        // one clone per batch (the borrow checker refuses get_mut-then-insert here)
+        let by_name = self.map.entry(agent.clone()).or_default();
+        AgentSeries {
+            agent,
+            by_name,
+            next_id: &mut self.next_id,
+        }
     }
 
     fn forget(&mut self, s: &NewSeries) {
@@ -370,27 +392,22 @@ impl<S: MetricStore> Writer<S> {
         let mut rows = Vec::with_capacity(self.unapplied_rows);
         let mut new_series = Vec::new();
         for p in &self.unapplied {
-            let agent = p.agent();
+            let mut series = self.series.of(p.agent());
             for s in &p.batch.samples {
                 let v = match &s.value {
                     Value::Gauge(g) => Stored::Gauge(*g),
                     Value::Counter(c) => Stored::Counter(*c),
                     _ => continue, // histograms were flattened into `extra`
                 };
-                let id = self
-                    .series
-                    .resolve(agent, &s.name, &s.labels, v.kind(), &mut new_series);
+                let id = series.resolve(&s.name, &s.labels, v.kind(), &mut new_series);
                 rows.push((id, s.timestamp.as_millis(), v));
             }
             for e in &p.extra {
-                let id =
-                    self.series
-                        .resolve(agent, &e.name, &e.labels, e.value.kind(), &mut new_series);
+                let id = series.resolve(&e.name, &e.labels, e.value.kind(), &mut new_series);
                 rows.push((id, e.ts, e.value));
             }
         }
-        // stable: of samples with the same (series, ts) the first staged is stored
-        rows.sort_by_key(|r| (r.0, r.1));
+        sort_rows(&mut rows);
         let plan = match chunks::build(&rows, self.next_gen) {
             Ok(chunks) => ApplyPlan {
                 chunks,
@@ -779,13 +796,57 @@ impl<S: MetricStore> Writer<S> {
         self.replay.forget(agent);
         if let Some(by_name) = self.series.map.remove(agent) {
             let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
-            for id in by_name.values().flat_map(HashMap::values) {
+            for id in by_name.values().flat_map(FastMap::values) {
                 dirty.remove(id);
             }
         }
         self.status.remove(agent);
         Ok(existed)
     }
+}
+
+/// Sorts `rows` by `(series, ts)`, stably: of samples with the same key the first staged is
+/// the one stored. Series ids are dense (the writer assigns them from 1), so a counting sort
+/// by series (two linear passes) does most of the work, and each series' run is sorted by
+/// time only when it is not already (batches usually arrive in order); a comparison sort
+/// of every row cost 20–33 ms per 500 k-sample apply, as much as the store's insert.
+fn sort_rows(rows: &mut Vec<(i64, i64, Stored)>) {
+    let (Some(min), Some(max)) = (
+        rows.iter().map(|r| r.0).min(),
+        rows.iter().map(|r| r.0).max(),
+    ) else {
+        return;
+    };
+    let index = |series: i64| usize::try_from(series - min).unwrap_or(0);
+    let span = usize::try_from(max - min)
+        .ok()
+        .filter(|&s| s <= rows.len().saturating_mul(4).saturating_add(4096));
+    let Some(span) = span else {
+        rows.sort_by_key(|r| (r.0, r.1));
+        return;
+    };
+    // starts[k]: where the run of series `min + k` begins in the sorted rows
+    let mut starts = vec![0usize; span + 2];
+    for r in rows.iter() {
+        starts[index(r.0) + 1] += 1;
+    }
+    for k in 1..starts.len() {
+        starts[k] += starts[k - 1];
+    }
+    let mut next = starts.clone();
+    let mut sorted = vec![(0, 0, Stored::Counter(0)); rows.len()];
+    for &r in rows.iter() {
+        let k = index(r.0);
+        sorted[next[k]] = r;
+        next[k] += 1;
+    }
+    for k in 0..=span {
+        let run = &mut sorted[starts[k]..starts[k + 1]];
+        if !run.is_sorted_by_key(|r| r.1) {
+            run.sort_by_key(|r| r.1);
+        }
+    }
+    *rows = sorted;
 }
 
 /// Runs a start-up read of the store; `context` names it in the error.
@@ -795,4 +856,39 @@ async fn load<T>(
 ) -> Result<T> {
     read.await
         .map_err(|source| Error::Storage { context, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Stored, sort_rows};
+
+    #[test]
+    fn rows_sort_by_series_then_time_and_keep_the_first_of_equal_keys() {
+        let g = Stored::Gauge;
+        for far in [false, true] {
+            // ids far apart take the comparison sort, dense ones the counting sort
+            let (a, b) = if far { (1, 1 << 40) } else { (3, 7) };
+            let mut rows = vec![
+                (b, 20, g(1.0)),
+                (a, 10, g(2.0)),
+                (b, 10, g(3.0)),
+                (a, 10, g(4.0)), // same key as the second row: stays after it
+                (a, 5, g(5.0)),
+            ];
+            sort_rows(&mut rows);
+            assert_eq!(
+                rows,
+                [
+                    (a, 5, g(5.0)),
+                    (a, 10, g(2.0)),
+                    (a, 10, g(4.0)),
+                    (b, 10, g(3.0)),
+                    (b, 20, g(1.0)),
+                ]
+            );
+        }
+        let mut empty = Vec::new();
+        sort_rows(&mut empty);
+        assert!(empty.is_empty());
+    }
 }
