@@ -9,7 +9,7 @@ mod common;
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -20,12 +20,7 @@ use prost::Message as _;
 use sentra_control::{Actor, ControlStore, Password, PasswordCost, Role, StoreOptions};
 use sentra_core::{AgentId, KeyId, Method, Nonce, SecretKey, Seq, Signer, UnixMillis, proto};
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use common::free_addr;
 
 /// A server process, killed on drop; stderr goes to `log`.
 struct Server {

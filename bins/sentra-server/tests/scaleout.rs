@@ -519,12 +519,7 @@ async fn ship(
     }
 }
 
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use common::free_addr;
 
 /// The fault test (issue 12): 2 ingest servers, 2 workers, 5 agents on their shipping
 /// code (signed envelopes over gRPC, resent until acknowledged); nats-server, a worker, an

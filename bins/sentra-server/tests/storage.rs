@@ -5,8 +5,9 @@
 //! from `sentra-testkit` (`SENTRA_TEST_PG_URL`, or a cluster started with `initdb`/`pg_ctl`;
 //! a missing PostgreSQL fails with an install hint).
 
+mod common;
+
 use std::{
-    net::{SocketAddr, TcpListener},
     path::Path,
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
@@ -16,12 +17,7 @@ use sentra_testkit::{PgServer, TestDb};
 
 const SECRET: &str = "s3cr3t-pw-do-not-print";
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use common::free_addr;
 
 /// Removes every `SENTRA_*` variable this test inherited from `cmd`'s environment: a
 /// developer's shell (a storage backend, a data directory, a database URL) must not change

@@ -46,11 +46,24 @@ pub fn clean_env(cmd: &mut Command) -> &mut Command {
 }
 
 /// A loopback address with a port that was free a moment ago.
+/// A loopback address with a free port, never one this process handed out before: the
+/// kernel may give a port just released back to the next `bind(0)`, and the tests of a
+/// binary run in parallel (a server once failed with "Address already in use" in CI).
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// Waits up to `limit` for `f` to return `Some`, polling every 100 ms.
