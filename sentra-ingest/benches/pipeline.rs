@@ -19,9 +19,10 @@
 //! Prints samples/s and bytes per sample right after the apply and after the compaction:
 //! the whole store (SQLite: pages in use; PostgreSQL: tables, partitions and indexes
 //! after `VACUUM FULL` of the chunk and staging tables, without its WAL) and the `chunks`
-//! table alone. The workload is realistic, not flattering: timestamps with a few ms of
-//! jitter, gauges walking randomly in hundredths, counters growing by random amounts
-//! (`benches/support`).
+//! table alone. The values are not flattering: timestamps with a few ms of jitter, and by
+//! default (`BENCH_VALUES=busy`) every gauge walks randomly in hundredths and every counter
+//! grows by up to 10^6 per point; `BENCH_VALUES=fleet` is a fleet's mix (constant gauges,
+//! idle peers' counters, slow and busy counters: `benches/support`).
 #![allow(missing_docs)]
 
 mod support;
@@ -45,8 +46,9 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "pipeline: {agents} agents x {batches} batches x {} samples ({series} series x {points} points) = {total} samples, payload {:.1} B/sample",
+        "pipeline: {agents} agents x {batches} batches x {} samples ({series} series x {points} points) = {total} samples, {:?} values, payload {:.1} B/sample",
         series * points,
+        support::Values::from_env(),
         payload_bytes as f64 / total as f64,
     );
     let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());

@@ -123,6 +123,7 @@ pub(crate) fn sign(
         // what real agents send: each collection a second apart with a few ms of jitter,
         // gauges walking randomly in hundredths (a CPU %, a temperature), counters growing
         // by random amounts (bytes); deterministic, so every run stores the same data
+        let values = Values::from_env();
         let mut rng = SplitMix(a);
         let mut gauges: Vec<i64> = (0..series).map(|_| 5_000).collect();
         let mut counters: Vec<u64> = (0..series).map(|_| rng.below(1 << 40)).collect();
@@ -131,15 +132,27 @@ pub(crate) fn sign(
             for p in 0..points {
                 let jitter = rng.below(11) as i64 - 5;
                 let ts = t0 + ((b * points + p) * 1000) as i64 + jitter;
+                let step = (b * points + p) as i64;
                 for (s, l) in labels.iter().enumerate() {
-                    let value = if s % 2 == 0 {
-                        let g = &mut gauges[s];
-                        *g = (*g + rng.below(101) as i64 - 50).clamp(0, 10_000);
-                        Value::Gauge(*g as f64 / 100.0)
-                    } else {
-                        let c = &mut counters[s];
-                        *c += rng.below(1_000_000);
-                        Value::Counter(*c)
+                    let value = match (values, s % 2 == 0, s % 10) {
+                        // fleet: constant gauges (sizes, up flags), handshake ages
+                        (Values::Fleet, true, 0 | 2) => Value::Gauge(s as f64 * 1024.0),
+                        (Values::Fleet, true, 4) => Value::Gauge((step / 120 * 120) as f64),
+                        // fleet: idle peers, error counters: constant or a few a time
+                        (Values::Fleet, false, 1 | 3) => Value::Counter(counters[s]),
+                        (Values::Fleet, false, 5) => {
+                            counters[s] += rng.below(10);
+                            Value::Counter(counters[s])
+                        }
+                        (_, true, _) => {
+                            let g = &mut gauges[s];
+                            *g = (*g + rng.below(101) as i64 - 50).clamp(0, 10_000);
+                            Value::Gauge(*g as f64 / 100.0)
+                        }
+                        (_, false, _) => {
+                            counters[s] += rng.below(1_000_000);
+                            Value::Counter(counters[s])
+                        }
                     };
                     batch.samples.push(Sample::new(
                         if s % 2 == 0 { &gauge } else { &counter }.clone(),
@@ -193,6 +206,29 @@ pub(crate) fn verified(signed: &Signed) -> Vec<Vec<sentra_core::Verified>> {
                 .collect()
         })
         .collect()
+}
+
+/// The workload's values (`BENCH_VALUES`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Values {
+    /// Every gauge a random walk in hundredths, every counter growing by up to 10^6 per
+    /// point (busy byte counters): the hard case for compression (the default).
+    Busy,
+    /// A fleet's mix, as the agent's collectors see it: of the gauges, 40 % constant
+    /// (sizes, up flags), 20 % handshake ages changing every 2 minutes, 40 % random walks;
+    /// of the counters, 40 % idle (peers without traffic), 20 % growing by a few per
+    /// point (errors, packets), 40 % busy.
+    Fleet,
+}
+
+impl Values {
+    pub(crate) fn from_env() -> Self {
+        match std::env::var("BENCH_VALUES").as_deref() {
+            Ok("fleet") => Self::Fleet,
+            Ok("busy") | Err(_) => Self::Busy,
+            Ok(other) => panic!("BENCH_VALUES: {other:?} is not busy or fleet"),
+        }
+    }
 }
 
 /// SplitMix64: a tiny deterministic generator for the workload's values.

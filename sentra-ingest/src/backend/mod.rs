@@ -11,8 +11,9 @@
 //!   [`MetricStore::apply`] marks entries applied (up to [`ApplyPlan::applied_up_to`]).
 //!   The contract is **at-least-once**: an entry may be applied twice (a crash between
 //!   the apply commit and the mark, or an apply retried after an unknown outcome), so
-//!   applying is idempotent: the replay state is keyed by `(agent, seq)` and samples by
-//!   `(series, ts)` (`ON CONFLICT DO NOTHING`). The embedded log is the `pending` table,
+//!   applying is idempotent: the replay state is keyed by `(agent, seq)`, and samples
+//!   are stored in chunks that reads merge to one sample per `(series, ts)`, the first
+//!   written (see [`chunks`]). The embedded log is the `pending` table,
 //!   written in the same transaction as the high-water mark and emptied in the same
 //!   transaction as the samples; a broker (JetStream) can implement the same three steps.
 //! * [`MetricStore`]: the writer's side, owned by the single writer task (`&mut self`):
@@ -88,7 +89,7 @@ impl Backend {
 
     /// PostgreSQL at `url` (`postgres://user:password@host:port/database`): the database
     /// must exist; its tables are created and migrated on open (`migrations-pg/`). Raw
-    /// samples live in daily range partitions, created ahead and dropped for retention.
+    /// sample chunks live in daily range partitions, created ahead and dropped for retention.
     /// The URL is never logged nor repeated in errors or `Debug`.
     #[cfg(feature = "postgres")]
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -245,7 +246,8 @@ pub(crate) trait StoredState {
 
 /// The writer's side of a metric store (see the [module docs](self)).
 pub(crate) trait MetricStore: StagingLog + StoredState + Send + 'static {
-    /// Writes `plan` in one transaction (idempotent by `(series, ts)`), marking staged
+    /// Writes `plan` in one transaction (reads answer one sample per `(series, ts)` however
+    /// often it is applied), marking staged
     /// entries up to [`ApplyPlan::applied_up_to`] applied.
     fn apply(&mut self, plan: &ApplyPlan) -> impl Future<Output = StoreResult<()>> + Send;
     /// Forgets `agent`'s high-water mark, floor, `missing` count, window and ranges (its
