@@ -513,15 +513,34 @@ impl Ingest {
     }
 
     /// Runs the store's integrity check (SQLite: `PRAGMA integrity_check` on the
-    /// database): an empty list means no
-    /// problem was found; otherwise one line per problem, as SQLite reports them (damage
-    /// that stops the check, `database disk image is malformed`, is one such line).
+    /// database; PostgreSQL: the store's own invariants), then decodes every sample chunk:
+    /// an empty list means no problem was found; otherwise one line per problem, as SQLite
+    /// reports them (damage that stops the check, `database disk image is malformed`, is
+    /// one such line), and one per damaged chunk naming its series and start (at most
+    /// 100, then a count).
     ///
     /// # Errors
     ///
     /// [`Error::Storage`] when the check itself cannot run.
     pub async fn integrity_check(&self) -> Result<Vec<String>> {
-        self.query.reader().integrity_check().await
+        let reader = self.query.reader();
+        let mut problems = reader.integrity_check().await?;
+        if problems
+            .iter()
+            .any(|p| p.starts_with("integrity check stopped"))
+        {
+            return Ok(problems); // the database itself is unreadable
+        }
+        match backend::chunks::check_all(reader).await {
+            Ok(damaged) => problems.extend(damaged),
+            // the database check found damage that also stops reading the chunks
+            Err(e) if !problems.is_empty() => problems.push(format!(
+                "sample chunks unreadable: {e}: {}",
+                std::error::Error::source(&e).map_or_else(String::new, ToString::to_string)
+            )),
+            Err(e) => return Err(e),
+        }
+        Ok(problems)
     }
 
     /// Deletes everything stored for `agent`: samples, rollups, series, WireGuard status,

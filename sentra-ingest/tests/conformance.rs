@@ -912,7 +912,75 @@ async fn samples_stored_before_chunks_are_converted(kind: Kind) {
     ingest.shutdown().await.unwrap();
 }
 
+/// A damaged chunk (its bytes cut short on disk) fails the queries that read it with an
+/// error naming the series, leaves the other series answering, and is reported by the
+/// integrity check.
+async fn a_damaged_chunk_is_named_not_hidden(kind: Kind) {
+    let store = Store::new(kind).await;
+    let ingest = store.open().await;
+    let a = agent("conf-damage");
+    let t = now();
+    let samples = (0..5)
+        .flat_map(|i| {
+            [
+                gauge("damaged", &[], t - 10_000 + i * 1000, 1.0),
+                gauge("intact", &[], t - 10_000 + i * 1000, 2.0),
+            ]
+        })
+        .collect();
+    let ack = ingest
+        .service()
+        .push(verify(&batch(&a, 1, t, samples)))
+        .await
+        .unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    ingest.flush().await.unwrap();
+    assert_eq!(
+        ingest.integrity_check().await.unwrap(),
+        Vec::<String>::new()
+    );
+    let id = store
+        .scalar("SELECT id FROM series WHERE name = 'damaged'")
+        .await;
+    let cut = match kind {
+        Kind::Sqlite => {
+            format!("UPDATE chunks SET data = substr(data, 1, 3) WHERE series_id = {id}")
+        }
+        Kind::Postgres => {
+            format!("UPDATE chunks SET data = substring(data from 1 for 3) WHERE series_id = {id}")
+        }
+    };
+    store.exec(&[&cut]).await;
+
+    let err = ingest
+        .query()
+        .latest(&Selector::metric("damaged").unwrap())
+        .await
+        .unwrap_err();
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        source
+            .as_deref()
+            .is_some_and(|s| s.contains(&format!("series {id}")) && s.contains("damaged")),
+        "{err}: {source:?}"
+    );
+    let intact = ingest
+        .query()
+        .latest(&Selector::metric("intact").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(intact[0].value, 2.0);
+    let problems = ingest.integrity_check().await.unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with(&format!("damaged sample chunk: series {id} ")),
+        "{problems:?}"
+    );
+    ingest.shutdown().await.unwrap();
+}
+
 conformance!(
+    a_damaged_chunk_is_named_not_hidden,
     chunks_compact_and_the_first_write_wins,
     samples_stored_before_chunks_are_converted,
     ingest_dedup_and_replay_after_restart,

@@ -20,6 +20,7 @@ use std::ops::ControlFlow;
 
 use crate::{
     BoxError,
+    backend::MetricReader,
     chunk::{self, ChunkError, MAX_CHUNK_SAMPLES},
     model::Stored,
     query::{Aggregation, Range},
@@ -187,6 +188,38 @@ pub(crate) fn for_each_series(
         }
     }
     Ok(())
+}
+
+/// Decodes every stored chunk, a page at a time: one line per damaged chunk (at most 100,
+/// then how many more).
+pub(crate) async fn check_all(reader: &impl MetricReader) -> crate::Result<Vec<String>> {
+    const PAGE: i64 = 10_000;
+    const SHOWN: usize = 100;
+    let mut problems = Vec::new();
+    let mut damaged = 0usize;
+    let mut after = (i64::MIN, i64::MIN, i64::MIN);
+    let mut decoded = Vec::new();
+    loop {
+        let rows = reader.chunk_page(after, PAGE).await?;
+        let Some(last) = rows.last() else { break };
+        after = (last.series, last.start, last.generation);
+        for r in &rows {
+            decoded.clear();
+            if let Err(e) = chunk::decode(&r.data, &mut decoded) {
+                damaged += 1;
+                if problems.len() < SHOWN {
+                    problems.push(format!(
+                        "damaged sample chunk: series {} starting at {} ms (generation {}): {e}",
+                        r.series, r.start, r.generation
+                    ));
+                }
+            }
+        }
+    }
+    if damaged > SHOWN {
+        problems.push(format!("{} more damaged sample chunks", damaged - SHOWN));
+    }
+    Ok(problems)
 }
 
 /// `(series, step index, value)` of `samples` of one series over `range`, aggregated as

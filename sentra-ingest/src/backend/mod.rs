@@ -307,6 +307,18 @@ pub(crate) trait MetricReader: Clone + Send + Sync + 'static {
         from: i64,
         to: i64,
     ) -> impl Future<Output = Result<Vec<ChunkRow>>> + Send;
+    /// Up to `limit` chunks after `(series, start, generation)` in that order, for a scan
+    /// of every chunk ([`chunks::check_all`]).
+    fn chunk_page(
+        &self,
+        after: (i64, i64, i64),
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<ChunkRow>>> + Send {
+        async move {
+            each_pool!(self.pool(), p => sql::chunk_page(p, after, limit).await)
+                .map_err(crate::Error::storage("reading sample chunks"))
+        }
+    }
     /// The chunks of each of `ids` that may hold its newest sample: those starting less
     /// than a chunk window before its newest chunk's start, ordered as [`Self::chunks`].
     fn latest_chunks(&self, ids: &[i64]) -> impl Future<Output = Result<Vec<ChunkRow>>> + Send;

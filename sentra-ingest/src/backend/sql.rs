@@ -258,6 +258,35 @@ pub(crate) fn rollup_table(res: Resolution) -> &'static str {
     }
 }
 
+/// Up to `limit` chunks after `after` = `(series, start, generation)`, in that order.
+pub(crate) async fn chunk_page<DB>(
+    pool: &Pool<DB>,
+    after: (i64, i64, i64),
+    limit: i64,
+) -> sqlx::Result<Vec<ChunkRow>>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
+{
+    let rows = sqlx::query::<DB>(
+        "SELECT series_id, start_ts, gen, data FROM chunks \
+         WHERE (series_id, start_ts, gen) > ($1, $2, $3) \
+         ORDER BY series_id, start_ts, gen LIMIT $4",
+    )
+    .bind(after.0)
+    .bind(after.1)
+    .bind(after.2)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(chunk_row).collect())
+}
+
 /// A row `series_id, start_ts, gen, data` of table `chunks`.
 pub(crate) fn chunk_row<R>(r: &R) -> ChunkRow
 where
