@@ -277,6 +277,7 @@ impl Ingest {
                 config.rollup_1m_retention,
                 config.rollup_1h_retention,
             ),
+            compacted_before: std::sync::atomic::AtomicI64::new(i64::MIN),
         });
         maintainer.mark_all_dirty().await?;
         let (stop, stopped) = watch::channel(false);
@@ -341,6 +342,7 @@ impl Ingest {
                     config.rollup_1m_retention,
                     config.rollup_1h_retention,
                 ),
+                compacted_before: std::sync::atomic::AtomicI64::new(i64::MIN),
             }),
             health: watch::Sender::new(IngestHealth::ok()),
             stop,

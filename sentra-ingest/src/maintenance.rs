@@ -9,7 +9,7 @@
 //! than the retention deleted. At startup every series is marked dirty from its newest
 //! 1-minute bucket, so nothing written before a crash is missed.
 
-use std::{collections::HashMap, ops::ControlFlow, time::Duration};
+use std::{collections::HashMap, ops::ControlFlow, sync::atomic::Ordering, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -129,6 +129,10 @@ pub(crate) struct Maintainer {
     pub(crate) tx: mpsc::Sender<Request>,
     pub(crate) dirty: Dirty,
     pub(crate) retention: (Duration, Duration, Duration),
+    /// Windows starting before this were scanned for compaction by an earlier pass
+    /// ([`Maintainer::compaction_scan`]); later samples in them are compacted through the
+    /// dirty map (`rollup_series`). `i64::MIN` at start: the first pass scans every window.
+    pub(crate) compacted_before: std::sync::atomic::AtomicI64,
 }
 
 /// Start of the bucket of width `unit` holding `ts`. Saturates: "dirty from the beginning
@@ -189,8 +193,12 @@ impl Maintainer {
         let mut done: Vec<(i64, i64)> = Vec::new();
         let mut ids: Vec<_> = work.into_iter().collect();
         ids.sort_unstable();
+        let scanned_before = self.compacted_before.load(Ordering::Relaxed);
         for (i, &(id, from)) in ids.iter().enumerate() {
-            match self.rollup_series(id, from, now_ms, &mut job).await {
+            match self
+                .rollup_series(id, from, now_ms, scanned_before, &mut job)
+                .await
+            {
                 Ok(()) => report.series_rolled_up += 1,
                 Err(e) => {
                     self.redirty(&ids[i..]);
@@ -209,6 +217,14 @@ impl Maintainer {
                 done.clear();
             }
         }
+        let scan_to = floor(now_ms.saturating_sub(COMPACT_AFTER_MS), CHUNK_WINDOW_MS);
+        if let Err(e) = self
+            .compaction_scan(scanned_before, scan_to, now_ms, &mut job, &mut report)
+            .await
+        {
+            self.redirty(&done);
+            return Err(e);
+        }
         report.count(&job);
         let (raw, m1, h1) = self.retention;
         job.cutoffs = Some((
@@ -220,7 +236,50 @@ impl Maintainer {
             self.redirty(&done);
             return Err(e);
         }
+        self.compacted_before.fetch_max(scan_to, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Compacts every window starting in `[from, to)` (closed [`COMPACT_AFTER_MS`] ago)
+    /// that holds more than one chunk of a series, whether or not the series is still
+    /// written: a series whose agent went quiet is never dirty again. The keys come from
+    /// the index (`series_id, start_ts`); each crowded window is then read on its own.
+    async fn compaction_scan(
+        &self,
+        from: i64,
+        to: i64,
+        now_ms: i64,
+        job: &mut MaintenanceWrite,
+        report: &mut MaintenanceReport,
+    ) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let mut keys = self.reader.chunk_starts(from, to).await?;
+        keys.sort_unstable();
+        let mut crowded: Vec<(i64, i64)> = Vec::new();
+        for pair in keys.windows(2) {
+            let (a, b) = (
+                (pair[0].0, floor(pair[0].1, CHUNK_WINDOW_MS)),
+                (pair[1].0, floor(pair[1].1, CHUNK_WINDOW_MS)),
+            );
+            if a == b && crowded.last() != Some(&a) {
+                crowded.push(a);
+            }
+        }
+        for (series, window) in crowded {
+            let rows = self
+                .reader
+                .chunks(&[series], window, window.saturating_add(CHUNK_WINDOW_MS))
+                .await?;
+            compact(series, &rows, now_ms, i64::MAX, job)?;
+            if job.compactions.len() >= 1_000 {
+                report.count(job);
+                let full = std::mem::take(job);
+                self.send(full).await?;
+            }
+        }
+        Ok(())
     }
 
     fn redirty(&self, items: &[(i64, i64)]) {
@@ -237,12 +296,14 @@ impl Maintainer {
     }
 
     /// The rollups of series `id` from `from` on, and the compaction of its closed windows
-    /// from there (one read of its chunks serves both).
+    /// starting before `scanned_before` (late samples in windows an earlier pass already
+    /// scanned; one read of its chunks serves both).
     async fn rollup_series(
         &self,
         id: i64,
         from: i64,
         now_ms: i64,
+        scanned_before: i64,
         job: &mut MaintenanceWrite,
     ) -> Result<()> {
         let m_from = floor(from, MINUTE_MS);
@@ -264,7 +325,7 @@ impl Maintainer {
             context: "reading samples for rollup",
             source,
         })?;
-        compact(id, &chunk_rows, now_ms, job)?;
+        compact(id, &chunk_rows, now_ms, scanned_before, job)?;
         let mut minutes: Vec<Bucket> = Vec::new();
         for (ts, v) in rows {
             let b = floor(ts, MINUTE_MS);
@@ -307,9 +368,15 @@ impl MaintenanceReport {
 }
 
 /// Plans the compaction of every window of `rows` (one series' chunks, ordered by start and
-/// generation, covering whole windows) that ended [`COMPACT_AFTER_MS`] before `now_ms` and
-/// holds more than one chunk.
-fn compact(id: i64, rows: &[ChunkRow], now_ms: i64, job: &mut MaintenanceWrite) -> Result<()> {
+/// generation, covering whole windows) that starts before `before`, ended
+/// [`COMPACT_AFTER_MS`] before `now_ms` and holds more than one chunk.
+fn compact(
+    id: i64,
+    rows: &[ChunkRow],
+    now_ms: i64,
+    before: i64,
+    job: &mut MaintenanceWrite,
+) -> Result<()> {
     let closed_before = now_ms.saturating_sub(COMPACT_AFTER_MS);
     let mut i = 0;
     while i < rows.len() {
@@ -320,7 +387,10 @@ fn compact(id: i64, rows: &[ChunkRow], now_ms: i64, job: &mut MaintenanceWrite) 
         }
         let group = &rows[i..j];
         i = j;
-        if group.len() < 2 || window.saturating_add(CHUNK_WINDOW_MS) > closed_before {
+        if group.len() < 2
+            || window >= before
+            || window.saturating_add(CHUNK_WINDOW_MS) > closed_before
+        {
             continue;
         }
         let oldest = group.iter().map(|r| r.generation).min().unwrap_or(0);

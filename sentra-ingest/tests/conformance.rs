@@ -979,7 +979,56 @@ async fn a_damaged_chunk_is_named_not_hidden(kind: Kind) {
     ingest.shutdown().await.unwrap();
 }
 
+/// A series that stops being written still gets its window compacted: the pass that sees
+/// its last samples comes before the window may be compacted, and no later pass finds it
+/// dirty.
+async fn a_quiet_series_is_compacted_after_its_window_closes(kind: Kind) {
+    const HOUR: i64 = 3_600_000;
+    const MINUTE: i64 = 60_000;
+    let store = Store::new(kind).await;
+    let ingest = store.open().await;
+    let a = agent("conf-quiet");
+    let w = (now() - 2 * HOUR).div_euclid(HOUR) * HOUR;
+    for seq in 1..=2u64 {
+        let ts = w + i64::try_from(seq).unwrap() * 1000;
+        let ack = ingest
+            .service()
+            .push(verify(&batch(
+                &a,
+                seq,
+                now(),
+                vec![gauge("quiet", &[], ts, 1.0)],
+            )))
+            .await
+            .unwrap();
+        assert_eq!(ack.status(), AckStatus::Accepted);
+        ingest.flush().await.unwrap();
+    }
+    assert_eq!(store.scalar("SELECT count(*) FROM chunks").await, 2);
+    // 5 minutes after the window: rolled up, not compacted yet
+    let at = |ms: i64| UnixMillis::from_millis(ms);
+    let report = ingest
+        .run_maintenance(at(w + HOUR + 5 * MINUTE))
+        .await
+        .unwrap();
+    assert_eq!(report.chunks_compacted, 0, "{report:?}");
+    assert_eq!(store.scalar("SELECT count(*) FROM chunks").await, 2);
+    // 15 minutes after: nothing new arrived, the window is compacted all the same
+    let report = ingest
+        .run_maintenance(at(w + HOUR + 15 * MINUTE))
+        .await
+        .unwrap();
+    assert_eq!(report.chunks_compacted, 2, "{report:?}");
+    assert_eq!(store.scalar("SELECT count(*) FROM chunks").await, 1);
+    assert_eq!(
+        raw_points(&ingest, "quiet", w).await,
+        [(w + 1000, 1.0), (w + 2000, 1.0)]
+    );
+    ingest.shutdown().await.unwrap();
+}
+
 conformance!(
+    a_quiet_series_is_compacted_after_its_window_closes,
     a_damaged_chunk_is_named_not_hidden,
     chunks_compact_and_the_first_write_wins,
     samples_stored_before_chunks_are_converted,

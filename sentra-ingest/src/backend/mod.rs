@@ -307,6 +307,18 @@ pub(crate) trait MetricReader: Clone + Send + Sync + 'static {
         from: i64,
         to: i64,
     ) -> impl Future<Output = Result<Vec<ChunkRow>>> + Send;
+    /// `(series, start)` of every chunk starting in `[from, to)`, from the index (for the
+    /// compaction scan).
+    fn chunk_starts(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, i64)>>> + Send {
+        async move {
+            each_pool!(self.pool(), p => sql::chunk_starts(p, from, to).await)
+                .map_err(crate::Error::storage("reading sample chunk keys"))
+        }
+    }
     /// Up to `limit` chunks after `(series, start, generation)` in that order, for a scan
     /// of every chunk ([`chunks::check_all`]).
     fn chunk_page(

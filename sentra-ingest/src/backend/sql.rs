@@ -258,6 +258,33 @@ pub(crate) fn rollup_table(res: Resolution) -> &'static str {
     }
 }
 
+/// `(series, start)` of the chunks starting in `[from, to)`. `series_id IN (…)` lets SQLite
+/// seek per series in the `(series_id, start_ts, gen)` index instead of reading the table;
+/// PostgreSQL prunes the day partitions.
+pub(crate) async fn chunk_starts<DB>(
+    pool: &Pool<DB>,
+    from: i64,
+    to: i64,
+) -> sqlx::Result<Vec<(i64, i64)>>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'r> i64: Decode<'r, DB>,
+{
+    let rows = sqlx::query::<DB>(
+        "SELECT series_id, start_ts FROM chunks \
+         WHERE series_id IN (SELECT id FROM series) AND start_ts >= $1 AND start_ts < $2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Up to `limit` chunks after `after` = `(series, start, generation)`, in that order.
 pub(crate) async fn chunk_page<DB>(
     pool: &Pool<DB>,
