@@ -74,6 +74,12 @@ fn main() {
             r.compacted_disk.chunks,
             per(r.compacted_disk.chunk_bytes),
         );
+        // issue 18's goals for this run: 1 M samples/s queryable, 2 B/sample at rest
+        println!(
+            "  {name:>8}: vs goal: {:.2}x of 1 M samples/s, chunk table {:.2}x of 2 B/sample",
+            total as f64 / s / 1e6,
+            per(r.compacted_disk.chunk_bytes) / 2.0,
+        );
     }
 }
 
