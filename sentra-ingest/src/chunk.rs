@@ -74,21 +74,26 @@
 //! * **Everything else is Gorilla XOR**, which keeps every bit pattern: NaN payloads,
 //!   `-0.0`, infinities and subnormals round-trip exactly (no canonicalisation).
 //!
-//! Figures (`cargo bench -p sentra-ingest --bench chunk`, 2-core box under load ~2-3,
-//! 36 000 samples per series, 120 samples per chunk; `prom` = the Prometheus XOR chunk
-//! format computed on the same chunks, `pco` = pcodec per chunk):
+//! Figures (`cargo bench -p sentra-ingest --bench chunk`, 2-core box, load 2.4-3.1 from
+//! other builds, 36 000 samples per series; `prom` = the Prometheus XOR chunk format
+//! computed on the same chunks, `pco` = pcodec per chunk; ns per sample, criterion medians):
 //!
 //! ```text
-//! shape              B/sample (timestamps)  prom B  pco B  raw B  encode ns  decode ns
-//! realistic gauge       1.39      (0.76)     8.09    2.23     16       ~27        ~6
-//! realistic counter     3.33      (0.76)     5.60    3.81     16       ~23        ~6
-//! constant gauge        0.14      (0.13)     0.40    0.69     16       ~15        ~3
-//! constant counter      0.17      (0.13)     1.47    0.92     16        ~9        ~2
-//! hostile gauge        12.96      (4.73)    16.77   13.00     16       ~18        ~9
+//! shape, samples/chunk   B/sample (timestamps)  prom B  pco B  raw B  encode ns  decode ns
+//! realistic gauge, 120     1.30     (0.68)       8.09    2.23    16       32         5.8
+//! realistic gauge, 360     1.21     (0.58)       8.12    1.59    16       27         5.5
+//! realistic counter, 120   3.25     (0.68)       5.60    3.81    16       28         5.6
+//! realistic gauge, 1      10.99    (10.00)      16.00   54.00    16       39        34
+//! realistic gauge, 10      2.87     (2.18)       8.99    9.76    16       48         8.0
+//! constant gauge, 120      0.14     (0.13)       0.40    0.69    16       11         2.8
+//! constant counter, 120    0.17     (0.13)       1.47    0.92    16        8         2.4
+//! hostile gauge, 120      12.96     (4.73)      16.77   13.00    16       16         8.3
 //! ```
 //!
-//! The realistic counter draws 20 bits of entropy per increment (uniform 0..1 000 000):
-//! its floor is 2.92 B/sample, no codec reaches 1.5 there.
+//! Realistic: 10 s ± 5 ms on the schedule, a gap now and then; the gauge a 2-decimal random
+//! walk, the counter uniform increments of 0..1 000 000. That counter draws 20 bits of
+//! entropy per increment: its floor is 2.92 B/sample (the gauge's 0.98), no codec reaches
+//! 1.5 there.
 //!
 //! # Hostile input
 //!
