@@ -712,6 +712,13 @@ impl<'a> BitWriter<'a> {
 // Decoding
 
 /// The number of samples a chunk holds, from its header only.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the tests check headers against the decoded samples with it"
+    )
+)]
 pub(crate) fn sample_count(data: &[u8]) -> Result<u32, ChunkError> {
     let mut h = Header { data, pos: 0 };
     let version = h.byte()?;

@@ -105,7 +105,6 @@ mod backend;
 #[cfg(feature = "jetstream")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jetstream")))]
 pub mod bus;
-#[allow(dead_code, reason = "wired into the storage in the next commits")]
 mod chunk;
 mod config;
 mod error;
