@@ -116,8 +116,8 @@
 //!
 //! `cargo bench -p sentra-ingest --bench pipeline` (3 M samples from 20 agents over 10 000
 //! series, realistic values, both backends in one run; the crate README has the table and
-//! the row store it replaced): SQLite takes 0.9–1.3 M samples/s until every sample is
-//! queryable on a shared 2-vCPU machine, and stores them in 1.6 (a fleet's mix of values)
+//! the row store it replaced): SQLite takes 1.2–1.45 M samples/s until every sample is
+//! queryable on a quiet 2-vCPU machine, and stores them in 1.6 (a fleet's mix of values)
 //! to 2.8 (every value changing randomly) bytes per sample once compacted, where one row
 //! per sample took 25.
 
