@@ -1027,7 +1027,47 @@ async fn a_quiet_series_is_compacted_after_its_window_closes(kind: Kind) {
     ingest.shutdown().await.unwrap();
 }
 
+/// The oldest timestamps an agent may send (1 ms after the epoch: `sentra-core` refuses
+/// zero and negative ones) are stored and answered like any other, and neither the writer
+/// nor maintenance trips over the first chunk window.
+async fn extreme_timestamps_are_stored_and_answered(kind: Kind) {
+    let store = Store::new(kind).await;
+    let ingest = store.open().await;
+    let a = agent("conf-extreme");
+    let low = 1;
+    let samples = vec![
+        gauge("extreme", &[], low, 1.0),
+        gauge("extreme", &[], low + 1000, 2.0),
+        counter("extreme_c", &[], low + 5, 7),
+    ];
+    let ack = ingest
+        .service()
+        .push(verify(&batch(&a, 1, now(), samples)))
+        .await
+        .unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    ingest.flush().await.unwrap();
+    assert_eq!(
+        raw_points(&ingest, "extreme", low).await,
+        [(low, 1.0), (low + 1000, 2.0)]
+    );
+    let latest = ingest
+        .query()
+        .latest(&Selector::metric("extreme").unwrap())
+        .await
+        .unwrap();
+    assert_eq!((latest[0].timestamp_ms, latest[0].value), (low + 1000, 2.0));
+    ingest.run_maintenance(UnixMillis::now()).await.unwrap();
+    // a later sample of the same agent still goes through the same writer
+    let ack = ingest.service().push(one(&a, 2, now())).await.unwrap();
+    assert_eq!(ack.status(), AckStatus::Accepted);
+    ingest.flush().await.unwrap();
+    assert_eq!(ingest.health().storage, StorageHealth::Ok);
+    ingest.shutdown().await.unwrap();
+}
+
 conformance!(
+    extreme_timestamps_are_stored_and_answered,
     a_quiet_series_is_compacted_after_its_window_closes,
     a_damaged_chunk_is_named_not_hidden,
     chunks_compact_and_the_first_write_wins,

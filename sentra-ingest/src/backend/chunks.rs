@@ -31,9 +31,10 @@ use crate::{
 /// (a chunk is dropped when its newest sample is older than the cutoff).
 pub(crate) const CHUNK_WINDOW_MS: i64 = 3_600_000;
 
-/// The start of the window holding `ts`.
+/// The start of the window holding `ts`; saturating, so the partial window at the bottom
+/// of the i64 range (an agent may send any timestamp) is `i64::MIN`.
 pub(crate) const fn window_start(ts: i64) -> i64 {
-    ts - ts.rem_euclid(CHUNK_WINDOW_MS)
+    ts.saturating_sub(ts.rem_euclid(CHUNK_WINDOW_MS))
 }
 
 /// A chunk to insert.

@@ -104,7 +104,8 @@ impl MetricReader for PgReader {
         let rows = sqlx::query(
             "SELECT c.series_id, c.start_ts, c.gen, c.data FROM UNNEST($1::int8[]) AS s(id) \
              CROSS JOIN LATERAL (SELECT MAX(start_ts) AS m FROM chunks WHERE series_id = s.id) n \
-             JOIN chunks c ON c.series_id = s.id AND c.start_ts > n.m - $2 \
+             JOIN chunks c ON c.series_id = s.id \
+             AND c.start_ts > GREATEST(n.m, -9223372036854775807 - 1 + $2) - $2 \
              ORDER BY c.series_id, c.start_ts, c.gen",
         )
         .bind(ids)

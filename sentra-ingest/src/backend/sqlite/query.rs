@@ -104,7 +104,8 @@ impl MetricReader for SqliteReader {
         let rows = sqlx::query(
             "SELECT c.series_id, c.start_ts, c.gen, c.data FROM json_each(?1) j \
              JOIN chunks c ON c.series_id = j.value AND c.start_ts > \
-             (SELECT MAX(start_ts) FROM chunks WHERE series_id = j.value) - ?2 \
+             max((SELECT MAX(start_ts) FROM chunks WHERE series_id = j.value), \
+             -9223372036854775807 - 1 + ?2) - ?2 \
              ORDER BY c.series_id, c.start_ts, c.gen",
         )
         .bind(ids_json(ids))
