@@ -168,18 +168,12 @@ async fn run(
         let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
             .await
             .unwrap();
-        let count: i64 = i64::try_from(
-            sentra_ingest::storage::samples_of_chunks(
-                sqlx::query_as::<_, (i64, i64, Vec<u8>)>(
-                    "SELECT series_id, gen, data FROM sentra_metrics.chunks",
-                )
+        let count: i64 = i64::try_from(support::distinct_samples(
+            sqlx::query_as(support::PG_CHUNKS)
                 .fetch_all(&mut c)
                 .await
                 .unwrap(),
-            )
-            .unwrap()
-            .len(),
-        )
+        ))
         .unwrap();
         let bytes: i64 = sqlx::query_scalar(
             "SELECT sum(pg_total_relation_size(oid))::int8 FROM pg_class \
@@ -199,16 +193,12 @@ async fn run(
         let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
             .await
             .unwrap();
-        let count: i64 = i64::try_from(
-            sentra_ingest::storage::samples_of_chunks(
-                sqlx::query_as::<_, (i64, i64, Vec<u8>)>("SELECT series_id, gen, data FROM chunks")
-                    .fetch_all(&mut c)
-                    .await
-                    .unwrap(),
-            )
-            .unwrap()
-            .len(),
-        )
+        let count: i64 = i64::try_from(support::distinct_samples(
+            sqlx::query_as(support::SQLITE_CHUNKS)
+                .fetch_all(&mut c)
+                .await
+                .unwrap(),
+        ))
         .unwrap();
         let used: i64 = sqlx::query_scalar(
             "SELECT (SELECT page_count FROM pragma_page_count()) - \

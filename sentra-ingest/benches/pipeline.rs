@@ -157,11 +157,11 @@ async fn disk(dir: &std::path::Path, db: Option<&sentra_testkit::TestDb>) -> Dis
 
 /// The distinct samples stored (as queries see them).
 async fn stored(dir: &std::path::Path, db: Option<&sentra_testkit::TestDb>) -> u64 {
-    let rows: Vec<(i64, i64, Vec<u8>)> = if let Some(db) = db {
+    let rows = if let Some(db) = db {
         let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
             .await
             .unwrap();
-        sqlx::query_as("SELECT series_id, gen, data FROM sentra_metrics.chunks")
+        sqlx::query_as(support::PG_CHUNKS)
             .fetch_all(&mut c)
             .await
             .unwrap()
@@ -170,14 +170,12 @@ async fn stored(dir: &std::path::Path, db: Option<&sentra_testkit::TestDb>) -> u
         let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
             .await
             .unwrap();
-        sqlx::query_as("SELECT series_id, gen, data FROM chunks")
+        sqlx::query_as(support::SQLITE_CHUNKS)
             .fetch_all(&mut c)
             .await
             .unwrap()
     };
-    sentra_ingest::storage::samples_of_chunks(rows)
-        .unwrap()
-        .len() as u64
+    support::distinct_samples(rows)
 }
 
 /// One backend's run. After the clock: every sample must be stored (a figure for lost

@@ -248,3 +248,17 @@ impl SplitMix {
         self.next() % n
     }
 }
+
+/// Every chunk row (`series_id, gen, data`) of a SQLite store, for [`distinct_samples`].
+pub(crate) const SQLITE_CHUNKS: &str = "SELECT series_id, gen, data FROM chunks";
+/// The same for the PostgreSQL store.
+pub(crate) const PG_CHUNKS: &str = "SELECT series_id, gen, data FROM sentra_metrics.chunks";
+
+/// The distinct samples stored in `rows` (chunk rows `series_id, gen, data`), as queries
+/// see them: what the benches check after their clock.
+#[allow(dead_code)] // not every bench that includes this module counts samples
+pub(crate) fn distinct_samples(rows: Vec<(i64, i64, Vec<u8>)>) -> u64 {
+    sentra_ingest::storage::samples_of_chunks(rows)
+        .unwrap()
+        .len() as u64
+}
