@@ -84,14 +84,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps a backend's error (boxed: no database type in the public API).
+    /// Wraps a backend's error, or one already boxed (no database type in the public API).
     pub(crate) fn storage<E>(context: &'static str) -> impl FnOnce(E) -> Self
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: Into<BoxError>,
     {
         move |e| Self::Storage {
             context,
-            source: Box::new(e),
+            source: e.into(),
         }
     }
 

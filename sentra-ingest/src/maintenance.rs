@@ -321,10 +321,7 @@ impl Maintainer {
             }));
             ControlFlow::Continue(())
         })
-        .map_err(|source| Error::Storage {
-            context: "reading samples for rollup",
-            source,
-        })?;
+        .map_err(Error::storage("reading samples for rollup"))?;
         compact(id, &chunk_rows, now_ms, scanned_before, job)?;
         let mut minutes: Vec<Bucket> = Vec::new();
         for (ts, v) in rows {
@@ -399,14 +396,8 @@ fn compact(
             samples.extend(s.iter().map(|&(ts, v)| (id, ts, v)));
             ControlFlow::Continue(())
         })
-        .map_err(|source| Error::Storage {
-            context: "reading chunks to compact",
-            source,
-        })?;
-        let add = chunks::build(&samples, oldest).map_err(|e| Error::Storage {
-            context: "compacting chunks",
-            source: e.into(),
-        })?;
+        .map_err(Error::storage("reading chunks to compact"))?;
+        let add = chunks::build(&samples, oldest).map_err(Error::storage("compacting chunks"))?;
         job.compactions.push(Compaction {
             series: id,
             remove: group.iter().map(|r| (r.start, r.generation)).collect(),

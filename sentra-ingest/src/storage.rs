@@ -141,10 +141,7 @@ use crate::{Error, Result};
 /// ```
 pub fn decode_chunk(data: &[u8]) -> Result<Vec<(i64, f64)>> {
     let mut samples = Vec::new();
-    crate::chunk::decode(data, &mut samples).map_err(|e| Error::Storage {
-        context: "decoding a sample chunk",
-        source: e.into(),
-    })?;
+    crate::chunk::decode(data, &mut samples).map_err(Error::storage("decoding a sample chunk"))?;
     Ok(samples
         .into_iter()
         .map(|(ts, v)| (ts, crate::backend::chunks::as_f64(v)))

@@ -341,10 +341,8 @@ impl<S: MetricStore> Writer<S> {
                 }
                 return Ok(());
             };
-            let chunks = chunks::build(&rows, self.next_gen).map_err(|e| Error::Storage {
-                context: "converting samples stored before chunks",
-                source: e.into(),
-            })?;
+            let chunks = chunks::build(&rows, self.next_gen)
+                .map_err(Error::storage("converting samples stored before chunks"))?;
             let plan = ApplyPlan {
                 chunks,
                 next_gen: self.next_gen + 1,

@@ -354,10 +354,7 @@ pub(crate) trait MetricReader: Clone + Send + Sync + 'static {
                 }
                 ControlFlow::Continue(())
             })
-            .map_err(|source| crate::Error::Storage {
-                context: "reading latest values",
-                source,
-            })?;
+            .map_err(crate::Error::storage("reading latest values"))?;
             Ok(out)
         }
     }
@@ -380,10 +377,7 @@ pub(crate) trait MetricReader: Clone + Send + Sync + 'static {
                 chunks::aggregate(series, samples, range, agg, &mut out);
                 ControlFlow::Continue(())
             })
-            .map_err(|source| crate::Error::Storage {
-                context: "reading history",
-                source,
-            })?;
+            .map_err(crate::Error::storage("reading history"))?;
             Ok(out)
         }
     }
@@ -414,10 +408,7 @@ pub(crate) trait MetricReader: Clone + Send + Sync + 'static {
                     ControlFlow::Continue(())
                 }
             })
-            .map_err(|source| crate::Error::Storage {
-                context: "reading raw samples",
-                source,
-            })?;
+            .map_err(crate::Error::storage("reading raw samples"))?;
             Ok(out)
         }
     }
